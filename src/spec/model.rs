@@ -1,0 +1,262 @@
+//! The typed fleet model: what a fleet file means, whichever syntax it came in.
+
+use std::collections::BTreeMap;
+use std::ops::Deref;
+use std::path::PathBuf;
+
+use miette::SourceSpan;
+
+use super::secret::SecretRef;
+
+/// A value with the place in the source it came from.
+#[derive(Debug, Clone)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub span: SourceSpan,
+}
+
+impl<T> Spanned<T> {
+    pub fn new(value: T, span: SourceSpan) -> Self {
+        Spanned { value, span }
+    }
+}
+
+impl<T> Deref for Spanned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+pub const DEFAULT_LITELLM_VERSION: &str = "1.106.2";
+pub const DEFAULT_LITELLM_PORT: u16 = 4000;
+pub const DEFAULT_GATEWAY_PORT: u16 = 18789;
+/// Gateways on one host get ports this far apart (OpenClaw uses a few ports above its own).
+pub const GATEWAY_PORT_STEP: u16 = 20;
+pub const IMPLICIT_HOST: &str = "local";
+
+#[derive(Debug, Clone)]
+pub struct FleetSpec {
+    pub name: String,
+    pub parallelism: usize,
+    pub data_dir: Option<PathBuf>,
+    /// The directory holding the fleet file; relative paths resolve against it.
+    pub base_dir: PathBuf,
+    pub images: Vec<Image>,
+    pub hosts: Vec<Host>,
+    pub litellm: Litellm,
+    pub providers: Vec<Provider>,
+    pub gateways: Vec<Gateway>,
+    pub agents: Vec<Agent>,
+}
+
+impl FleetSpec {
+    pub fn agent(&self, name: &str) -> Option<&Agent> {
+        self.agents.iter().find(|a| a.name.value == name)
+    }
+    pub fn provider_of(&self, model: &str) -> Option<(&Provider, &ModelDecl)> {
+        self.providers
+            .iter()
+            .find_map(|p| p.models.iter().find(|m| m.name.value == model).map(|m| (p, m)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    pub const ALL: [&'static str; 2] = ["amd64", "arm64"];
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "amd64" | "x86_64" => Some(Arch::Amd64),
+            "arm64" | "aarch64" => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+    pub fn native() -> Self {
+        if cfg!(target_arch = "aarch64") {
+            Arch::Arm64
+        } else {
+            Arch::Amd64
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub name: Spanned<String>,
+    pub recipe: Option<Spanned<PathBuf>>,
+    pub urls: BTreeMap<Arch, ImageUrl>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImageUrl {
+    pub url: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    Process,
+    Incus,
+}
+
+impl Runtime {
+    pub const ALL: [&'static str; 2] = ["process", "incus"];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Process => "process",
+            Runtime::Incus => "incus",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: Spanned<String>,
+    pub runtime: Runtime,
+    /// An Incus remote name (`incus remote list`); the local daemon when absent.
+    pub remote: Option<String>,
+    pub arch: Arch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyBackend {
+    /// Hashes in a key file read by fleet's custom_auth module: works with no database.
+    File,
+    /// LiteLLM's own virtual keys (`/key/generate`), which need Postgres.
+    Database { url: SecretRef },
+}
+
+#[derive(Debug, Clone)]
+pub struct Litellm {
+    pub host: Spanned<String>,
+    pub port: u16,
+    pub bind: String,
+    pub version: String,
+    pub path: Option<PathBuf>,
+    pub keys: KeyBackend,
+    /// The admin key; fleet mints and keeps one (0600) in the data dir when absent.
+    pub master_key: Option<SecretRef>,
+    /// The model the `default` alias points at; the first declared model when absent.
+    pub default_model: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    OpenAi,
+    Anthropic,
+    OpenRouter,
+    OpenAiCompatible,
+    Ollama,
+    Mock,
+}
+
+impl ProviderKind {
+    pub const ALL: [&'static str; 6] = ["openai", "anthropic", "openrouter", "openai-compatible", "ollama", "mock"];
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "openai" => ProviderKind::OpenAi,
+            "anthropic" => ProviderKind::Anthropic,
+            "openrouter" => ProviderKind::OpenRouter,
+            "openai-compatible" => ProviderKind::OpenAiCompatible,
+            "ollama" => ProviderKind::Ollama,
+            "mock" => ProviderKind::Mock,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        Self::ALL[self as usize]
+    }
+    /// Whether a request to this provider needs an API key.
+    pub fn needs_key(self) -> bool {
+        matches!(self, ProviderKind::OpenAi | ProviderKind::Anthropic | ProviderKind::OpenRouter)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: Spanned<String>,
+    pub kind: ProviderKind,
+    pub api_key: Option<SecretRef>,
+    pub url: Option<String>,
+    pub models: Vec<ModelDecl>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelDecl {
+    pub name: Spanned<String>,
+    /// The canned answer of a `mock` model (LiteLLM's `mock_response`).
+    pub response: Option<String>,
+}
+
+pub const DEFAULT_MOCK_RESPONSE: &str = "This is a mock response from fleet's demo model.";
+
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub name: Spanned<String>,
+    pub host: Spanned<String>,
+    pub image: Option<Spanned<String>>,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub emoji: Option<String>,
+    pub vibe: Option<String>,
+}
+
+/// Where a workspace file's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileSource {
+    Path(PathBuf),
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// As written (`30m`), kept for OpenClaw, which takes the same syntax.
+    pub every: String,
+    pub seconds: u64,
+    pub prompt: Option<String>,
+}
+
+/// Workspace files OpenClaw lets a client set.
+pub const WORKSPACE_FILES: [&str; 6] = ["AGENTS.md", "SOUL.md", "IDENTITY.md", "USER.md", "BOOTSTRAP.md", "MEMORY.md"];
+
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub name: Spanned<String>,
+    pub gateway: Spanned<String>,
+    pub model: Spanned<String>,
+    pub fallbacks: Vec<Spanned<String>>,
+    pub identity: Identity,
+    /// Workspace file name (e.g. `SOUL.md`) → source.
+    pub files: BTreeMap<String, FileSource>,
+    pub heartbeat: Option<Heartbeat>,
+    pub wake: Option<String>,
+}
+
+impl Agent {
+    /// Primary model first, then fallbacks, without repeats: the key's scope.
+    pub fn models(&self) -> Vec<String> {
+        let mut out: Vec<String> = vec![self.model.value.clone()];
+        for f in &self.fallbacks {
+            if !out.contains(&f.value) {
+                out.push(f.value.clone());
+            }
+        }
+        out
+    }
+}
