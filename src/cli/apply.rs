@@ -1,0 +1,100 @@
+//! `plan`, `apply`, `state`, `force-unlock`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use miette::IntoDiagnostic;
+
+use super::{load, progress};
+use crate::engine;
+use crate::plan::render;
+
+pub fn plan(path: Option<&Path>, data_dir: Option<&Path>, json: bool, detailed: bool) -> miette::Result<ExitCode> {
+    let l = load(path, data_dir)?;
+    let store = engine::open_readonly(&l.layout)?;
+    let p = engine::prepare(&l.spec, &l.layout, store.as_ref())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&render::json(&p.plan, &l.spec.name)).into_diagnostic()?);
+    } else {
+        print!("{}", render::text(&p.plan));
+    }
+    Ok(if detailed && !p.plan.is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+pub fn apply(path: Option<&Path>, data_dir: Option<&Path>, jobs: Option<usize>) -> miette::Result<ExitCode> {
+    let t0 = Instant::now();
+    let l = load(path, data_dir)?;
+    let store = engine::open_locked(&l.layout, "apply")?;
+    let result = apply_locked(&l, &store, jobs, t0);
+    if let Err(e) = store.unlock() {
+        tracing::warn!("cannot release the apply lock: {e}");
+    }
+    result
+}
+
+fn apply_locked(l: &super::Loaded, store: &crate::state::Store, jobs: Option<usize>, t0: Instant) -> miette::Result<ExitCode> {
+    if let Some(ms) = std::env::var("FLEET_DEBUG_HOLD_LOCK_MS").ok().and_then(|v| v.parse().ok()) {
+        // For tests of the lock: keep it held for a while.
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    let p = engine::prepare(&l.spec, &l.layout, Some(store))?;
+    print!("{}", render::text(&p.plan));
+    if p.plan.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let jobs = jobs.unwrap_or(l.spec.parallelism);
+    println!("\nApplying {} changes, up to {jobs} at once:", p.plan.changes.len());
+    let (reporter, bar) = progress::reporter(p.plan.changes.len());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().into_diagnostic()?;
+    let summary = rt.block_on(engine::execute(&p, store, jobs, reporter))?;
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    if summary.success() {
+        println!("\nApply complete: {} done in {secs:.2} s.", summary.ok());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "\nApply failed: {} done, {} failed, {} skipped ({secs:.2} s). Fix the causes above and apply again; finished steps are kept.",
+            summary.ok(),
+            summary.failed(),
+            summary.skipped()
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+pub fn state(path: Option<&Path>, data_dir: Option<&Path>) -> miette::Result<ExitCode> {
+    let l = load(path, data_dir)?;
+    let Some(store) = engine::open_readonly(&l.layout)? else {
+        println!("{}: never applied (no state in {})", l.spec.name, l.layout.data_dir.display());
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!("data dir: {}", l.layout.data_dir.display());
+    println!("schema:   v{}", store.schema_version().into_diagnostic()?);
+    println!("\nresources:");
+    for (addr, rec) in store.load().into_diagnostic()? {
+        println!("  {addr:40} {}", &rec.fingerprint[..12]);
+    }
+    println!("\nrecent runs:");
+    for r in store.runs(10).into_diagnostic()? {
+        println!("  #{:<4} {} {:8} {:6} {} steps, {} failed", r.id, r.started_at, r.command, r.status, r.steps, r.failed);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn force_unlock(path: Option<&Path>, data_dir: Option<&Path>) -> miette::Result<ExitCode> {
+    let l = load(path, data_dir)?;
+    if !l.layout.state_db().exists() {
+        println!("no state, no lock");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = crate::state::Store::open(&l.layout.state_db()).into_diagnostic()?;
+    match store.force_unlock().into_diagnostic()? {
+        Some(h) => println!("removed the lock held by {h}"),
+        None => println!("the lock was not held"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

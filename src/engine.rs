@@ -1,0 +1,118 @@
+//! The one pipeline behind `plan` and `apply`: desired resources, recorded
+//! state, observed drift → plan → execution. Plan and apply share every line
+//! up to execution, so they cannot disagree.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use miette::{miette, IntoDiagnostic, WrapErr};
+
+use crate::exec::driver::{Drift, Drivers};
+use crate::exec::{Execution, Reporter, Summary};
+use crate::layout::Layout;
+use crate::litellm::keys::{FileKeyStore, KeyStore};
+use crate::litellm::resources::{FilesDriver, KeyDriver, MasterKeyDriver};
+use crate::plan::{diff, Plan};
+use crate::resource::{desired, Desired, Kind};
+use crate::spec::{FleetSpec, KeyBackend};
+use crate::state::{Record, StateError, Store};
+
+/// Everything a plan was computed from, kept so apply executes exactly it.
+pub struct Prepared {
+    pub desired: Desired,
+    pub prior: BTreeMap<String, Record>,
+    pub drift: BTreeMap<String, Drift>,
+    pub plan: Plan,
+    pub drivers: Drivers,
+}
+
+/// A key store for a backend that this build cannot drive yet: every call fails, naming why.
+struct UnavailableKeyStore(&'static str);
+
+#[async_trait::async_trait]
+impl KeyStore for UnavailableKeyStore {
+    async fn find(&self, _: &str) -> miette::Result<Option<crate::litellm::keys::StoredKey>> {
+        Err(miette!("{}", self.0))
+    }
+    async fn mint(
+        &self,
+        _: &str,
+        _: &[String],
+        _: &BTreeMap<String, serde_json::Value>,
+    ) -> miette::Result<(crate::spec::secret::Secret, String)> {
+        Err(miette!("{}", self.0))
+    }
+    async fn rescope(&self, _: &str, _: &str, _: &[String], _: &BTreeMap<String, serde_json::Value>) -> miette::Result<()> {
+        Err(miette!("{}", self.0))
+    }
+    async fn revoke(&self, _: &str, _: &str) -> miette::Result<()> {
+        Err(miette!("{}", self.0))
+    }
+}
+
+pub fn drivers(spec: &FleetSpec, layout: &Layout) -> miette::Result<Drivers> {
+    let store: Arc<dyn KeyStore> = match spec.litellm.keys {
+        KeyBackend::File => FileKeyStore::open(&layout.keys_file())?,
+        KeyBackend::Database { .. } => Arc::new(UnavailableKeyStore(
+            "the database key backend needs a running LiteLLM proxy with Postgres, which this version of fleet does not manage yet; use `keys \"file\"`",
+        )),
+    };
+    let mut d = Drivers::default();
+    d.insert(Kind::LitellmMasterKey, Arc::new(MasterKeyDriver));
+    d.insert(Kind::LitellmConfig, Arc::new(FilesDriver));
+    d.insert(Kind::Key, Arc::new(KeyDriver { store }));
+    Ok(d)
+}
+
+/// Computes the plan. Reads state and observes resources; writes nothing.
+pub fn prepare(spec: &FleetSpec, layout: &Layout, store: Option<&Store>) -> miette::Result<Prepared> {
+    let desired = desired(spec, layout);
+    let prior = match store {
+        Some(s) => s.load().into_diagnostic()?,
+        None => BTreeMap::new(),
+    };
+    let drivers = drivers(spec, layout)?;
+    let drift = drivers.refresh(&prior, &desired);
+    let plan = diff(&desired, &prior, &drift);
+    Ok(Prepared { desired, prior, drift, plan, drivers })
+}
+
+/// Opens the state for reading only; None when the fleet was never applied.
+pub fn open_readonly(layout: &Layout) -> miette::Result<Option<Store>> {
+    Store::open_existing_readonly(&layout.state_db()).into_diagnostic()
+}
+
+/// Opens (creating) the data dir and state, and takes the apply lock.
+pub fn open_locked(layout: &Layout, command: &str) -> miette::Result<Store> {
+    crate::fsutil::create_private_dir(&layout.data_dir)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot create data dir {}", layout.data_dir.display()))?;
+    let mut store = Store::open(&layout.state_db()).into_diagnostic()?;
+    match store.lock(command) {
+        Ok(_) => Ok(store),
+        Err(StateError::Locked(h)) => Err(miette!(
+            help = "wait for it to finish; if that process is gone for good on another host, run `fleet force-unlock`",
+            "another fleet apply is running: {h}"
+        )),
+        Err(e) => Err(e).into_diagnostic(),
+    }
+}
+
+pub async fn execute(p: &Prepared, store: &Store, jobs: usize, reporter: Arc<dyn Reporter>) -> miette::Result<Summary> {
+    let run_id = store.begin_run("apply").into_diagnostic()?;
+    let summary = Execution {
+        plan: &p.plan,
+        desired: &p.desired,
+        prior: &p.prior,
+        drivers: &p.drivers,
+        store,
+        run_id,
+        jobs,
+        reporter,
+    }
+    .run()
+    .await;
+    let status = if summary.success() { "ok" } else { "failed" };
+    store.finish_run(run_id, status).into_diagnostic()?;
+    Ok(summary)
+}

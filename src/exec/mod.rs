@@ -1,0 +1,239 @@
+//! Runs a plan: steps in dependency order, at most `jobs` at once; a failed
+//! step's dependents are skipped, independent branches go on. The core reports
+//! through `Reporter`; it never prints.
+
+pub mod driver;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::Dfs;
+use tokio::task::JoinSet;
+
+use crate::plan::{Action, Plan};
+use crate::resource::Desired;
+use crate::state::{now, Record, StepRow, Store};
+use driver::Drivers;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Failed(String),
+    Skipped(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct StepOutcome {
+    pub address: String,
+    pub action: Action,
+    pub status: Status,
+    pub elapsed: Duration,
+}
+
+pub trait Reporter: Send + Sync {
+    fn started(&self, address: &str, action: Action);
+    fn finished(&self, outcome: &StepOutcome);
+}
+
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub outcomes: Vec<StepOutcome>,
+}
+
+impl Summary {
+    fn count(&self, f: impl Fn(&Status) -> bool) -> usize {
+        self.outcomes.iter().filter(|o| f(&o.status)).count()
+    }
+    pub fn ok(&self) -> usize {
+        self.count(|s| *s == Status::Ok)
+    }
+    pub fn failed(&self) -> usize {
+        self.count(|s| matches!(s, Status::Failed(_)))
+    }
+    pub fn skipped(&self) -> usize {
+        self.count(|s| matches!(s, Status::Skipped(_)))
+    }
+    pub fn success(&self) -> bool {
+        self.failed() == 0 && self.skipped() == 0
+    }
+}
+
+/// One line per cause: "cannot write key file …: Permission denied".
+pub fn error_chain(e: &miette::Report) -> String {
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+}
+
+/// The step graph: edges run from what must happen first to what waits for it.
+pub fn step_graph(plan: &Plan, desired: &Desired, prior: &BTreeMap<String, Record>) -> DiGraph<usize, ()> {
+    let mut g = DiGraph::new();
+    let nodes: Vec<NodeIndex> = (0..plan.changes.len()).map(|i| g.add_node(i)).collect();
+    let index: HashMap<&str, usize> = plan.changes.iter().enumerate().map(|(i, c)| (c.address.as_str(), i)).collect();
+    for (i, c) in plan.changes.iter().enumerate() {
+        if c.action == Action::Delete {
+            // Delete dependents before what they depend on.
+            for (j, other) in plan.changes.iter().enumerate() {
+                if other.action == Action::Delete && prior.get(&other.address).is_some_and(|r| r.deps.contains(&c.address)) {
+                    g.add_edge(nodes[j], nodes[i], ());
+                }
+            }
+        } else if let Some(r) = desired.get(&c.address) {
+            for dep in &r.deps {
+                if let Some(&j) = index.get(dep.as_str()) {
+                    if plan.changes[j].action != Action::Delete {
+                        g.add_edge(nodes[j], nodes[i], ());
+                    }
+                }
+            }
+        }
+    }
+    g
+}
+
+pub struct Execution<'a> {
+    pub plan: &'a Plan,
+    pub desired: &'a Desired,
+    pub prior: &'a BTreeMap<String, Record>,
+    pub drivers: &'a Drivers,
+    pub store: &'a Store,
+    pub run_id: i64,
+    pub jobs: usize,
+    pub reporter: Arc<dyn Reporter>,
+}
+
+enum Done {
+    Wrote(Record),
+    Removed,
+}
+
+impl Execution<'_> {
+    pub async fn run(self) -> Summary {
+        let graph = step_graph(self.plan, self.desired, self.prior);
+        let n = self.plan.changes.len();
+        let mut indegree: Vec<usize> = (0..n).map(|i| graph.neighbors_directed(NodeIndex::new(i), petgraph::Incoming).count()).collect();
+        let mut blocked = vec![false; n];
+        let mut ready: VecDeque<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+        let mut running: JoinSet<(usize, Instant, Result<Done, String>)> = JoinSet::new();
+        let mut summary = Summary::default();
+        let jobs = self.jobs.max(1);
+
+        loop {
+            while running.len() < jobs {
+                let Some(i) = ready.pop_front() else { break };
+                let change = &self.plan.changes[i];
+                self.reporter.started(&change.address, change.action);
+                let task = self.task(i);
+                running.spawn(async move {
+                    let t0 = Instant::now();
+                    // A panicking driver fails its own step, not the run.
+                    let res = tokio::spawn(task).await.unwrap_or_else(|e| Err(format!("internal error: {e}")));
+                    (i, t0, res)
+                });
+            }
+            let Some(joined) = running.join_next().await else { break };
+            let Ok((i, t0, res)) = joined else { continue };
+            let change = &self.plan.changes[i];
+            let res = res.and_then(|done| {
+                match done {
+                    Done::Wrote(rec) => self.store.put(&rec),
+                    Done::Removed => self.store.remove(&change.address),
+                }
+                .map_err(|e| format!("the step succeeded but its state could not be saved: {e}"))
+            });
+            let status = match res {
+                Ok(()) => Status::Ok,
+                Err(msg) => Status::Failed(msg),
+            };
+            let outcome = StepOutcome { address: change.address.clone(), action: change.action, status, elapsed: t0.elapsed() };
+            self.record(&outcome);
+            self.reporter.finished(&outcome);
+            let failed = outcome.status != Status::Ok;
+            summary.outcomes.push(outcome);
+            if failed {
+                let mut dfs = Dfs::new(&graph, NodeIndex::new(i));
+                dfs.next(&graph);
+                while let Some(d) = dfs.next(&graph) {
+                    let j = d.index();
+                    if !blocked[j] {
+                        blocked[j] = true;
+                        let c = &self.plan.changes[j];
+                        let o = StepOutcome {
+                            address: c.address.clone(),
+                            action: c.action,
+                            status: Status::Skipped(format!("depends on {}, which failed", change.address)),
+                            elapsed: Duration::ZERO,
+                        };
+                        self.record(&o);
+                        self.reporter.finished(&o);
+                        summary.outcomes.push(o);
+                    }
+                }
+            } else {
+                for s in graph.neighbors_directed(NodeIndex::new(i), petgraph::Outgoing) {
+                    let j = s.index();
+                    indegree[j] -= 1;
+                    if indegree[j] == 0 && !blocked[j] {
+                        ready.push_back(j);
+                    }
+                }
+            }
+        }
+        summary
+    }
+
+    fn record(&self, o: &StepOutcome) {
+        let (status, error) = match &o.status {
+            Status::Ok => ("ok", None),
+            Status::Failed(e) => ("failed", Some(e.clone())),
+            Status::Skipped(e) => ("skipped", Some(e.clone())),
+        };
+        let row = StepRow {
+            address: o.address.clone(),
+            action: o.action.as_str().into(),
+            status: status.into(),
+            started_at: now(),
+            duration_ms: o.elapsed.as_millis() as i64,
+            error,
+        };
+        if let Err(e) = self.store.record_step(self.run_id, &row) {
+            tracing::warn!("cannot record step {}: {e}", o.address);
+        }
+    }
+
+    /// The work of step `i`, owning everything it needs.
+    fn task(&self, i: usize) -> impl std::future::Future<Output = Result<Done, String>> + Send + 'static {
+        let change = self.plan.changes[i].clone();
+        let want = self.desired.get(&change.address).cloned();
+        let prior = self.prior.get(&change.address).cloned();
+        let driver = match (&want, &prior) {
+            (Some(w), _) => self.drivers.get(w.kind).cloned(),
+            (None, Some(p)) => self.drivers.for_record(p).cloned(),
+            _ => None,
+        };
+        async move {
+            let driver = driver.ok_or_else(|| format!("no driver for {} in this version of fleet", change.kind))?;
+            let wrote = |r: &crate::resource::Resource, outputs| {
+                Done::Wrote(Record {
+                    address: r.address.clone(),
+                    kind: r.kind.as_str().into(),
+                    fingerprint: r.fingerprint.clone(),
+                    inputs: r.inputs.clone(),
+                    outputs,
+                    deps: r.deps.clone(),
+                })
+            };
+            let res = match (change.action, want, prior) {
+                (Action::Create, Some(w), _) => driver.create(&w).await.map(|o| wrote(&w, o)),
+                (Action::Update, Some(w), Some(p)) => driver.update(&w, &p).await.map(|o| wrote(&w, o)),
+                (Action::Replace, Some(w), Some(p)) => match driver.delete(&p).await {
+                    Ok(()) => driver.create(&w).await.map(|o| wrote(&w, o)),
+                    Err(e) => Err(e),
+                },
+                (Action::Delete, _, Some(p)) => driver.delete(&p).await.map(|()| Done::Removed),
+                _ => return Err("inconsistent plan step".to_string()),
+            };
+            res.map_err(|e| error_chain(&e))
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Where things live. Pure path arithmetic: nothing here touches the disk.
+//!
+//! - data (state, homes, configs, keys): `$XDG_DATA_HOME/fleet/<fleet>` (`~/.local/share/fleet/<fleet>`),
+//!   overridden by `fleet { data-dir … }`, overridden by `--data-dir`.
+//! - downloads and installs shared by all fleets: `$XDG_CACHE_HOME/fleet` (`~/.cache/fleet`).
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub data_dir: PathBuf,
+    pub cache_dir: PathBuf,
+}
+
+fn xdg(var: &str, fallback: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(v) if Path::new(&v).is_absolute() => PathBuf::from(v),
+        _ => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/")).join(fallback),
+    }
+}
+
+impl Layout {
+    pub fn resolve(fleet_name: &str, from_file: Option<&Path>, from_flag: Option<&Path>) -> Self {
+        let data_dir = match (from_flag, from_file) {
+            (Some(flag), _) => flag.to_path_buf(),
+            (None, Some(file)) => file.to_path_buf(),
+            (None, None) => xdg("XDG_DATA_HOME", ".local/share").join("fleet").join(fleet_name),
+        };
+        Layout { data_dir, cache_dir: xdg("XDG_CACHE_HOME", ".cache").join("fleet") }
+    }
+
+    pub fn state_db(&self) -> PathBuf {
+        self.data_dir.join("state.db")
+    }
+    pub fn litellm_dir(&self) -> PathBuf {
+        self.data_dir.join("litellm")
+    }
+    pub fn litellm_config(&self) -> PathBuf {
+        self.litellm_dir().join("config.yaml")
+    }
+    pub fn auth_module(&self) -> PathBuf {
+        self.litellm_dir().join("fleet_auth.py")
+    }
+    pub fn keys_file(&self) -> PathBuf {
+        self.litellm_dir().join("keys.json")
+    }
+    pub fn master_key_file(&self) -> PathBuf {
+        self.litellm_dir().join("master.key")
+    }
+    pub fn agent_home(&self, agent: &str) -> PathBuf {
+        self.data_dir.join("agents").join(agent)
+    }
+    pub fn agent_env(&self, agent: &str) -> PathBuf {
+        self.agent_home(agent).join("env")
+    }
+}

@@ -1,0 +1,162 @@
+//! Per-agent virtual keys: minting, the key store trait (file backend here,
+//! database later), and the agent's env file, the one place a raw key lives.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use miette::{miette, IntoDiagnostic, WrapErr};
+use rand::RngCore;
+use serde_json::Value;
+
+use super::keyfile::{KeyEntry, KeyFile};
+use crate::fsutil::{sha256_hex, write_atomic};
+use crate::spec::secret::Secret;
+
+pub const KEY_PREFIX: &str = "sk-fleet-";
+
+/// A fresh key: 32 random bytes from the OS, hex-encoded after `sk-fleet-`.
+pub fn mint_raw(prefix: &str) -> Secret {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    Secret::new(format!("{prefix}{}", hex::encode(bytes)))
+}
+
+pub fn hash_key(raw: &str) -> String {
+    sha256_hex(raw.as_bytes())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub hash: String,
+    pub models: Vec<String>,
+}
+
+/// Where keys are registered so the proxy accepts them.
+#[async_trait::async_trait]
+pub trait KeyStore: Send + Sync {
+    /// A cheap synchronous look, when the backend allows one (`None`: cannot tell without a call).
+    fn peek(&self, _alias: &str) -> Option<Option<StoredKey>> {
+        None
+    }
+    async fn find(&self, alias: &str) -> miette::Result<Option<StoredKey>>;
+    /// Creates a key for `alias`; returns the raw key (to be written to the env file) and its hash.
+    async fn mint(&self, alias: &str, models: &[String], metadata: &BTreeMap<String, Value>) -> miette::Result<(Secret, String)>;
+    async fn rescope(&self, alias: &str, hash: &str, models: &[String], metadata: &BTreeMap<String, Value>) -> miette::Result<()>;
+    async fn revoke(&self, alias: &str, hash: &str) -> miette::Result<()>;
+}
+
+pub struct FileKeyStore {
+    file: KeyFile,
+}
+
+impl FileKeyStore {
+    pub fn open(path: &Path) -> miette::Result<Arc<Self>> {
+        Ok(Arc::new(FileKeyStore { file: KeyFile::load(path).map_err(|e| miette!("{e}"))? }))
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyStore for FileKeyStore {
+    fn peek(&self, alias: &str) -> Option<Option<StoredKey>> {
+        Some(self.file.get(alias).map(|e| StoredKey { hash: e.hash, models: e.models }))
+    }
+
+    async fn find(&self, alias: &str) -> miette::Result<Option<StoredKey>> {
+        Ok(self.peek(alias).flatten())
+    }
+
+    async fn mint(&self, alias: &str, models: &[String], metadata: &BTreeMap<String, Value>) -> miette::Result<(Secret, String)> {
+        let raw = mint_raw(KEY_PREFIX);
+        let hash = hash_key(raw.expose());
+        self.rescope(alias, &hash, models, metadata).await?;
+        Ok((raw, hash))
+    }
+
+    async fn rescope(&self, alias: &str, hash: &str, models: &[String], metadata: &BTreeMap<String, Value>) -> miette::Result<()> {
+        let entry = KeyEntry { hash: hash.to_string(), alias: alias.to_string(), models: models.to_vec(), metadata: metadata.clone() };
+        self.file
+            .upsert(entry)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot write key file {}", self.file.path().display()))
+    }
+
+    async fn revoke(&self, alias: &str, _hash: &str) -> miette::Result<()> {
+        self.file
+            .remove(alias)
+            .map(|_| ())
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot write key file {}", self.file.path().display()))
+    }
+}
+
+/// What goes in an agent's env file (mode 0600): an OpenAI-style client setup.
+pub struct AgentEnv<'a> {
+    pub agent: &'a str,
+    pub base_url: &'a str,
+    pub model: &'a str,
+    pub key: &'a Secret,
+}
+
+impl AgentEnv<'_> {
+    pub fn render(&self) -> String {
+        format!(
+            "# Written by fleet for agent {agent}. Holds this agent's LiteLLM key: keep it private (0600).\n\
+             FLEET_AGENT={agent}\n\
+             OPENAI_BASE_URL={base}\n\
+             OPENAI_API_KEY={key}\n\
+             OPENAI_MODEL={model}\n",
+            agent = self.agent,
+            base = self.base_url,
+            key = self.key.expose(),
+            model = self.model,
+        )
+    }
+
+    pub fn write(&self, path: &Path) -> miette::Result<()> {
+        let want = self.render();
+        if std::fs::read(path).ok().as_deref() == Some(want.as_bytes()) {
+            return Ok(());
+        }
+        write_atomic(path, want.as_bytes(), 0o600)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot write env file {}", path.display()))
+    }
+}
+
+/// The raw key in an env file, if the file exists and has one.
+pub fn read_env_key(path: &Path) -> Option<Secret> {
+    let text = Secret::new(std::fs::read_to_string(path).ok()?);
+    text.expose()
+        .lines()
+        .find_map(|l| l.strip_prefix("OPENAI_API_KEY="))
+        .map(|k| Secret::new(k.trim().to_string()))
+        .filter(|k| !k.expose().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_keys_are_long_random_and_prefixed() {
+        let a = mint_raw(KEY_PREFIX);
+        let b = mint_raw(KEY_PREFIX);
+        assert!(a.expose().starts_with("sk-fleet-"));
+        assert_eq!(a.expose().len(), KEY_PREFIX.len() + 64);
+        assert_ne!(a, b);
+        assert_eq!(hash_key(a.expose()).len(), 64);
+    }
+
+    #[test]
+    fn env_file_round_trips_the_key_and_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("alice/env");
+        let key = mint_raw(KEY_PREFIX);
+        AgentEnv { agent: "alice", base_url: "http://127.0.0.1:4000/v1", model: "m", key: &key }.write(&p).unwrap();
+        assert_eq!(read_env_key(&p).unwrap(), key);
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(read_env_key(&dir.path().join("missing")).is_none());
+    }
+}
