@@ -42,7 +42,13 @@ impl KeyStore for UnavailableKeyStore {
     ) -> miette::Result<(crate::spec::secret::Secret, String)> {
         Err(miette!("{}", self.0))
     }
-    async fn rescope(&self, _: &str, _: &str, _: &[String], _: &BTreeMap<String, serde_json::Value>) -> miette::Result<()> {
+    async fn rescope(
+        &self,
+        _: &str,
+        _: &str,
+        _: &[String],
+        _: &BTreeMap<String, serde_json::Value>,
+    ) -> miette::Result<()> {
         Err(miette!("{}", self.0))
     }
     async fn revoke(&self, _: &str, _: &str) -> miette::Result<()> {
@@ -52,7 +58,7 @@ impl KeyStore for UnavailableKeyStore {
 
 pub fn drivers(spec: &FleetSpec, layout: &Layout) -> miette::Result<Drivers> {
     let store: Arc<dyn KeyStore> = match spec.litellm.keys {
-        KeyBackend::File => FileKeyStore::open(&layout.keys_file())?,
+        KeyBackend::File => FileKeyStore::open(&layout.keys_file()),
         KeyBackend::Database { .. } => Arc::new(UnavailableKeyStore(
             "the database key backend needs a running LiteLLM proxy with Postgres, which this version of fleet does not manage yet; use `keys \"file\"`",
         )),

@@ -33,7 +33,12 @@ pub fn apply(path: Option<&Path>, data_dir: Option<&Path>, jobs: Option<usize>) 
     result
 }
 
-fn apply_locked(l: &super::Loaded, store: &crate::state::Store, jobs: Option<usize>, t0: Instant) -> miette::Result<ExitCode> {
+fn apply_locked(
+    l: &super::Loaded,
+    store: &crate::state::Store,
+    jobs: Option<usize>,
+    t0: Instant,
+) -> miette::Result<ExitCode> {
     if let Some(ms) = std::env::var("FLEET_DEBUG_HOLD_LOCK_MS").ok().and_then(|v| v.parse().ok()) {
         // For tests of the lock: keep it held for a while.
         std::thread::sleep(std::time::Duration::from_millis(ms));
@@ -80,7 +85,10 @@ pub fn state(path: Option<&Path>, data_dir: Option<&Path>) -> miette::Result<Exi
     }
     println!("\nrecent runs:");
     for r in store.runs(10).into_diagnostic()? {
-        println!("  #{:<4} {} {:8} {:6} {} steps, {} failed", r.id, r.started_at, r.command, r.status, r.steps, r.failed);
+        println!(
+            "  #{:<4} {} {:8} {:6} {} steps, {} failed",
+            r.id, r.started_at, r.command, r.status, r.steps, r.failed
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -74,7 +74,9 @@ pub fn step_graph(plan: &Plan, desired: &Desired, prior: &BTreeMap<String, Recor
         if c.action == Action::Delete {
             // Delete dependents before what they depend on.
             for (j, other) in plan.changes.iter().enumerate() {
-                if other.action == Action::Delete && prior.get(&other.address).is_some_and(|r| r.deps.contains(&c.address)) {
+                if other.action == Action::Delete
+                    && prior.get(&other.address).is_some_and(|r| r.deps.contains(&c.address))
+                {
                     g.add_edge(nodes[j], nodes[i], ());
                 }
             }
@@ -111,7 +113,8 @@ impl Execution<'_> {
     pub async fn run(self) -> Summary {
         let graph = step_graph(self.plan, self.desired, self.prior);
         let n = self.plan.changes.len();
-        let mut indegree: Vec<usize> = (0..n).map(|i| graph.neighbors_directed(NodeIndex::new(i), petgraph::Incoming).count()).collect();
+        let mut indegree: Vec<usize> =
+            (0..n).map(|i| graph.neighbors_directed(NodeIndex::new(i), petgraph::Incoming).count()).collect();
         let mut blocked = vec![false; n];
         let mut ready: VecDeque<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
         let mut running: JoinSet<(usize, Instant, Result<Done, String>)> = JoinSet::new();
@@ -145,7 +148,8 @@ impl Execution<'_> {
                 Ok(()) => Status::Ok,
                 Err(msg) => Status::Failed(msg),
             };
-            let outcome = StepOutcome { address: change.address.clone(), action: change.action, status, elapsed: t0.elapsed() };
+            let outcome =
+                StepOutcome { address: change.address.clone(), action: change.action, status, elapsed: t0.elapsed() };
             self.record(&outcome);
             self.reporter.finished(&outcome);
             let failed = outcome.status != Status::Ok;

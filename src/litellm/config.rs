@@ -132,7 +132,8 @@ provider "local" type="openai-compatible" url="http://127.0.0.1:8000/v1" api-key
 "#,
         );
         let v = render_value(&s);
-        let names: Vec<&str> = v["model_list"].as_array().unwrap().iter().map(|m| m["model_name"].as_str().unwrap()).collect();
+        let names: Vec<&str> =
+            v["model_list"].as_array().unwrap().iter().map(|m| m["model_name"].as_str().unwrap()).collect();
         assert_eq!(names, vec!["demo-small", "openai/gpt-4o-mini", "qwen", "default"]);
         assert_eq!(v["model_list"][0]["litellm_params"]["mock_response"], "Hi.");
         assert_eq!(v["model_list"][1]["litellm_params"]["model"], "openrouter/openai/gpt-4o-mini");
@@ -148,7 +149,8 @@ provider "local" type="openai-compatible" url="http://127.0.0.1:8000/v1" api-key
 
     #[test]
     fn default_model_is_honoured_and_a_real_default_model_wins() {
-        let s = spec("fleet \"t\"\nlitellm { default-model \"b\" }\nprovider \"d\" type=\"mock\" { models \"a\" \"b\" }\n");
+        let s =
+            spec("fleet \"t\"\nlitellm { default-model \"b\" }\nprovider \"d\" type=\"mock\" { models \"a\" \"b\" }\n");
         let v = render_value(&s);
         assert_eq!(v["model_list"][2]["litellm_params"]["model"], "openai/b");
         let s = spec("fleet \"t\"\nprovider \"d\" type=\"mock\" { models \"a\" \"default\" }\n");

@@ -41,52 +41,80 @@ pub trait KeyStore: Send + Sync {
     }
     async fn find(&self, alias: &str) -> miette::Result<Option<StoredKey>>;
     /// Creates a key for `alias`; returns the raw key (to be written to the env file) and its hash.
-    async fn mint(&self, alias: &str, models: &[String], metadata: &BTreeMap<String, Value>) -> miette::Result<(Secret, String)>;
-    async fn rescope(&self, alias: &str, hash: &str, models: &[String], metadata: &BTreeMap<String, Value>) -> miette::Result<()>;
+    async fn mint(
+        &self,
+        alias: &str,
+        models: &[String],
+        metadata: &BTreeMap<String, Value>,
+    ) -> miette::Result<(Secret, String)>;
+    async fn rescope(
+        &self,
+        alias: &str,
+        hash: &str,
+        models: &[String],
+        metadata: &BTreeMap<String, Value>,
+    ) -> miette::Result<()>;
     async fn revoke(&self, alias: &str, hash: &str) -> miette::Result<()>;
 }
 
+/// Keys in `keys.json`. A key file that cannot be read fails the key steps (naming why), not the
+/// whole run, so independent work still goes on.
 pub struct FileKeyStore {
-    file: KeyFile,
+    file: Result<KeyFile, String>,
 }
 
 impl FileKeyStore {
-    pub fn open(path: &Path) -> miette::Result<Arc<Self>> {
-        Ok(Arc::new(FileKeyStore { file: KeyFile::load(path).map_err(|e| miette!("{e}"))? }))
+    pub fn open(path: &Path) -> Arc<Self> {
+        Arc::new(FileKeyStore { file: KeyFile::load(path) })
+    }
+
+    fn file(&self) -> miette::Result<&KeyFile> {
+        self.file.as_ref().map_err(|e| miette!("{e}"))
     }
 }
 
 #[async_trait::async_trait]
 impl KeyStore for FileKeyStore {
     fn peek(&self, alias: &str) -> Option<Option<StoredKey>> {
-        Some(self.file.get(alias).map(|e| StoredKey { hash: e.hash, models: e.models }))
+        let file = self.file.as_ref().ok()?;
+        Some(file.get(alias).map(|e| StoredKey { hash: e.hash, models: e.models }))
     }
 
     async fn find(&self, alias: &str) -> miette::Result<Option<StoredKey>> {
-        Ok(self.peek(alias).flatten())
+        Ok(self.file()?.get(alias).map(|e| StoredKey { hash: e.hash, models: e.models }))
     }
 
-    async fn mint(&self, alias: &str, models: &[String], metadata: &BTreeMap<String, Value>) -> miette::Result<(Secret, String)> {
+    async fn mint(
+        &self,
+        alias: &str,
+        models: &[String],
+        metadata: &BTreeMap<String, Value>,
+    ) -> miette::Result<(Secret, String)> {
         let raw = mint_raw(KEY_PREFIX);
         let hash = hash_key(raw.expose());
         self.rescope(alias, &hash, models, metadata).await?;
         Ok((raw, hash))
     }
 
-    async fn rescope(&self, alias: &str, hash: &str, models: &[String], metadata: &BTreeMap<String, Value>) -> miette::Result<()> {
-        let entry = KeyEntry { hash: hash.to_string(), alias: alias.to_string(), models: models.to_vec(), metadata: metadata.clone() };
-        self.file
-            .upsert(entry)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("cannot write key file {}", self.file.path().display()))
+    async fn rescope(
+        &self,
+        alias: &str,
+        hash: &str,
+        models: &[String],
+        metadata: &BTreeMap<String, Value>,
+    ) -> miette::Result<()> {
+        let file = self.file()?;
+        let entry =
+            KeyEntry { hash: hash.to_string(), alias: alias.to_string(), models: models.to_vec(), metadata: metadata.clone() };
+        file.upsert(entry).into_diagnostic().wrap_err_with(|| format!("cannot write key file {}", file.path().display()))
     }
 
     async fn revoke(&self, alias: &str, _hash: &str) -> miette::Result<()> {
-        self.file
-            .remove(alias)
+        let file = self.file()?;
+        file.remove(alias)
             .map(|_| ())
             .into_diagnostic()
-            .wrap_err_with(|| format!("cannot write key file {}", self.file.path().display()))
+            .wrap_err_with(|| format!("cannot write key file {}", file.path().display()))
     }
 }
 

@@ -62,7 +62,9 @@ impl Driver for MasterKeyDriver {
     async fn delete(&self, prior: &Record) -> miette::Result<()> {
         let path = str_field(&prior.inputs, "file")?;
         match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).into_diagnostic().wrap_err_with(|| format!("cannot remove {path}")),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).into_diagnostic().wrap_err_with(|| format!("cannot remove {path}"))
+            }
             _ => Ok(()),
         }
     }
@@ -96,7 +98,9 @@ impl Driver for FilesDriver {
         for (path, sha) in files {
             match file_sha(std::path::Path::new(path)) {
                 None => return Drift::Update(format!("{path} is missing")),
-                Some(s) if Some(s.as_str()) != sha.as_str() => return Drift::Update(format!("{path} changed outside fleet")),
+                Some(s) if Some(s.as_str()) != sha.as_str() => {
+                    return Drift::Update(format!("{path} changed outside fleet"))
+                }
                 _ => {}
             }
         }
@@ -147,7 +151,8 @@ struct KeyInputs {
 
 impl KeyInputs {
     fn from(v: &Value) -> miette::Result<Self> {
-        let metadata: BTreeMap<String, Value> = serde_json::from_value(v.get("metadata").cloned().unwrap_or(json!({}))).into_diagnostic()?;
+        let metadata: BTreeMap<String, Value> =
+            serde_json::from_value(v.get("metadata").cloned().unwrap_or(json!({}))).into_diagnostic()?;
         let agent = metadata.get("agent").and_then(Value::as_str).unwrap_or_default().to_string();
         Ok(KeyInputs {
             alias: str_field(v, "alias")?.to_string(),
@@ -195,16 +200,24 @@ impl Driver for KeyDriver {
         let Ok(k) = KeyInputs::from(&prior.inputs) else { return Drift::Replace("unreadable record".into()) };
         let recorded = prior.outputs.get("hash").and_then(Value::as_str).unwrap_or_default();
         let Some(raw) = read_env_key(&k.env_file) else {
-            return Drift::Replace(format!("{} is missing; its key cannot be recovered, a new one will be minted", k.env_file.display()));
+            return Drift::Replace(format!(
+                "{} is missing; its key cannot be recovered, a new one will be minted",
+                k.env_file.display()
+            ));
         };
         if hash_key(raw.expose()) != recorded {
-            return Drift::Replace(format!("{} holds a key fleet did not mint; a new one will be minted", k.env_file.display()));
+            return Drift::Replace(format!(
+                "{} holds a key fleet did not mint; a new one will be minted",
+                k.env_file.display()
+            ));
         }
         if let Some(found) = self.store.peek(&k.alias) {
             match found {
                 None => return Drift::Update("its entry is missing from the key file".into()),
                 Some(s) if s.hash != recorded => return Drift::Update("the key file holds another key for it".into()),
-                Some(s) if s.models != k.models => return Drift::Update("its scope in the key file changed outside fleet".into()),
+                Some(s) if s.models != k.models => {
+                    return Drift::Update("its scope in the key file changed outside fleet".into())
+                }
                 _ => {}
             }
         }
@@ -242,9 +255,9 @@ impl Driver for KeyDriver {
         let hash = prior.outputs.get("hash").and_then(Value::as_str).unwrap_or_default();
         self.store.revoke(&k.alias, hash).await?;
         match std::fs::remove_file(&k.env_file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).into_diagnostic().wrap_err_with(|| format!("key revoked, but cannot remove {}", k.env_file.display()))
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("key revoked, but cannot remove {}", k.env_file.display())),
             _ => Ok(()),
         }
     }

@@ -85,7 +85,11 @@ pub fn diff(desired: &Desired, prior: &BTreeMap<String, Record>, drift: &BTreeMa
             });
             continue;
         };
-        let fields = if rec.fingerprint == want.fingerprint { Vec::new() } else { leaves("", Some(&rec.inputs), Some(&want.inputs)) };
+        let fields = if rec.fingerprint == want.fingerprint {
+            Vec::new()
+        } else {
+            leaves("", Some(&rec.inputs), Some(&want.inputs))
+        };
         let (action, reason) = match drift.get(addr) {
             Some(Drift::Replace(why)) => (Some(Action::Replace), Some(why.clone())),
             Some(Drift::Update(why)) => (Some(Action::Update), Some(why.clone())),

@@ -50,7 +50,8 @@ pub fn desired(spec: &FleetSpec, layout: &Layout) -> Desired {
         FileOut { path: layout.litellm_config(), content: rendered.into_bytes(), mode: 0o644 },
         FileOut { path: layout.auth_module(), content: config::AUTH_MODULE_SOURCE.as_bytes().to_vec(), mode: 0o644 },
     ];
-    let mut models: Vec<&str> = spec.providers.iter().flat_map(|p| p.models.iter().map(|m| m.name.value.as_str())).collect();
+    let mut models: Vec<&str> =
+        spec.providers.iter().flat_map(|p| p.models.iter().map(|m| m.name.value.as_str())).collect();
     models.sort();
     let backend = match spec.litellm.keys {
         crate::spec::KeyBackend::File => "file",

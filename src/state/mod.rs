@@ -31,7 +31,9 @@ pub enum StateError {
     Locked(Holder),
     #[error("state database {path}: {source}")]
     Db { path: String, source: rusqlite::Error },
-    #[error("state database {path} has schema version {found}, newer than this fleet understands ({known}); upgrade fleet")]
+    #[error(
+        "state database {path} has schema version {found}, newer than this fleet understands ({known}); upgrade fleet"
+    )]
     TooNew { path: String, found: i64, known: i64 },
 }
 
@@ -101,14 +103,13 @@ impl Store {
 
     fn migrate(&mut self) -> Result<(), StateError> {
         let known = MIGRATIONS.len() as i64;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|source| StateError::Db {
-            path: self.path.clone(),
-            source,
-        })?;
-        let v: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|source| StateError::Db {
-            path: self.path.clone(),
-            source,
-        })?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| StateError::Db { path: self.path.clone(), source })?;
+        let v: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|source| StateError::Db { path: self.path.clone(), source })?;
         if v > known {
             return Err(StateError::TooNew { path: self.path.clone(), found: v, known });
         }

@@ -1,0 +1,5 @@
+//! The one integration-test binary: every test runs the real `fleet` binary.
+
+mod diagnostics;
+mod spine;
+mod support;

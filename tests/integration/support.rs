@@ -1,0 +1,151 @@
+//! A temp world for one test: its own XDG dirs and working directory, and a
+//! way to run the real `fleet` binary in it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const FLEET: &str = env!("CARGO_BIN_EXE_fleet");
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+impl World {
+    pub fn new() -> Self {
+        let w = World { dir: tempfile::tempdir().expect("temp dir") };
+        std::fs::create_dir_all(w.root().join("repo")).unwrap();
+        w
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The "repo" the fleet file lives in; commands run here.
+    pub fn repo(&self) -> PathBuf {
+        self.root().join("repo")
+    }
+
+    pub fn xdg_data(&self) -> PathBuf {
+        self.root().join("xdg-data")
+    }
+
+    pub fn data_dir(&self, fleet: &str) -> PathBuf {
+        self.xdg_data().join("fleet").join(fleet)
+    }
+
+    pub fn write(&self, rel: &str, content: &str) -> PathBuf {
+        let p = self.repo().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.repo().join(rel)).unwrap()
+    }
+
+    /// Copies an example fleet (e.g. `quickstart`) into the repo.
+    pub fn example(&self, name: &str) {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
+        copy_dir(&src, &self.repo());
+    }
+
+    pub fn edit(&self, rel: &str, from: &str, to: &str) {
+        let text = self.read(rel);
+        assert!(text.contains(from), "{rel} does not contain {from:?}");
+        self.write(rel, &text.replacen(from, to, 1));
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(FLEET);
+        c.args(args)
+            .current_dir(self.repo())
+            .env("XDG_DATA_HOME", self.xdg_data())
+            .env("XDG_CACHE_HOME", self.root().join("xdg-cache"))
+            .env("NO_COLOR", "1")
+            .env_remove("FLEET_DATA_DIR")
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    pub fn fleet(&self, args: &[&str]) -> Run {
+        Run::from(self.cmd(args).output().expect("run fleet"))
+    }
+
+    /// Every file under a directory with its bytes (state.db* excluded: SQLite rewrites pages).
+    pub fn files(&self, dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        walk(dir, &mut |p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            if !name.starts_with("state.db") {
+                out.insert(p.to_path_buf(), std::fs::read(p).unwrap());
+            }
+        });
+        out
+    }
+}
+
+pub fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, f);
+        } else {
+            f(&p);
+        }
+    }
+}
+
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap().flatten() {
+        let to = dst.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), to).unwrap();
+        }
+    }
+}
+
+/// The raw key in an env file.
+pub fn env_key(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("OPENAI_API_KEY=").map(str::to_string))
+        .expect("env file has OPENAI_API_KEY")
+}
+
+pub fn sha256(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
