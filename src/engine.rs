@@ -26,59 +26,48 @@ pub struct Prepared {
     pub drivers: Drivers,
 }
 
-/// A key store for a backend that this build cannot drive yet: every call fails, naming why.
-struct UnavailableKeyStore(&'static str);
-
-#[async_trait::async_trait]
-impl KeyStore for UnavailableKeyStore {
-    async fn find(&self, _: &str) -> miette::Result<Option<crate::litellm::keys::StoredKey>> {
-        Err(miette!("{}", self.0))
-    }
-    async fn mint(
-        &self,
-        _: &str,
-        _: &[String],
-        _: &BTreeMap<String, serde_json::Value>,
-    ) -> miette::Result<(crate::spec::secret::Secret, String)> {
-        Err(miette!("{}", self.0))
-    }
-    async fn rescope(
-        &self,
-        _: &str,
-        _: &str,
-        _: &[String],
-        _: &BTreeMap<String, serde_json::Value>,
-    ) -> miette::Result<()> {
-        Err(miette!("{}", self.0))
-    }
-    async fn revoke(&self, _: &str, _: &str) -> miette::Result<()> {
-        Err(miette!("{}", self.0))
-    }
-}
-
 pub fn drivers(spec: &FleetSpec, layout: &Layout) -> miette::Result<Drivers> {
     let store: Arc<dyn KeyStore> = match spec.litellm.keys {
         KeyBackend::File => FileKeyStore::open(&layout.keys_file()),
-        KeyBackend::Database { .. } => Arc::new(UnavailableKeyStore(
-            "the database key backend needs a running LiteLLM proxy with Postgres, which this version of fleet does not manage yet; use `keys \"file\"`",
-        )),
+        KeyBackend::Database { .. } => {
+            let master = match &spec.litellm.master_key {
+                Some(r) => r.to_string(),
+                None => format!("file:{}", layout.master_key_file().display()),
+            };
+            let url = crate::resource::proxy_base_url(spec);
+            Arc::new(crate::litellm::db_keys::DatabaseKeyStore::new(url.trim_end_matches("/v1"), &master))
+        }
     };
     let mut d = Drivers::default();
     d.insert(Kind::LitellmMasterKey, Arc::new(MasterKeyDriver));
     d.insert(Kind::LitellmConfig, Arc::new(FilesDriver));
+    d.insert(Kind::LitellmInstall, Arc::new(crate::litellm::install::InstallDriver));
+    d.insert(Kind::LitellmProxy, Arc::new(crate::litellm::proxy::ProxyDriver));
     d.insert(Kind::Key, Arc::new(KeyDriver { store }));
     Ok(d)
 }
 
 /// Computes the plan. Reads state and observes resources; writes nothing.
-pub fn prepare(spec: &FleetSpec, layout: &Layout, store: Option<&Store>) -> miette::Result<Prepared> {
-    let desired = desired(spec, layout);
+/// What a run aims at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    /// Make the real fleet match the file.
+    Converge,
+    /// Remove everything the state records (keys revoked, processes stopped, files removed).
+    Destroy,
+}
+
+pub async fn prepare(spec: &FleetSpec, layout: &Layout, store: Option<&Store>, goal: Goal) -> miette::Result<Prepared> {
+    let desired = match goal {
+        Goal::Converge => desired(spec, layout),
+        Goal::Destroy => Desired::new(),
+    };
     let prior = match store {
         Some(s) => s.load().into_diagnostic()?,
         None => BTreeMap::new(),
     };
     let drivers = drivers(spec, layout)?;
-    let drift = drivers.refresh(&prior, &desired);
+    let drift = drivers.refresh(&prior, &desired).await;
     let plan = diff(&desired, &prior, &drift);
     Ok(Prepared { desired, prior, drift, plan, drivers })
 }

@@ -10,3 +10,4 @@ pub mod plan;
 pub mod resource;
 pub mod spec;
 pub mod state;
+pub mod process;

@@ -7,13 +7,19 @@ use std::time::Instant;
 use miette::IntoDiagnostic;
 
 use super::{load, progress};
-use crate::engine;
+use crate::engine::{self, Goal};
 use crate::plan::render;
 
-pub fn plan(path: Option<&Path>, data_dir: Option<&Path>, json: bool, detailed: bool) -> miette::Result<ExitCode> {
+pub fn plan(
+    path: Option<&Path>,
+    data_dir: Option<&Path>,
+    goal: Goal,
+    json: bool,
+    detailed: bool,
+) -> miette::Result<ExitCode> {
     let l = load(path, data_dir)?;
     let store = engine::open_readonly(&l.layout)?;
-    let p = engine::prepare(&l.spec, &l.layout, store.as_ref())?;
+    let p = super::runtime()?.block_on(engine::prepare(&l.spec, &l.layout, store.as_ref(), goal))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&render::json(&p.plan, &l.spec.name)).into_diagnostic()?);
     } else {
@@ -22,11 +28,15 @@ pub fn plan(path: Option<&Path>, data_dir: Option<&Path>, json: bool, detailed: 
     Ok(if detailed && !p.plan.is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }
 
-pub fn apply(path: Option<&Path>, data_dir: Option<&Path>, jobs: Option<usize>) -> miette::Result<ExitCode> {
+pub fn apply(path: Option<&Path>, data_dir: Option<&Path>, goal: Goal, jobs: Option<usize>) -> miette::Result<ExitCode> {
     let t0 = Instant::now();
     let l = load(path, data_dir)?;
-    let store = engine::open_locked(&l.layout, "apply")?;
-    let result = apply_locked(&l, &store, jobs, t0);
+    let command = match goal {
+        Goal::Converge => "apply",
+        Goal::Destroy => "destroy",
+    };
+    let store = engine::open_locked(&l.layout, command)?;
+    let result = apply_locked(&l, &store, goal, jobs, t0);
     if let Err(e) = store.unlock() {
         tracing::warn!("cannot release the apply lock: {e}");
     }
@@ -36,6 +46,7 @@ pub fn apply(path: Option<&Path>, data_dir: Option<&Path>, jobs: Option<usize>) 
 fn apply_locked(
     l: &super::Loaded,
     store: &crate::state::Store,
+    goal: Goal,
     jobs: Option<usize>,
     t0: Instant,
 ) -> miette::Result<ExitCode> {
@@ -43,7 +54,8 @@ fn apply_locked(
         // For tests of the lock: keep it held for a while.
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
-    let p = engine::prepare(&l.spec, &l.layout, Some(store))?;
+    let rt = super::runtime()?;
+    let p = rt.block_on(engine::prepare(&l.spec, &l.layout, Some(store), goal))?;
     print!("{}", render::text(&p.plan));
     if p.plan.is_empty() {
         return Ok(ExitCode::SUCCESS);
@@ -51,7 +63,6 @@ fn apply_locked(
     let jobs = jobs.unwrap_or(l.spec.parallelism);
     println!("\nApplying {} changes, up to {jobs} at once:", p.plan.changes.len());
     let (reporter, bar) = progress::reporter(p.plan.changes.len());
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().into_diagnostic()?;
     let summary = rt.block_on(engine::execute(&p, store, jobs, reporter))?;
     if let Some(pb) = bar {
         pb.finish_and_clear();

@@ -79,12 +79,12 @@ pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {
 
     let validate = time_n(runs, || crate::spec::load(&file).map(drop).map_err(miette::Report::new))?;
     let spec = crate::spec::load(&file)?;
-    let plan_empty = time_n(runs, || engine::prepare(&spec, &layout, None).map(drop))?;
+    let rt = super::runtime()?;
+    let plan_empty = time_n(runs, || rt.block_on(engine::prepare(&spec, &layout, None, engine::Goal::Converge)).map(drop))?;
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().into_diagnostic()?;
     let t = Instant::now();
     let store = engine::open_locked(&layout, "bench")?;
-    let p = engine::prepare(&spec, &layout, Some(&store))?;
+    let p = rt.block_on(engine::prepare(&spec, &layout, Some(&store), engine::Goal::Converge))?;
     let steps = p.plan.changes.len();
     let summary = rt.block_on(engine::execute(&p, &store, spec.parallelism, Arc::new(Quiet)))?;
     store.unlock().into_diagnostic()?;
@@ -97,7 +97,7 @@ pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {
     let noop_inproc = time_n(runs, || {
         let spec = crate::spec::load(&file)?;
         let store = engine::open_locked(&layout, "bench")?;
-        let p = engine::prepare(&spec, &layout, Some(&store))?;
+        let p = rt.block_on(engine::prepare(&spec, &layout, Some(&store), engine::Goal::Converge))?;
         store.unlock().into_diagnostic()?;
         if !p.plan.is_empty() {
             return Err(miette!("a converged fleet planned {} changes", p.plan.changes.len()));

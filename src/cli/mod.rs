@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use miette::miette;
 
+use crate::engine::Goal;
 use crate::layout::Layout;
 use crate::spec::{self, FleetSpec};
 
@@ -54,6 +55,15 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Remove everything the fleet's state records: stop processes, revoke keys, delete files
+    Destroy {
+        path: Option<PathBuf>,
+        #[arg(short = 'j', long, value_name = "N")]
+        jobs: Option<usize>,
+        /// Show what would be removed, change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print the resource graph as Graphviz DOT
     Graph { path: Option<PathBuf> },
     /// List recorded resources and recent runs
@@ -76,6 +86,11 @@ pub fn load(path: Option<&Path>, data_dir: Option<&Path>) -> miette::Result<Load
     let spec = spec::load(&file)?;
     let layout = Layout::resolve(&spec.name, spec.data_dir.as_deref(), data_dir);
     Ok(Loaded { spec, layout })
+}
+
+pub fn runtime() -> miette::Result<tokio::runtime::Runtime> {
+    use miette::IntoDiagnostic;
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().into_diagnostic()
 }
 
 fn init_tracing(verbose: u8) {
@@ -118,14 +133,17 @@ pub fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }),
-        Cmd::Plan { path, json, detailed_exitcode } => apply::plan(path.as_deref(), data_dir, json, detailed_exitcode),
-        Cmd::Apply { path, jobs, dry_run } => {
-            if dry_run {
-                apply::plan(path.as_deref(), data_dir, false, false)
-            } else {
-                apply::apply(path.as_deref(), data_dir, jobs)
-            }
+        Cmd::Plan { path, json, detailed_exitcode } => {
+            apply::plan(path.as_deref(), data_dir, Goal::Converge, json, detailed_exitcode)
         }
+        Cmd::Apply { path, jobs, dry_run } => match dry_run {
+            true => apply::plan(path.as_deref(), data_dir, Goal::Converge, false, false),
+            false => apply::apply(path.as_deref(), data_dir, Goal::Converge, jobs),
+        },
+        Cmd::Destroy { path, jobs, dry_run } => match dry_run {
+            true => apply::plan(path.as_deref(), data_dir, Goal::Destroy, false, false),
+            false => apply::apply(path.as_deref(), data_dir, Goal::Destroy, jobs),
+        },
         Cmd::Graph { path } => load(path.as_deref(), data_dir).map(|l| {
             let d = crate::resource::desired(&l.spec, &l.layout);
             print!("{}", crate::plan::dot::dot(&l.spec.name, &d));

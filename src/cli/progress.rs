@@ -29,6 +29,9 @@ struct Plain;
 
 impl Reporter for Plain {
     fn started(&self, _: &str, _: Action) {}
+    fn progress(&self, address: &str, message: &str) {
+        println!("  … {address}: {message}");
+    }
     fn finished(&self, o: &StepOutcome) {
         println!("{}", line(o));
     }
@@ -39,6 +42,9 @@ struct Bar(ProgressBar);
 impl Reporter for Bar {
     fn started(&self, address: &str, action: Action) {
         self.0.set_message(format!("{} {address}", action.as_str()));
+    }
+    fn progress(&self, address: &str, message: &str) {
+        self.0.set_message(format!("{address}: {message}"));
     }
     fn finished(&self, o: &StepOutcome) {
         self.0.println(line(o));

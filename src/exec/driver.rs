@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::resource::{Desired, Kind, Resource};
+use super::Reporter;
 use crate::state::Record;
 
 /// What `observe` found behind a recorded resource.
@@ -21,15 +22,37 @@ pub enum Drift {
 
 pub type Outputs = Value;
 
+/// What a running step may tell the user (e.g. "pip: installing litellm…").
+#[derive(Clone)]
+pub struct StepCtx {
+    pub address: String,
+    reporter: Option<Arc<dyn Reporter>>,
+}
+
+impl StepCtx {
+    pub fn new(address: &str, reporter: Arc<dyn Reporter>) -> Self {
+        StepCtx { address: address.to_string(), reporter: Some(reporter) }
+    }
+    /// A context that reports nowhere (unit tests, benchmarks).
+    pub fn silent(address: &str) -> Self {
+        StepCtx { address: address.to_string(), reporter: None }
+    }
+    pub fn progress(&self, message: &str) {
+        if let Some(r) = &self.reporter {
+            r.progress(&self.address, message);
+        }
+    }
+}
+
 #[async_trait::async_trait]
 pub trait Driver: Send + Sync {
     /// Cheap, read-only look at the real thing behind a record (files, processes, APIs).
-    fn observe(&self, _prior: &Record, _desired: &Resource) -> Drift {
+    async fn observe(&self, _prior: &Record, _desired: &Resource) -> Drift {
         Drift::InSync
     }
-    async fn create(&self, r: &Resource) -> miette::Result<Outputs>;
-    async fn update(&self, r: &Resource, prior: &Record) -> miette::Result<Outputs>;
-    async fn delete(&self, prior: &Record) -> miette::Result<()>;
+    async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs>;
+    async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs>;
+    async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()>;
 }
 
 #[derive(Default, Clone)]
@@ -47,12 +70,12 @@ impl Drivers {
     }
 
     /// Observes every recorded resource that is still desired and unchanged in intent.
-    pub fn refresh(&self, prior: &BTreeMap<String, Record>, desired: &Desired) -> BTreeMap<String, Drift> {
+    pub async fn refresh(&self, prior: &BTreeMap<String, Record>, desired: &Desired) -> BTreeMap<String, Drift> {
         let mut out = BTreeMap::new();
         for (addr, rec) in prior {
             let Some(want) = desired.get(addr) else { continue };
             if let Some(d) = self.get(want.kind) {
-                let drift = d.observe(rec, want);
+                let drift = d.observe(rec, want).await;
                 if drift != Drift::InSync {
                     out.insert(addr.clone(), drift);
                 }

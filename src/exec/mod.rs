@@ -34,6 +34,8 @@ pub struct StepOutcome {
 
 pub trait Reporter: Send + Sync {
     fn started(&self, address: &str, action: Action);
+    /// A long step's news (install progress, waiting for readiness…).
+    fn progress(&self, _address: &str, _message: &str) {}
     fn finished(&self, outcome: &StepOutcome);
 }
 
@@ -215,6 +217,7 @@ impl Execution<'_> {
             (None, Some(p)) => self.drivers.for_record(p).cloned(),
             _ => None,
         };
+        let ctx = driver::StepCtx::new(&change.address, self.reporter.clone());
         async move {
             let driver = driver.ok_or_else(|| format!("no driver for {} in this version of fleet", change.kind))?;
             let wrote = |r: &crate::resource::Resource, outputs| {
@@ -228,13 +231,13 @@ impl Execution<'_> {
                 })
             };
             let res = match (change.action, want, prior) {
-                (Action::Create, Some(w), _) => driver.create(&w).await.map(|o| wrote(&w, o)),
-                (Action::Update, Some(w), Some(p)) => driver.update(&w, &p).await.map(|o| wrote(&w, o)),
-                (Action::Replace, Some(w), Some(p)) => match driver.delete(&p).await {
-                    Ok(()) => driver.create(&w).await.map(|o| wrote(&w, o)),
+                (Action::Create, Some(w), _) => driver.create(&w, &ctx).await.map(|o| wrote(&w, o)),
+                (Action::Update, Some(w), Some(p)) => driver.update(&w, &p, &ctx).await.map(|o| wrote(&w, o)),
+                (Action::Replace, Some(w), Some(p)) => match driver.delete(&p, &ctx).await {
+                    Ok(()) => driver.create(&w, &ctx).await.map(|o| wrote(&w, o)),
                     Err(e) => Err(e),
                 },
-                (Action::Delete, _, Some(p)) => driver.delete(&p).await.map(|()| Done::Removed),
+                (Action::Delete, _, Some(p)) => driver.delete(&p, &ctx).await.map(|()| Done::Removed),
                 _ => return Err("inconsistent plan step".to_string()),
             };
             res.map_err(|e| error_chain(&e))

@@ -1,6 +1,10 @@
-//! LiteLLM: the proxy config, per-agent virtual keys, and their resource drivers.
+//! LiteLLM: the proxy config, its install and process, per-agent virtual keys,
+//! and their resource drivers.
 
 pub mod config;
+pub mod db_keys;
+pub mod install;
 pub mod keyfile;
 pub mod keys;
+pub mod proxy;
 pub mod resources;

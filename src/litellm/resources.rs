@@ -8,7 +8,7 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use serde_json::{json, Value};
 
 use super::keys::{hash_key, mint_raw, read_env_key, AgentEnv, KeyStore};
-use crate::exec::driver::{Drift, Driver, Outputs};
+use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::fsutil::{sha256_hex, write_atomic};
 use crate::resource::Resource;
 use crate::state::Record;
@@ -40,7 +40,7 @@ impl MasterKeyDriver {
 
 #[async_trait::async_trait]
 impl Driver for MasterKeyDriver {
-    fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
+    async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
         let Ok(path) = str_field(&prior.inputs, "file") else { return Drift::Replace("no file recorded".into()) };
         match std::fs::read_to_string(path) {
             Ok(s) if !s.trim().is_empty() => {
@@ -53,13 +53,13 @@ impl Driver for MasterKeyDriver {
             _ => Drift::Replace(format!("master key file {path} is missing")),
         }
     }
-    async fn create(&self, r: &Resource) -> miette::Result<Outputs> {
+    async fn create(&self, r: &Resource, _ctx: &StepCtx) -> miette::Result<Outputs> {
         Self::ensure(r)
     }
-    async fn update(&self, r: &Resource, _prior: &Record) -> miette::Result<Outputs> {
+    async fn update(&self, r: &Resource, _prior: &Record, _ctx: &StepCtx) -> miette::Result<Outputs> {
         Self::ensure(r)
     }
-    async fn delete(&self, prior: &Record) -> miette::Result<()> {
+    async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
         let path = str_field(&prior.inputs, "file")?;
         match std::fs::remove_file(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -91,7 +91,7 @@ impl FilesDriver {
 
 #[async_trait::async_trait]
 impl Driver for FilesDriver {
-    fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
+    async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
         let Some(files) = prior.outputs.get("files").and_then(Value::as_object) else {
             return Drift::Update("no files recorded".into());
         };
@@ -106,10 +106,10 @@ impl Driver for FilesDriver {
         }
         Drift::InSync
     }
-    async fn create(&self, r: &Resource) -> miette::Result<Outputs> {
+    async fn create(&self, r: &Resource, _ctx: &StepCtx) -> miette::Result<Outputs> {
         Self::write_all(r)
     }
-    async fn update(&self, r: &Resource, prior: &Record) -> miette::Result<Outputs> {
+    async fn update(&self, r: &Resource, prior: &Record, _ctx: &StepCtx) -> miette::Result<Outputs> {
         let out = Self::write_all(r)?;
         // Files this resource wrote before but no longer wants.
         if let Some(old) = prior.outputs.get("files").and_then(Value::as_object) {
@@ -119,7 +119,7 @@ impl Driver for FilesDriver {
         }
         Ok(out)
     }
-    async fn delete(&self, prior: &Record) -> miette::Result<()> {
+    async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
         if let Some(files) = prior.outputs.get("files").and_then(Value::as_object) {
             for path in files.keys() {
                 match std::fs::remove_file(path) {
@@ -196,7 +196,7 @@ impl KeyDriver {
 
 #[async_trait::async_trait]
 impl Driver for KeyDriver {
-    fn observe(&self, prior: &Record, desired: &Resource) -> Drift {
+    async fn observe(&self, prior: &Record, desired: &Resource) -> Drift {
         let Ok(k) = KeyInputs::from(&prior.inputs) else { return Drift::Replace("unreadable record".into()) };
         let recorded = prior.outputs.get("hash").and_then(Value::as_str).unwrap_or_default();
         let Some(raw) = read_env_key(&k.env_file) else {
@@ -233,11 +233,11 @@ impl Driver for KeyDriver {
         Drift::InSync
     }
 
-    async fn create(&self, r: &Resource) -> miette::Result<Outputs> {
+    async fn create(&self, r: &Resource, _ctx: &StepCtx) -> miette::Result<Outputs> {
         self.converge(&KeyInputs::from(&r.inputs)?).await
     }
 
-    async fn update(&self, r: &Resource, prior: &Record) -> miette::Result<Outputs> {
+    async fn update(&self, r: &Resource, prior: &Record, _ctx: &StepCtx) -> miette::Result<Outputs> {
         let k = KeyInputs::from(&r.inputs)?;
         let old = KeyInputs::from(&prior.inputs)?;
         if old.env_file != k.env_file {
@@ -250,7 +250,7 @@ impl Driver for KeyDriver {
         self.converge(&k).await
     }
 
-    async fn delete(&self, prior: &Record) -> miette::Result<()> {
+    async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
         let k = KeyInputs::from(&prior.inputs)?;
         let hash = prior.outputs.get("hash").and_then(Value::as_str).unwrap_or_default();
         self.store.revoke(&k.alias, hash).await?;

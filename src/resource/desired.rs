@@ -10,6 +10,10 @@ use crate::spec::FleetSpec;
 
 pub const MASTER_KEY: &str = "litellm.master-key";
 pub const CONFIG: &str = "litellm.config";
+pub const INSTALL: &str = "litellm.install";
+pub const PROXY: &str = "litellm.proxy";
+/// Seconds the proxy gets to answer /health/readiness (5.5–9.2 s measured on 2 cores, more on a busy machine).
+pub const PROXY_START_TIMEOUT_S: u64 = 120;
 
 pub fn key_address(agent: &str) -> String {
     format!("key.{agent}")
@@ -39,11 +43,25 @@ pub fn desired(spec: &FleetSpec, layout: &Layout) -> Desired {
     };
 
     let mut config_deps = Vec::new();
-    if spec.litellm.master_key.is_none() {
-        let file = layout.master_key_file();
-        add(Resource::new(MASTER_KEY, Kind::LitellmMasterKey, json!({"file": file}), vec![]));
-        config_deps.push(MASTER_KEY.to_string());
-    }
+    let master_ref = match &spec.litellm.master_key {
+        Some(r) => r.to_string(),
+        None => {
+            let file = layout.master_key_file();
+            add(Resource::new(MASTER_KEY, Kind::LitellmMasterKey, json!({"file": file}), vec![]));
+            config_deps.push(MASTER_KEY.to_string());
+            format!("file:{}", file.display())
+        }
+    };
+
+    let install_inputs = match &spec.litellm.path {
+        Some(path) => json!({"path": path}),
+        None => json!({
+            "version": spec.litellm.version,
+            "venv": crate::litellm::install::venv_dir(&layout.cache_dir, &spec.litellm.version),
+        }),
+    };
+    let exe = crate::litellm::install::exe_of(&install_inputs).expect("install inputs name an executable");
+    add(Resource::new(INSTALL, Kind::LitellmInstall, install_inputs, vec![]));
 
     let rendered = config::render(spec);
     let files = vec![
@@ -62,7 +80,36 @@ pub fn desired(spec: &FleetSpec, layout: &Layout) -> Desired {
         "key_backend": backend,
         "files": files.iter().map(|f| (file_name(&f.path), json!(sha256_hex(&f.content)))).collect::<serde_json::Map<_, _>>(),
     });
-    add(Resource::new(CONFIG, Kind::LitellmConfig, inputs, config_deps).with_files(files));
+    let mut config_digest = String::new();
+    for f in &files {
+        config_digest.push_str(&sha256_hex(&f.content));
+    }
+    add(Resource::new(CONFIG, Kind::LitellmConfig, inputs, config_deps.clone()).with_files(files));
+
+    let mut env = std::collections::BTreeMap::new();
+    env.insert(config::MASTER_KEY_ENV.to_string(), master_ref);
+    for p in &spec.providers {
+        if let Some((var, r)) = config::provider_key_env(p) {
+            env.insert(var, r.to_string());
+        }
+    }
+    if let crate::spec::KeyBackend::Database { url } = &spec.litellm.keys {
+        env.insert(config::DATABASE_URL_ENV.to_string(), url.to_string());
+    }
+    let proxy = json!({
+        "exe": exe,
+        "config": layout.litellm_config(),
+        "config_sha256": sha256_hex(config_digest.as_bytes()),
+        "bind": spec.litellm.bind,
+        "port": spec.litellm.port,
+        "log": layout.litellm_dir().join("proxy.log"),
+        "pid_file": layout.litellm_dir().join("proxy.pid"),
+        "env": env,
+        "start_timeout_s": PROXY_START_TIMEOUT_S,
+    });
+    let mut proxy_deps = vec![INSTALL.to_string(), CONFIG.to_string()];
+    proxy_deps.extend(config_deps);
+    add(Resource::new(PROXY, Kind::LitellmProxy, proxy, proxy_deps));
 
     let base_url = proxy_base_url(spec);
     for a in &spec.agents {
@@ -75,7 +122,13 @@ pub fn desired(spec: &FleetSpec, layout: &Layout) -> Desired {
             "base_url": base_url,
             "model": a.model.value,
         });
-        add(Resource::new(key_address(name), Kind::Key, inputs, vec![CONFIG.to_string()]));
+        // File keys take effect through the key file, whether the proxy runs or not; database
+        // keys are minted through the running proxy.
+        let dep = match spec.litellm.keys {
+            crate::spec::KeyBackend::File => CONFIG,
+            crate::spec::KeyBackend::Database { .. } => PROXY,
+        };
+        add(Resource::new(key_address(name), Kind::Key, inputs, vec![dep.to_string()]));
     }
     out
 }
@@ -98,7 +151,12 @@ mod tests {
         let layout = Layout::resolve("q", None, Some(std::path::Path::new("/data")));
         let d = desired(&spec, &layout);
         let addrs: Vec<&str> = d.keys().map(String::as_str).collect();
-        assert_eq!(addrs, vec!["key.alice", "key.bob", "litellm.config", "litellm.master-key"]);
+        assert_eq!(
+            addrs,
+            vec!["key.alice", "key.bob", "litellm.config", "litellm.install", "litellm.master-key", "litellm.proxy"]
+        );
+        assert_eq!(d["litellm.proxy"].deps, vec!["litellm.install", "litellm.config", "litellm.master-key"]);
+        assert_eq!(d["litellm.proxy"].inputs["env"]["LITELLM_MASTER_KEY"], "file:/data/litellm/master.key");
         assert_eq!(d["key.alice"].inputs["models"], json!(["a", "b"]));
         assert_eq!(d["key.alice"].deps, vec!["litellm.config"]);
         assert_eq!(d["litellm.config"].deps, vec!["litellm.master-key"]);

@@ -10,12 +10,14 @@ use serde_json::Value;
 
 use crate::fsutil::sha256_hex;
 
-pub use desired::desired;
+pub use desired::{desired, proxy_base_url};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     LitellmMasterKey,
     LitellmConfig,
+    LitellmInstall,
+    LitellmProxy,
     Key,
 }
 
@@ -24,11 +26,13 @@ impl Kind {
         match self {
             Kind::LitellmMasterKey => "litellm.master-key",
             Kind::LitellmConfig => "litellm.config",
+            Kind::LitellmInstall => "litellm.install",
+            Kind::LitellmProxy => "litellm.proxy",
             Kind::Key => "key",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [Kind::LitellmMasterKey, Kind::LitellmConfig, Kind::Key].into_iter().find(|k| k.as_str() == s)
+        [Kind::LitellmMasterKey, Kind::LitellmConfig, Kind::LitellmInstall, Kind::LitellmProxy, Kind::Key].into_iter().find(|k| k.as_str() == s)
     }
 }
 

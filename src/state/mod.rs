@@ -9,7 +9,7 @@ use std::path::Path;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
-pub use lock::{hostname, Holder};
+pub use lock::{hostname, proc_start, Holder};
 
 /// Each entry moves the schema one version forward; never edit a released one.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];

@@ -7,9 +7,7 @@ use serde_json::Value;
 use crate::support::{env_key, sha256, walk, World};
 
 fn quickstart() -> World {
-    let w = World::new();
-    w.example("quickstart");
-    w
+    World::quickstart()
 }
 
 fn plan_json(w: &World) -> Value {

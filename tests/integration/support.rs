@@ -36,11 +36,65 @@ impl Run {
     }
 }
 
+/// Downloads and installs (the LiteLLM venv…) are shared by all tests, as they are by all fleets
+/// on a machine: `$FLEET_TEST_CACHE`, else `~/.cache`.
+pub fn shared_cache() -> PathBuf {
+    match std::env::var_os("FLEET_TEST_CACHE") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"),
+    }
+}
+
+/// A TCP port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Drop for World {
+    /// Stops whatever a test left running (proxies) by the pid files fleet wrote.
+    fn drop(&mut self) {
+        for pid_file in self.pid_files() {
+            if let Ok(v) = std::fs::read_to_string(&pid_file) {
+                if let Some(pid) = serde_json::from_str::<serde_json::Value>(&v).ok().and_then(|v| v["pid"]["pid"].as_u64()) {
+                    // SAFETY: plain kill(2) on a pid this test started.
+                    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+                }
+            }
+        }
+    }
+}
+
 impl World {
     pub fn new() -> Self {
         let w = World { dir: tempfile::tempdir().expect("temp dir") };
         std::fs::create_dir_all(w.root().join("repo")).unwrap();
         w
+    }
+
+    /// The quickstart example, on a port of its own so tests can run side by side.
+    pub fn quickstart() -> Self {
+        let w = World::new();
+        w.example("quickstart");
+        w.edit("fleet.kdl", "port=4000", &format!("port={}", free_port()));
+        w
+    }
+
+    /// Every proxy.pid under this world (processes to reap when the test ends).
+    pub fn pid_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk(self.root(), &mut |p| {
+            if p.file_name().is_some_and(|n| n == "proxy.pid") {
+                out.push(p.to_path_buf());
+            }
+        });
+        out
+    }
+
+    /// The proxy's pid as recorded in its pid file.
+    pub fn proxy_pid(&self, fleet: &str) -> u32 {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(self.data_dir(fleet).join("litellm/proxy.pid")).unwrap()).unwrap();
+        v["pid"]["pid"].as_u64().unwrap() as u32
     }
 
     pub fn root(&self) -> &Path {
@@ -88,7 +142,7 @@ impl World {
         c.args(args)
             .current_dir(self.repo())
             .env("XDG_DATA_HOME", self.xdg_data())
-            .env("XDG_CACHE_HOME", self.root().join("xdg-cache"))
+            .env("XDG_CACHE_HOME", shared_cache())
             .env("NO_COLOR", "1")
             .env_remove("FLEET_DATA_DIR")
             .env_remove("RUST_LOG");

@@ -1,0 +1,208 @@
+//! Long-running child processes fleet supervises (the LiteLLM proxy, gateways):
+//! start detached so they outlive `fleet apply`, identify them by pid *and*
+//! start time, stop them politely then firmly, and read the tail of their logs.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::state::proc_start;
+
+/// A process as fleet recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pid {
+    pub pid: u32,
+    pub start: u64,
+}
+
+impl Pid {
+    /// Whether this very process (not a later one that reused the pid) still runs.
+    pub fn alive(&self) -> bool {
+        proc_start(self.pid) == Some(self.start) && !is_zombie(self.pid)
+    }
+
+    pub fn cmdline(&self) -> String {
+        cmdline(self.pid)
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL. True if it is gone.
+    pub fn stop(&self, grace: Duration) -> bool {
+        if !self.alive() {
+            return true;
+        }
+        // The process leads its own session: signal the whole group so children go too.
+        signal_group(self.pid, libc::SIGTERM);
+        let t0 = Instant::now();
+        while t0.elapsed() < grace {
+            if !self.alive() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        signal_group(self.pid, libc::SIGKILL);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            if !self.alive() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+fn signal_group(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
+    unsafe {
+        if libc::kill(-(pid as i32), sig) != 0 {
+            libc::kill(pid as i32, sig);
+        }
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(true)
+}
+
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).split('\0').filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Starts `cmd` in its own session (it survives fleet exiting), stdin closed, stdout and stderr
+/// appended to `log` after a header line.
+pub fn spawn_detached(mut cmd: Command, log: &Path, what: &str) -> std::io::Result<Pid> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    writeln!(out, "\n=== fleet: starting {what} at {} ===", crate::state::now())?;
+    let err = out.try_clone()?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    // SAFETY: setsid is async-signal-safe; it runs in the child between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    let pid = child.id();
+    // Reap it in the background if it dies while we still run; it is not our job to wait on it.
+    std::thread::spawn(move || {
+        let mut child = child;
+        let _ = child.wait();
+    });
+    let start = proc_start(pid).unwrap_or(0);
+    Ok(Pid { pid, start })
+}
+
+/// The last `lines` lines of a log file (at most 64 KiB read).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let Ok(mut f) = std::fs::File::open(path) else { return format!("(no log at {})", path.display()) };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = len.saturating_sub(64 * 1024);
+    let _ = f.seek(SeekFrom::Start(from));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Whether something accepts TCP connections at host:port.
+pub fn port_open(host: &str, port: u16) -> bool {
+    let Ok(addrs) = (host, port).to_socket_addrs() else { return false };
+    addrs.into_iter().any(|a: SocketAddr| TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
+}
+
+/// The pid listening on a local TCP port, found through /proc (None if not visible to us).
+pub fn listener_pid(port: u16) -> Option<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 || f[3] != "0A" {
+                continue; // not LISTEN
+            }
+            let local_port = f[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                if inodes.iter().any(|i| target.to_str() == Some(i.as_str())) {
+                    return Some(pid);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Describes who holds a port, for error messages.
+pub fn port_holder(port: u16) -> String {
+    match listener_pid(port) {
+        Some(pid) => {
+            let cmd = cmdline(pid);
+            let short: String = cmd.chars().take(160).collect();
+            format!("pid {pid} ({short})")
+        }
+        None => "a process fleet cannot see".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detached_process_lifecycle_and_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo hello-from-child; exec sleep 30"]);
+        let pid = spawn_detached(cmd, &log, "test child").unwrap();
+        assert!(pid.alive());
+        let t0 = Instant::now();
+        while !log_tail(&log, 5).contains("hello-from-child") {
+            assert!(t0.elapsed() < Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(log_tail(&log, 5).contains("=== fleet: starting test child"));
+        assert!(pid.stop(Duration::from_secs(2)));
+        assert!(!pid.alive());
+        let reused = Pid { pid: std::process::id(), start: 1 };
+        assert!(!reused.alive(), "a different start time is a different process");
+    }
+
+    #[test]
+    fn finds_who_listens_on_a_port() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(port_open("127.0.0.1", port));
+        assert_eq!(listener_pid(port), Some(std::process::id()));
+        drop(l);
+        assert!(!port_open("127.0.0.1", port));
+    }
+}
