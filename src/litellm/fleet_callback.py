@@ -18,7 +18,8 @@ On proxy-rejected calls (401/403) LiteLLM does not fill the key's alias/metadata
 and copies the *client's* request-body metadata instead, so `user_api_key_metadata`
 is then untrusted; the agent is recovered from `user_api_key_hash` via the same key
 file fleet_auth reads (env FLEET_KEYS_FILE, else keys.json next to this file).
-A raw key or the master key is never read, logged or sent: only the key hash.
+A raw key or the master key is never logged or sent: only a sha256 key hash (a
+401 with a non-"sk-" bearer value reaches us unhashed; it is hashed here).
 
 LiteLLM calls the async hooks for every proxy request; for proxy-rejected calls it
 also calls the sync log_failure_event from a thread. Both sync and async hooks are
@@ -27,6 +28,7 @@ implemented and deduplicated on (litellm_call_id, status): one event per call.
 
 import collections
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -121,6 +123,22 @@ def _redact(text):
     for pattern, repl in _SECRETS:
         text = pattern.sub(repl, text)
     return text[:_MSG_MAX]
+
+
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_MASTER_ALIAS = "litellm_proxy_master_key"  # what fleet_auth hands LiteLLM for the master key
+
+
+def _key_hash(v):
+    """LiteLLM hashes only "sk-..." keys: on a 401 with any other bearer value,
+    user_api_key_hash IS the raw value. Pass on only sha256 hex digests."""
+    if not isinstance(v, str) or not v:
+        return None
+    if _HEX64.fullmatch(v):
+        return v.lower()
+    if v == _MASTER_ALIAS:
+        return v
+    return hashlib.sha256(v.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _agent_from(metadata, alias):
@@ -266,7 +284,7 @@ def _extract(kwargs, status, start_time, end_time):
     hidden = _as_dict(slo.get("hidden_params"))
 
     alias = _str_or_none(md.get("user_api_key_alias")) or _str_or_none(slo_md.get("user_api_key_alias"))
-    key_hash = _str_or_none(md.get("user_api_key_hash")) or _str_or_none(slo_md.get("user_api_key_hash"))
+    key_hash = _key_hash(_str_or_none(md.get("user_api_key_hash")) or _str_or_none(slo_md.get("user_api_key_hash")))
     # user_api_key_auth_metadata is always set by the proxy from the key (a request body
     # carrying it is rejected). user_api_key_metadata is only set from the key once auth
     # succeeded (alias known); on proxy-rejected calls it is the client's body: ignore it.
