@@ -7,7 +7,7 @@ pub mod fsutil;
 pub mod layout;
 pub mod litellm;
 pub mod plan;
+pub mod process;
 pub mod resource;
 pub mod spec;
 pub mod state;
-pub mod process;

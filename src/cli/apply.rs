@@ -28,7 +28,12 @@ pub fn plan(
     Ok(if detailed && !p.plan.is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }
 
-pub fn apply(path: Option<&Path>, data_dir: Option<&Path>, goal: Goal, jobs: Option<usize>) -> miette::Result<ExitCode> {
+pub fn apply(
+    path: Option<&Path>,
+    data_dir: Option<&Path>,
+    goal: Goal,
+    jobs: Option<usize>,
+) -> miette::Result<ExitCode> {
     let t0 = Instant::now();
     let l = load(path, data_dir)?;
     let command = match goal {

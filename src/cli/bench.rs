@@ -80,7 +80,8 @@ pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {
     let validate = time_n(runs, || crate::spec::load(&file).map(drop).map_err(miette::Report::new))?;
     let spec = crate::spec::load(&file)?;
     let rt = super::runtime()?;
-    let plan_empty = time_n(runs, || rt.block_on(engine::prepare(&spec, &layout, None, engine::Goal::Converge)).map(drop))?;
+    let plan_empty =
+        time_n(runs, || rt.block_on(engine::prepare(&spec, &layout, None, engine::Goal::Converge)).map(drop))?;
 
     let t = Instant::now();
     let store = engine::open_locked(&layout, "bench")?;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::resource::{Desired, Kind, Resource};
 use super::Reporter;
+use crate::resource::{Desired, Kind, Resource};
 use crate::state::Record;
 
 /// What `observe` found behind a recorded resource.

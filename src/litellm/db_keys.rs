@@ -63,8 +63,12 @@ impl KeyStore for DatabaseKeyStore {
     async fn find(&self, alias: &str) -> miette::Result<Option<StoredKey>> {
         let path = format!("/key/list?key_alias={}&return_full_object=true&size=100", urlencode(alias));
         let v = self.call(reqwest::Method::GET, &path, None).await?;
-        let keys = v.get("keys").and_then(Value::as_array).ok_or_else(|| miette!("LiteLLM /key/list: no `keys` in the answer"))?;
-        let found: Vec<&Value> = keys.iter().filter(|k| k.get("key_alias").and_then(Value::as_str) == Some(alias)).collect();
+        let keys = v
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| miette!("LiteLLM /key/list: no `keys` in the answer"))?;
+        let found: Vec<&Value> =
+            keys.iter().filter(|k| k.get("key_alias").and_then(Value::as_str) == Some(alias)).collect();
         if found.len() > 1 {
             return Err(miette!("LiteLLM holds {} keys with alias {alias}; delete the extra ones", found.len()));
         }
@@ -74,16 +78,30 @@ impl KeyStore for DatabaseKeyStore {
         }))
     }
 
-    async fn mint(&self, alias: &str, models: &[String], metadata: &BTreeMap<String, Value>) -> miette::Result<(Secret, String)> {
+    async fn mint(
+        &self,
+        alias: &str,
+        models: &[String],
+        metadata: &BTreeMap<String, Value>,
+    ) -> miette::Result<(Secret, String)> {
         let body = json!({"key_alias": alias, "models": models, "metadata": metadata});
         let v = self.call(reqwest::Method::POST, "/key/generate", Some(body)).await?;
-        let key = v.get("key").and_then(Value::as_str).ok_or_else(|| miette!("LiteLLM /key/generate: no `key` in the answer"))?;
+        let key = v
+            .get("key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| miette!("LiteLLM /key/generate: no `key` in the answer"))?;
         let key = Secret::new(key.to_string());
         let hash = hash_key(key.expose());
         Ok((key, hash))
     }
 
-    async fn rescope(&self, _alias: &str, hash: &str, models: &[String], metadata: &BTreeMap<String, Value>) -> miette::Result<()> {
+    async fn rescope(
+        &self,
+        _alias: &str,
+        hash: &str,
+        models: &[String],
+        metadata: &BTreeMap<String, Value>,
+    ) -> miette::Result<()> {
         let body = json!({"key": hash, "models": models, "metadata": metadata});
         self.call(reqwest::Method::POST, "/key/update", Some(body)).await.map(drop)
     }

@@ -79,7 +79,10 @@ async fn run_logged(ctx: &StepCtx, program: &str, args: &[&str], log: &Path) -> 
     });
     let mut logged = Vec::new();
     while let Ok(Some(line)) = out.next_line().await {
-        if line.starts_with("Collecting ") || line.starts_with("Installing collected") || line.starts_with("Successfully") {
+        if line.starts_with("Collecting ")
+            || line.starts_with("Installing collected")
+            || line.starts_with("Successfully")
+        {
             let short: String = line.chars().take(100).collect();
             ctx.progress(&short);
         }
@@ -137,7 +140,9 @@ impl InstallDriver {
 impl Driver for InstallDriver {
     async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
         match (prior.inputs.get("venv").and_then(Value::as_str), prior.inputs.get("version").and_then(Value::as_str)) {
-            (Some(venv), Some(v)) if !installed(Path::new(venv), v) => Drift::Replace(format!("the venv at {venv} is missing")),
+            (Some(venv), Some(v)) if !installed(Path::new(venv), v) => {
+                Drift::Replace(format!("the venv at {venv} is missing"))
+            }
             _ => match exe_of(&prior.inputs) {
                 Some(exe) if !exe.is_file() => Drift::Replace(format!("{} is missing", exe.display())),
                 _ => Drift::InSync,

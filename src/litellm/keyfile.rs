@@ -119,6 +119,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.json");
         std::fs::write(&path, "{not json").unwrap();
-        assert!(KeyFile::load(&path).unwrap_err().contains("not valid"));
+        assert!(KeyFile::load(&path).err().unwrap().contains("not valid"));
     }
 }

@@ -104,9 +104,15 @@ impl KeyStore for FileKeyStore {
         metadata: &BTreeMap<String, Value>,
     ) -> miette::Result<()> {
         let file = self.file()?;
-        let entry =
-            KeyEntry { hash: hash.to_string(), alias: alias.to_string(), models: models.to_vec(), metadata: metadata.clone() };
-        file.upsert(entry).into_diagnostic().wrap_err_with(|| format!("cannot write key file {}", file.path().display()))
+        let entry = KeyEntry {
+            hash: hash.to_string(),
+            alias: alias.to_string(),
+            models: models.to_vec(),
+            metadata: metadata.clone(),
+        };
+        file.upsert(entry)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot write key file {}", file.path().display()))
     }
 
     async fn revoke(&self, alias: &str, _hash: &str) -> miette::Result<()> {

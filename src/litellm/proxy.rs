@@ -87,7 +87,8 @@ pub async fn ready(url: &str) -> bool {
     let Ok(client) = client else { return false };
     match client.get(format!("{url}/health/readiness")).send().await {
         Ok(r) if r.status().is_success() => {
-            r.json::<Value>().await.ok().and_then(|v| v.get("status").and_then(Value::as_str).map(|s| s == "healthy")) == Some(true)
+            r.json::<Value>().await.ok().and_then(|v| v.get("status").and_then(Value::as_str).map(|s| s == "healthy"))
+                == Some(true)
         }
         _ => false,
     }

@@ -32,7 +32,9 @@ impl Kind {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [Kind::LitellmMasterKey, Kind::LitellmConfig, Kind::LitellmInstall, Kind::LitellmProxy, Kind::Key].into_iter().find(|k| k.as_str() == s)
+        [Kind::LitellmMasterKey, Kind::LitellmConfig, Kind::LitellmInstall, Kind::LitellmProxy, Kind::Key]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 

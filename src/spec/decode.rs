@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use miette::SourceSpan;
 
-use super::diagnostic::{choices_help, Problem, Problems};
+use super::diagnostic::{choices_help, did_you_mean, Problem, Problems, Syntax};
 use super::model::*;
-use super::raw::RawNode;
+use super::raw::{RawNode, RawValue};
 use super::reader::Reader;
 use super::secret::SecretRef;
 
@@ -19,6 +19,8 @@ pub const NAMED_KINDS: [&str; 5] = ["image", "host", "provider", "gateway", "age
 /// Everything decoded, before defaults that depend on other nodes are filled in.
 #[derive(Default)]
 pub struct Decoded {
+    /// Whether a `fleet` node is present, even one too broken to decode.
+    pub fleet_declared: bool,
     pub fleet: Option<(Spanned<String>, Option<usize>, Option<PathBuf>)>,
     pub images: Vec<Image>,
     pub hosts: Vec<Host>,
@@ -26,12 +28,18 @@ pub struct Decoded {
     pub providers: Vec<Provider>,
     pub gateways: Vec<GatewayRaw>,
     pub agents: Vec<AgentRaw>,
+    /// Nodes that are declared but did not decode (their problem is already reported),
+    /// as (kind, name if known); models list what a broken provider offers. References
+    /// to them are not reported again.
+    pub broken: Vec<(&'static str, Option<String>)>,
 }
 
 pub struct LitellmRaw {
     pub span: SourceSpan,
     pub host: Option<Spanned<String>>,
-    pub port: Option<u16>,
+    /// `host` is written but invalid (already reported).
+    pub host_attempted: bool,
+    pub port: Option<Spanned<u16>>,
     pub bind: Option<String>,
     pub version: Option<Spanned<String>>,
     pub path: Option<PathBuf>,
@@ -43,14 +51,22 @@ pub struct LitellmRaw {
 pub struct GatewayRaw {
     pub name: Spanned<String>,
     pub host: Option<Spanned<String>>,
+    /// `host` is written but invalid (already reported).
+    pub host_attempted: bool,
     pub image: Option<Spanned<String>>,
+    /// `image` is written but invalid (already reported).
+    pub image_attempted: bool,
     pub port: Option<Spanned<u16>>,
 }
 
 pub struct AgentRaw {
     pub name: Spanned<String>,
     pub gateway: Option<Spanned<String>>,
+    /// `gateway` is written but invalid (already reported).
+    pub gateway_attempted: bool,
     pub model: Option<Spanned<String>>,
+    /// `model` is written but invalid, or misspelt (already reported).
+    pub model_attempted: bool,
     pub rest: Agent,
 }
 
@@ -70,6 +86,7 @@ pub fn decode(nodes: &[RawNode], base: &Path, p: &mut Problems) -> Decoded {
                     continue;
                 }
                 fleet_span = Some(n.name_span);
+                d.fleet_declared = true;
                 d.fleet = fleet(n, base, p);
             }
             "litellm" => {
@@ -84,11 +101,29 @@ pub fn decode(nodes: &[RawNode], base: &Path, p: &mut Problems) -> Decoded {
                 litellm_span = Some(n.name_span);
                 d.litellm = Some(litellm(n, base, p));
             }
-            "image" => d.images.extend(image(n, base, p)),
-            "host" => d.hosts.extend(host(n, p)),
-            "provider" => d.providers.extend(provider(n, base, p)),
-            "gateway" => d.gateways.extend(gateway(n, p)),
-            "agent" => d.agents.extend(agent(n, base, p)),
+            "image" => match image(n, base, p) {
+                Some(i) => d.images.push(i),
+                None => d.broken.push(("image", raw_name(n))),
+            },
+            "host" => match host(n, p) {
+                Some(h) => d.hosts.push(h),
+                None => d.broken.push(("host", raw_name(n))),
+            },
+            "provider" => match provider(n, base, p) {
+                Some(x) => d.providers.push(x),
+                None => {
+                    d.broken.push(("provider", raw_name(n)));
+                    d.broken.extend(raw_models(n).into_iter().map(|m| ("model", Some(m))));
+                }
+            },
+            "gateway" => match gateway(n, p) {
+                Some(g) => d.gateways.push(g),
+                None => d.broken.push(("gateway", raw_name(n))),
+            },
+            "agent" => match agent(n, base, p) {
+                Some(a) => d.agents.push(a),
+                None => d.broken.push(("agent", raw_name(n))),
+            },
             other => p.push(
                 Problem::new(format!("unknown node `{other}`"), n.name_span, "unknown node")
                     .help(choices_help(other, &TOP_LEVEL)),
@@ -96,6 +131,50 @@ pub fn decode(nodes: &[RawNode], base: &Path, p: &mut Problems) -> Decoded {
         }
     }
     d
+}
+
+/// The name a node was given, if it is a string, without reporting anything.
+fn raw_name(n: &RawNode) -> Option<String> {
+    let entry = match n.args.first() {
+        Some(a) => a,
+        None => &n.props.iter().find(|p| p.key == "name")?.value,
+    };
+    match &entry.value {
+        RawValue::Str(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The model names a provider node lists, without reporting anything.
+fn raw_models(n: &RawNode) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in &n.children {
+        match c.name.as_str() {
+            "models" => out.extend(c.args.iter().filter_map(|a| match &a.value {
+                RawValue::Str(s) => Some(s.clone()),
+                _ => None,
+            })),
+            "model" => out.extend(raw_name(c)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Help for a path that does not exist: the closest file in the same directory, if any.
+fn missing_file_help(base: &Path, given: &str) -> String {
+    let rel = Path::new(given);
+    let dir = rel.parent().unwrap_or(Path::new(""));
+    let file = rel.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let siblings: Vec<String> = std::fs::read_dir(base.join(dir))
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    match did_you_mean(&file, siblings.iter().map(String::as_str)) {
+        Some(s) => {
+            format!("did you mean \"{}\"? (paths are relative to the fleet file's directory)", dir.join(s).display())
+        }
+        None => format!("paths are relative to the fleet file's directory ({})", base.display()),
+    }
 }
 
 /// Names become addresses, ids, aliases and directory names: keep them plain.
@@ -111,12 +190,15 @@ pub fn check_slug(p: &mut Problems, what: &str, name: &Spanned<String>) {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
             .collect::<String>()
-            .trim_matches('-')
-            .to_string();
-        let mut help = format!("{what} names are 1–63 lowercase letters, digits, `-` or `_`, starting with a letter or digit");
-        if !suggestion.is_empty() && suggestion != s {
-            help.push_str(&format!("; e.g. \"{suggestion}\""));
-        }
+            .trim_matches(|c| c == '-' || c == '_')
+            .chars()
+            .take(63)
+            .collect();
+        let help = if !suggestion.is_empty() && suggestion != s {
+            format!("try \"{suggestion}\": {what} names are lowercase letters, digits, `-` and `_` (at most 63)")
+        } else {
+            format!("{what} names are 1–63 lowercase letters, digits, `-` or `_`, starting with a letter or digit")
+        };
         p.push(Problem::new(format!("invalid {what} name {s:?}"), name.span, "invalid name").help(help));
     }
 }
@@ -139,21 +221,33 @@ fn expand_home(s: &str) -> PathBuf {
     }
 }
 
-fn secret(r: &mut Reader, key: &'static str, base: &Path) -> Option<SecretRef> {
+/// A secret reference; `env_example` names a plausible variable for the help.
+fn secret(r: &mut Reader, key: &'static str, base: &Path, env_example: &str) -> Option<SecretRef> {
     let v = r.str_opt(key)?;
+    let example = r.syntax().assign(key, &format!("\"env:{env_example}\""));
     match SecretRef::parse(&v.value, base) {
         Ok(s) => Some(s),
         Err("inline secret") => {
-            r.problems.push(
-                Problem::new(format!("`{key}` holds an inline secret"), v.span, "secret written into the file")
-                    .help("never commit secrets: reference one with \"env:NAME\" or \"file:PATH\", e.g. \"env:OPENAI_API_KEY\""),
-            );
+            let shell_var = v.value.strip_prefix('$').map(|n| n.trim_matches(|c| c == '{' || c == '}'));
+            let problem = match shell_var {
+                Some(var) if !var.is_empty() && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                    Problem::new(format!("`{key}` looks like a shell variable"), v.span, "not expanded by fleet").help(
+                        format!(
+                            "reference the variable with env:, e.g. `{}`",
+                            r.syntax().assign(key, &format!("\"env:{var}\""))
+                        ),
+                    )
+                }
+                _ => Problem::new(format!("`{key}` holds an inline secret"), v.span, "secret written into the file")
+                    .help(format!("never commit a secret; reference it: `{example}` (or \"file:PATH\")")),
+            };
+            r.problems.push(problem);
             None
         }
         Err(why) => {
-            r.problems.push(Problem::new(format!("invalid secret reference in `{key}`"), v.span, why).help(
-                "write \"env:NAME\" (an environment variable) or \"file:PATH\" (a file, relative to the fleet file)",
-            ));
+            r.problems.push(Problem::new(format!("invalid secret reference in `{key}`"), v.span, why).help(format!(
+                "write \"env:NAME\" for an environment variable, e.g. `{example}`,\nor \"file:PATH\" for a file (relative to the fleet file)"
+            )));
             None
         }
     }
@@ -164,17 +258,24 @@ fn image(n: &RawNode, base: &Path, p: &mut Problems) -> Option<Image> {
     let name = r.name("image \"openclaw-base\" { recipe \"recipes/openclaw-base.kdl\" }");
     let recipe = r.str_opt("recipe").map(|s| Spanned::new(base.join(&s.value), s.span));
     let mut urls = BTreeMap::new();
-    for u in r.children("url") {
+    let url_nodes = r.children("url");
+    for u in &url_nodes {
         let mut ur = Reader::new(u, r.problems);
-        let url = ur.arg_str("a URL", "url \"https://…/openclaw-base-amd64.tar.gz\" arch=\"amd64\" sha256=\"…\"");
+        let url = ur.arg_or("url", "a URL", "url \"https://…/openclaw-base-amd64.tar.gz\" arch=\"amd64\" sha256=\"…\"");
         let arch = ur.str_opt("arch");
         let sha = ur.str_opt("sha256");
+        let missing: Vec<&str> = ["arch", "sha256"].into_iter().filter(|k| !ur.attempted(k)).collect();
         ur.finish();
         let (Some(url), Some(arch), Some(sha)) = (url, arch, sha) else {
-            if u.props.iter().all(|p| p.key != "arch") || u.props.iter().all(|p| p.key != "sha256") {
+            if !missing.is_empty() {
+                let what = missing.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" and ");
+                let example = r.syntax().pick(
+                    "url \"https://…\" arch=\"amd64\" sha256=\"<64 hex digits>\"",
+                    "url = [{ url = \"https://…\", arch = \"amd64\", sha256 = \"<64 hex digits>\" }]",
+                );
                 r.problems.push(
-                    Problem::new("an image `url` needs `arch` and `sha256`", u.name_span, "incomplete")
-                        .help("write `url \"https://…\" arch=\"amd64\" sha256=\"<64 hex digits>\"`"),
+                    Problem::new(format!("an image `url` needs {what}"), u.name_span, "incomplete")
+                        .help(format!("write `{example}`")),
                 );
             }
             continue;
@@ -188,7 +289,8 @@ fn image(n: &RawNode, base: &Path, p: &mut Problems) -> Option<Image> {
         };
         if sha.value.len() != 64 || !sha.value.chars().all(|c| c.is_ascii_hexdigit()) {
             r.problems.push(
-                Problem::new("`sha256` must be 64 hex digits", sha.span, "not a sha256").help("copy it from the image's .sha256 file"),
+                Problem::new("`sha256` must be 64 hex digits", sha.span, "not a sha256")
+                    .help("copy it from the image's .sha256 file"),
             );
             continue;
         }
@@ -199,21 +301,26 @@ fn image(n: &RawNode, base: &Path, p: &mut Problems) -> Option<Image> {
             );
         }
     }
-    let span = r.span();
+    let recipe_attempted = r.attempted("recipe");
     r.finish();
     let name = name?;
     check_slug(p, "image", &name);
-    if recipe.is_none() && urls.is_empty() {
+    let span = name.span;
+    if recipe.is_none() && url_nodes.is_empty() && !recipe_attempted {
         p.push(
             Problem::new(format!("image {:?} has no source", name.value), span, "neither recipe nor url")
-                .help("give a `recipe \"recipes/….kdl\"` to build it, or `url … arch=… sha256=…` to fetch it"),
+                .help(match p.syntax {
+                    Syntax::Kdl => "give a `recipe \"recipes/….kdl\"` to build it, or `url … arch=… sha256=…` to fetch it",
+                    Syntax::Toml => "give `recipe = \"recipes/….kdl\"` to build it, or `url = [{ url = …, arch = …, sha256 = … }]` to fetch it",
+                }),
         );
     }
     if let Some(rec) = &recipe {
         if !rec.value.is_file() {
+            let given = rec.value.strip_prefix(base).unwrap_or(&rec.value).display().to_string();
             p.push(
-                Problem::new(format!("recipe file not found: {}", rec.value.display()), rec.span, "no such file")
-                    .help("paths are relative to the fleet file's directory"),
+                Problem::new(format!("recipe file not found: {given}"), rec.span, "no such file")
+                    .help(missing_file_help(base, &given)),
             );
         }
     }
@@ -267,42 +374,55 @@ fn litellm(n: &RawNode, base: &Path, p: &mut Problems) -> LitellmRaw {
     let mut r = Reader::new(n, p);
     let span = r.span();
     let host = r.str_opt("host");
-    let port = r.int_opt("port", 1, 65535).map(|v| v.value as u16);
+    let port = r.int_opt("port", 1, 65535).map(|v| Spanned::new(v.value as u16, v.span));
     let bind = r.str_opt("bind").map(|s| s.value);
     let version = r.str_opt("version");
     let path = r.str_opt("path").map(|s| base.join(s.value));
-    let master_key = secret(&mut r, "master-key", base);
+    let master_key = secret(&mut r, "master-key", base, "LITELLM_MASTER_KEY");
     let default_model = r.str_opt("default-model");
-    let keys = match r.child("keys") {
-        None => KeyBackend::File,
+    // `keys "database" url="env:…"`; TOML also takes the plain `keys = "file"`.
+    let keys_node = r.child("keys");
+    let keys_word = if keys_node.is_none() { r.str_opt("keys") } else { None };
+    let (kind, url, url_attempted, at) = match keys_node {
         Some(k) => {
             let mut kr = Reader::new(k, r.problems);
-            let kind = kr.arg_str("a backend", "keys \"file\"");
-            let url = secret(&mut kr, "url", base);
+            let kind = kr.arg_or("backend", "a backend", "keys \"file\"");
+            let url = secret(&mut kr, "url", base, "LITELLM_DATABASE_URL");
+            let url_attempted = kr.attempted("url");
             kr.finish();
-            match kind.as_ref().map(|k| k.value.as_str()) {
-                Some("file") | None => KeyBackend::File,
-                Some("database") => match url {
-                    Some(url) => KeyBackend::Database { url },
-                    None => {
-                        r.problems.push(
-                            Problem::new("the database key backend needs a `url`", k.name_span, "no url")
-                                .help("write `keys \"database\" url=\"env:LITELLM_DATABASE_URL\"`"),
-                        );
-                        KeyBackend::File
-                    }
-                },
-                Some(other) => {
-                    let span = kind.as_ref().map(|k| k.span).unwrap_or(k.name_span);
-                    r.problems.push(
-                        Problem::new(format!("unknown key backend {other:?}"), span, "unknown backend")
-                            .help(choices_help(other, &["file", "database"])),
-                    );
-                    KeyBackend::File
-                }
-            }
+            (kind, url, url_attempted, k.name_span)
+        }
+        None => {
+            let at = n.props.iter().find(|p| p.key == "keys").map(|p| p.key_span).unwrap_or(span);
+            (keys_word, None, false, at)
         }
     };
+    let keys = match kind.as_ref().map(|k| k.value.as_str()) {
+        Some("file") | None => KeyBackend::File,
+        Some("database") => match url {
+            Some(url) => KeyBackend::Database { url },
+            None if url_attempted => KeyBackend::File,
+            None => {
+                r.problems.push(Problem::new("the database key backend needs a `url`", at, "no url").help(format!(
+                    "write `{}`",
+                    r.problems.syntax.pick(
+                        "keys \"database\" url=\"env:LITELLM_DATABASE_URL\"",
+                        "keys = { backend = \"database\", url = \"env:LITELLM_DATABASE_URL\" }"
+                    )
+                )));
+                KeyBackend::File
+            }
+        },
+        Some(other) => {
+            let span = kind.as_ref().map(|k| k.span).unwrap_or(at);
+            r.problems.push(
+                Problem::new(format!("unknown key backend {other:?}"), span, "unknown backend")
+                    .help(choices_help(other, &["file", "database"])),
+            );
+            KeyBackend::File
+        }
+    };
+    let host_attempted = r.attempted("host");
     r.finish();
     if let Some(v) = &version {
         if v.value == "1.107.0" {
@@ -312,34 +432,38 @@ fn litellm(n: &RawNode, base: &Path, p: &mut Problems) -> LitellmRaw {
             );
         }
     }
-    LitellmRaw { span, host, port, bind, version, path, keys, master_key, default_model }
+    LitellmRaw { span, host, host_attempted, port, bind, version, path, keys, master_key, default_model }
 }
 
 fn provider(n: &RawNode, base: &Path, p: &mut Problems) -> Option<Provider> {
     let mut r = Reader::new(n, p);
     let name = r.name("provider \"demo\" type=\"mock\" { model \"demo-small\" }");
-    let kind = match r.str_opt("type") {
-        None => {
+    let type_value = r.str_opt("type");
+    let kind = type_value.as_ref().and_then(|t| {
+        let k = ProviderKind::parse(&t.value);
+        if k.is_none() {
             r.problems.push(
-                Problem::new(format!("provider `{}` needs a `type`", n.args.first().map(|_| "").unwrap_or("")), n.name_span, "type missing")
-                    .help(format!("add type=\"…\"; one of {}", ProviderKind::ALL.join(", "))),
+                Problem::new(format!("unknown provider type {:?}", t.value), t.span, "unknown type")
+                    .help(choices_help(&t.value, &ProviderKind::ALL)),
             );
-            None
         }
-        Some(t) => {
-            let k = ProviderKind::parse(&t.value);
-            if k.is_none() {
-                r.problems.push(
-                    Problem::new(format!("unknown provider type {:?}", t.value), t.span, "unknown type")
-                        .help(choices_help(&t.value, &ProviderKind::ALL)),
-                );
+        k
+    });
+    let env_example = match kind {
+        Some(ProviderKind::OpenAi) => "OPENAI_API_KEY".to_string(),
+        Some(ProviderKind::Anthropic) => "ANTHROPIC_API_KEY".to_string(),
+        Some(ProviderKind::OpenRouter) => "OPENROUTER_API_KEY".to_string(),
+        _ => match &name {
+            Some(n) => {
+                format!("{}_API_KEY", n.value.to_ascii_uppercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_"))
             }
-            k
-        }
+            None => "API_KEY".to_string(),
+        },
     };
-    let api_key = secret(&mut r, "api-key", base);
+    let api_key = secret(&mut r, "api-key", base, &env_example);
     let url = r.str_opt("url");
-    let mut models: Vec<ModelDecl> = r.list("models").into_iter().map(|m| ModelDecl { name: m, response: None }).collect();
+    let mut models: Vec<ModelDecl> =
+        r.list("models").into_iter().map(|m| ModelDecl { name: m, response: None }).collect();
     for m in r.children("model") {
         let mut mr = Reader::new(m, r.problems);
         let name = mr.name("model \"demo-small\" response=\"Hello!\"");
@@ -358,31 +482,62 @@ fn provider(n: &RawNode, base: &Path, p: &mut Problems) -> Option<Provider> {
         }
     }
     let span = r.span();
+    let syntax = r.syntax();
+    let type_attempted = r.attempted("type");
+    let models_attempted = r.attempted("models") || r.attempted("model");
+    let url_attempted = r.attempted("url");
+    let key_attempted = r.attempted("api-key");
     r.finish();
+    if type_value.is_none() && !type_attempted {
+        let what = match &name {
+            Some(n) => format!("provider {:?}", n.value),
+            None => "a provider".to_string(),
+        };
+        let span = name.as_ref().map(|n| n.span).unwrap_or(span);
+        p.push(Problem::new(format!("{what} needs a `type`"), span, "type missing").help(format!(
+            "add `{}`, one of: {}",
+            syntax.assign("type", "\"…\""),
+            ProviderKind::ALL.join(", ")
+        )));
+    }
     let name = name?;
     check_slug(p, "provider", &name);
     let kind = kind?;
-    if models.is_empty() {
+    let span = name.span;
+    if models.is_empty() && !models_attempted {
+        p.push(Problem::new(format!("provider {:?} offers no models", name.value), span, "no models").help(format!(
+            "list them: `{}`",
+            syntax.pick("models \"gpt-4o-mini\" \"gpt-4o\"", "models = [\"gpt-4o-mini\", \"gpt-4o\"]")
+        )));
+    }
+    if kind == ProviderKind::OpenAiCompatible && url.is_none() && !url_attempted {
         p.push(
-            Problem::new(format!("provider {:?} offers no models", name.value), span, "no models")
-                .help("list them: `models \"gpt-4o-mini\" …` or `model \"demo-small\"`"),
+            Problem::new(format!("provider {:?} (openai-compatible) needs a `url`", name.value), span, "url missing")
+                .help(format!(
+                    "add the server's OpenAI-style base URL: `{}`",
+                    syntax.assign("url", "\"http://host:8000/v1\"")
+                )),
         );
     }
-    if kind == ProviderKind::OpenAiCompatible && url.is_none() {
+    if kind.needs_key() && api_key.is_none() && !key_attempted {
         p.push(
-            Problem::new("an openai-compatible provider needs a `url`", span, "url missing")
-                .help("add url=\"http://host:port/v1\""),
-        );
-    }
-    if kind.needs_key() && api_key.is_none() && !n.props.iter().any(|p| p.key == "api-key") {
-        p.push(
-            Problem::new(format!("provider {:?} ({}) needs an `api-key`", name.value, kind.as_str()), span, "api-key missing")
-                .help("reference it, never inline it: api-key=\"env:OPENAI_API_KEY\""),
+            Problem::new(
+                format!("provider {:?} ({}) needs an `api-key`", name.value, kind.as_str()),
+                span,
+                "api-key missing",
+            )
+            .help(format!(
+                "reference it, never inline it: `{}`",
+                syntax.assign("api-key", &format!("\"env:{env_example}\""))
+            )),
         );
     }
     if let Some(u) = &url {
         if !(u.value.starts_with("http://") || u.value.starts_with("https://")) {
-            p.push(Problem::new("`url` must start with http:// or https://", u.span, "not an http URL"));
+            p.push(
+                Problem::new("`url` must start with http:// or https://", u.span, "not an http URL")
+                    .help(format!("for example: `{}`", syntax.assign("url", "\"http://host:8000/v1\""))),
+            );
         }
     }
     Some(Provider { name, kind, api_key, url: url.map(|u| u.value), models })
@@ -394,10 +549,12 @@ fn gateway(n: &RawNode, p: &mut Problems) -> Option<GatewayRaw> {
     let host = r.str_opt("host");
     let image = r.str_opt("image");
     let port = r.int_opt("port", 1024, 65535).map(|v| Spanned::new(v.value as u16, v.span));
+    let host_attempted = r.attempted("host");
+    let image_attempted = r.attempted("image");
     r.finish();
     let name = name?;
     check_slug(p, "gateway", &name);
-    Some(GatewayRaw { name, host, image, port })
+    Some(GatewayRaw { name, host, host_attempted, image, image_attempted, port })
 }
 
 pub fn parse_duration(s: &str) -> Option<u64> {
@@ -417,6 +574,7 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 
 fn agent(n: &RawNode, base: &Path, p: &mut Problems) -> Option<AgentRaw> {
     let mut r = Reader::new(n, p);
+    let syntax = r.syntax();
     let name = r.name("agent \"alice\" gateway=\"main\" model=\"demo-small\"");
     let gateway = r.str_opt("gateway");
     let model = r.str_opt("model");
@@ -438,21 +596,35 @@ fn agent(n: &RawNode, base: &Path, p: &mut Problems) -> Option<AgentRaw> {
         }
     }
     for f in r.children("file") {
-        let fname = f.args.first().and_then(|a| match &a.value {
-            super::raw::RawValue::Str(s) => Some(Spanned::new(s.clone(), a.span)),
-            _ => None,
-        });
+        let fname = f.args.first().or_else(|| f.props.iter().find(|p| p.key == "name").map(|p| &p.value)).and_then(
+            |a| match &a.value {
+                RawValue::Str(s) => Some(Spanned::new(s.clone(), a.span)),
+                _ => None,
+            },
+        );
         let Some(fname) = fname else {
-            r.problems.push(
-                Problem::new("`file` needs a workspace file name", f.name_span, "name missing")
-                    .help("write `file \"USER.md\" path=\"users/alice.md\"` or `file \"USER.md\" text=\"…\"`"),
-            );
+            r.problems.push(Problem::new("`file` needs a workspace file name", f.name_span, "file name missing").help(
+                format!(
+                    "write `{}`",
+                    syntax.pick(
+                        "file \"USER.md\" path=\"users/alice.md\"",
+                        "file = [{ name = \"USER.md\", path = \"users/alice.md\" }]"
+                    )
+                ),
+            ));
             continue;
         };
         if !WORKSPACE_FILES.contains(&fname.value.as_str()) {
             r.problems.push(
-                Problem::new(format!("OpenClaw does not accept a workspace file named {:?}", fname.value), fname.span, "unsupported file")
-                    .help(choices_help(&fname.value, &WORKSPACE_FILES)),
+                Problem::new(
+                    format!("OpenClaw does not accept a workspace file named {:?}", fname.value),
+                    fname.span,
+                    "unsupported file",
+                )
+                .help(match did_you_mean(&fname.value, WORKSPACE_FILES) {
+                    Some(s) => format!("did you mean {s:?}? (one of {})", WORKSPACE_FILES.join(", ")),
+                    None => format!("use one of {}", WORKSPACE_FILES.join(", ")),
+                }),
             );
             continue;
         }
@@ -469,11 +641,18 @@ fn agent(n: &RawNode, base: &Path, p: &mut Problems) -> Option<AgentRaw> {
         let mut hr = Reader::new(h, r.problems);
         let every = hr.str_opt("every");
         let prompt = hr.str_opt("prompt").map(|s| s.value);
+        let stray_value = hr.positional_means("every");
+        let every_attempted = stray_value || hr.attempted("every");
         hr.finish();
         let Some(every) = every else {
-            r.problems.push(
-                Problem::new("`heartbeat` needs `every`", h.name_span, "interval missing").help("write `heartbeat every=\"30m\"`"),
-            );
+            if !every_attempted {
+                r.problems.push(
+                    Problem::new("`heartbeat` needs `every`", h.name_span, "interval missing").help(format!(
+                        "say how often the agent wakes: `{}`",
+                        syntax.pick("heartbeat every=\"30m\"", "heartbeat = { every = \"30m\" }")
+                    )),
+                );
+            }
             return None;
         };
         match parse_duration(&every.value) {
@@ -481,12 +660,14 @@ fn agent(n: &RawNode, base: &Path, p: &mut Problems) -> Option<AgentRaw> {
             None => {
                 r.problems.push(
                     Problem::new(format!("invalid duration {:?}", every.value), every.span, "not a duration")
-                        .help("a whole number and a unit: \"90s\", \"30m\", \"2h\", \"1d\""),
+                        .help("write a whole number and a unit (s, m, h or d), with no space: \"90s\", \"30m\", \"2h\", \"1d\""),
                 );
                 None
             }
         }
     });
+    let gateway_attempted = r.attempted("gateway");
+    let model_attempted = r.attempted("model");
     r.finish();
     let name = name?;
     check_slug(p, "agent", &name);
@@ -500,26 +681,29 @@ fn agent(n: &RawNode, base: &Path, p: &mut Problems) -> Option<AgentRaw> {
         heartbeat,
         wake,
     };
-    Some(AgentRaw { name, gateway, model, rest })
+    Some(AgentRaw { name, gateway, gateway_attempted, model, model_attempted, rest })
 }
 
 /// `soul file="souls/alice.md"` / `soul "inline text"` / `file "USER.md" path=… | text=…`.
 fn file_source(n: &RawNode, base: &Path, p: &mut Problems, named: bool) -> Option<FileSource> {
     let mut r = Reader::new(n, p);
+    let syntax = r.syntax();
     if named {
-        let _ = r.arg_str("a file name", "file \"USER.md\" path=\"users/alice.md\"");
+        let _ = r.arg_or("name", "a file name", "file \"USER.md\" path=\"users/alice.md\"");
     }
-    let (path_key, example) = if named { ("path", "path=\"users/alice.md\"") } else { ("file", "file=\"souls/alice.md\"") };
-    let path = r.str_opt(if named { "path" } else { "file" });
+    let path_key = if named { "path" } else { "file" };
+    let example = syntax.assign(path_key, if named { "\"users/alice.md\"" } else { "\"souls/alice.md\"" });
+    let path = r.str_opt(path_key);
     let text = r.str_opt("text");
     let inline = if named { None } else { n.args.first() };
     if inline.is_some() {
         let _ = r.arg_str("text", "soul \"You are …\"");
     }
     let span = r.span();
+    let attempted = inline.is_some() || r.attempted(path_key) || r.attempted("text");
     r.finish();
     let inline_text = inline.and_then(|a| match &a.value {
-        super::raw::RawValue::Str(s) => Some(s.clone()),
+        RawValue::Str(s) => Some(s.clone()),
         _ => None,
     });
     match (path, text.map(|t| t.value).or(inline_text)) {
@@ -528,7 +712,7 @@ fn file_source(n: &RawNode, base: &Path, p: &mut Problems, named: bool) -> Optio
             if !full.is_file() {
                 p.push(
                     Problem::new(format!("file not found: {}", path.value), path.span, "no such file")
-                        .help("paths are relative to the fleet file's directory"),
+                        .help(missing_file_help(base, &path.value)),
                 );
                 return None;
             }
@@ -538,14 +722,15 @@ fn file_source(n: &RawNode, base: &Path, p: &mut Problems, named: bool) -> Optio
         (Some(path), Some(_)) => {
             p.push(
                 Problem::new(format!("give `{path_key}` or text, not both"), path.span, "both given")
-                    .help(format!("keep {example} or the text")),
+                    .help(format!("keep `{example}` or the text")),
             );
             None
         }
+        (None, None) if attempted => None,
         (None, None) => {
             p.push(
                 Problem::new(format!("`{}` needs content", n.name), span, "empty")
-                    .help(format!("write {example} or give the text")),
+                    .help(format!("write `{example}` or give the text")),
             );
             None
         }

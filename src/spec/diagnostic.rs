@@ -18,13 +18,7 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(message: impl Into<String>, span: SourceSpan, label: impl Into<String>) -> Self {
-        Problem {
-            message: message.into(),
-            span,
-            label: label.into(),
-            help: None,
-            also: Vec::new(),
-        }
+        Problem { message: message.into(), span, label: label.into(), help: None, also: Vec::new() }
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Self {
@@ -38,25 +32,57 @@ impl Problem {
     }
 }
 
+/// The syntax a file is written in, so that help shows fixes the user can paste.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Syntax {
+    #[default]
+    Kdl,
+    Toml,
+}
+
+impl Syntax {
+    /// `key=value` in KDL, `key = value` in TOML.
+    pub fn assign(self, key: &str, value: &str) -> String {
+        match self {
+            Syntax::Kdl => format!("{key}={value}"),
+            Syntax::Toml => format!("{key} = {value}"),
+        }
+    }
+
+    /// One of two spellings of the same example.
+    pub fn pick<'a>(self, kdl: &'a str, toml: &'a str) -> &'a str {
+        match self {
+            Syntax::Kdl => kdl,
+            Syntax::Toml => toml,
+        }
+    }
+}
+
 /// Collects problems while a whole file is checked, so the user sees all of them at once.
 #[derive(Debug, Default)]
-pub struct Problems(Vec<Problem>);
+pub struct Problems {
+    list: Vec<Problem>,
+    pub syntax: Syntax,
+}
 
 impl Problems {
+    pub fn new(syntax: Syntax) -> Self {
+        Problems { list: Vec::new(), syntax }
+    }
     pub fn push(&mut self, p: Problem) {
-        self.0.push(p);
+        self.list.push(p);
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.list.is_empty()
     }
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.list.len()
     }
     pub fn into_report(mut self, source: &SourceFile) -> SpecError {
-        self.0.sort_by_key(|p| p.span.offset());
+        self.list.sort_by_key(|p| p.span.offset());
         SpecError {
             src: source.named(),
-            problems: self.0.into_iter().map(|p| ProblemDiag { p, src: source.named() }).collect(),
+            problems: self.list.into_iter().map(|p| ProblemDiag { p, src: source.named() }).collect(),
         }
     }
 }
@@ -73,9 +99,11 @@ impl SourceFile {
         SourceFile { name: name.into(), text: Arc::new(text) }
     }
     pub fn named(&self) -> NamedSource<Arc<String>> {
-        NamedSource::new(self.name.clone(), self.text.clone()).with_language(
-            if self.name.ends_with(".toml") { "TOML" } else { "KDL" },
-        )
+        NamedSource::new(self.name.clone(), self.text.clone()).with_language(if self.name.ends_with(".toml") {
+            "TOML"
+        } else {
+            "KDL"
+        })
     }
 }
 
@@ -166,11 +194,7 @@ impl Diagnostic for ProblemDiag {
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let primary = LabeledSpan::new_primary_with_span(Some(self.p.label.clone()), self.p.span);
-        let also = self
-            .p
-            .also
-            .iter()
-            .map(|(s, l)| LabeledSpan::new_with_span(Some(l.clone()), *s));
+        let also = self.p.also.iter().map(|(s, l)| LabeledSpan::new_with_span(Some(l.clone()), *s));
         Some(Box::new(std::iter::once(primary).chain(also)))
     }
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
@@ -196,8 +220,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -213,10 +237,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// A help line listing the known choices, with a suggestion when one is close.
-pub fn choices_help<'a>(got: &str, known: &[&'a str]) -> String {
+pub fn choices_help(got: &str, known: &[&str]) -> String {
     let list = known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
     match did_you_mean(got, known.iter().copied()) {
-        Some(s) => format!("did you mean `{s}`? (known: {list})"),
+        Some(s) if known.len() == 1 => format!("did you mean `{s}`?"),
+        Some(s) => format!("did you mean `{s}`?\nknown: {list}"),
         None if known.is_empty() => "none are declared".to_string(),
         None => format!("known: {list}"),
     }

@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod diagnostic;
 mod kdl_surface;
+mod kdl_syntax;
 pub mod model;
 mod raw;
 mod reader;
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub use diagnostic::{SourceFile, SpecError};
 pub use model::*;
 
-use diagnostic::Problems;
+use diagnostic::{Problems, Syntax};
 
 pub const FILE_NAMES: [&str; 2] = ["fleet.kdl", "fleet.toml"];
 
@@ -37,7 +38,10 @@ pub fn locate(path: Option<&Path>) -> Result<PathBuf, String> {
                 "no fleet.kdl or fleet.toml in {}; pass a path, or create one (see examples/quickstart/fleet.kdl)",
                 dir_or_file.display()
             )),
-            _ => Err(format!("both fleet.kdl and fleet.toml are in {}; keep one, or pass the file", dir_or_file.display())),
+            _ => Err(format!(
+                "both fleet.kdl and fleet.toml are in {}; keep one, or pass the file",
+                dir_or_file.display()
+            )),
         };
     }
     Err(format!("{} does not exist", dir_or_file.display()))
@@ -45,7 +49,8 @@ pub fn locate(path: Option<&Path>) -> Result<PathBuf, String> {
 
 /// Reads and validates a fleet file.
 pub fn load(path: &Path) -> Result<FleetSpec, SpecError> {
-    let text = std::fs::read_to_string(path).map_err(|e| SpecError::unreadable(&path.display().to_string(), &e.to_string()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SpecError::unreadable(&path.display().to_string(), &e.to_string()))?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
     let base = base.canonicalize().unwrap_or(base);
@@ -54,8 +59,9 @@ pub fn load(path: &Path) -> Result<FleetSpec, SpecError> {
 
 /// Parses fleet file text; `source.name` decides the syntax (`.toml` or KDL).
 pub fn parse(source: SourceFile, base: &Path) -> Result<FleetSpec, SpecError> {
-    let mut problems = Problems::default();
-    let nodes = if source.name.ends_with(".toml") {
+    let toml = source.name.ends_with(".toml");
+    let mut problems = Problems::new(if toml { Syntax::Toml } else { Syntax::Kdl });
+    let nodes = if toml {
         toml_surface::parse(&source.text, &decode::NAMED_KINDS, &mut problems)
     } else {
         kdl_surface::parse(&source.text, &mut problems)

@@ -55,9 +55,7 @@ impl FleetSpec {
         self.agents.iter().find(|a| a.name.value == name)
     }
     pub fn provider_of(&self, model: &str) -> Option<(&Provider, &ModelDecl)> {
-        self.providers
-            .iter()
-            .find_map(|p| p.models.iter().find(|m| m.name.value == model).map(|m| (p, m)))
+        self.providers.iter().find_map(|p| p.models.iter().find(|m| m.name.value == model).map(|m| (p, m)))
     }
 }
 

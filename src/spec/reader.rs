@@ -4,9 +4,22 @@
 
 use miette::SourceSpan;
 
-use super::diagnostic::{choices_help, Problem, Problems};
+use super::diagnostic::{choices_help, did_you_mean, Problem, Problems, Syntax};
 use super::model::Spanned;
 use super::raw::{join, RawEntry, RawNode, RawValue};
+
+/// How a key may be written on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// A scalar: a property (`port=4000`) or a child with one value (`port 4000`).
+    Setting,
+    /// Only as a property (`name`, in TOML's `[[agent]] name = "…"`).
+    Property,
+    /// A child with values (`fallback "a" "b"`).
+    List,
+    /// A child with its own settings (`identity role="…"`).
+    Block,
+}
 
 pub struct Reader<'a, 'p> {
     node: &'a RawNode,
@@ -14,7 +27,11 @@ pub struct Reader<'a, 'p> {
     used_props: Vec<bool>,
     used_children: Vec<bool>,
     args_used: usize,
-    asked: Vec<&'static str>,
+    asked: Vec<(&'static str, Shape)>,
+    /// The setting a stray positional argument most likely meant (`heartbeat "30m"`).
+    positional_means: Option<&'static str>,
+    /// A missing name, reported at `finish` unless a misspelt `name` is reported instead.
+    missing_name: Option<Problem>,
     pub problems: &'p mut Problems,
 }
 
@@ -27,6 +44,8 @@ impl<'a, 'p> Reader<'a, 'p> {
             used_children: vec![false; node.children.len()],
             args_used: 0,
             asked: Vec::new(),
+            positional_means: None,
+            missing_name: None,
             problems,
         }
     }
@@ -35,19 +54,33 @@ impl<'a, 'p> Reader<'a, 'p> {
         self.node.name_span
     }
 
+    pub fn syntax(&self) -> Syntax {
+        self.problems.syntax
+    }
+
     /// The node's name: its first argument (`agent "alice"`) or a `name` property (TOML `[[agent]]`).
+    /// `example` is the KDL spelling of a named node, e.g. `agent "alice" model="demo-small"`.
     pub fn name(&mut self, example: &str) -> Option<Spanned<String>> {
         if let Some(first) = self.node.args.first() {
             self.args_used = 1;
-            return self.string_of(first, "name");
+            return self.string_of(first, "the name");
         }
-        if let Some(v) = self.prop_entry("name") {
-            return self.string_of(v, "name");
+        if let Some(v) = self.prop_entry("name", Shape::Property) {
+            return self.string_of(v, "the name");
         }
-        self.problems.push(
-            Problem::new(format!("{} needs a name", self.what), self.node.name_span, "name missing")
-                .help(format!("for example: {example}")),
-        );
+        let help = match self.syntax() {
+            Syntax::Kdl => format!("for example: `{example}`"),
+            Syntax::Toml => {
+                let name = example.split('"').nth(1).unwrap_or("…");
+                if super::decode::NAMED_KINDS.contains(&self.node.name.as_str()) {
+                    format!("name it in the table header: `[{}.{name}]`", self.node.name)
+                } else {
+                    format!("add `name = \"{name}\"`")
+                }
+            }
+        };
+        self.missing_name =
+            Some(Problem::new(format!("{} needs a name", self.what), self.node.name_span, "name missing").help(help));
         None
     }
 
@@ -61,22 +94,44 @@ impl<'a, 'p> Reader<'a, 'p> {
             None => {
                 self.problems.push(
                     Problem::new(format!("{} needs {what}", self.what), self.node.name_span, "argument missing")
-                        .help(format!("for example: {example}")),
+                        .help(format!("for example: `{example}`")),
                 );
                 None
             }
         }
     }
 
+    /// The first positional argument (`keys "database"`), or, since TOML has no positional
+    /// arguments, a `key` setting (`keys = { backend = "database" }`).
+    pub fn arg_or(&mut self, key: &'static str, what: &str, example: &str) -> Option<Spanned<String>> {
+        if !self.node.args.is_empty() {
+            return self.arg_str(what, example);
+        }
+        if self.node.props.iter().any(|p| p.key == key) || self.node.children.iter().any(|c| c.name == key) {
+            return self.str_opt(key);
+        }
+        self.asked.push((key, Shape::Setting));
+        let help = match self.syntax() {
+            Syntax::Kdl => format!("for example: `{example}`"),
+            Syntax::Toml => format!("for example: `{} = {{ {key} = \"…\" }}`", self.node.name),
+        };
+        self.problems.push(
+            Problem::new(format!("{} needs {what}", self.what), self.node.name_span, format!("{key} missing"))
+                .help(help),
+        );
+        None
+    }
+
     /// All positional arguments as strings (`models "a" "b"`).
     pub fn args_str(&mut self) -> Vec<Spanned<String>> {
         self.args_used = self.node.args.len();
         let node = self.node;
-        node.args.iter().filter_map(|a| self.string_of(a, "a value")).collect()
+        let what = format!("each value of `{}`", node.name);
+        node.args.iter().filter_map(|a| self.string_of(a, &what)).collect()
     }
 
-    fn prop_entry(&mut self, key: &'static str) -> Option<&'a RawEntry> {
-        self.asked.push(key);
+    fn prop_entry(&mut self, key: &'static str, shape: Shape) -> Option<&'a RawEntry> {
+        self.asked.push((key, shape));
         let mut found: Option<(usize, &'a RawEntry)> = None;
         for (i, p) in self.node.props.iter().enumerate() {
             if p.key == key {
@@ -84,7 +139,7 @@ impl<'a, 'p> Reader<'a, 'p> {
                     self.problems.push(
                         Problem::new(format!("`{key}` is set twice"), p.key_span, "set again here")
                             .also(self.node.props[first].key_span, "first set here")
-                            .help("KDL keeps the last value; fleet asks you to say it once"),
+                            .help("KDL would keep the last value; fleet asks you to say it once: remove one"),
                     );
                 }
                 found = Some((i, &p.value));
@@ -96,29 +151,37 @@ impl<'a, 'p> Reader<'a, 'p> {
 
     /// A scalar setting, written either as a property (`port=4000`) or a child (`port 4000`).
     fn setting(&mut self, key: &'static str) -> Option<&'a RawEntry> {
-        let from_prop = self.prop_entry(key);
+        let from_prop = self.prop_entry(key, Shape::Setting);
+        let prop_span = self.node.props.iter().find(|p| p.key == key).map(|p| p.key_span);
         let mut from_child: Option<&'a RawEntry> = None;
+        let mut first_child: Option<SourceSpan> = None;
+        let example = match self.syntax() {
+            Syntax::Kdl => format!("{key} <value>"),
+            Syntax::Toml => format!("{key} = <value>"),
+        };
         for (i, c) in self.node.children.iter().enumerate() {
             if c.name != key {
                 continue;
             }
             self.used_children[i] = true;
-            if from_prop.is_some() || from_child.is_some() {
+            if let Some(first) = prop_span.or(first_child) {
                 self.problems.push(
                     Problem::new(format!("`{key}` is set twice"), c.name_span, "set again here")
+                        .also(first, "first set here")
                         .help("say it once, as a property or as a child, not both"),
                 );
                 continue;
             }
+            first_child = Some(c.name_span);
             match c.args.as_slice() {
                 [one] if c.props.is_empty() && c.children.is_empty() => from_child = Some(one),
-                [] => self.problems.push(
+                [] if c.props.is_empty() && c.children.is_empty() => self.problems.push(
                     Problem::new(format!("`{key}` needs a value"), c.name_span, "value missing")
-                        .help(format!("write `{key} <value>`")),
+                        .help(format!("write `{example}`")),
                 ),
                 _ => self.problems.push(
-                    Problem::new(format!("`{key}` takes exactly one value"), c.name_span, "here")
-                        .help(format!("write `{key} <value>`")),
+                    Problem::new(format!("`{key}` takes exactly one value"), c.name_span, "not a single value")
+                        .help(format!("write `{example}`")),
                 ),
             }
         }
@@ -160,7 +223,9 @@ impl<'a, 'p> Reader<'a, 'p> {
             }
             other => {
                 let hint = match other {
-                    RawValue::Str(s) if s.parse::<i128>().is_ok() => format!("drop the quotes: `{key}={s}`"),
+                    RawValue::Str(s) if s.trim().parse::<i128>().is_ok() => {
+                        format!("drop the quotes: `{}`", self.syntax().assign(key, s.trim()))
+                    }
                     _ => format!("use a whole number from {min} to {max}"),
                 };
                 self.problems.push(
@@ -176,9 +241,8 @@ impl<'a, 'p> Reader<'a, 'p> {
         }
     }
 
-    /// Children with this name (marks them used).
-    pub fn children(&mut self, key: &'static str) -> Vec<&'a RawNode> {
-        self.asked.push(key);
+    fn children_shaped(&mut self, key: &'static str, shape: Shape) -> Vec<&'a RawNode> {
+        self.asked.push((key, shape));
         let node = self.node;
         node.children
             .iter()
@@ -189,6 +253,11 @@ impl<'a, 'p> Reader<'a, 'p> {
                 c
             })
             .collect()
+    }
+
+    /// Children with this name (marks them used).
+    pub fn children(&mut self, key: &'static str) -> Vec<&'a RawNode> {
+        self.children_shaped(key, Shape::Block)
     }
 
     /// At most one child with this name.
@@ -208,11 +277,12 @@ impl<'a, 'p> Reader<'a, 'p> {
     /// TOML `fallback = ["a", "b"]`).
     pub fn list(&mut self, key: &'static str) -> Vec<Spanned<String>> {
         let mut out = Vec::new();
-        for c in self.children(key) {
+        let example = self.syntax().pick(&format!("{key} \"value\""), &format!("{key} = [\"value\"]")).to_string();
+        for c in self.children_shaped(key, Shape::List) {
             if c.args.is_empty() {
                 self.problems.push(
                     Problem::new(format!("`{key}` needs at least one value"), c.name_span, "empty")
-                        .help(format!("write `{key} \"value\"`")),
+                        .help(format!("write `{example}`, or remove it")),
                 );
             }
             let mut r = Reader::new(c, self.problems);
@@ -222,35 +292,112 @@ impl<'a, 'p> Reader<'a, 'p> {
         out
     }
 
+    /// Says which setting a lone positional argument probably meant, for the help of
+    /// `finish`; returns whether there is such an argument.
+    pub fn positional_means(&mut self, key: &'static str) -> bool {
+        self.positional_means = Some(key);
+        self.node.args.len() == 1 && self.args_used == 0
+    }
+
+    /// Whether the user tried to give `key`: it is written (perhaps with a wrong type
+    /// that was already reported), or an unknown key is a misspelling of it. Checks that
+    /// a required key is missing use this so that one mistake gives one diagnostic.
+    /// Call it after every key of the node was asked for.
+    pub fn attempted(&self, key: &str) -> bool {
+        let known: Vec<&str> = self.asked.iter().map(|(k, _)| *k).collect();
+        let close = |got: &str| !known.contains(&got) && did_you_mean(got, known.iter().copied()) == Some(key);
+        self.node.props.iter().any(|p| p.key == key || close(&p.key))
+            || self.node.children.iter().any(|c| c.name == key || close(&c.name))
+    }
+
     /// Reports leftovers: extra arguments, unknown properties and children.
-    pub fn finish(self) {
+    pub fn finish(mut self) {
+        if let Some(p) = self.missing_name.take() {
+            if !self.attempted("name") {
+                self.problems.push(p);
+            }
+        }
         let node = self.node;
+        let syntax = self.syntax();
         if node.args.len() > self.args_used {
             let extra = &node.args[self.args_used..];
             let span = extra.iter().skip(1).fold(extra[0].span, |acc, a| join(acc, a.span));
-            let help = if self.args_used == 0 {
-                format!("{} takes no positional arguments; use `key=value` properties", self.what)
-            } else {
-                format!("{} takes {} argument(s); quote values that contain spaces", self.what, self.args_used)
+            let help = match (syntax, self.args_used, self.positional_means, extra) {
+                (_, 0, Some(key), [one]) => {
+                    let value = match &one.value {
+                        RawValue::Str(s) => format!("{s:?}"),
+                        RawValue::Int(i) => i.to_string(),
+                        RawValue::Float(f) => f.to_string(),
+                        other => other.type_name().to_string(),
+                    };
+                    match syntax {
+                        Syntax::Kdl => format!("name the value: `{} {key}={value}`", node.name),
+                        Syntax::Toml => format!("name the value: `{} = {{ {key} = {value} }}`", node.name),
+                    }
+                }
+                (Syntax::Toml, ..) => format!("{} takes a table of settings: `{} = {{ … }}`", self.what, node.name),
+                (Syntax::Kdl, 0, ..) => {
+                    format!("{} takes no positional arguments; use `key=value` properties", self.what)
+                }
+                (Syntax::Kdl, n, ..) => {
+                    format!("{} takes {n} argument(s); quote values that contain spaces", self.what)
+                }
             };
-            self.problems.push(Problem::new(format!("unexpected argument to {}", self.what), span, "not expected").help(help));
+            self.problems
+                .push(Problem::new(format!("unexpected argument to {}", self.what), span, "not expected").help(help));
         }
-        let mut known: Vec<&str> = self.asked.clone();
-        known.sort();
-        known.dedup();
+        let mut known_props: Vec<&str> =
+            self.asked.iter().filter(|(_, s)| matches!(s, Shape::Setting | Shape::Property)).map(|(k, _)| *k).collect();
+        known_props.sort();
+        known_props.dedup();
+        let mut known_children: Vec<&str> =
+            self.asked.iter().filter(|(_, s)| *s != Shape::Property).map(|(k, _)| *k).collect();
+        known_children.sort();
+        known_children.dedup();
         for (i, p) in node.props.iter().enumerate() {
-            if !self.used_props[i] {
-                self.problems.push(
-                    Problem::new(format!("unknown property `{}` on {}", p.key, self.what), p.key_span, "unknown property")
-                        .help(choices_help(&p.key, &known)),
-                );
+            if self.used_props[i] {
+                continue;
             }
+            let shape = self.asked.iter().find(|(k, _)| *k == p.key).map(|(_, s)| *s);
+            let problem = match shape {
+                Some(Shape::List) => {
+                    let example = match &p.value.value {
+                        RawValue::Str(s) => format!("\"{s}\""),
+                        _ => "\"…\"".to_string(),
+                    };
+                    Problem::new(format!("`{}` is a list, not a single value", p.key), p.key_span, "written as a value")
+                        .help(match syntax {
+                            Syntax::Kdl => format!("write it as a child: `{{ {} {example} }}`", p.key),
+                            Syntax::Toml => format!("write `{} = [{example}]`", p.key),
+                        })
+                }
+                Some(_) => Problem::new(
+                    format!("`{}` is a block, not a single value", p.key),
+                    p.key_span,
+                    "written as a value",
+                )
+                .help(match syntax {
+                    Syntax::Kdl => format!("write it as a child block: `{{ {} … }}`", p.key),
+                    Syntax::Toml => format!("write a table: `{} = {{ … }}`", p.key),
+                }),
+                None => Problem::new(
+                    format!("unknown property `{}` on {}", p.key, self.what),
+                    p.key_span,
+                    "unknown property",
+                )
+                .help(choices_help(&p.key, &known_props)),
+            };
+            self.problems.push(problem);
         }
         for (i, c) in node.children.iter().enumerate() {
             if !self.used_children[i] {
                 self.problems.push(
-                    Problem::new(format!("unknown setting `{}` in {}", c.name, self.what), c.name_span, "unknown setting")
-                        .help(choices_help(&c.name, &known)),
+                    Problem::new(
+                        format!("unknown setting `{}` in {}", c.name, self.what),
+                        c.name_span,
+                        "unknown setting",
+                    )
+                    .help(choices_help(&c.name, &known_children)),
                 );
             }
         }

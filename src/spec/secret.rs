@@ -15,13 +15,14 @@ impl SecretRef {
     /// Anything else is refused: an inline secret must never be accepted.
     pub fn parse(s: &str, base: &Path) -> Result<Self, &'static str> {
         if let Some(name) = s.strip_prefix("env:") {
-            let ok = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            let ok = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !name.starts_with(|c: char| c.is_ascii_digit());
-            if ok {
+            if name.is_empty() {
+                Err("`env:` needs a variable name")
+            } else if ok {
                 Ok(SecretRef::Env(name.to_string()))
             } else {
-                Err("an environment variable name is letters, digits and `_`")
+                Err("a variable name is letters, digits and `_`, not starting with a digit")
             }
         } else if let Some(path) = s.strip_prefix("file:") {
             if path.is_empty() {

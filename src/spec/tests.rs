@@ -126,3 +126,168 @@ fn durations() {
     assert_eq!(decode::parse_duration("30"), None);
     assert_eq!(decode::parse_duration("m"), None);
 }
+
+/// The one problem a file has, with its message, the text it points at, and its help.
+fn only(e: SpecError, text: &str) -> (String, String, String) {
+    let p: Vec<_> = e.problems().collect();
+    assert_eq!(p.len(), 1, "expected one problem, got {:?}", p.iter().map(|p| &p.message).collect::<Vec<_>>());
+    let at = &text[p[0].span.offset()..p[0].span.offset() + p[0].span.len()];
+    (p[0].message.clone(), at.to_string(), p[0].help.clone().unwrap_or_default())
+}
+
+const BASE: &str = "fleet \"acme\"\nprovider \"demo\" type=\"mock\" { model \"demo-small\"; model \"demo-large\" }\n";
+
+fn kdl_only(rest: &str) -> (String, String, String) {
+    let text = format!("{BASE}{rest}");
+    only(kdl(&text).unwrap_err(), &text)
+}
+
+#[test]
+fn a_wrong_or_misspelt_required_value_is_reported_once() {
+    let (m, at, _) = kdl_only("gateway \"main\"\nagent \"alice\" model=42\n");
+    assert_eq!((m.as_str(), at.as_str()), ("`model` must be a string, found an integer", "42"));
+    let (m, at, help) = kdl_only("gateway \"main\"\nagent \"alice\" modle=\"demo-small\"\n");
+    assert_eq!((m.as_str(), at.as_str()), ("unknown property `modle` on `agent`", "modle"));
+    assert!(help.starts_with("did you mean `model`?"), "{help}");
+    let (m, ..) = kdl_only("gateway \"main\"\nagent \"alice\" model=\"demo-small\" { heartbeat every=30; }\n");
+    assert_eq!(m, "`every` must be a string, found an integer");
+    let (m, at, help) = kdl_only("gateway \"main\"\nagent \"alice\" model=\"demo-small\" { heartbeat \"30m\"; }\n");
+    assert_eq!((m.as_str(), at.as_str()), ("unexpected argument to `heartbeat`", "\"30m\""));
+    assert_eq!(help, "name the value: `heartbeat every=\"30m\"`");
+    let (m, ..) = kdl_only("litellm { keys \"database\" url=\"postgres://u:pw@db/x\"; }\ngateway \"main\"\n");
+    assert_eq!(m, "`url` holds an inline secret");
+    let (m, ..) = kdl_only(
+        "image \"base\" { url \"https://x/y.tar.gz\" arch=\"amd64\" sha256=\"nope\"; }\nhost \"box\" runtime=\"incus\"\ngateway \"main\" image=\"base\"\n",
+    );
+    assert_eq!(m, "`sha256` must be 64 hex digits");
+}
+
+#[test]
+fn a_node_that_did_not_decode_is_not_reported_again_where_it_is_used() {
+    let (m, ..) =
+        kdl_only("provider \"x\" { model \"x-small\"; }\ngateway \"main\"\nagent \"alice\" model=\"x-small\"\n");
+    assert_eq!(m, "provider \"x\" needs a `type`");
+    let (m, ..) = kdl_only("gateway host=\"local\"\nagent \"alice\" model=\"demo-small\"\n");
+    assert_eq!(m, "`gateway` needs a name");
+    let (m, ..) = kdl_only("host \"box\" runtime=\"docker\"\ngateway \"main\" host=\"box\"\n");
+    assert_eq!(m, "unknown runtime \"docker\"");
+    let text = "fleet\ngateway \"main\"\n";
+    assert_eq!(only(kdl(text).unwrap_err(), text).0, "`fleet` needs a name");
+    let text = "[fleet]\nnmae = \"acme\"\n";
+    assert_eq!(only(toml(text).unwrap_err(), text).0, "unknown property `nmae` on `fleet`");
+}
+
+#[test]
+fn a_duplicate_is_reported_once_and_then_left_out() {
+    let text =
+        format!("{BASE}gateway \"main\"\nagent \"alice\" model=\"demo-small\"\nagent \"alice\" model=\"demo-small\"\n");
+    assert_eq!(only(kdl(&text).unwrap_err(), &text).0, "duplicate agent \"alice\"");
+    let (m, ..) = kdl_only("provider \"demo\" type=\"mock\" { model \"demo-small\"; }\ngateway \"main\"\n");
+    assert_eq!(m, "duplicate provider \"demo\"");
+    let (m, ..) = kdl_only("gateway \"main\" port=19000\ngateway \"main\" port=19000\n");
+    assert_eq!(m, "duplicate gateway \"main\"");
+}
+
+#[test]
+fn agents_without_any_gateway_get_one_problem() {
+    let (m, at, help) = kdl_only("agent \"alice\" model=\"demo-small\"\nagent \"bob\" model=\"demo-small\"\n");
+    assert_eq!((m.as_str(), at.as_str()), ("2 agents have no gateway to run in: the fleet declares none", "\"alice\""));
+    assert!(help.contains("`gateway \"main\"`"), "{help}");
+}
+
+#[test]
+fn default_gateway_ports_skip_ports_taken_explicitly() {
+    let s = kdl(&format!("{BASE}gateway \"a\"\ngateway \"b\" port={DEFAULT_GATEWAY_PORT}\n")).unwrap();
+    let ports: Vec<u16> = s.gateways.iter().map(|g| g.port).collect();
+    assert_eq!(ports, vec![DEFAULT_GATEWAY_PORT + GATEWAY_PORT_STEP, DEFAULT_GATEWAY_PORT]);
+    // A clash with LiteLLM's default port has nothing to point at but the gateway's port.
+    let e = kdl(&format!("{BASE}gateway \"a\" port=4000\n")).unwrap_err();
+    let p: Vec<_> = e.problems().collect();
+    assert!(p[0].also.is_empty());
+    assert!(p[0].help.as_deref().unwrap_or("").contains("by default"));
+}
+
+#[test]
+fn help_is_written_in_the_file_s_syntax() {
+    let text = "[fleet]\nname = \"acme\"\n[gateway.main]\nport = \"18800\"\n";
+    let (_, at, help) = only(toml(text).unwrap_err(), text);
+    assert_eq!((at.as_str(), help.as_str()), ("\"18800\"", "drop the quotes: `port = 18800`"));
+    let text =
+        "[fleet]\nname = \"acme\"\n[provider.demo]\ntype = \"mock\"\nmodels = [\"m\"]\n[gateway.main]\n[agent.alice]\n";
+    let (m, at, help) = only(toml(text).unwrap_err(), text);
+    assert_eq!((m.as_str(), at.as_str()), ("agent \"alice\" needs a `model`", "alice"));
+    assert!(help.starts_with("add `model = \"…\"`"), "{help}");
+    let text = "[fleet]\nname = \"acme\"\n[provider.demo]\ntype = \"mock\"\nmodels = [\"m\"]\n[gateway.main]\n[agent.alice]\nmodel = \"m\"\nfallback = \"m\"\n";
+    let (m, _, help) = only(toml(text).unwrap_err(), text);
+    assert_eq!((m.as_str(), help.as_str()), ("`fallback` is a list, not a single value", "write `fallback = [\"m\"]`"));
+}
+
+#[test]
+fn kdl_syntax_errors_are_one_problem_at_the_mistake() {
+    for (text, message, at) in [
+        ("fleet \"acme\"\ngateway \"main\" port=18800x\n", "syntax error: `18800x` is not a valid value", "18800x"),
+        (
+            "fleet \"acme\" {\n  parallelism 8\n\ngateway \"main\"\n",
+            "syntax error: missing `}`: the `fleet \"acme\"` block is not closed",
+            "{",
+        ),
+        ("fleet \"acme\nprovider \"x\" { }\n", "syntax error: unterminated string", "\"acme"),
+        ("fleet \"acme\"\n}\n", "syntax error: unexpected `}`: no block is open here", "}"),
+        // Valid KDL v1, where a string may span lines; surely a missing quote.
+        ("fleet \"acme\"\ngateway \"main\nagent \"alice\"\n", "syntax error: unterminated string", "\"main"),
+    ] {
+        let (m, a, _) = only(kdl(text).unwrap_err(), text);
+        assert_eq!((m.as_str(), a.as_str()), (message, at), "{text}");
+    }
+}
+
+#[test]
+fn toml_syntax_errors_point_at_the_mistake_with_the_fix() {
+    let text = "[fleet]\nname = acme\n";
+    let (m, at, help) = only(toml(text).unwrap_err(), text);
+    assert_eq!(
+        (m.as_str(), at.as_str(), help.as_str()),
+        ("syntax error: `acme` is not a TOML value", "acme", "text needs double quotes: `name = \"acme\"`")
+    );
+    let text = "[fleet]\nname = \"a\"\nname = \"b\"\n";
+    let e = toml(text).unwrap_err();
+    let p: Vec<_> = e.problems().collect();
+    assert_eq!(p[0].message, "syntax error: `name` is set twice in `[fleet]`");
+    assert_eq!(p[0].also.len(), 1, "points at the first one too");
+}
+
+#[test]
+fn secret_reference_problems_say_what_is_wrong() {
+    let e = kdl(&format!("{BASE}litellm master-key=\"env:\"\n")).unwrap_err();
+    let p: Vec<_> = e.problems().collect();
+    assert_eq!(p[0].label, "`env:` needs a variable name");
+    let (m, _, help) = kdl_only("litellm master-key=\"$MASTER\"\ngateway \"main\"\n");
+    assert_eq!(m, "`master-key` looks like a shell variable");
+    assert!(help.contains("`master-key=\"env:MASTER\"`"), "{help}");
+}
+
+#[test]
+fn a_missing_file_suggests_a_close_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("souls")).unwrap();
+    std::fs::write(dir.path().join("souls/alice.md"), "x").unwrap();
+    let text =
+        format!("{BASE}gateway \"main\"\nagent \"alice\" model=\"demo-small\" {{ soul file=\"souls/alcie.md\"; }}\n");
+    let e = parse(SourceFile::new("fleet.kdl", text.clone()), dir.path()).unwrap_err();
+    let (m, _, help) = only(e, &text);
+    assert_eq!(m, "file not found: souls/alcie.md");
+    assert!(help.starts_with("did you mean \"souls/alice.md\"?"), "{help}");
+}
+
+#[test]
+fn toml_takes_a_plain_key_backend() {
+    let base = "[fleet]\nname = \"acme\"\n[provider.demo]\ntype = \"mock\"\nmodels = [\"m\"]\n[gateway.main]\n";
+    let s = toml(&format!("{base}[litellm]\nkeys = \"file\"\n")).unwrap();
+    assert_eq!(s.litellm.keys, KeyBackend::File);
+    let s = toml(&format!("{base}[litellm]\nkeys = {{ backend = \"database\", url = \"env:DB\" }}\n")).unwrap();
+    assert_eq!(s.litellm.keys, KeyBackend::Database { url: secret::SecretRef::Env("DB".into()) });
+    let text = format!("{base}[litellm]\nkeys = \"database\"\n");
+    let (m, at, help) = only(toml(&text).unwrap_err(), &text);
+    assert_eq!((m.as_str(), at.as_str()), ("the database key backend needs a `url`", "keys"));
+    assert!(help.contains("keys = { backend = \"database\", url = "), "{help}");
+}

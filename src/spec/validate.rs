@@ -1,5 +1,9 @@
 //! Decoded nodes → a complete `FleetSpec`: defaults that depend on other nodes,
 //! duplicate names, and every cross-reference, each with a span to point at.
+//!
+//! One mistake should give one diagnostic: a later duplicate is reported once and
+//! then left out, and references to nodes that did not decode (already reported)
+//! are not reported again.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,14 +14,30 @@ use super::decode::{Decoded, GatewayRaw};
 use super::diagnostic::{choices_help, Problem, Problems};
 use super::model::*;
 
-pub fn assemble(d: Decoded, base: &Path, first_span: SourceSpan, p: &mut Problems) -> Option<FleetSpec> {
-    let Decoded { fleet, images, mut hosts, litellm, providers, gateways, agents } = d;
+/// What holds a port on a host, for the diagnostic of a clash.
+struct PortOwner {
+    who: String,
+    /// Where the port is written; `None` when it is a default.
+    span: Option<SourceSpan>,
+}
 
-    dupes(p, "image", images.iter().map(|i| &i.name));
-    dupes(p, "host", hosts.iter().map(|h| &h.name));
-    dupes(p, "provider", providers.iter().map(|x| &x.name));
-    dupes(p, "gateway", gateways.iter().map(|g| &g.name));
-    dupes(p, "agent", agents.iter().map(|a| &a.name));
+pub fn assemble(d: Decoded, base: &Path, first_span: SourceSpan, p: &mut Problems) -> Option<FleetSpec> {
+    let syntax = p.syntax;
+    let Decoded { fleet_declared, fleet, images, hosts, litellm, providers, gateways, agents, broken } = d;
+    let is_broken =
+        |kind: &str, name: &str| broken.iter().any(|(k, n)| *k == kind && n.as_deref().is_none_or(|n| n == name));
+    let any_broken = |kind: &str| broken.iter().any(|(k, _)| *k == kind);
+
+    let image_dup = dupes(p, "image", images.iter().map(|i| &i.name));
+    let host_dup = dupes(p, "host", hosts.iter().map(|h| &h.name));
+    let provider_dup = dupes(p, "provider", providers.iter().map(|x| &x.name));
+    let gateway_dup = dupes(p, "gateway", gateways.iter().map(|g| &g.name));
+    let agent_dup = dupes(p, "agent", agents.iter().map(|a| &a.name));
+    let images: Vec<Image> = keep_first(images, &image_dup);
+    let mut hosts: Vec<Host> = keep_first(hosts, &host_dup);
+    let providers: Vec<Provider> = keep_first(providers, &provider_dup);
+    let gateways: Vec<GatewayRaw> = keep_first(gateways, &gateway_dup);
+    let agents = keep_first(agents, &agent_dup);
 
     if hosts.is_empty() {
         hosts.push(Host {
@@ -34,113 +54,207 @@ pub fn assemble(d: Decoded, base: &Path, first_span: SourceSpan, p: &mut Problem
     let mut offered: BTreeMap<&str, &Spanned<String>> = BTreeMap::new();
     for prov in &providers {
         for m in &prov.models {
-            if let Some(first) = offered.insert(m.name.value.as_str(), &m.name) {
+            if let Some(first) = offered.get(m.name.value.as_str()) {
                 p.push(
-                    Problem::new(format!("model {:?} is offered by two providers", m.name.value), m.name.span, "offered again here")
-                        .also(first.span, "first offered here")
-                        .help("a model name routes to one provider; rename one of them"),
+                    Problem::new(
+                        format!("model {:?} is offered by two providers", m.name.value),
+                        m.name.span,
+                        "offered again here",
+                    )
+                    .also(first.span, "first offered here")
+                    .help("a model name routes to one provider; remove it from one of them"),
                 );
+            } else {
+                offered.insert(m.name.value.as_str(), &m.name);
             }
         }
     }
     let model_names: Vec<&str> = offered.keys().copied().collect();
     let check_model = |p: &mut Problems, m: &Spanned<String>, role: &str| {
-        if !offered.contains_key(m.value.as_str()) {
-            p.push(
-                Problem::new(format!("no provider offers the {role} model {:?}", m.value), m.span, "unknown model")
-                    .help(choices_help(&m.value, &model_names)),
-            );
+        if offered.contains_key(m.value.as_str()) || is_broken("model", &m.value) {
+            return;
         }
-    };
-    let check_ref = |p: &mut Problems, r: &Spanned<String>, kind: &str, known: &[&str]| -> bool {
-        if known.contains(&r.value.as_str()) {
-            return true;
-        }
+        let help = if model_names.is_empty() {
+            format!(
+                "no provider offers any model yet; declare one, e.g. `{}`",
+                syntax.pick(
+                    &format!("provider \"demo\" type=\"mock\" {{ model \"{}\" }}", m.value),
+                    &format!("[provider.demo] type = \"mock\", models = [\"{}\"]", m.value)
+                )
+            )
+        } else {
+            choices_help(&m.value, &model_names)
+        };
         p.push(
-            Problem::new(format!("unknown {kind} {:?}", r.value), r.span, format!("no such {kind}"))
-                .help(choices_help(&r.value, known)),
+            Problem::new(format!("no provider offers the {role} model {:?}", m.value), m.span, "unknown model")
+                .help(help),
         );
-        false
     };
-    let default_host = |p: &mut Problems, given: Option<Spanned<String>>, what: &str, span: SourceSpan| -> Spanned<String> {
-        match given {
-            Some(h) => {
-                check_ref(p, &h, "host", &host_names);
-                h
-            }
-            None if hosts.len() == 1 => Spanned::new(hosts[0].name.value.clone(), span),
-            None => {
+    let check_ref = |p: &mut Problems, r: &Spanned<String>, kind: &str, known: &[&str]| {
+        if known.contains(&r.value.as_str()) || is_broken(kind, &r.value) {
+            return;
+        }
+        let help =
+            if known.is_empty() { format!("the fleet declares no {kind}") } else { choices_help(&r.value, known) };
+        p.push(Problem::new(format!("unknown {kind} {:?}", r.value), r.span, format!("no such {kind}")).help(help));
+    };
+    // The host something runs on: as given, or the only one.
+    let resolve_host = |p: &mut Problems,
+                        given: Option<Spanned<String>>,
+                        attempted: bool,
+                        what: &str,
+                        span: SourceSpan| match given {
+        Some(h) => {
+            check_ref(p, &h, "host", &host_names);
+            h
+        }
+        None if hosts.len() == 1 => Spanned::new(hosts[0].name.value.clone(), span),
+        None => {
+            if !attempted && !any_broken("host") {
                 p.push(
                     Problem::new(format!("{what} needs a `host`: the fleet has several"), span, "which host?")
-                        .help(choices_help("", &host_names)),
+                        .help(format!("add `{}`, one of: {}", syntax.assign("host", "\"…\""), host_names.join(", "))),
                 );
-                Spanned::new(String::new(), span)
             }
+            Spanned::new(String::new(), span)
         }
     };
 
     let litellm = {
         let raw = litellm;
+        let declared = raw.is_some();
         let span = raw.as_ref().map(|l| l.span).unwrap_or(first_span);
-        let (host, port, bind, version, path, keys, master_key, default_model) = match raw {
-            Some(l) => (l.host, l.port, l.bind, l.version, l.path, l.keys, l.master_key, l.default_model),
-            None => (None, None, None, None, None, KeyBackend::File, None, None),
+        let (host, host_attempted, port, bind, version, path, keys, master_key, default_model) = match raw {
+            Some(l) => {
+                (l.host, l.host_attempted, l.port, l.bind, l.version, l.path, l.keys, l.master_key, l.default_model)
+            }
+            None => (None, false, None, None, None, None, KeyBackend::File, None, None),
         };
         if let Some(dm) = &default_model {
             check_model(p, dm, "default");
         }
-        Litellm {
-            host: default_host(p, host, "`litellm`", span),
-            port: port.unwrap_or(DEFAULT_LITELLM_PORT),
-            bind: bind.unwrap_or_else(|| "127.0.0.1".to_string()),
-            version: version.map(|v| v.value).unwrap_or_else(|| DEFAULT_LITELLM_VERSION.to_string()),
-            path,
-            keys,
-            master_key,
-            default_model,
-        }
+        let host = if !declared && hosts.len() > 1 {
+            // Nothing in the file to point at but the hosts that make the choice necessary.
+            if !any_broken("host") {
+                p.push(
+                    Problem::new(
+                        "the LiteLLM proxy needs a `host`: the fleet has several",
+                        hosts[1].name.span,
+                        "another host",
+                    )
+                    .also(hosts[0].name.span, "one host")
+                    .help(format!(
+                        "say where it runs: `{}`",
+                        syntax.pick(
+                            &format!("litellm host=\"{}\"", hosts[0].name.value),
+                            &format!("[litellm] host = \"{}\"", hosts[0].name.value)
+                        )
+                    )),
+                );
+            }
+            Spanned::new(String::new(), span)
+        } else {
+            resolve_host(p, host, host_attempted, "`litellm`", span)
+        };
+        (
+            Litellm {
+                host,
+                port: port.as_ref().map(|p| p.value).unwrap_or(DEFAULT_LITELLM_PORT),
+                bind: bind.unwrap_or_else(|| "127.0.0.1".to_string()),
+                version: version.map(|v| v.value).unwrap_or_else(|| DEFAULT_LITELLM_VERSION.to_string()),
+                path,
+                keys,
+                master_key,
+                default_model,
+            },
+            port.map(|p| p.span),
+        )
     };
+    let (litellm, litellm_port_span) = litellm;
 
-    let mut gw_out = Vec::new();
-    let mut next_port: BTreeMap<String, u16> = BTreeMap::new();
-    let mut used_ports: BTreeMap<(String, u16), (String, SourceSpan)> = BTreeMap::new();
-    used_ports.insert((litellm.host.value.clone(), litellm.port), ("the LiteLLM proxy".into(), litellm.host.span));
-    for GatewayRaw { name, host, image, port } in gateways {
-        let host = default_host(p, host, &format!("gateway {:?}", name.value), name.span);
+    // Gateways: hosts and images first, then ports: the ones written out, then defaults,
+    // which skip every port already taken on their host.
+    let mut used_ports: BTreeMap<(String, u16), PortOwner> = BTreeMap::new();
+    used_ports.insert(
+        (litellm.host.value.clone(), litellm.port),
+        PortOwner { who: "the LiteLLM proxy".into(), span: litellm_port_span },
+    );
+    let mut placed = Vec::new();
+    for GatewayRaw { name, host, host_attempted, image, image_attempted, port } in gateways {
+        let host = resolve_host(p, host, host_attempted, &format!("gateway {:?}", name.value), name.span);
         if let Some(img) = &image {
             check_ref(p, img, "image", &image_names);
         }
         let runtime = hosts.iter().find(|h| h.name.value == host.value).map(|h| h.runtime);
-        if runtime == Some(Runtime::Incus) && image.is_none() {
+        if runtime == Some(Runtime::Incus) && image.is_none() && !image_attempted {
             p.push(
-                Problem::new(format!("gateway {:?} runs on an incus host and needs an `image`", name.value), name.span, "image missing")
-                    .help("containers start from an image: add image=\"openclaw-base\" and declare that image"),
+                Problem::new(
+                    format!("gateway {:?} runs on the incus host {:?} and needs an `image`", name.value, host.value),
+                    name.span,
+                    "image missing",
+                )
+                .help(match image_names.as_slice() {
+                    [] => format!(
+                        "containers start from an image: declare one and add `{}`",
+                        syntax.assign("image", "\"openclaw-base\"")
+                    ),
+                    names => format!(
+                        "containers start from an image: add `{}`",
+                        syntax.assign("image", &format!("\"{}\"", names[0]))
+                    ),
+                }),
             );
         }
-        let port_value = match &port {
+        placed.push((name, host, image, port));
+    }
+    for (name, host, _, port) in &placed {
+        let Some(port) = port else { continue };
+        let key = (host.value.clone(), port.value);
+        if let Some(owner) = used_ports.get(&key) {
+            let mut problem = Problem::new(
+                format!("port {} on host {:?} is already used by {}", port.value, host.value, owner.who),
+                port.span,
+                "port taken",
+            );
+            problem = match owner.span {
+                Some(s) => problem.also(s, "used here").help("give this gateway another `port`"),
+                None => problem.help(format!(
+                    "{} uses {} by default: pick another `port`, or set `{}`",
+                    owner.who,
+                    port.value,
+                    syntax.pick("litellm port=…", "[litellm] port = …")
+                )),
+            };
+            p.push(problem);
+        } else {
+            used_ports.insert(key, PortOwner { who: format!("gateway {:?}", name.value), span: Some(port.span) });
+        }
+    }
+    let mut next_port: BTreeMap<String, u16> = BTreeMap::new();
+    let mut gw_out = Vec::new();
+    for (name, host, image, port) in placed {
+        let port = match port {
             Some(p) => p.value,
             None => {
                 let n = next_port.entry(host.value.clone()).or_insert(DEFAULT_GATEWAY_PORT);
+                while used_ports.contains_key(&(host.value.clone(), *n)) && *n < u16::MAX - GATEWAY_PORT_STEP {
+                    *n += GATEWAY_PORT_STEP;
+                }
                 let v = *n;
                 *n = n.saturating_add(GATEWAY_PORT_STEP);
+                used_ports.insert(
+                    (host.value.clone(), v),
+                    PortOwner { who: format!("gateway {:?}", name.value), span: None },
+                );
                 v
             }
         };
-        let port_span = port.as_ref().map(|p| p.span).unwrap_or(name.span);
-        if let Some((owner, owner_span)) = used_ports.get(&(host.value.clone(), port_value)) {
-            p.push(
-                Problem::new(format!("port {port_value} on host {:?} is already used by {owner}", host.value), port_span, "port taken")
-                    .also(*owner_span, "used here")
-                    .help("give this gateway another `port`"),
-            );
-        } else {
-            used_ports.insert((host.value.clone(), port_value), (format!("gateway {:?}", name.value), port_span));
-        }
-        gw_out.push(Gateway { name, host, image, port: port_value });
+        gw_out.push(Gateway { name, host, image, port });
     }
     let gw_names: Vec<&str> = gw_out.iter().map(|g| g.name.value.as_str()).collect();
 
     let mut agent_out = Vec::new();
+    let mut homeless: Vec<Spanned<String>> = Vec::new();
     for a in agents {
         let gateway = match a.gateway {
             Some(g) => {
@@ -148,24 +262,39 @@ pub fn assemble(d: Decoded, base: &Path, first_span: SourceSpan, p: &mut Problem
                 g
             }
             None if gw_out.len() == 1 => Spanned::new(gw_out[0].name.value.clone(), a.name.span),
+            None if a.gateway_attempted || any_broken("gateway") => Spanned::new(String::new(), a.name.span),
+            None if gw_out.is_empty() => {
+                homeless.push(a.name.clone());
+                Spanned::new(String::new(), a.name.span)
+            }
             None => {
-                let why = if gw_out.is_empty() { "the fleet declares no gateway" } else { "the fleet has several" };
                 p.push(
-                    Problem::new(format!("agent {:?} needs a `gateway`: {why}", a.name.value), a.name.span, "which gateway?")
-                        .help(if gw_out.is_empty() {
-                            "declare one: `gateway \"main\"`, then agents run in it".to_string()
-                        } else {
-                            choices_help("", &gw_names)
-                        }),
+                    Problem::new(
+                        format!("agent {:?} needs a `gateway`: the fleet has several", a.name.value),
+                        a.name.span,
+                        "which gateway?",
+                    )
+                    .help(format!(
+                        "add `{}`, one of: {}",
+                        syntax.assign("gateway", "\"…\""),
+                        gw_names.join(", ")
+                    )),
                 );
                 Spanned::new(String::new(), a.name.span)
             }
         };
         let Some(model) = a.model else {
-            p.push(
-                Problem::new(format!("agent {:?} needs a `model`", a.name.value), a.name.span, "model missing")
-                    .help(format!("add model=\"…\"; offered: {}", if model_names.is_empty() { "none yet — declare a provider".into() } else { model_names.join(", ") })),
-            );
+            if !a.model_attempted {
+                let offered = if model_names.is_empty() {
+                    "no provider offers any yet".to_string()
+                } else {
+                    format!("offered: {}", model_names.join(", "))
+                };
+                p.push(
+                    Problem::new(format!("agent {:?} needs a `model`", a.name.value), a.name.span, "model missing")
+                        .help(format!("add `{}`; {offered}", syntax.assign("model", "\"…\""))),
+                );
+            }
             continue;
         };
         check_model(p, &model, "primary");
@@ -174,14 +303,38 @@ pub fn assemble(d: Decoded, base: &Path, first_span: SourceSpan, p: &mut Problem
         }
         agent_out.push(Agent { gateway, model, ..a.rest });
     }
+    if let Some((first, rest)) = homeless.split_first() {
+        let message = if rest.is_empty() {
+            format!("agent {:?} has no gateway to run in: the fleet declares none", first.value)
+        } else {
+            format!("{} agents have no gateway to run in: the fleet declares none", homeless.len())
+        };
+        let mut problem = Problem::new(message, first.span, "needs a gateway").help(format!(
+            "declare one, e.g. `{}`; agents run in the fleet's only gateway",
+            syntax.pick("gateway \"main\"", "[gateway.main]")
+        ));
+        for other in rest {
+            problem = problem.also(other.span, "this one too");
+        }
+        p.push(problem);
+    }
 
     let (name, parallelism, data_dir) = match fleet {
         Some(f) => f,
         None => {
-            p.push(
-                Problem::new("the file declares no `fleet`", first_span, "expected `fleet \"<name>\"` first")
-                    .help("start the file with `fleet \"my-fleet\"`; the name keys the fleet's data directory"),
-            );
+            if !fleet_declared {
+                p.push(
+                    Problem::new(
+                        "the file declares no `fleet`",
+                        first_span,
+                        if first_span.is_empty() { "the file is empty" } else { "no `fleet` before this" },
+                    )
+                    .help(format!(
+                        "start the file with `{}`; the name keys the fleet's data directory",
+                        syntax.pick("fleet \"my-fleet\"", "[fleet] name = \"my-fleet\"")
+                    )),
+                );
+            }
             return None;
         }
     };
@@ -202,8 +355,10 @@ pub fn assemble(d: Decoded, base: &Path, first_span: SourceSpan, p: &mut Problem
     })
 }
 
-fn dupes<'a>(p: &mut Problems, kind: &str, names: impl Iterator<Item = &'a Spanned<String>>) {
+/// Reports every name declared again; returns, per name, whether it is such a repeat.
+fn dupes<'a>(p: &mut Problems, kind: &str, names: impl Iterator<Item = &'a Spanned<String>>) -> Vec<bool> {
     let mut seen: BTreeMap<&str, SourceSpan> = BTreeMap::new();
+    let mut out = Vec::new();
     for n in names {
         if let Some(first) = seen.get(n.value.as_str()) {
             p.push(
@@ -211,8 +366,16 @@ fn dupes<'a>(p: &mut Problems, kind: &str, names: impl Iterator<Item = &'a Spann
                     .also(*first, "first declared here")
                     .help(format!("{kind} names must be unique; rename or remove one")),
             );
+            out.push(true);
         } else {
             seen.insert(&n.value, n.span);
+            out.push(false);
         }
     }
+    out
+}
+
+/// Drops the repeats `dupes` found, so that each is reported once.
+fn keep_first<T>(items: Vec<T>, repeat: &[bool]) -> Vec<T> {
+    items.into_iter().zip(repeat).filter(|(_, r)| !**r).map(|(x, _)| x).collect()
 }

@@ -30,7 +30,9 @@ type Shared = Arc<Mutex<Fake>>;
 fn authorised(h: &HeaderMap) -> Result<(), (StatusCode, Json<Value>)> {
     match h.get("authorization").and_then(|v| v.to_str().ok()) {
         Some(v) if v == format!("Bearer {MASTER}") => Ok(()),
-        _ => Err((StatusCode::UNAUTHORIZED, Json(json!({"error": {"message": "Authentication Error", "code": "401"}})))),
+        _ => {
+            Err((StatusCode::UNAUTHORIZED, Json(json!({"error": {"message": "Authentication Error", "code": "401"}}))))
+        }
     }
 }
 
@@ -67,7 +69,10 @@ async fn generate(State(s): State<Shared>, h: HeaderMap, Json(b): Json<Value>) -
     }
     let key = format!("sk-{}", hex::encode(rand_bytes()));
     let token = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
-    s.keys.insert(alias.clone(), json!({"token": token, "key_alias": alias, "models": models, "metadata": b["metadata"]}));
+    s.keys.insert(
+        alias.clone(),
+        json!({"token": token, "key_alias": alias, "models": models, "metadata": b["metadata"]}),
+    );
     Ok(Json(json!({"key": key, "token": token, "key_alias": alias, "models": models, "metadata": b["metadata"]})))
 }
 
@@ -174,6 +179,9 @@ async fn database_keys_are_looked_up_minted_rescoped_and_revoked_through_the_api
     // A wrong master key is a clear error that never echoes a key.
     std::fs::write(&master_file, "sk-wrong-master-key-000000000000").unwrap();
     let err = format!("{:?}", driver.create(&r, &ctx).await.unwrap_err());
-    assert!(err.contains("LiteLLM /key/list") && err.contains("answered 401 Unauthorized: Authentication Error"), "{err}");
+    assert!(
+        err.contains("LiteLLM /key/list") && err.contains("answered 401 Unauthorized: Authentication Error"),
+        "{err}"
+    );
     assert!(!err.contains("sk-wrong"), "{err}");
 }

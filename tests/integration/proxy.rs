@@ -14,7 +14,8 @@ pub struct Proxy {
 impl Proxy {
     pub fn of(w: &World) -> Self {
         let text = w.read("fleet.kdl");
-        let port: u16 = text.split("port=").nth(1).unwrap().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
+        let port: u16 =
+            text.split("port=").nth(1).unwrap().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
         Proxy { url: format!("http://127.0.0.1:{port}") }
     }
 
@@ -38,7 +39,14 @@ impl Proxy {
     pub fn get(&self, key: &str, path: &str) -> u16 {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            reqwest::Client::new().get(format!("{}{path}", self.url)).bearer_auth(key).send().await.unwrap().status().as_u16()
+            reqwest::Client::new()
+                .get(format!("{}{path}", self.url))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
         })
     }
 }
@@ -65,7 +73,11 @@ fn key_of(w: &World, agent: &str) -> String {
 /// The quickstart plus a model no agent may use.
 fn world() -> World {
     let w = World::quickstart();
-    w.edit("fleet.kdl", "model \"demo-large\" response=", "model \"demo-xl\" response=\"XL.\"\n    model \"demo-large\" response=");
+    w.edit(
+        "fleet.kdl",
+        "model \"demo-large\" response=",
+        "model \"demo-xl\" response=\"XL.\"\n    model \"demo-large\" response=",
+    );
     w
 }
 
@@ -117,7 +129,11 @@ fn a_new_key_works_at_once_without_a_restart_and_config_changes_restart() {
     assert_eq!(w.proxy_pid("quickstart"), pid);
 
     // A provider's models change the rendered config: restart, and the new model is served.
-    w.edit("fleet.kdl", "model \"demo-xl\" response=\"XL.\"", "model \"demo-xl\" response=\"XL.\"\n    model \"demo-new\" response=\"New.\"");
+    w.edit(
+        "fleet.kdl",
+        "model \"demo-xl\" response=\"XL.\"",
+        "model \"demo-xl\" response=\"XL.\"\n    model \"demo-new\" response=\"New.\"",
+    );
     let r = w.fleet(&["apply"]).ok();
     assert!(r.stdout.contains("~ litellm.proxy: updated"), "{}", r.stdout);
     let new_pid = w.proxy_pid("quickstart");
@@ -139,7 +155,11 @@ fn a_killed_proxy_is_restarted_and_a_taken_port_is_refused() {
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(300));
     let plan = w.fleet(&["plan"]).ok();
-    assert!(plan.stdout.contains(&format!("~ litellm.proxy  (the proxy (pid {pid}) is not running)")), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains(&format!("~ litellm.proxy  (the proxy (pid {pid}) is not running)")),
+        "{}",
+        plan.stdout
+    );
     w.fleet(&["apply"]).ok();
     assert_ne!(w.proxy_pid("quickstart"), pid);
     let p = Proxy::of(&w);

@@ -51,21 +51,24 @@ fn apply_from_empty_then_again_changes_nothing() {
 
     let plan = w.fleet(&["plan", "--detailed-exitcode"]);
     assert_eq!(plan.code, 2, "changes pending → exit 2\n{}", plan.all());
-    for line in ["+ litellm.master-key", "+ litellm.config", "+ key.alice", "+ key.bob"] {
+    for line in
+        ["+ litellm.master-key", "+ litellm.install", "+ litellm.config", "+ litellm.proxy", "+ key.alice", "+ key.bob"]
+    {
         assert!(plan.stdout.contains(line), "missing {line:?} in\n{}", plan.stdout);
     }
-    assert!(plan.stdout.contains("Plan: 4 to create, 0 to update, 0 to replace, 0 to delete; 0 unchanged."));
+    assert!(plan.stdout.contains("Plan: 6 to create, 0 to update, 0 to replace, 0 to delete; 0 unchanged."));
     assert!(!data.exists(), "plan writes nothing");
 
     let apply = w.fleet(&["apply"]).ok();
-    assert!(apply.stdout.contains("Apply complete: 4 done"), "{}", apply.stdout);
+    assert!(apply.stdout.contains("Apply complete: 6 done"), "{}", apply.stdout);
     let before = w.files(&data);
     let alice_key = env_key(&data.join("agents/alice/env"));
     assert!(alice_key.starts_with("sk-fleet-") && alice_key.len() == 9 + 64);
 
     // The config: one entry per model plus the default alias, scoping flags, references only.
     let config: Value = serde_json::from_slice(&before[&data.join("litellm/config.yaml")]).unwrap();
-    let names: Vec<&str> = config["model_list"].as_array().unwrap().iter().map(|m| m["model_name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        config["model_list"].as_array().unwrap().iter().map(|m| m["model_name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["demo-small", "demo-large", "default"]);
     assert_eq!(config["general_settings"]["custom_auth"], "fleet_auth.user_api_key_auth");
     assert_eq!(config["general_settings"]["custom_auth_run_common_checks"], true);
@@ -88,7 +91,7 @@ fn apply_from_empty_then_again_changes_nothing() {
 
     let plan = w.fleet(&["plan", "--detailed-exitcode"]);
     assert_eq!(plan.code, 0, "{}", plan.all());
-    assert!(plan.stdout.contains("No changes. 4 resources up to date."), "{}", plan.stdout);
+    assert!(plan.stdout.contains("No changes. 6 resources up to date."), "{}", plan.stdout);
     let again = w.fleet(&["apply"]).ok();
     assert!(again.stdout.contains("No changes."), "{}", again.stdout);
     let after = w.files(&data);
@@ -107,16 +110,21 @@ fn a_model_change_rescopes_only_that_agents_key() {
     let alice_key = env_key(&data.join("agents/alice/env"));
     let bob_env = std::fs::read(data.join("agents/bob/env")).unwrap();
 
-    w.edit("fleet.kdl", "agent \"alice\" gateway=\"main\" model=\"demo-small\"", "agent \"alice\" gateway=\"main\" model=\"demo-large\"");
+    w.edit(
+        "fleet.kdl",
+        "agent \"alice\" gateway=\"main\" model=\"demo-small\"",
+        "agent \"alice\" gateway=\"main\" model=\"demo-large\"",
+    );
     w.edit("fleet.kdl", "fallback \"demo-large\"", "fallback \"demo-small\"");
     let plan = plan_json(&w);
     assert_eq!(actions(&plan), pairs(&[("key.alice", "update")]), "{plan:#}");
-    let fields: Vec<&str> = plan["changes"][0]["fields"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    let fields: Vec<&str> =
+        plan["changes"][0]["fields"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
     assert_eq!(fields, vec!["model", "models"]);
     let text = w.fleet(&["plan"]).ok().stdout;
     assert!(text.contains("~ key.alice"), "{text}");
     assert!(text.contains(r#"["demo-small","demo-large"] → ["demo-large","demo-small"]"#), "{text}");
-    assert!(text.contains("1 to update") && text.contains("3 unchanged"), "{text}");
+    assert!(text.contains("1 to update") && text.contains("5 unchanged"), "{text}");
 
     w.fleet(&["apply"]).ok();
     assert_eq!(env_key(&data.join("agents/alice/env")), alice_key, "a scope change keeps the key");
@@ -126,9 +134,13 @@ fn a_model_change_rescopes_only_that_agents_key() {
     assert_eq!(std::fs::read(data.join("agents/bob/env")).unwrap(), bob_env);
 
     // A provider's model list is the config's business: the config updates, keys stay.
-    w.edit("fleet.kdl", "model \"demo-large\" response=", "model \"demo-xl\" response=\"XL.\"\n    model \"demo-large\" response=");
+    w.edit(
+        "fleet.kdl",
+        "model \"demo-large\" response=",
+        "model \"demo-xl\" response=\"XL.\"\n    model \"demo-large\" response=",
+    );
     let plan = plan_json(&w);
-    assert_eq!(actions(&plan), pairs(&[("litellm.config", "update")]), "{plan:#}");
+    assert_eq!(actions(&plan), pairs(&[("litellm.config", "update"), ("litellm.proxy", "update")]), "{plan:#}");
 }
 
 #[test]
@@ -176,7 +188,11 @@ fn a_second_concurrent_apply_fails_at_once_naming_the_holder() {
     assert!(still_running, "the second apply returned while the first still held the lock");
     assert_eq!(second.code, 1, "{}", second.all());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    assert!(second.stderr.contains(&format!("another fleet apply is running: pid {holder} on host {}", host.trim())), "{}", second.stderr);
+    assert!(
+        second.stderr.contains(&format!("another fleet apply is running: pid {holder} on host {}", host.trim())),
+        "{}",
+        second.stderr
+    );
 
     // The killed holder left its lock behind: the next apply recovers it.
     let r = w.fleet(&["apply"]).ok();
@@ -194,7 +210,7 @@ fn a_failed_step_names_the_resource_and_independent_work_goes_on() {
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stdout.contains("✗ key.bob: create failed: cannot write env file"), "{}", r.stdout);
     assert!(r.stdout.contains("+ key.alice: created"), "{}", r.stdout);
-    assert!(r.stdout.contains("Apply failed: 3 done, 1 failed, 0 skipped"), "{}", r.stdout);
+    assert!(r.stdout.contains("Apply failed: 5 done, 1 failed, 0 skipped"), "{}", r.stdout);
     let plan = plan_json(&w);
     assert_eq!(actions(&plan), pairs(&[("key.bob", "create")]));
     std::fs::remove_file(data.join("agents/bob")).unwrap();
@@ -213,7 +229,11 @@ fn dependents_of_a_failed_step_are_skipped() {
     assert_eq!(r.code, 1);
     assert!(r.stdout.contains("✗ litellm.master-key: create failed"), "{}", r.stdout);
     assert!(r.stdout.contains("! key.alice: skipped: depends on litellm.master-key, which failed"), "{}", r.stdout);
-    assert!(r.stdout.contains("! litellm.config: skipped: depends on litellm.master-key, which failed"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("! litellm.config: skipped: depends on litellm.master-key, which failed"),
+        "{}",
+        r.stdout
+    );
     assert!(!data.join("agents/alice/env").exists());
 }
 
@@ -228,7 +248,10 @@ fn drift_is_seen_and_repaired() {
     std::fs::remove_file(data.join("agents/alice/env")).unwrap();
 
     let text = w.fleet(&["plan"]).ok().stdout;
-    assert!(text.contains("~ litellm.config  (") && text.contains("/litellm/config.yaml changed outside fleet)"), "{text}");
+    assert!(
+        text.contains("~ litellm.config  (") && text.contains("/litellm/config.yaml changed outside fleet)"),
+        "{text}"
+    );
     assert!(text.contains("-/+ key.alice"), "{text}");
     w.fleet(&["apply"]).ok();
     assert_eq!(std::fs::read(data.join("litellm/config.yaml")).unwrap(), config);
@@ -264,7 +287,9 @@ fn no_secret_leaks_into_files_or_output() {
     let alice_key = env_key(&data.join("agents/alice/env"));
     let bob_key = env_key(&data.join("agents/bob/env"));
     let master = std::fs::read_to_string(data.join("litellm/master.key")).unwrap().trim().to_string();
-    assert!(!outputs.contains(provider_secret) && !outputs.contains(&alice_key[9..]) && !outputs.contains(&master[14..]));
+    assert!(
+        !outputs.contains(provider_secret) && !outputs.contains(&alice_key[9..]) && !outputs.contains(&master[14..])
+    );
     let mut holders: Vec<(String, String)> = Vec::new();
     walk(&data, &mut |p| {
         let bytes = std::fs::read(p).unwrap();
@@ -301,7 +326,7 @@ runtime = "process"
 
 [litellm]
 host = "local"
-port = 4000
+port = PORT
 version = "1.106.2"
 keys = "file"
 
@@ -330,6 +355,8 @@ identity = { name = "Bob", role = "Writer", emoji = "✍️" }
 soul = { text = "You are Bob. You write short, clear answers." }
 "#,
     );
+    let port = kdl.read("fleet.kdl").split("port=").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    toml.write("fleet.toml", &toml.read("fleet.toml").replace("PORT", &port));
     let strip = |w: &World, v: Value| v.to_string().replace(&w.root().display().to_string(), "<root>");
     assert_eq!(strip(&kdl, plan_json(&kdl)), strip(&toml, plan_json(&toml)));
 }
@@ -365,6 +392,8 @@ fn data_dir_flag_and_file_setting_override_xdg() {
     w.fleet(&["apply", "--data-dir", flag.to_str().unwrap()]).ok();
     assert!(flag.join("state.db").exists() && flag.join("agents/alice/env").exists());
     assert!(!w.data_dir("quickstart").exists());
+    // That fleet's proxy holds the port: take it down before the same fleet moves house.
+    w.fleet(&["destroy", "--data-dir", flag.to_str().unwrap()]).ok();
 
     w.edit("fleet.kdl", "parallelism 8", "parallelism 8\n    data-dir \"../from-file\"");
     w.fleet(&["apply"]).ok();

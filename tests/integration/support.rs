@@ -55,7 +55,9 @@ impl Drop for World {
     fn drop(&mut self) {
         for pid_file in self.pid_files() {
             if let Ok(v) = std::fs::read_to_string(&pid_file) {
-                if let Some(pid) = serde_json::from_str::<serde_json::Value>(&v).ok().and_then(|v| v["pid"]["pid"].as_u64()) {
+                if let Some(pid) =
+                    serde_json::from_str::<serde_json::Value>(&v).ok().and_then(|v| v["pid"]["pid"].as_u64())
+                {
                     // SAFETY: plain kill(2) on a pid this test started.
                     unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
                 }
@@ -93,7 +95,8 @@ impl World {
     /// The proxy's pid as recorded in its pid file.
     pub fn proxy_pid(&self, fleet: &str) -> u32 {
         let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(self.data_dir(fleet).join("litellm/proxy.pid")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(self.data_dir(fleet).join("litellm/proxy.pid")).unwrap())
+                .unwrap();
         v["pid"]["pid"].as_u64().unwrap() as u32
     }
 
@@ -153,12 +156,13 @@ impl World {
         Run::from(self.cmd(args).output().expect("run fleet"))
     }
 
-    /// Every file under a directory with its bytes (state.db* excluded: SQLite rewrites pages).
+    /// Every file fleet wrote under a directory, with its bytes. Left out: state.db* (SQLite rewrites
+    /// pages) and *.log (the processes fleet runs write those).
     pub fn files(&self, dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         let mut out = BTreeMap::new();
         walk(dir, &mut |p| {
             let name = p.file_name().unwrap().to_string_lossy();
-            if !name.starts_with("state.db") {
+            if !name.starts_with("state.db") && !name.ends_with(".log") {
                 out.insert(p.to_path_buf(), std::fs::read(p).unwrap());
             }
         });
