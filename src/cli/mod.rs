@@ -109,7 +109,11 @@ fn init_miette() {
     use std::io::IsTerminal;
     let tty = std::io::stderr().is_terminal();
     let _ = miette::set_hook(Box::new(move |_| {
-        let mut opts = miette::MietteHandlerOpts::new().terminal_links(false).width(100);
+        let mut opts = miette::MietteHandlerOpts::new()
+            .terminal_links(false)
+            .width(100)
+            .break_words(false)
+            .word_splitter(textwrap::WordSplitter::NoHyphenation);
         if !tty || std::env::var_os("NO_COLOR").is_some() {
             opts = opts.graphical_theme(miette::GraphicalTheme::unicode_nocolor());
         }
