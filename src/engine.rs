@@ -11,7 +11,7 @@ use crate::exec::driver::{Drift, Drivers};
 use crate::exec::{Execution, Reporter, Summary};
 use crate::layout::Layout;
 use crate::litellm::keys::{FileKeyStore, KeyStore};
-use crate::litellm::resources::{FilesDriver, KeyDriver, MasterKeyDriver};
+use crate::litellm::resources::{FilesDriver, KeyDriver, SecretFileDriver};
 use crate::plan::{diff, Plan};
 use crate::resource::{desired, Desired, Kind};
 use crate::spec::{FleetSpec, KeyBackend};
@@ -39,7 +39,7 @@ pub fn drivers(spec: &FleetSpec, layout: &Layout) -> miette::Result<Drivers> {
         }
     };
     let mut d = Drivers::default();
-    d.insert(Kind::LitellmMasterKey, Arc::new(MasterKeyDriver));
+    d.insert(Kind::Secret, Arc::new(SecretFileDriver));
     d.insert(Kind::LitellmConfig, Arc::new(FilesDriver));
     d.insert(Kind::LitellmInstall, Arc::new(crate::litellm::install::InstallDriver));
     d.insert(Kind::LitellmProxy, Arc::new(crate::litellm::proxy::ProxyDriver));

@@ -17,6 +17,8 @@ pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
 pub const AUTH_MODULE: &str = "fleet_auth";
 pub const AUTH_MODULE_SOURCE: &str = include_str!("fleet_auth.py");
 pub const DEFAULT_ALIAS: &str = "default";
+pub const CALLBACK_MODULE: &str = "fleet_callback";
+pub const CALLBACK_MODULE_SOURCE: &str = include_str!("fleet_callback.py");
 
 /// The environment variable the proxy reads a provider's key from, and where its value comes from.
 pub fn provider_key_env(p: &Provider) -> Option<(String, SecretRef)> {
@@ -99,6 +101,9 @@ pub fn render_value(spec: &FleetSpec) -> Value {
     let mut settings = json!({"drop_params": true});
     if spec.litellm.keys == KeyBackend::File {
         settings["enable_post_custom_auth_checks"] = json!(true);
+    }
+    if spec.litellm.callback.is_some() {
+        settings["callbacks"] = json!([format!("{CALLBACK_MODULE}.handler")]);
     }
     json!({
         "model_list": list,

@@ -21,16 +21,17 @@ fn file_sha(path: &std::path::Path) -> Option<String> {
     std::fs::read(path).ok().map(|b| sha256_hex(&b))
 }
 
-/// `litellm.master-key`: the proxy's admin key, minted once into a 0600 file.
-pub struct MasterKeyDriver;
+/// A secret fleet mints once into a 0600 file (`litellm.master-key`, `litellm.callback-token`).
+/// An existing file is adopted: replacing it by hand rotates the secret.
+pub struct SecretFileDriver;
 
-impl MasterKeyDriver {
+impl SecretFileDriver {
     fn ensure(r: &Resource) -> miette::Result<Outputs> {
         let path = PathBuf::from(str_field(&r.inputs, "file")?);
         if let Some(existing) = std::fs::read_to_string(&path).ok().filter(|s| !s.trim().is_empty()) {
             return Ok(json!({"sha256": hash_key(existing.trim())}));
         }
-        let key = mint_raw("sk-fleet-admin-");
+        let key = mint_raw(str_field(&r.inputs, "prefix")?);
         write_atomic(&path, format!("{}\n", key.expose()).as_bytes(), 0o600)
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot write {}", path.display()))?;
@@ -39,7 +40,7 @@ impl MasterKeyDriver {
 }
 
 #[async_trait::async_trait]
-impl Driver for MasterKeyDriver {
+impl Driver for SecretFileDriver {
     async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
         let Ok(path) = str_field(&prior.inputs, "file") else { return Drift::Replace("no file recorded".into()) };
         match std::fs::read_to_string(path) {
@@ -47,10 +48,10 @@ impl Driver for MasterKeyDriver {
                 if Some(hash_key(s.trim()).as_str()) == prior.outputs.get("sha256").and_then(Value::as_str) {
                     Drift::InSync
                 } else {
-                    Drift::Update("master key file changed outside fleet; the new key is adopted".into())
+                    Drift::Update(format!("{path} changed outside fleet; the new value is adopted"))
                 }
             }
-            _ => Drift::Replace(format!("master key file {path} is missing")),
+            _ => Drift::Replace(format!("{path} is missing")),
         }
     }
     async fn create(&self, r: &Resource, _ctx: &StepCtx) -> miette::Result<Outputs> {

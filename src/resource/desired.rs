@@ -12,8 +12,7 @@ pub const MASTER_KEY: &str = "litellm.master-key";
 pub const CONFIG: &str = "litellm.config";
 pub const INSTALL: &str = "litellm.install";
 pub const PROXY: &str = "litellm.proxy";
-/// Seconds the proxy gets to answer /health/readiness (5.5–9.2 s measured on 2 cores, more on a busy machine).
-pub const PROXY_START_TIMEOUT_S: u64 = 120;
+pub const CALLBACK_TOKEN: &str = "litellm.callback-token";
 
 pub fn key_address(agent: &str) -> String {
     format!("key.{agent}")
@@ -47,7 +46,7 @@ pub fn desired(spec: &FleetSpec, layout: &Layout) -> Desired {
         Some(r) => r.to_string(),
         None => {
             let file = layout.master_key_file();
-            add(Resource::new(MASTER_KEY, Kind::LitellmMasterKey, json!({"file": file}), vec![]));
+            add(Resource::new(MASTER_KEY, Kind::Secret, json!({"file": file, "prefix": "sk-fleet-admin-"}), vec![]));
             config_deps.push(MASTER_KEY.to_string());
             format!("file:{}", file.display())
         }
@@ -64,10 +63,14 @@ pub fn desired(spec: &FleetSpec, layout: &Layout) -> Desired {
     add(Resource::new(INSTALL, Kind::LitellmInstall, install_inputs, vec![]));
 
     let rendered = config::render(spec);
-    let files = vec![
+    let mut files = vec![
         FileOut { path: layout.litellm_config(), content: rendered.into_bytes(), mode: 0o644 },
         FileOut { path: layout.auth_module(), content: config::AUTH_MODULE_SOURCE.as_bytes().to_vec(), mode: 0o644 },
     ];
+    if spec.litellm.callback.is_some() {
+        let path = layout.litellm_dir().join(format!("{}.py", config::CALLBACK_MODULE));
+        files.push(FileOut { path, content: config::CALLBACK_MODULE_SOURCE.as_bytes().to_vec(), mode: 0o644 });
+    }
     let mut models: Vec<&str> =
         spec.providers.iter().flat_map(|p| p.models.iter().map(|m| m.name.value.as_str())).collect();
     models.sort();
@@ -96,6 +99,19 @@ pub fn desired(spec: &FleetSpec, layout: &Layout) -> Desired {
     if let crate::spec::KeyBackend::Database { url } = &spec.litellm.keys {
         env.insert(config::DATABASE_URL_ENV.to_string(), url.to_string());
     }
+    if let Some(cb) = &spec.litellm.callback {
+        env.insert("FLEET_CALLBACK_URL".to_string(), format!("value:{}", cb.url));
+        let token = match &cb.token {
+            Some(r) => r.to_string(),
+            None => {
+                let file = layout.litellm_dir().join("callback.token");
+                add(Resource::new(CALLBACK_TOKEN, Kind::Secret, json!({"file": file, "prefix": "fleet-cb-"}), vec![]));
+                config_deps.push(CALLBACK_TOKEN.to_string());
+                format!("file:{}", file.display())
+            }
+        };
+        env.insert("FLEET_CALLBACK_TOKEN".to_string(), token);
+    }
     let proxy = json!({
         "exe": exe,
         "config": layout.litellm_config(),
@@ -105,7 +121,7 @@ pub fn desired(spec: &FleetSpec, layout: &Layout) -> Desired {
         "log": layout.litellm_dir().join("proxy.log"),
         "pid_file": layout.litellm_dir().join("proxy.pid"),
         "env": env,
-        "start_timeout_s": PROXY_START_TIMEOUT_S,
+        "start_timeout_s": spec.litellm.start_timeout_s,
     });
     let mut proxy_deps = vec![INSTALL.to_string(), CONFIG.to_string()];
     proxy_deps.extend(config_deps);

@@ -14,7 +14,7 @@ pub use desired::{desired, proxy_base_url};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
-    LitellmMasterKey,
+    Secret,
     LitellmConfig,
     LitellmInstall,
     LitellmProxy,
@@ -24,7 +24,7 @@ pub enum Kind {
 impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
-            Kind::LitellmMasterKey => "litellm.master-key",
+            Kind::Secret => "secret",
             Kind::LitellmConfig => "litellm.config",
             Kind::LitellmInstall => "litellm.install",
             Kind::LitellmProxy => "litellm.proxy",
@@ -32,7 +32,7 @@ impl Kind {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [Kind::LitellmMasterKey, Kind::LitellmConfig, Kind::LitellmInstall, Kind::LitellmProxy, Kind::Key]
+        [Kind::Secret, Kind::LitellmConfig, Kind::LitellmInstall, Kind::LitellmProxy, Kind::Key]
             .into_iter()
             .find(|k| k.as_str() == s)
     }

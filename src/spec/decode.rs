@@ -46,6 +46,8 @@ pub struct LitellmRaw {
     pub keys: KeyBackend,
     pub master_key: Option<SecretRef>,
     pub default_model: Option<Spanned<String>>,
+    pub callback: Option<Callback>,
+    pub start_timeout_s: Option<u64>,
 }
 
 pub struct GatewayRaw {
@@ -380,6 +382,9 @@ fn litellm(n: &RawNode, base: &Path, p: &mut Problems) -> LitellmRaw {
     let path = r.str_opt("path").map(|s| base.join(s.value));
     let master_key = secret(&mut r, "master-key", base, "LITELLM_MASTER_KEY");
     let default_model = r.str_opt("default-model");
+    let callback_url = r.str_opt("callback-url");
+    let callback_token = secret(&mut r, "callback-token", base, "FLEET_CALLBACK_TOKEN");
+    let start_timeout = r.str_opt("start-timeout");
     // `keys "database" url="env:…"`; TOML also takes the plain `keys = "file"`.
     let keys_node = r.child("keys");
     let keys_word = if keys_node.is_none() { r.str_opt("keys") } else { None };
@@ -432,7 +437,41 @@ fn litellm(n: &RawNode, base: &Path, p: &mut Problems) -> LitellmRaw {
             );
         }
     }
-    LitellmRaw { span, host, host_attempted, port, bind, version, path, keys, master_key, default_model }
+    let start_timeout_s = start_timeout.and_then(|t| match parse_duration(&t.value) {
+        Some(secs) => Some(secs),
+        None => {
+            p.push(
+                Problem::new(format!("invalid duration {:?}", t.value), t.span, "not a duration")
+                    .help("a whole number and a unit: \"90s\", \"2m\""),
+            );
+            None
+        }
+    });
+    let callback = match callback_url {
+        Some(u) if !(u.value.starts_with("http://") || u.value.starts_with("https://")) => {
+            p.push(
+                Problem::new("`callback-url` must start with http:// or https://", u.span, "not an http URL")
+                    .help("e.g. \"http://127.0.0.1:8700/v1/events\""),
+            );
+            None
+        }
+        Some(u) => Some(Callback { url: u.value, token: callback_token }),
+        None => None,
+    };
+    LitellmRaw {
+        span,
+        host,
+        host_attempted,
+        port,
+        bind,
+        version,
+        path,
+        keys,
+        master_key,
+        default_model,
+        callback,
+        start_timeout_s,
+    }
 }
 
 fn provider(n: &RawNode, base: &Path, p: &mut Problems) -> Option<Provider> {

@@ -147,7 +147,20 @@ pub struct Litellm {
     pub master_key: Option<SecretRef>,
     /// The model the `default` alias points at; the first declared model when absent.
     pub default_model: Option<Spanned<String>>,
+    /// Where the proxy reports every call (`llm_call` trace events), if anywhere.
+    pub callback: Option<Callback>,
+    /// Seconds the proxy gets to become ready.
+    pub start_timeout_s: u64,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    pub url: String,
+    /// The bearer token the sink expects; fleet mints one (0600) in the data dir when absent.
+    pub token: Option<SecretRef>,
+}
+
+pub const DEFAULT_PROXY_START_TIMEOUT_S: u64 = 120;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {

@@ -124,6 +124,10 @@ pub fn assemble(d: Decoded, base: &Path, first_span: SourceSpan, p: &mut Problem
         let raw = litellm;
         let declared = raw.is_some();
         let span = raw.as_ref().map(|l| l.span).unwrap_or(first_span);
+        let (callback, start_timeout_s) = match &raw {
+            Some(l) => (l.callback.clone(), l.start_timeout_s),
+            None => (None, None),
+        };
         let (host, host_attempted, port, bind, version, path, keys, master_key, default_model) = match raw {
             Some(l) => {
                 (l.host, l.host_attempted, l.port, l.bind, l.version, l.path, l.keys, l.master_key, l.default_model)
@@ -166,6 +170,8 @@ pub fn assemble(d: Decoded, base: &Path, first_span: SourceSpan, p: &mut Problem
                 keys,
                 master_key,
                 default_model,
+                callback,
+                start_timeout_s: start_timeout_s.unwrap_or(DEFAULT_PROXY_START_TIMEOUT_S),
             },
             port.map(|p| p.span),
         )

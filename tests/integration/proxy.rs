@@ -205,3 +205,147 @@ fn destroy_stops_the_proxy_and_revokes_everything() {
     assert!(!data.join("agents/alice/env").exists() && !data.join("litellm/config.yaml").exists());
     assert!(!std::fs::read_to_string(data.join("litellm/keys.json")).unwrap().contains("fleet-"));
 }
+
+type Events = std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>;
+
+/// A trace sink: records each POSTed event with its Authorization header.
+fn sink(rt: &tokio::runtime::Runtime) -> (u16, Events, tokio::sync::oneshot::Sender<()>) {
+    use axum::{extract::State, http::HeaderMap, routing::post, Json, Router};
+    let events: Events = Default::default();
+    let app = Router::new()
+        .route(
+            "/v1/events",
+            post(|State(ev): State<Events>, h: HeaderMap, Json(v): Json<Value>| async move {
+                let auth = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                ev.lock().unwrap().push((auth, v));
+                "ok"
+            }),
+        )
+        .with_state(events.clone());
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    rt.spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                rx.await.ok();
+            })
+            .await
+            .unwrap();
+    });
+    (port, events, tx)
+}
+
+fn wait_for(events: &Events, what: impl Fn(&[(String, Value)]) -> bool) -> bool {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(15) {
+        if what(&events.lock().unwrap()) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn every_call_is_reported_as_an_llm_call_event_and_a_dead_sink_costs_nothing() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (port, events, stop) = sink(&rt);
+    let w = world();
+    w.edit(
+        "fleet.kdl",
+        "keys \"file\"",
+        &format!("keys \"file\"\n    callback-url \"http://127.0.0.1:{port}/v1/events\""),
+    );
+    let r = w.fleet(&["apply"]).ok();
+    assert!(r.stdout.contains("+ litellm.callback-token: created"), "{}", r.stdout);
+    let token = std::fs::read_to_string(w.data_dir("quickstart").join("litellm/callback.token")).unwrap();
+    let p = Proxy::of(&w);
+    let (alice, bob) = (key_of(&w, "alice"), key_of(&w, "bob"));
+
+    assert_eq!(p.chat(&alice, "demo-small").0, 200);
+    assert_eq!(p.chat(&bob, "demo-small").0, 200);
+    assert_eq!(p.chat(&alice, "demo-xl").0, 403);
+    let agents = |ev: &[(String, Value)]| -> Vec<(String, String, bool)> {
+        ev.iter()
+            .map(|(_, e)| {
+                (
+                    e["agent_name"].as_str().unwrap_or("?").to_string(),
+                    e["model"].as_str().unwrap_or("?").to_string(),
+                    e["error"].is_null(),
+                )
+            })
+            .collect()
+    };
+    assert!(wait_for(&events, |ev| ev.len() >= 3), "events: {:?}", agents(&events.lock().unwrap()));
+    std::thread::sleep(Duration::from_millis(500));
+    let ev = events.lock().unwrap().clone();
+    let mut got = agents(&ev);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("alice".to_string(), "demo-small".to_string(), true),
+            ("alice".to_string(), "demo-xl".to_string(), false),
+            ("bob".to_string(), "demo-small".to_string(), true),
+        ],
+        "one event per call, with the right agent"
+    );
+    for (auth, e) in &ev {
+        assert_eq!(auth, &format!("Bearer {}", token.trim()));
+        assert_eq!(
+            (e["v"].as_u64(), e["kind"].as_str(), e["backend_name"].as_str()),
+            (Some(1), Some("llm_call"), Some("litellm"))
+        );
+        let text = e.to_string();
+        assert!(!text.contains(&alice[9..]) && !text.contains(&bob[9..]), "no raw key in {text}");
+    }
+    let ok = ev.iter().find(|(_, e)| e["error"].is_null()).unwrap();
+    assert!(ok.1["tokens_in"].as_u64().is_some() && ok.1["duration_ms"].as_u64().is_some(), "{}", ok.1);
+
+    // The sink goes away: calls still succeed.
+    stop.send(()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..3 {
+        let (code, body) = p.chat(&alice, "demo-small");
+        assert_eq!((code, answer(&body)), (200, "Hello from the demo model."));
+    }
+    drop(rt);
+}
+
+#[test]
+fn no_key_leaks_into_the_config_the_log_or_the_output() {
+    let w = world();
+    let secret = "sk-or-v1-PROVIDER-SECRET-FOR-THE-PROXY-TEST-42";
+    w.edit(
+        "fleet.kdl",
+        "gateway \"main\"",
+        "provider \"or\" type=\"openrouter\" api-key=\"env:OPENROUTER_API_KEY\" { models \"openai/gpt-4o-mini\" }\ngateway \"main\"",
+    );
+    let run = |args: &[&str]| {
+        let o = w.cmd(args).env("OPENROUTER_API_KEY", secret).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    let mut out = run(&["apply"]);
+    let p = Proxy::of(&w);
+    let alice = key_of(&w, "alice");
+    assert_eq!(p.chat(&alice, "demo-small").0, 200);
+    assert_eq!(p.chat(&alice, "demo-xl").0, 403);
+    assert_eq!(p.chat(&format!("sk-fleet-{}", "1".repeat(64)), "demo-small").0, 401);
+    out.push_str(&run(&["plan"]));
+    out.push_str(&run(&["state"]));
+    let data = w.data_dir("quickstart");
+    let config = std::fs::read_to_string(data.join("litellm/config.yaml")).unwrap();
+    let log = std::fs::read_to_string(data.join("litellm/proxy.log")).unwrap();
+    let master = master(&w);
+    for (name, text) in [("config", &config), ("log", &log), ("output", &out)] {
+        assert!(!text.contains(secret), "provider key in the {name}");
+        assert!(!text.contains(&alice[9..]), "alice's key in the {name}");
+        assert!(!text.contains(&master[14..]), "the master key in the {name}");
+    }
+    // The secret did reach the proxy, through its environment.
+    let pid = w.proxy_pid("quickstart");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(String::from_utf8_lossy(&environ).contains(&format!("OPENROUTER_API_KEY={secret}")));
+}
