@@ -24,6 +24,12 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 7)]
         runs: usize,
     },
+    /// The LiteLLM proxy: cold start to ready, key minted → first accepted request, no-op apply while it runs
+    Proxy {
+        /// Keys minted one after another (median reported)
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+    },
 }
 
 struct Quiet;
@@ -32,8 +38,9 @@ impl Reporter for Quiet {
     fn finished(&self, _: &StepOutcome) {}
 }
 
-pub fn generated_fleet(agents: usize) -> String {
-    let mut s = String::from(
+pub fn generated_fleet(agents: usize, port: u16) -> String {
+    let mut s = format!("litellm port={port}\n");
+    s.push_str(
         "fleet \"bench\" { parallelism 8 }\n\
          provider \"demo\" type=\"mock\" {\n    model \"demo-small\"\n    model \"demo-large\"\n    model \"demo-tiny\"\n}\n\
          gateway \"main\"\n",
@@ -69,11 +76,42 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
+fn free_port() -> miette::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0").into_diagnostic()?.local_addr().into_diagnostic()?.port())
+}
+
+/// Applies (or destroys) in process, quietly; fails unless every step succeeded.
+fn apply_in_process(rt: &tokio::runtime::Runtime, file: &Path, layout: &Layout, goal: engine::Goal) -> miette::Result<usize> {
+    let spec = crate::spec::load(file)?;
+    let store = engine::open_locked(layout, "bench")?;
+    let p = rt.block_on(engine::prepare(&spec, layout, Some(&store), goal))?;
+    let summary = rt.block_on(engine::execute(&p, &store, spec.parallelism, Arc::new(Quiet)))?;
+    store.unlock().into_diagnostic()?;
+    if !summary.success() {
+        let why: Vec<String> = summary
+            .outcomes
+            .iter()
+            .filter_map(|o| match &o.status {
+                crate::exec::Status::Failed(e) => Some(format!("{}: {e}", o.address)),
+                _ => None,
+            })
+            .collect();
+        return Err(miette!("apply failed: {}", why.join("; ")));
+    }
+    Ok(p.plan.changes.len())
+}
+
 pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {
-    let BenchCmd::Plan { agents, runs } = cmd;
+    match cmd {
+        BenchCmd::Plan { agents, runs } => plan_bench(agents, runs),
+        BenchCmd::Proxy { samples } => proxy_bench(samples),
+    }
+}
+
+fn plan_bench(agents: usize, runs: usize) -> miette::Result<ExitCode> {
     let dir = tempfile::tempdir().into_diagnostic()?;
     let file = dir.path().join("fleet.kdl");
-    std::fs::write(&file, generated_fleet(agents)).into_diagnostic()?;
+    std::fs::write(&file, generated_fleet(agents, free_port()?)).into_diagnostic()?;
     let data = dir.path().join("data");
     let layout = Layout::resolve("bench", None, Some(&data));
 
@@ -136,6 +174,105 @@ pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {
         noop_cli.as_secs_f64() / goal.as_secs_f64(),
         if noop_cli <= goal { "met" } else { "NOT met" }
     );
-    let _ = Path::new(&data);
+    apply_in_process(&rt, &file, &layout, engine::Goal::Destroy)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn proxy_bench(samples: usize) -> miette::Result<ExitCode> {
+    let dir = tempfile::tempdir().into_diagnostic()?;
+    let file = dir.path().join("fleet.kdl");
+    let port = free_port()?;
+    let base = generated_fleet(1, port);
+    std::fs::write(&file, &base).into_diagnostic()?;
+    let layout = Layout::resolve("bench", None, Some(&dir.path().join("data")));
+    let rt = super::runtime()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let result = (|| -> miette::Result<()> {
+        // First apply: install (or reuse) the venv and start the proxy.
+        let t = Instant::now();
+        apply_in_process(&rt, &file, &layout, engine::Goal::Converge)?;
+        let first = t.elapsed();
+
+        // Cold starts: kill the proxy, re-apply (observe → restart → ready).
+        let mut cold = Vec::new();
+        for _ in 0..3 {
+            let pid = proxy_pid(&layout)?;
+            pid.stop(Duration::from_secs(15));
+            let t = Instant::now();
+            apply_in_process(&rt, &file, &layout, engine::Goal::Converge)?;
+            cold.push(t.elapsed());
+        }
+
+        // Keys: add one agent at a time; time the apply and then the wait for the first 200.
+        let pid = proxy_pid(&layout)?;
+        let client = reqwest::Client::new();
+        let (mut applies, mut first_ok) = (Vec::new(), Vec::new());
+        let mut text = base.clone();
+        for i in 0..samples {
+            let agent = format!("extra-{i:03}");
+            text.push_str(&format!("agent \"{agent}\" model=\"demo-small\"\n"));
+            std::fs::write(&file, &text).into_diagnostic()?;
+            let t = Instant::now();
+            apply_in_process(&rt, &file, &layout, engine::Goal::Converge)?;
+            applies.push(t.elapsed());
+            let key = crate::litellm::keys::read_env_key(&layout.agent_env(&agent)).ok_or_else(|| miette!("no key"))?;
+            let t = Instant::now();
+            loop {
+                let status = rt.block_on(
+                    client
+                        .post(format!("{url}/v1/chat/completions"))
+                        .bearer_auth(key.expose())
+                        .json(&serde_json::json!({"model": "demo-small", "messages": [{"role": "user", "content": "hi"}]}))
+                        .send(),
+                );
+                if status.is_ok_and(|r| r.status().is_success()) {
+                    break;
+                }
+                if t.elapsed() > Duration::from_secs(30) {
+                    return Err(miette!("the new key was not accepted within 30 s"));
+                }
+            }
+            first_ok.push(t.elapsed());
+        }
+        if proxy_pid(&layout)? != pid {
+            return Err(miette!("minting keys restarted the proxy"));
+        }
+
+        // No-op apply while the proxy runs, end to end.
+        let exe = std::env::current_exe().into_diagnostic()?;
+        let noop = time_n(7, || {
+            let status = Command::new(&exe)
+                .args(["apply", "--data-dir"])
+                .arg(&layout.data_dir)
+                .arg(&file)
+                .stdout(Stdio::null())
+                .status()
+                .into_diagnostic()?;
+            status.success().then_some(()).ok_or_else(|| miette!("fleet apply exited with {status}"))
+        })?;
+        if proxy_pid(&layout)? != pid {
+            return Err(miette!("a no-op apply restarted the proxy"));
+        }
+
+        println!("fleet bench proxy --samples {samples}\n");
+        println!("| measurement | time |");
+        println!("|---|---|");
+        println!("| first apply (venv reused, proxy cold start) | {} |", ms(first));
+        println!("| proxy killed → re-apply → ready (median of 3) | {} |", ms(median(cold)));
+        println!("| apply minting one key, proxy running (median of {samples}) | {} |", ms(median(applies)));
+        println!("| key minted → first accepted request (median of {samples}) | {} |", ms(median(first_ok)));
+        println!("| no-op apply with the proxy running, end to end (median of 7) | {} |", ms(noop));
+        println!("\nproxy pid unchanged across {samples} mints and 7 no-op applies.");
+        Ok(())
+    })();
+    let cleanup = apply_in_process(&rt, &file, &layout, engine::Goal::Destroy);
+    result?;
+    cleanup?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn proxy_pid(layout: &Layout) -> miette::Result<crate::process::Pid> {
+    let text = std::fs::read_to_string(layout.litellm_dir().join("proxy.pid")).into_diagnostic()?;
+    let v: serde_json::Value = serde_json::from_str(&text).into_diagnostic()?;
+    serde_json::from_value(v["pid"].clone()).into_diagnostic()
 }
