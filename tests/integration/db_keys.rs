@@ -1,6 +1,6 @@
 //! The database key backend against a local server that checks LiteLLM's documented
 //! request and response shapes (LiteLLM's real endpoints need Postgres and Prisma engines,
-//! which cannot be installed here: see docs/litellm.md).
+//! which cannot be installed here: see the README, Status).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
