@@ -11,3 +11,4 @@ pub mod process;
 pub mod resource;
 pub mod spec;
 pub mod state;
+pub mod npm;

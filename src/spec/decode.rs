@@ -12,13 +12,14 @@ use super::raw::{RawNode, RawValue};
 use super::reader::Reader;
 use super::secret::SecretRef;
 
-pub const TOP_LEVEL: [&str; 7] = ["fleet", "image", "host", "litellm", "provider", "gateway", "agent"];
+pub const TOP_LEVEL: [&str; 8] = ["fleet", "image", "host", "litellm", "openclaw", "provider", "gateway", "agent"];
 /// Node kinds that come many to a file, each with a name (`[agent.alice]` in TOML).
 pub const NAMED_KINDS: [&str; 5] = ["image", "host", "provider", "gateway", "agent"];
 
 /// Everything decoded, before defaults that depend on other nodes are filled in.
 #[derive(Default)]
 pub struct Decoded {
+    pub openclaw: Option<OpenClaw>,
     /// Whether a `fleet` node is present, even one too broken to decode.
     pub fleet_declared: bool,
     pub fleet: Option<(Spanned<String>, Option<usize>, Option<PathBuf>)>,
@@ -76,6 +77,7 @@ pub fn decode(nodes: &[RawNode], base: &Path, p: &mut Problems) -> Decoded {
     let mut d = Decoded::default();
     let mut fleet_span: Option<SourceSpan> = None;
     let mut litellm_span: Option<SourceSpan> = None;
+    let mut openclaw_span: Option<SourceSpan> = None;
     for n in nodes {
         match n.name.as_str() {
             "fleet" => {
@@ -102,6 +104,18 @@ pub fn decode(nodes: &[RawNode], base: &Path, p: &mut Problems) -> Decoded {
                 }
                 litellm_span = Some(n.name_span);
                 d.litellm = Some(litellm(n, base, p));
+            }
+            "openclaw" => {
+                if let Some(first) = openclaw_span {
+                    p.push(
+                        Problem::new("`openclaw` is declared twice", n.name_span, "second declaration")
+                            .also(first, "first declared here")
+                            .help("pin the versions once, in one block"),
+                    );
+                    continue;
+                }
+                openclaw_span = Some(n.name_span);
+                d.openclaw = Some(openclaw(n, p));
             }
             "image" => match image(n, base, p) {
                 Some(i) => d.images.push(i),
@@ -582,6 +596,32 @@ fn provider(n: &RawNode, base: &Path, p: &mut Problems) -> Option<Provider> {
     Some(Provider { name, kind, api_key, url: url.map(|u| u.value), models })
 }
 
+/// Node versions OpenClaw accepts (its `engines`: `>=24.16.0 <25 || >=26.1.0`).
+pub fn node_version_ok(v: &str) -> bool {
+    let parts: Vec<u64> = v.split('.').map(|x| x.parse().unwrap_or(0)).collect();
+    let (major, minor) = (parts.first().copied().unwrap_or(0), parts.get(1).copied().unwrap_or(0));
+    parts.len() == 3 && ((major == 24 && minor >= 16) || (major == 26 && minor >= 1) || major > 26)
+}
+
+fn openclaw(n: &RawNode, p: &mut Problems) -> OpenClaw {
+    let mut r = Reader::new(n, p);
+    let version = r.str_opt("version");
+    let node = r.str_opt("node");
+    r.finish();
+    if let Some(v) = &node {
+        if !node_version_ok(&v.value) {
+            p.push(
+                Problem::new(format!("OpenClaw refuses Node {}", v.value), v.span, "refused Node version")
+                    .help(format!("OpenClaw needs Node >=24.16.0 <25 or >=26.1.0; fleet's default is {DEFAULT_NODE_VERSION}")),
+            );
+        }
+    }
+    OpenClaw {
+        version: version.map(|v| v.value).unwrap_or_else(|| DEFAULT_OPENCLAW_VERSION.to_string()),
+        node: node.map(|v| v.value).unwrap_or_else(|| DEFAULT_NODE_VERSION.to_string()),
+    }
+}
+
 fn gateway(n: &RawNode, p: &mut Problems) -> Option<GatewayRaw> {
     let mut r = Reader::new(n, p);
     let name = r.name("gateway \"main\" host=\"local\"");
@@ -710,6 +750,12 @@ fn agent(n: &RawNode, base: &Path, p: &mut Problems) -> Option<AgentRaw> {
     r.finish();
     let name = name?;
     check_slug(p, "agent", &name);
+    if name.value == RESERVED_AGENT {
+        p.push(
+            Problem::new("`main` is OpenClaw's own default agent", name.span, "reserved name")
+                .help("every gateway already has an agent called main; give this one another name"),
+        );
+    }
     let rest = Agent {
         name: name.clone(),
         gateway: Spanned::new(String::new(), name.span),

@@ -34,6 +34,17 @@ pub const DEFAULT_GATEWAY_PORT: u16 = 18789;
 /// Gateways on one host get ports this far apart (OpenClaw uses a few ports above its own).
 pub const GATEWAY_PORT_STEP: u16 = 20;
 pub const IMPLICIT_HOST: &str = "local";
+pub const DEFAULT_OPENCLAW_VERSION: &str = "2026.9.6";
+pub const DEFAULT_NODE_VERSION: &str = "24.21.0";
+/// OpenClaw's own default agent: fleet never manages an agent by that name.
+pub const RESERVED_AGENT: &str = "main";
+
+/// The OpenClaw and Node releases gateways run (process runtime; images pin their own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenClaw {
+    pub version: String,
+    pub node: String,
+}
 
 #[derive(Debug, Clone)]
 pub struct FleetSpec {
@@ -45,6 +56,7 @@ pub struct FleetSpec {
     pub images: Vec<Image>,
     pub hosts: Vec<Host>,
     pub litellm: Litellm,
+    pub openclaw: OpenClaw,
     pub providers: Vec<Provider>,
     pub gateways: Vec<Gateway>,
     pub agents: Vec<Agent>,

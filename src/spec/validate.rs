@@ -23,7 +23,7 @@ struct PortOwner {
 
 pub fn assemble(d: Decoded, base: &Path, first_span: SourceSpan, p: &mut Problems) -> Option<FleetSpec> {
     let syntax = p.syntax;
-    let Decoded { fleet_declared, fleet, images, hosts, litellm, providers, gateways, agents, broken } = d;
+    let Decoded { fleet_declared, fleet, images, hosts, litellm, openclaw, providers, gateways, agents, broken } = d;
     let is_broken =
         |kind: &str, name: &str| broken.iter().any(|(k, n)| *k == kind && n.as_deref().is_none_or(|n| n == name));
     let any_broken = |kind: &str| broken.iter().any(|(k, _)| *k == kind);
@@ -355,6 +355,10 @@ pub fn assemble(d: Decoded, base: &Path, first_span: SourceSpan, p: &mut Problem
         images,
         hosts,
         litellm,
+        openclaw: openclaw.unwrap_or(OpenClaw {
+            version: DEFAULT_OPENCLAW_VERSION.to_string(),
+            node: DEFAULT_NODE_VERSION.to_string(),
+        }),
         providers,
         gateways: gw_out,
         agents: agent_out,
