@@ -26,7 +26,8 @@ pub struct Prepared {
     pub drivers: Drivers,
 }
 
-pub fn drivers(spec: &FleetSpec, layout: &Layout) -> miette::Result<Drivers> {
+/// `overwrite`: agent-owned workspace files (USER.md, MEMORY.md) are replaced too.
+pub fn drivers(spec: &FleetSpec, layout: &Layout, overwrite: bool) -> miette::Result<Drivers> {
     let store: Arc<dyn KeyStore> = match spec.litellm.keys {
         KeyBackend::File => FileKeyStore::open(&layout.keys_file()),
         KeyBackend::Database { .. } => {
@@ -44,6 +45,13 @@ pub fn drivers(spec: &FleetSpec, layout: &Layout) -> miette::Result<Drivers> {
     d.insert(Kind::LitellmInstall, Arc::new(crate::litellm::install::InstallDriver));
     d.insert(Kind::LitellmProxy, Arc::new(crate::litellm::proxy::ProxyDriver));
     d.insert(Kind::Key, Arc::new(KeyDriver { store }));
+    d.insert(Kind::Toolchain, Arc::new(crate::openclaw::toolchain::ToolchainDriver));
+    let mut runtimes: std::collections::HashMap<String, Arc<dyn crate::runtime::Runtime>> = Default::default();
+    runtimes.insert("process".into(), Arc::new(crate::runtime::process::ProcessRuntime));
+    d.insert(Kind::Gateway, Arc::new(crate::openclaw::gateway::GatewayDriver { runtimes }));
+    d.insert(Kind::Agent, crate::openclaw::agent::driver(overwrite));
+    d.insert(Kind::GatewayModels, Arc::new(crate::openclaw::models::ModelsDriver));
+    d.insert(Kind::Wake, Arc::new(crate::openclaw::models::WakeDriver));
     Ok(d)
 }
 
@@ -57,7 +65,13 @@ pub enum Goal {
     Destroy,
 }
 
-pub async fn prepare(spec: &FleetSpec, layout: &Layout, store: Option<&Store>, goal: Goal) -> miette::Result<Prepared> {
+pub async fn prepare(
+    spec: &FleetSpec,
+    layout: &Layout,
+    store: Option<&Store>,
+    goal: Goal,
+    overwrite: bool,
+) -> miette::Result<Prepared> {
     let desired = match goal {
         Goal::Converge => desired(spec, layout),
         Goal::Destroy => Desired::new(),
@@ -66,7 +80,7 @@ pub async fn prepare(spec: &FleetSpec, layout: &Layout, store: Option<&Store>, g
         Some(s) => s.load().into_diagnostic()?,
         None => BTreeMap::new(),
     };
-    let drivers = drivers(spec, layout)?;
+    let drivers = drivers(spec, layout, overwrite)?;
     let drift = drivers.refresh(&prior, &desired).await;
     let plan = diff(&desired, &prior, &drift);
     Ok(Prepared { desired, prior, drift, plan, drivers })

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use miette::{IntoDiagnostic, WrapErr};
 use sha2::{Digest, Sha256};
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -30,6 +31,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
 pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Holds an exclusive flock on a file for as long as it lives (parallel fleets installing the same venv).
+pub struct FileLock(#[allow(dead_code)] std::fs::File);
+
+impl FileLock {
+    pub async fn take(path: &Path) -> miette::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).into_diagnostic()?;
+        }
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).into_diagnostic()?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        tokio::task::spawn_blocking(move || {
+            // SAFETY: flock on an fd this closure's caller keeps open.
+            let rc = unsafe { libc::flock(fd, libc::LOCK_EX) };
+            (rc == 0).then_some(()).ok_or_else(std::io::Error::last_os_error)
+        })
+        .await
+        .into_diagnostic()?
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot lock {}", path.display()))?;
+        Ok(FileLock(f))
+    }
 }
 
 #[cfg(test)]

@@ -53,4 +53,17 @@ impl Layout {
     pub fn agent_env(&self, agent: &str) -> PathBuf {
         self.agent_home(agent).join("env")
     }
+    pub fn gateway_dir(&self, gateway: &str) -> PathBuf {
+        self.data_dir.join("gateways").join(gateway)
+    }
+    /// The gateway's HOME: openclaw.json, state/, logs/, workspaces/ (mounted at /root in a container).
+    pub fn gateway_home(&self, gateway: &str) -> PathBuf {
+        self.gateway_dir(gateway).join("home")
+    }
+    pub fn gateway_token(&self, gateway: &str) -> PathBuf {
+        self.gateway_dir(gateway).join("token")
+    }
+    pub fn gateway_log(&self, gateway: &str) -> PathBuf {
+        self.gateway_dir(gateway).join("gateway.log")
+    }
 }

@@ -12,3 +12,5 @@ pub mod resource;
 pub mod spec;
 pub mod state;
 pub mod npm;
+pub mod openclaw;
+pub mod runtime;

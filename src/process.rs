@@ -9,7 +9,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt;
+
+use crate::exec::driver::StepCtx;
 
 pub use crate::state::proc_start;
 
@@ -169,6 +173,55 @@ pub fn port_holder(port: u16) -> String {
             format!("pid {pid} ({short})")
         }
         None => "a process fleet cannot see".to_string(),
+    }
+}
+
+/// Runs a command to completion, reporting pip/npm-style milestones as progress and keeping
+/// all output in `log`; on failure the error carries the tail of stderr.
+pub async fn run_logged(ctx: &StepCtx, mut cmd: tokio::process::Command, log: &Path) -> miette::Result<()> {
+    let std_cmd = cmd.as_std();
+    let what = std::iter::once(std_cmd.get_program())
+        .chain(std_cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot run {what}"))?;
+    let mut out = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    let err = child.stderr.take().expect("piped");
+    let err_task = tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(err).lines();
+        let mut all = Vec::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            all.push(l);
+        }
+        all
+    });
+    let mut logged = Vec::new();
+    while let Ok(Some(line)) = out.next_line().await {
+        if line.starts_with("Collecting ")
+            || line.starts_with("Installing collected")
+            || line.starts_with("Successfully")
+        {
+            let short: String = line.chars().take(100).collect();
+            ctx.progress(&short);
+        }
+        logged.push(line);
+    }
+    let status = child.wait().await.into_diagnostic()?;
+    let err_lines = err_task.await.unwrap_or_default();
+    logged.extend(err_lines.iter().cloned());
+    let _ = std::fs::write(log, logged.join("\n"));
+    if status.success() {
+        Ok(())
+    } else {
+        let tail = err_lines[err_lines.len().saturating_sub(15)..].join("\n");
+        Err(miette!("{what} failed ({status}); full output in {}:\n{tail}", log.display()))
     }
 }
 

@@ -19,7 +19,7 @@ pub fn plan(
 ) -> miette::Result<ExitCode> {
     let l = load(path, data_dir)?;
     let store = engine::open_readonly(&l.layout)?;
-    let p = super::runtime()?.block_on(engine::prepare(&l.spec, &l.layout, store.as_ref(), goal))?;
+    let p = super::runtime()?.block_on(engine::prepare(&l.spec, &l.layout, store.as_ref(), goal, false))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&render::json(&p.plan, &l.spec.name)).into_diagnostic()?);
     } else {
@@ -33,6 +33,7 @@ pub fn apply(
     data_dir: Option<&Path>,
     goal: Goal,
     jobs: Option<usize>,
+    overwrite: bool,
 ) -> miette::Result<ExitCode> {
     let t0 = Instant::now();
     let l = load(path, data_dir)?;
@@ -41,7 +42,7 @@ pub fn apply(
         Goal::Destroy => "destroy",
     };
     let store = engine::open_locked(&l.layout, command)?;
-    let result = apply_locked(&l, &store, goal, jobs, t0);
+    let result = apply_locked(&l, &store, goal, jobs, overwrite, t0);
     if let Err(e) = store.unlock() {
         tracing::warn!("cannot release the apply lock: {e}");
     }
@@ -53,6 +54,7 @@ fn apply_locked(
     store: &crate::state::Store,
     goal: Goal,
     jobs: Option<usize>,
+    overwrite: bool,
     t0: Instant,
 ) -> miette::Result<ExitCode> {
     if let Some(ms) = std::env::var("FLEET_DEBUG_HOLD_LOCK_MS").ok().and_then(|v| v.parse().ok()) {
@@ -60,7 +62,7 @@ fn apply_locked(
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
     let rt = super::runtime()?;
-    let p = rt.block_on(engine::prepare(&l.spec, &l.layout, Some(store), goal))?;
+    let p = rt.block_on(engine::prepare(&l.spec, &l.layout, Some(store), goal, overwrite))?;
     print!("{}", render::text(&p.plan));
     if p.plan.is_empty() {
         return Ok(ExitCode::SUCCESS);

@@ -84,7 +84,7 @@ fn free_port() -> miette::Result<u16> {
 fn apply_in_process(rt: &tokio::runtime::Runtime, file: &Path, layout: &Layout, goal: engine::Goal) -> miette::Result<usize> {
     let spec = crate::spec::load(file)?;
     let store = engine::open_locked(layout, "bench")?;
-    let p = rt.block_on(engine::prepare(&spec, layout, Some(&store), goal))?;
+    let p = rt.block_on(engine::prepare(&spec, layout, Some(&store), goal, false))?;
     let summary = rt.block_on(engine::execute(&p, &store, spec.parallelism, Arc::new(Quiet)))?;
     store.unlock().into_diagnostic()?;
     if !summary.success() {
@@ -119,11 +119,11 @@ fn plan_bench(agents: usize, runs: usize) -> miette::Result<ExitCode> {
     let spec = crate::spec::load(&file)?;
     let rt = super::runtime()?;
     let plan_empty =
-        time_n(runs, || rt.block_on(engine::prepare(&spec, &layout, None, engine::Goal::Converge)).map(drop))?;
+        time_n(runs, || rt.block_on(engine::prepare(&spec, &layout, None, engine::Goal::Converge, false)).map(drop))?;
 
     let t = Instant::now();
     let store = engine::open_locked(&layout, "bench")?;
-    let p = rt.block_on(engine::prepare(&spec, &layout, Some(&store), engine::Goal::Converge))?;
+    let p = rt.block_on(engine::prepare(&spec, &layout, Some(&store), engine::Goal::Converge, false))?;
     let steps = p.plan.changes.len();
     let summary = rt.block_on(engine::execute(&p, &store, spec.parallelism, Arc::new(Quiet)))?;
     store.unlock().into_diagnostic()?;
@@ -136,7 +136,7 @@ fn plan_bench(agents: usize, runs: usize) -> miette::Result<ExitCode> {
     let noop_inproc = time_n(runs, || {
         let spec = crate::spec::load(&file)?;
         let store = engine::open_locked(&layout, "bench")?;
-        let p = rt.block_on(engine::prepare(&spec, &layout, Some(&store), engine::Goal::Converge))?;
+        let p = rt.block_on(engine::prepare(&spec, &layout, Some(&store), engine::Goal::Converge, false))?;
         store.unlock().into_diagnostic()?;
         if !p.plan.is_empty() {
             return Err(miette!("a converged fleet planned {} changes", p.plan.changes.len()));

@@ -2,6 +2,7 @@
 
 mod apply;
 mod bench;
+mod chat;
 mod progress;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +55,20 @@ enum Cmd {
         /// Plan only: the same as `fleet plan`
         #[arg(long)]
         dry_run: bool,
+        /// Also replace workspace files agents edit themselves (USER.md, MEMORY.md)
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Send a message to an agent through its gateway and print the reply
+    Chat {
+        agent: String,
+        message: String,
+        /// A fleet file or its directory [default: .]
+        #[arg(long, short = 'f')]
+        file: Option<PathBuf>,
+        /// Seconds to wait for the reply
+        #[arg(long, default_value_t = 180)]
+        timeout: u64,
     },
     /// Remove everything the fleet's state records: stop processes, revoke keys, delete files
     Destroy {
@@ -140,13 +155,14 @@ pub fn main() -> ExitCode {
         Cmd::Plan { path, json, detailed_exitcode } => {
             apply::plan(path.as_deref(), data_dir, Goal::Converge, json, detailed_exitcode)
         }
-        Cmd::Apply { path, jobs, dry_run } => match dry_run {
+        Cmd::Apply { path, jobs, dry_run, overwrite } => match dry_run {
             true => apply::plan(path.as_deref(), data_dir, Goal::Converge, false, false),
-            false => apply::apply(path.as_deref(), data_dir, Goal::Converge, jobs),
+            false => apply::apply(path.as_deref(), data_dir, Goal::Converge, jobs, overwrite),
         },
+        Cmd::Chat { agent, message, file, timeout } => chat::run(file.as_deref(), data_dir, &agent, &message, timeout),
         Cmd::Destroy { path, jobs, dry_run } => match dry_run {
             true => apply::plan(path.as_deref(), data_dir, Goal::Destroy, false, false),
-            false => apply::apply(path.as_deref(), data_dir, Goal::Destroy, jobs),
+            false => apply::apply(path.as_deref(), data_dir, Goal::Destroy, jobs, false),
         },
         Cmd::Graph { path } => load(path.as_deref(), data_dir).map(|l| {
             let d = crate::resource::desired(&l.spec, &l.layout);

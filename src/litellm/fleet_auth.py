@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import os
+import sys
 
 from litellm._logging import verbose_proxy_logger as _log
 from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
@@ -114,6 +115,12 @@ async def user_api_key_auth(request, api_key):
     entry = _current_index().get(digest)
     if entry is None:
         raise _reject()
+    # An audit line per accepted agent request (alias and route only, never the key).
+    try:
+        route = request.url.path
+    except Exception:  # noqa: BLE001 - auditing must never break auth
+        route = "?"
+    print(f"fleet_auth: accepted key {entry['alias']} for {route}", file=sys.stderr, flush=True)
     # api_key=hash: LiteLLM leaves a non-"sk-" value as is, so it never holds the raw key,
     # and callbacks see metadata["user_api_key_hash"] == this hash.
     return UserAPIKeyAuth(

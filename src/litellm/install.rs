@@ -4,11 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use miette::{miette, IntoDiagnostic, WrapErr};
+use miette::{miette, IntoDiagnostic};
 use serde_json::{json, Value};
-use tokio::io::AsyncBufReadExt;
 
 use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
+use crate::fsutil::FileLock;
+use crate::process::run_logged;
 use crate::resource::Resource;
 use crate::state::Record;
 
@@ -33,71 +34,6 @@ pub struct InstallDriver;
 
 fn installed(venv: &Path, version: &str) -> bool {
     std::fs::read_to_string(venv.join(MARKER)).is_ok_and(|s| s.trim() == version) && venv.join("bin/litellm").is_file()
-}
-
-/// Holds an exclusive flock on a file for as long as it lives (parallel fleets installing the same venv).
-struct FileLock(#[allow(dead_code)] std::fs::File);
-
-impl FileLock {
-    async fn take(path: &Path) -> miette::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).into_diagnostic()?;
-        }
-        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).into_diagnostic()?;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-        tokio::task::spawn_blocking(move || {
-            // SAFETY: flock on an fd this closure's caller keeps open.
-            let rc = unsafe { libc::flock(fd, libc::LOCK_EX) };
-            (rc == 0).then_some(()).ok_or_else(std::io::Error::last_os_error)
-        })
-        .await
-        .into_diagnostic()?
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot lock {}", path.display()))?;
-        Ok(FileLock(f))
-    }
-}
-
-async fn run_logged(ctx: &StepCtx, program: &str, args: &[&str], log: &Path) -> miette::Result<()> {
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-        .spawn()
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot run {program}"))?;
-    let mut out = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
-    let err = child.stderr.take().expect("piped");
-    let err_task = tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(err).lines();
-        let mut all = Vec::new();
-        while let Ok(Some(l)) = lines.next_line().await {
-            all.push(l);
-        }
-        all
-    });
-    let mut logged = Vec::new();
-    while let Ok(Some(line)) = out.next_line().await {
-        if line.starts_with("Collecting ")
-            || line.starts_with("Installing collected")
-            || line.starts_with("Successfully")
-        {
-            let short: String = line.chars().take(100).collect();
-            ctx.progress(&short);
-        }
-        logged.push(line);
-    }
-    let status = child.wait().await.into_diagnostic()?;
-    let err_lines = err_task.await.unwrap_or_default();
-    logged.extend(err_lines.iter().cloned());
-    let _ = std::fs::write(log, logged.join("\n"));
-    if status.success() {
-        Ok(())
-    } else {
-        let tail = err_lines[err_lines.len().saturating_sub(15)..].join("\n");
-        Err(miette!("{program} {} failed ({status}); full output in {}:\n{tail}", args.join(" "), log.display()))
-    }
 }
 
 impl InstallDriver {
@@ -126,11 +62,15 @@ impl InstallDriver {
         }
         let log = parent.join("install.log");
         let venv_s = venv.display().to_string();
-        run_logged(ctx, "python3", &["-m", "venv", &venv_s], &log).await?;
+        let mut venv_cmd = tokio::process::Command::new("python3");
+        venv_cmd.args(["-m", "venv", &venv_s]);
+        run_logged(ctx, venv_cmd, &log).await?;
         let pip = venv.join("bin/pip").display().to_string();
         let spec = format!("litellm[proxy]=={version}");
         ctx.progress(&format!("pip install {spec} {PRISMA_PIN} (about a minute)"));
-        run_logged(ctx, &pip, &["install", "--no-input", &spec, PRISMA_PIN], &log).await?;
+        let mut pip_cmd = tokio::process::Command::new(&pip);
+        pip_cmd.args(["install", "--no-input", &spec, PRISMA_PIN]).env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+        run_logged(ctx, pip_cmd, &log).await?;
         std::fs::write(venv.join(MARKER), version).into_diagnostic()?;
         Ok(json!({"exe": exe}))
     }

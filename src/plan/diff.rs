@@ -112,6 +112,27 @@ pub fn diff(desired: &Desired, prior: &BTreeMap<String, Record>, drift: &BTreeMa
             });
         }
     }
+    // A replaced resource is a new thing: what depends on it must be told (e.g. a re-minted key must
+    // reach the gateway config that carries it), even when its own inputs did not change.
+    let replaced: Vec<String> =
+        plan.changes.iter().filter(|c| c.action == Action::Replace).map(|c| c.address.clone()).collect();
+    if !replaced.is_empty() {
+        for (addr, want) in desired {
+            if plan.changes.iter().any(|c| &c.address == addr) || !prior.contains_key(addr) {
+                continue;
+            }
+            if let Some(dep) = want.deps.iter().find(|d| replaced.contains(d)) {
+                plan.unchanged -= 1;
+                plan.changes.push(Change {
+                    address: addr.clone(),
+                    kind: want.kind.as_str().to_string(),
+                    action: Action::Update,
+                    reason: Some(format!("{dep} is replaced")),
+                    fields: Vec::new(),
+                });
+            }
+        }
+    }
     plan.changes.sort_by(|a, b| a.address.cmp(&b.address));
     plan
 }

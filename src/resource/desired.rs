@@ -146,6 +146,7 @@ pub fn desired(spec: &FleetSpec, layout: &Layout) -> Desired {
         };
         add(Resource::new(key_address(name), Kind::Key, inputs, vec![dep.to_string()]));
     }
+    super::desired_openclaw::add(spec, layout, &mut out);
     out
 }
 

@@ -3,6 +3,7 @@
 //! from the fleet model alone (no I/O), so plan and apply see the same thing.
 
 mod desired;
+mod desired_openclaw;
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,11 @@ pub enum Kind {
     LitellmInstall,
     LitellmProxy,
     Key,
+    Toolchain,
+    Gateway,
+    Agent,
+    GatewayModels,
+    Wake,
 }
 
 impl Kind {
@@ -29,10 +35,26 @@ impl Kind {
             Kind::LitellmInstall => "litellm.install",
             Kind::LitellmProxy => "litellm.proxy",
             Kind::Key => "key",
+            Kind::Toolchain => "openclaw.toolchain",
+            Kind::Gateway => "gateway",
+            Kind::Agent => "agent",
+            Kind::GatewayModels => "gateway.models",
+            Kind::Wake => "wake",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [Kind::Secret, Kind::LitellmConfig, Kind::LitellmInstall, Kind::LitellmProxy, Kind::Key]
+        [
+            Kind::Secret,
+            Kind::LitellmConfig,
+            Kind::LitellmInstall,
+            Kind::LitellmProxy,
+            Kind::Key,
+            Kind::Toolchain,
+            Kind::Gateway,
+            Kind::Agent,
+            Kind::GatewayModels,
+            Kind::Wake,
+        ]
             .into_iter()
             .find(|k| k.as_str() == s)
     }

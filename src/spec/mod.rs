@@ -54,7 +54,18 @@ pub fn load(path: &Path) -> Result<FleetSpec, SpecError> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
     let base = base.canonicalize().unwrap_or(base);
-    parse(SourceFile::new(path.display().to_string(), text), &base)
+    let mut spec = parse(SourceFile::new(path.display().to_string(), text), &base)?;
+    // Workspace files named by path are read now, so everything downstream works on text alone.
+    for agent in &mut spec.agents {
+        for src in agent.files.values_mut() {
+            if let FileSource::Path(p) = src {
+                let text = std::fs::read_to_string(&*p)
+                    .map_err(|e| SpecError::unreadable(&p.display().to_string(), &e.to_string()))?;
+                *src = FileSource::Text(text);
+            }
+        }
+    }
+    Ok(spec)
 }
 
 /// Parses fleet file text; `source.name` decides the syntax (`.toml` or KDL).

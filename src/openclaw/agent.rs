@@ -1,0 +1,224 @@
+//! `agent.<name>`: an agent in its gateway, created if absent (looked up first;
+//! "already exists" is success), visible before its files are touched, and its
+//! workspace files kept in line: changed files re-sent, unchanged ones not,
+//! agent-owned ones (USER.md, MEMORY.md) only when missing, BOOTSTRAP.md only at
+//! the first provisioning.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use miette::{miette, IntoDiagnostic, WrapErr};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::gateway::{already_exists, not_found, read_token};
+use super::rpc::Client;
+use super::workspace::{AGENT_OWNED, FIRST_ONLY};
+use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
+use crate::fsutil::sha256_hex;
+use crate::resource::Resource;
+use crate::state::Record;
+
+/// How to reach an agent's gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRef {
+    pub name: String,
+    pub url: String,
+    pub token_file: PathBuf,
+}
+
+impl GatewayRef {
+    pub async fn connect(&self) -> miette::Result<Client> {
+        let token = read_token(&self.token_file)?;
+        Client::connect_retry(&self.url, &token, Duration::from_secs(30))
+            .await
+            .map_err(|e| miette!("gateway {}: {e}", self.name))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentInputs {
+    pub id: String,
+    pub gateway: GatewayRef,
+    /// The workspace as the gateway sees it (given to agents.create).
+    pub workspace: String,
+    /// The same directory on this machine (for observing hand edits).
+    pub workspace_host: PathBuf,
+    /// File name → sha256 of the content fleet wants there.
+    pub files: BTreeMap<String, String>,
+}
+
+pub struct AgentDriver {
+    /// `--overwrite`: replace agent-owned files too.
+    pub overwrite: bool,
+}
+
+fn content_of(r: &Resource, name: &str) -> Option<String> {
+    r.files.iter().find(|f| f.path.as_os_str() == name).map(|f| String::from_utf8_lossy(&f.content).into_owned())
+}
+
+pub async fn list_ids(c: &Client) -> miette::Result<Vec<String>> {
+    let v = c.req("agents.list", json!({})).await.map_err(|e| miette!("{e}"))?;
+    Ok(v["agents"].as_array().map(|a| a.iter().filter_map(|x| x["id"].as_str().map(str::to_string)).collect()).unwrap_or_default())
+}
+
+impl AgentDriver {
+    /// Creates the agent unless it exists; true when it was created now.
+    async fn ensure_exists(c: &Client, a: &AgentInputs, ctx: &StepCtx) -> miette::Result<bool> {
+        if list_ids(c).await?.contains(&a.id) {
+            return Ok(false);
+        }
+        match c.req("agents.create", json!({"name": a.id, "workspace": a.workspace})).await {
+            Ok(v) if v["agentId"] != a.id.as_str() => {
+                return Err(miette!("the gateway created agent {} instead of {}", v["agentId"], a.id));
+            }
+            Ok(_) => {}
+            Err(e) if already_exists(&e) => {}
+            Err(e) => return Err(miette!("{e}")),
+        }
+        // Not usable until listed (0.4–1.3 s measured): nothing touches it before then.
+        ctx.progress("created; waiting until the gateway lists it");
+        let t0 = Instant::now();
+        while !list_ids(c).await?.contains(&a.id) {
+            if t0.elapsed() > Duration::from_secs(60) {
+                return Err(miette!("agent {} was created but never listed by its gateway", a.id));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(true)
+    }
+
+    /// Sends the files that differ. `first`: this is the agent's first provisioning.
+    async fn sync_files(&self, c: &Client, a: &AgentInputs, r: &Resource, first: bool) -> miette::Result<Vec<String>> {
+        let mut sent = Vec::new();
+        for (name, want_hash) in &a.files {
+            let owned = AGENT_OWNED.contains(&name.as_str());
+            if FIRST_ONLY.contains(&name.as_str()) && !first {
+                continue;
+            }
+            let got = c
+                .req("agents.files.get", json!({"agentId": a.id, "name": name}))
+                .await
+                .map_err(|e| miette!("{e}"))?;
+            let file = &got["file"];
+            let missing = file["missing"] == true;
+            let have = file["hash"].as_str().unwrap_or_default();
+            let replace = first || self.overwrite || !owned;
+            if !(missing || (replace && have != want_hash)) {
+                continue;
+            }
+            let content = content_of(r, name).ok_or_else(|| miette!("no content for {name}"))?;
+            let mut params = json!({"agentId": a.id, "name": name, "content": content});
+            if !missing {
+                // Compare-and-swap: a file edited since we read it is not clobbered silently.
+                params["expectedHash"] = json!(have);
+            }
+            c.req("agents.files.set", params).await.map_err(|e| miette!("{name}: {e}"))?;
+            sent.push(name.clone());
+        }
+        Ok(sent)
+    }
+
+    async fn provision(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
+        let a: AgentInputs = serde_json::from_value(r.inputs.clone()).into_diagnostic().wrap_err("agent inputs")?;
+        let c = a.gateway.connect().await?;
+        let created = Self::ensure_exists(&c, &a, ctx).await?;
+        let sent = self.sync_files(&c, &a, r, created).await?;
+        if !sent.is_empty() {
+            ctx.progress(&format!("sent {}", sent.join(", ")));
+        }
+        Ok(json!({"agent_id": a.id, "created": created}))
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for AgentDriver {
+    async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
+        let Ok(a) = serde_json::from_value::<AgentInputs>(prior.inputs.clone()) else {
+            return Drift::Update("unreadable record".into());
+        };
+        // Files fleet owns, edited by hand in the workspace.
+        for (name, hash) in &a.files {
+            if AGENT_OWNED.contains(&name.as_str()) || FIRST_ONLY.contains(&name.as_str()) {
+                continue;
+            }
+            let on_disk = std::fs::read(a.workspace_host.join(name)).ok().map(|b| sha256_hex(&b));
+            if on_disk.as_deref() != Some(hash.as_str()) {
+                return Drift::Update(format!("{name} differs in the workspace"));
+            }
+        }
+        Drift::InSync
+    }
+
+    async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
+        self.provision(r, ctx).await
+    }
+
+    async fn update(&self, r: &Resource, _prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
+        self.provision(r, ctx).await
+    }
+
+    /// Removes the agent from its gateway; its workspace files stay on disk.
+    async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
+        let a: AgentInputs = serde_json::from_value(prior.inputs.clone()).into_diagnostic()?;
+        let c = a.gateway.connect().await?;
+        match c.req("agents.delete", json!({"agentId": a.id, "deleteFiles": false})).await {
+            Ok(_) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(miette!("{e}")),
+        }
+    }
+}
+
+/// A fresh idempotency key / run id.
+pub fn run_id() -> String {
+    let mut b = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+    hex::encode(b)
+}
+
+/// Sends `message` to the agent's main session and waits for the final reply text.
+pub async fn chat(c: &Client, agent_id: &str, message: &str, timeout: Duration) -> miette::Result<String> {
+    let mut events = c.events();
+    let key = run_id();
+    c.req(
+        "chat.send",
+        json!({"sessionKey": format!("agent:{agent_id}:main"), "agentId": agent_id, "message": message, "idempotencyKey": key}),
+    )
+    .await
+    .map_err(|e| miette!("{e}"))?;
+    let t0 = Instant::now();
+    loop {
+        let left = timeout.checked_sub(t0.elapsed()).ok_or_else(|| miette!("no reply from {agent_id} within {} s", timeout.as_secs()))?;
+        let ev = match tokio::time::timeout(left, events.recv()).await {
+            Err(_) => return Err(miette!("no reply from {agent_id} within {} s", timeout.as_secs())),
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Err(_)) => return Err(miette!("the gateway closed the connection")),
+            Ok(Ok(ev)) => ev,
+        };
+        if ev.name != "chat" || ev.payload["runId"] != key.as_str() {
+            continue;
+        }
+        match ev.payload["state"].as_str() {
+            Some("final") => {
+                let text = ev.payload["message"]["content"]
+                    .as_array()
+                    .map(|parts| parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(""))
+                    .unwrap_or_default();
+                return Ok(text);
+            }
+            Some("error") | Some("aborted") => {
+                let why = ev.payload["errorMessage"].as_str().unwrap_or("the run failed");
+                return Err(miette!("{agent_id}: {why}"));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Keeps the agent driver's shared state (none yet) behind an Arc for the registry.
+pub fn driver(overwrite: bool) -> Arc<AgentDriver> {
+    Arc::new(AgentDriver { overwrite })
+}

@@ -1,0 +1,223 @@
+//! `gateway.<name>`: an OpenClaw gateway, on the runtime its host names. fleet
+//! owns the `gateway`, `update` and `logging` parts of its config (merged into
+//! the file the gateway itself also writes); changing them restarts the gateway,
+//! nothing else does. Ready when the `health` RPC answers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use miette::{miette, IntoDiagnostic, WrapErr};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::rpc::{Client, RpcError};
+use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
+use crate::fsutil::write_atomic;
+use crate::process::log_tail;
+use crate::resource::Resource;
+use crate::runtime::{Launch, Runtime};
+use crate::state::Record;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayInputs {
+    pub launch: Launch,
+    pub runtime: String,
+    pub token_file: PathBuf,
+    /// The fleet-owned top-level keys of openclaw.json (token added when written).
+    pub settings: Value,
+    pub start_timeout_s: u64,
+}
+
+impl GatewayInputs {
+    pub fn from(v: &Value) -> miette::Result<Self> {
+        serde_json::from_value(v.clone()).into_diagnostic().wrap_err("unreadable gateway inputs")
+    }
+}
+
+pub fn read_token(path: &Path) -> miette::Result<String> {
+    let t = std::fs::read_to_string(path).into_diagnostic().wrap_err_with(|| format!("cannot read {}", path.display()))?;
+    Ok(t.trim().to_string())
+}
+
+/// Merges `patch` into `base`: objects key by key, everything else replaced.
+fn merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+/// Writes the fleet-owned settings (and the token) into openclaw.json, keeping what the gateway added.
+pub fn write_config(g: &GatewayInputs) -> miette::Result<()> {
+    let path = g.launch.config_file();
+    let mut doc: Value = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(json!({}));
+    let mut settings = g.settings.clone();
+    settings["gateway"]["auth"]["token"] = json!(read_token(&g.token_file)?);
+    merge(&mut doc, &settings);
+    let bytes = serde_json::to_vec_pretty(&doc).into_diagnostic()?;
+    if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
+        write_atomic(&path, &bytes, 0o600).into_diagnostic().wrap_err("cannot write openclaw.json")?;
+    }
+    Ok(())
+}
+
+/// Connects to a gateway with its token (retrying while it starts, up to `within`).
+pub async fn connect(g: &GatewayInputs, runtime: &dyn Runtime, within: Duration) -> miette::Result<Client> {
+    let token = read_token(&g.token_file)?;
+    Client::connect_retry(&runtime.url(&g.launch), &token, within).await.map_err(|e| miette!("gateway {}: {e}", g.launch.gateway))
+}
+
+pub struct GatewayDriver {
+    pub runtimes: HashMap<String, Arc<dyn Runtime>>,
+}
+
+impl GatewayDriver {
+    pub fn runtime(&self, g: &GatewayInputs) -> miette::Result<&Arc<dyn Runtime>> {
+        self.runtimes.get(&g.runtime).ok_or_else(|| miette!("no {} runtime in this build", g.runtime))
+    }
+
+    fn pid_file(g: &GatewayInputs) -> PathBuf {
+        g.launch.log.with_extension("handle")
+    }
+
+    fn logs(g: &GatewayInputs) -> String {
+        format!(
+            "last lines of {}:\n{}\nlast lines of {}:\n{}",
+            g.launch.log.display(),
+            log_tail(&g.launch.log, 15),
+            g.launch.home.join("logs/openclaw.log").display(),
+            log_tail(&g.launch.home.join("logs/openclaw.log"), 10)
+        )
+    }
+
+    async fn start(&self, g: &GatewayInputs, ctx: &StepCtx) -> miette::Result<Outputs> {
+        let rt = self.runtime(g)?;
+        if crate::process::port_open("127.0.0.1", g.launch.port) {
+            return Err(miette!(
+                "port {} is already in use by {}; give gateway {} another `port`",
+                g.launch.port,
+                crate::process::port_holder(g.launch.port),
+                g.launch.gateway
+            ));
+        }
+        write_config(g)?;
+        let handle = rt.start(&g.launch).await?;
+        ctx.progress(&format!("started; waiting for the health RPC on {}", rt.url(&g.launch)));
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(g.start_timeout_s);
+        let client = loop {
+            if !rt.running(&handle) {
+                return Err(miette!("the gateway exited during start; {}", Self::logs(g)));
+            }
+            match connect(g, rt.as_ref(), Duration::from_secs(2)).await {
+                Ok(c) => break c,
+                Err(_) if t0.elapsed() < timeout => continue,
+                Err(e) => {
+                    let _ = rt.stop(&g.launch, &handle).await;
+                    return Err(miette!("{e}; not healthy within {} s (stopped it); {}", g.start_timeout_s, Self::logs(g)));
+                }
+            }
+        };
+        loop {
+            match client.req("health", json!({})).await {
+                Ok(h) if h["ok"] == true => break,
+                _ if t0.elapsed() < timeout => tokio::time::sleep(Duration::from_millis(500)).await,
+                other => {
+                    let _ = rt.stop(&g.launch, &handle).await;
+                    return Err(miette!("health never answered ok ({other:?}); {}", Self::logs(g)));
+                }
+            }
+        }
+        let out = json!({"handle": handle, "boot_id": client.boot_id, "version": client.server_version, "url": rt.url(&g.launch)});
+        write_atomic(&Self::pid_file(g), out.to_string().as_bytes(), 0o644).into_diagnostic()?;
+        Ok(out)
+    }
+
+    async fn stop_recorded(&self, g: &GatewayInputs, outputs: &Value) -> miette::Result<()> {
+        let rt = self.runtime(g)?;
+        if let Some(h) = outputs.get("handle") {
+            rt.stop(&g.launch, h).await?;
+        }
+        Ok(())
+    }
+
+    /// Health of a recorded gateway: None when fine, else why not.
+    pub async fn unhealthy(&self, g: &GatewayInputs, outputs: &Value) -> Option<String> {
+        let rt = self.runtime(g).ok()?;
+        let handle = outputs.get("handle").cloned().unwrap_or(Value::Null);
+        if !rt.running(&handle) {
+            return Some(format!("gateway {} is not running", g.launch.gateway));
+        }
+        match connect(g, rt.as_ref(), Duration::from_secs(3)).await {
+            Ok(c) => match c.call("health", json!({}), Duration::from_secs(10)).await {
+                Ok(h) if h["ok"] == true => None,
+                Ok(_) => Some(format!("gateway {} reports itself unhealthy", g.launch.gateway)),
+                Err(e) => Some(format!("gateway {}: {e}", g.launch.gateway)),
+            },
+            Err(e) => Some(e.to_string()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for GatewayDriver {
+    async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
+        let Ok(g) = GatewayInputs::from(&prior.inputs) else { return Drift::Update("unreadable record".into()) };
+        match self.unhealthy(&g, &prior.outputs).await {
+            None => Drift::InSync,
+            Some(why) => Drift::Update(why),
+        }
+    }
+
+    async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
+        let g = GatewayInputs::from(&r.inputs)?;
+        // Adopt a gateway this fleet started before (state lost) when it is healthy and its settings match.
+        if let Some(prev) = std::fs::read(Self::pid_file(&g)).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok()) {
+            if self.unhealthy(&g, &prev).await.is_none() {
+                let path = g.launch.config_file();
+                let on_disk: Value = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+                let mut want = on_disk.clone();
+                let mut settings = g.settings.clone();
+                settings["gateway"]["auth"]["token"] = json!(read_token(&g.token_file)?);
+                merge(&mut want, &settings);
+                if want == on_disk {
+                    ctx.progress("adopting the running gateway");
+                    return Ok(prev);
+                }
+            }
+            let _ = self.stop_recorded(&g, &prev).await;
+        }
+        self.start(&g, ctx).await
+    }
+
+    async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
+        let g = GatewayInputs::from(&r.inputs)?;
+        if let Ok(old) = GatewayInputs::from(&prior.inputs) {
+            ctx.progress("stopping the gateway to restart it");
+            self.stop_recorded(&old, &prior.outputs).await?;
+        }
+        self.start(&g, ctx).await
+    }
+
+    /// Stops the gateway. Its home (config, state, workspaces) is kept.
+    async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
+        let g = GatewayInputs::from(&prior.inputs)?;
+        self.stop_recorded(&g, &prior.outputs).await?;
+        let _ = std::fs::remove_file(Self::pid_file(&g));
+        Ok(())
+    }
+}
+
+/// Whether an RPC error says the thing already exists / is already gone.
+pub fn already_exists(e: &RpcError) -> bool {
+    e.message_contains("already exists")
+}
+pub fn not_found(e: &RpcError) -> bool {
+    e.message_contains("not found")
+}

@@ -1,0 +1,153 @@
+//! `gateway.<name>.models`: every agent's model setup in one gateway, sent as ONE
+//! `config.patch` (with `baseHash`, re-read and retried when the config moved
+//! underneath) — a provider entry per agent pointing at the LiteLLM proxy with
+//! that agent's own key, its primary + fallbacks, and its heartbeat. Nothing is
+//! sent when nothing changed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use miette::{miette, IntoDiagnostic, WrapErr};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::agent::GatewayRef;
+use crate::exec::driver::{Driver, Outputs, StepCtx};
+use crate::litellm::keys::read_env_key;
+use crate::resource::Resource;
+use crate::state::Record;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentModels {
+    pub models: Vec<String>,
+    pub primary: String,
+    pub fallbacks: Vec<String>,
+    pub heartbeat: Option<String>,
+    /// The agent's env file, holding its key (read at apply time; never in state).
+    pub env_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelsInputs {
+    pub gateway: GatewayRef,
+    /// The LiteLLM proxy as the gateway reaches it.
+    pub base_url: String,
+    pub agents: BTreeMap<String, AgentModels>,
+}
+
+pub fn provider_id(agent: &str) -> String {
+    format!("fleet-{agent}")
+}
+
+/// Where agents without a model of their own (OpenClaw's `main`) point: nowhere usable, so they
+/// never borrow another agent's key.
+pub const UNASSIGNED: &str = "fleet-unassigned/none";
+
+/// The merge patch: wanted entries, plus nulls deleting what `prior` had and `want` no longer does.
+pub fn patch(want: &ModelsInputs, prior: Option<&ModelsInputs>) -> miette::Result<(Value, Vec<String>)> {
+    let mut providers = Map::new();
+    let mut entries = Map::new();
+    let mut replace = Vec::new();
+    for (id, a) in &want.agents {
+        let key = read_env_key(&a.env_file).ok_or_else(|| miette!("no key in {} for agent {id}", a.env_file.display()))?;
+        let pid = provider_id(id);
+        let models: Vec<Value> = a.models.iter().map(|m| json!({"id": m, "name": m})).collect();
+        providers.insert(
+            pid.clone(),
+            json!({"baseUrl": want.base_url, "apiKey": key.expose(), "api": "openai-completions", "models": models}),
+        );
+        replace.push(format!("models.providers.{pid}.models"));
+        let mut entry = json!({"model": {
+            "primary": format!("{pid}/{}", a.primary),
+            "fallbacks": a.fallbacks.iter().map(|f| format!("{pid}/{f}")).collect::<Vec<_>>(),
+        }});
+        entry["heartbeat"] = match &a.heartbeat {
+            Some(every) => json!({"every": every}),
+            None => Value::Null,
+        };
+        entries.insert(id.clone(), entry);
+    }
+    if let Some(prior) = prior {
+        for id in prior.agents.keys().filter(|id| !want.agents.contains_key(*id)) {
+            providers.insert(provider_id(id), Value::Null);
+        }
+    }
+    entries.insert("main".into(), json!({"model": {"primary": UNASSIGNED, "fallbacks": []}}));
+    Ok((json!({"models": {"providers": providers}, "agents": {"entries": entries}}), replace))
+}
+
+pub struct ModelsDriver;
+
+impl ModelsDriver {
+    async fn send(r: &Resource, prior: Option<&Record>, ctx: &StepCtx) -> miette::Result<Outputs> {
+        let want: ModelsInputs = serde_json::from_value(r.inputs.clone()).into_diagnostic().wrap_err("models inputs")?;
+        let old = prior.and_then(|p| serde_json::from_value::<ModelsInputs>(p.inputs.clone()).ok());
+        let (raw, replace) = patch(&want, old.as_ref())?;
+        let c = want.gateway.connect().await?;
+        for attempt in 0..3 {
+            let current = c.req("config.get", json!({})).await.map_err(|e| miette!("{e}"))?;
+            let base = current["hash"].as_str().ok_or_else(|| miette!("config.get gave no hash"))?;
+            let params = json!({"raw": raw.to_string(), "baseHash": base, "replacePaths": replace, "note": "fleet apply"});
+            match c.call("config.patch", params, Duration::from_secs(60)).await {
+                Ok(v) => {
+                    let restart = v.pointer("/sentinel/payload/stats/requiresRestart") == Some(&json!(true));
+                    if restart {
+                        ctx.progress("the gateway restarts to apply this change");
+                    }
+                    return Ok(json!({"noop": v["noop"] == true, "changed": v["changedPaths"], "restart": restart}));
+                }
+                Err(e) if e.message_contains("config changed since last load") && attempt < 2 => {
+                    ctx.progress("the config moved underneath; re-reading it");
+                }
+                Err(e) => return Err(miette!("{e}")),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for ModelsDriver {
+    async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
+        Self::send(r, None, ctx).await
+    }
+    async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
+        Self::send(r, Some(prior), ctx).await
+    }
+    /// Removes the providers fleet added (the agents themselves are deleted by their own steps).
+    async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
+        let old: ModelsInputs = serde_json::from_value(prior.inputs.clone()).into_diagnostic()?;
+        let Ok(c) = old.gateway.connect().await else { return Ok(()) };
+        let providers: Map<String, Value> = old.agents.keys().map(|id| (provider_id(id), Value::Null)).collect();
+        let raw = json!({"models": {"providers": providers}});
+        let current = c.req("config.get", json!({})).await.map_err(|e| miette!("{e}"))?;
+        let base = current["hash"].as_str().unwrap_or_default();
+        c.req("config.patch", json!({"raw": raw.to_string(), "baseHash": base, "note": "fleet destroy"}))
+            .await
+            .map(drop)
+            .map_err(|e| miette!("{e}"))
+    }
+}
+
+/// `wake.<agent>`: the first message an agent gets, once, right after its first provisioning.
+pub struct WakeDriver;
+
+#[async_trait::async_trait]
+impl Driver for WakeDriver {
+    async fn create(&self, r: &Resource, _ctx: &StepCtx) -> miette::Result<Outputs> {
+        let gw: GatewayRef = serde_json::from_value(r.inputs["gateway"].clone()).into_diagnostic()?;
+        let id = r.inputs["agent_id"].as_str().ok_or_else(|| miette!("no agent id"))?;
+        let message = r.files.first().map(|f| String::from_utf8_lossy(&f.content).into_owned()).unwrap_or_default();
+        let c = gw.connect().await?;
+        let reply = super::agent::chat(&c, id, &message, Duration::from_secs(180)).await?;
+        Ok(json!({"replied": !reply.is_empty()}))
+    }
+    /// A wake happens once: later changes to the message do not wake the agent again.
+    async fn update(&self, _r: &Resource, prior: &Record, _ctx: &StepCtx) -> miette::Result<Outputs> {
+        Ok(prior.outputs.clone())
+    }
+    async fn delete(&self, _prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! `openclaw.toolchain`: Node (the npm registry's `node-linux-<arch>` package,
+//! integrity-checked), npm (likewise) and `openclaw@<version>` installed by that
+//! npm, all in fleet's cache, shared by every fleet and installed once.
+
+use std::path::{Path, PathBuf};
+
+use miette::{miette, IntoDiagnostic};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
+use crate::fsutil::FileLock;
+use crate::process::run_logged;
+use crate::resource::Resource;
+use crate::state::Record;
+
+/// The npm that installs openclaw (11.19.1 verified; its `--allow-scripts` flag is refused for
+/// `--prefix` installs, so the allow-list goes in package.json).
+pub const NPM_VERSION: &str = "11.19.1";
+/// Packages whose install scripts openclaw needs.
+pub const ALLOW_SCRIPTS: [&str; 4] = ["@google/genai", "koffi", "protobufjs", "openclaw"];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Toolchain {
+    pub node: String,
+    pub openclaw: String,
+    pub npm: String,
+    pub node_dir: PathBuf,
+    pub npm_dir: PathBuf,
+    pub openclaw_dir: PathBuf,
+}
+
+impl Toolchain {
+    pub fn new(cache: &Path, node: &str, openclaw: &str) -> Self {
+        Toolchain {
+            node: node.to_string(),
+            openclaw: openclaw.to_string(),
+            npm: NPM_VERSION.to_string(),
+            node_dir: cache.join("node").join(node),
+            npm_dir: cache.join("npm").join(NPM_VERSION),
+            openclaw_dir: cache.join("openclaw").join(openclaw),
+        }
+    }
+    pub fn node_bin(&self) -> PathBuf {
+        self.node_dir.join("bin/node")
+    }
+    pub fn entry(&self) -> PathBuf {
+        self.openclaw_dir.join("node_modules/openclaw/openclaw.mjs")
+    }
+    fn openclaw_installed(&self) -> bool {
+        std::fs::read(self.openclaw_dir.join("node_modules/openclaw/package.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|v| v["version"] == self.openclaw.as_str())
+            && self.entry().is_file()
+    }
+    pub fn ready(&self) -> bool {
+        self.node_bin().is_file() && self.openclaw_installed()
+    }
+    /// PATH with this Node first (openclaw's scripts run `#!/usr/bin/env node`).
+    pub fn path_env(&self) -> String {
+        let rest = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        format!("{}:{rest}", self.node_dir.join("bin").display())
+    }
+
+    pub async fn ensure(&self, ctx: &StepCtx) -> miette::Result<()> {
+        let arch = match crate::spec::Arch::native() {
+            crate::spec::Arch::Amd64 => "x64",
+            crate::spec::Arch::Arm64 => "arm64",
+        };
+        let _lock = FileLock::take(&self.openclaw_dir.with_extension("lock")).await?;
+        let say = |m: &str| ctx.progress(m);
+        crate::npm::ensure_package(&format!("node-linux-{arch}"), &self.node, &self.node_dir, &say).await?;
+        if !self.node_bin().is_file() {
+            return Err(miette!("node-linux-{arch}@{} has no bin/node", self.node));
+        }
+        if self.openclaw_installed() {
+            return Ok(());
+        }
+        crate::npm::ensure_package("npm", &self.npm, &self.npm_dir, &say).await?;
+        std::fs::create_dir_all(&self.openclaw_dir).into_diagnostic()?;
+        let allow: serde_json::Map<String, Value> = ALLOW_SCRIPTS.iter().map(|p| (p.to_string(), json!(true))).collect();
+        let manifest = json!({"name": "fleet-openclaw-runtime", "private": true, "allowScripts": allow});
+        std::fs::write(self.openclaw_dir.join("package.json"), serde_json::to_vec_pretty(&manifest).into_diagnostic()?)
+            .into_diagnostic()?;
+        ctx.progress(&format!("npm install openclaw@{} (about half a minute)", self.openclaw));
+        let mut cmd = tokio::process::Command::new(self.node_bin());
+        cmd.arg(self.npm_dir.join("bin/npm-cli.js"))
+            .args(["install", "--prefix"])
+            .arg(&self.openclaw_dir)
+            .args(["--save-exact", "--no-audit", "--no-fund", "--loglevel=warn", &format!("openclaw@{}", self.openclaw)])
+            .env("PATH", self.path_env())
+            .env("npm_config_update_notifier", "false");
+        // Outbound HTTPS may go through an intercepting CA that only the system bundle knows.
+        if Path::new("/etc/ssl/certs/ca-certificates.crt").is_file() && std::env::var_os("NODE_EXTRA_CA_CERTS").is_none() {
+            cmd.env("NODE_EXTRA_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt");
+        }
+        run_logged(ctx, cmd, &self.openclaw_dir.join("install.log")).await?;
+        if !self.openclaw_installed() {
+            return Err(miette!("npm finished but openclaw@{} is not in {}", self.openclaw, self.openclaw_dir.display()));
+        }
+        Ok(())
+    }
+}
+
+pub struct ToolchainDriver;
+
+impl ToolchainDriver {
+    async fn ensure(r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
+        let t: Toolchain = serde_json::from_value(r.inputs.clone()).into_diagnostic()?;
+        t.ensure(ctx).await?;
+        Ok(json!({"node": t.node_bin(), "entry": t.entry()}))
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for ToolchainDriver {
+    async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
+        match serde_json::from_value::<Toolchain>(prior.inputs.clone()) {
+            Ok(t) if t.ready() => Drift::InSync,
+            Ok(t) => Drift::Replace(format!("Node {} or openclaw {} is missing from the cache", t.node, t.openclaw)),
+            Err(_) => Drift::Replace("unreadable record".into()),
+        }
+    }
+    async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
+        Self::ensure(r, ctx).await
+    }
+    async fn update(&self, r: &Resource, _prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
+        Self::ensure(r, ctx).await
+    }
+    /// Shared through the cache with other fleets: nothing to remove.
+    async fn delete(&self, _prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
+        Ok(())
+    }
+}

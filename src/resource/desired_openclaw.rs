@@ -1,0 +1,119 @@
+//! Gateways and agents → resources: the toolchain, a token and a process (or
+//! container) per gateway, an agent per agent, one models patch per gateway, and
+//! a wake per agent. Pure.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::desired::{key_address, proxy_base_url, PROXY};
+use super::{Desired, FileOut, Kind, Resource};
+use crate::fsutil::sha256_hex;
+use crate::layout::Layout;
+use crate::openclaw::agent::GatewayRef;
+use crate::openclaw::models::{AgentModels, ModelsInputs};
+use crate::openclaw::toolchain::Toolchain;
+use crate::openclaw::workspace;
+use crate::runtime::Launch;
+use crate::spec::{FleetSpec, Runtime};
+
+pub const TOOLCHAIN: &str = "openclaw.toolchain";
+/// Seconds a gateway gets to answer `health` (12.6–28 s measured on 2 cores).
+pub const GATEWAY_START_TIMEOUT_S: u64 = 180;
+
+pub fn gateway_address(gw: &str) -> String {
+    format!("gateway.{gw}")
+}
+
+pub fn default_wake(name: &str) -> String {
+    format!("Hello {name}. fleet has just provisioned you: read your workspace files, then introduce yourself in one line.")
+}
+
+pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
+    let mut put = |r: Resource| {
+        out.insert(r.address.clone(), r);
+    };
+    let runtime_of = |host: &str| spec.hosts.iter().find(|h| h.name.value == host).map(|h| h.runtime);
+    let toolchain = Toolchain::new(&layout.cache_dir, &spec.openclaw.node, &spec.openclaw.version);
+    if spec.gateways.iter().any(|g| runtime_of(&g.host.value) == Some(Runtime::Process)) {
+        put(Resource::new(TOOLCHAIN, Kind::Toolchain, json!(toolchain), vec![]));
+    }
+
+    for g in &spec.gateways {
+        let gw = &g.name.value;
+        let runtime = runtime_of(&g.host.value).unwrap_or(Runtime::Process);
+        let home = layout.gateway_home(gw);
+        let launch = Launch {
+            gateway: gw.clone(),
+            home: home.clone(),
+            port: g.port,
+            log: layout.gateway_log(gw),
+            toolchain: (runtime == Runtime::Process).then(|| toolchain.clone()),
+        };
+        let token_addr = format!("gateway.{gw}.token");
+        let token_file = layout.gateway_token(gw);
+        put(Resource::new(&token_addr, Kind::Secret, json!({"file": token_file, "prefix": "fleet-gw-"}), vec![]));
+        let home_inside = home.clone();
+        let settings = json!({
+            "gateway": {"mode": "local", "port": g.port, "bind": "loopback", "auth": {"mode": "token"}},
+            "update": {"checkOnStart": false},
+            "logging": {"file": home_inside.join("logs/openclaw.log")},
+        });
+        let mut deps = vec![token_addr];
+        if runtime == Runtime::Process {
+            deps.push(TOOLCHAIN.to_string());
+        }
+        let inputs = json!({
+            "launch": launch,
+            "runtime": runtime.as_str(),
+            "token_file": token_file,
+            "settings": settings,
+            "start_timeout_s": GATEWAY_START_TIMEOUT_S,
+        });
+        put(Resource::new(gateway_address(gw), Kind::Gateway, inputs, deps));
+
+        let gref = GatewayRef { name: gw.clone(), url: format!("ws://127.0.0.1:{}", g.port), token_file: layout.gateway_token(gw) };
+        let mut models = BTreeMap::new();
+        let mut models_deps = vec![gateway_address(gw), PROXY.to_string()];
+        for a in spec.agents.iter().filter(|a| a.gateway.value == *gw) {
+            let id = a.name.value.clone();
+            let files = workspace::render(&spec.name, a);
+            let workspace_host = home.join("workspaces").join(&id);
+            let inputs = json!({
+                "id": id,
+                "gateway": gref,
+                "workspace": home_inside.join("workspaces").join(&id),
+                "workspace_host": workspace_host,
+                "files": files.iter().map(|(n, c)| (n.clone(), sha256_hex(c.as_bytes()))).collect::<BTreeMap<_, _>>(),
+            });
+            let file_outs =
+                files.into_iter().map(|(n, c)| FileOut { path: n.into(), content: c.into_bytes(), mode: 0o644 }).collect();
+            let agent_addr = format!("agent.{id}");
+            put(Resource::new(&agent_addr, Kind::Agent, inputs, vec![gateway_address(gw)]).with_files(file_outs));
+            models_deps.push(agent_addr.clone());
+            models_deps.push(key_address(&id));
+            models.insert(
+                id.clone(),
+                AgentModels {
+                    models: a.models(),
+                    primary: a.model.value.clone(),
+                    fallbacks: a.fallbacks.iter().map(|f| f.value.clone()).collect(),
+                    heartbeat: a.heartbeat.as_ref().map(|h| h.every.clone()),
+                    env_file: layout.agent_env(&id),
+                },
+            );
+            let message = a.wake.clone().unwrap_or_else(|| default_wake(a.identity.name.as_deref().unwrap_or(&id)));
+            put(Resource::new(
+                format!("wake.{id}"),
+                Kind::Wake,
+                json!({"agent_id": id, "gateway": gref}),
+                vec![format!("gateway.{gw}.models"), agent_addr],
+            )
+            .with_files(vec![FileOut { path: "wake".into(), content: message.into_bytes(), mode: 0o644 }]));
+        }
+        if !models.is_empty() {
+            let inputs = ModelsInputs { gateway: gref.clone(), base_url: proxy_base_url(spec), agents: models };
+            put(Resource::new(format!("gateway.{gw}.models"), Kind::GatewayModels, json!(inputs), models_deps));
+        }
+    }
+}

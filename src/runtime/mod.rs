@@ -1,0 +1,47 @@
+//! Where a gateway runs. One trait, two real implementations: `process` (the
+//! embedded default: a detached local process) and `incus` (a container).
+
+pub mod process;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::openclaw::toolchain::Toolchain;
+
+/// Everything a runtime needs to start one gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Launch {
+    pub gateway: String,
+    /// The gateway's home on this machine (config, state, logs, workspaces).
+    pub home: PathBuf,
+    pub port: u16,
+    /// Where the runtime sends the gateway's stdout and stderr.
+    pub log: PathBuf,
+    /// Process runtime: the cached Node + openclaw.
+    pub toolchain: Option<Toolchain>,
+}
+
+impl Launch {
+    pub fn config_file(&self) -> PathBuf {
+        self.home.join("openclaw.json")
+    }
+}
+
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync {
+    /// Starts the gateway; returns a handle (recorded in state) to find it again.
+    async fn start(&self, l: &Launch) -> miette::Result<Value>;
+    async fn stop(&self, l: &Launch, handle: &Value) -> miette::Result<()>;
+    /// Whether what the handle names still runs.
+    fn running(&self, handle: &Value) -> bool;
+    /// Where fleet reaches the gateway's WebSocket.
+    fn url(&self, l: &Launch) -> String {
+        format!("ws://127.0.0.1:{}", l.port)
+    }
+    /// How the gateway sees its own home (for workspace paths given over RPC).
+    fn home_inside(&self, l: &Launch) -> PathBuf {
+        l.home.clone()
+    }
+}

@@ -1,0 +1,66 @@
+//! The process runtime: `node openclaw.mjs gateway run` in its own session,
+//! with HOME, OPENCLAW_* and TMPDIR all inside the gateway's home.
+
+use std::process::Command;
+use std::time::Duration;
+
+use miette::{miette, IntoDiagnostic, WrapErr};
+use serde_json::{json, Value};
+
+use super::{Launch, Runtime};
+use crate::process::{spawn_detached, Pid};
+
+pub struct ProcessRuntime;
+
+pub fn gateway_env(l: &Launch) -> Vec<(String, String)> {
+    let h = |p: &str| l.home.join(p).display().to_string();
+    vec![
+        ("HOME".into(), l.home.display().to_string()),
+        ("OPENCLAW_HOME".into(), l.home.display().to_string()),
+        ("OPENCLAW_STATE_DIR".into(), h("state")),
+        ("OPENCLAW_CONFIG_PATH".into(), l.config_file().display().to_string()),
+        ("TMPDIR".into(), h("tmp")),
+        ("OPENCLAW_DISABLE_BONJOUR".into(), "1".into()),
+        ("OPENCLAW_NO_AUTO_UPDATE".into(), "1".into()),
+        ("DO_NOT_TRACK".into(), "1".into()),
+        ("OPENCLAW_NO_RESPAWN".into(), "1".into()),
+        ("OPENCLAW_SKIP_CHANNELS".into(), "1".into()),
+        ("NO_COLOR".into(), "1".into()),
+    ]
+}
+
+fn pid_of(handle: &Value) -> Option<Pid> {
+    serde_json::from_value(handle.get("pid")?.clone()).ok()
+}
+
+#[async_trait::async_trait]
+impl Runtime for ProcessRuntime {
+    async fn start(&self, l: &Launch) -> miette::Result<Value> {
+        let t = l.toolchain.as_ref().ok_or_else(|| miette!("the process runtime needs the openclaw toolchain"))?;
+        for d in ["state", "logs", "tmp", "workspaces"] {
+            std::fs::create_dir_all(l.home.join(d)).into_diagnostic()?;
+        }
+        let mut cmd = Command::new(t.node_bin());
+        cmd.arg(t.entry()).args(["gateway", "run"]).current_dir(&l.home).env("PATH", t.path_env());
+        for (k, v) in gateway_env(l) {
+            cmd.env(k, v);
+        }
+        let pid = spawn_detached(cmd, &l.log, &format!("openclaw gateway {}", l.gateway))
+            .into_diagnostic()
+            .wrap_err("cannot start the gateway")?;
+        Ok(json!({"pid": pid}))
+    }
+
+    async fn stop(&self, _l: &Launch, handle: &Value) -> miette::Result<()> {
+        if let Some(pid) = pid_of(handle) {
+            if !pid.stop(Duration::from_secs(20)) {
+                return Err(miette!("the gateway (pid {}) did not stop", pid.pid));
+            }
+        }
+        Ok(())
+    }
+
+    fn running(&self, handle: &Value) -> bool {
+        pid_of(handle).is_some_and(|p| p.alive())
+    }
+}
