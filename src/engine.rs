@@ -65,6 +65,16 @@ pub enum Goal {
     Destroy,
 }
 
+impl Goal {
+    /// The command name runs are recorded under.
+    pub fn command(self) -> &'static str {
+        match self {
+            Goal::Converge => "apply",
+            Goal::Destroy => "destroy",
+        }
+    }
+}
+
 pub async fn prepare(
     spec: &FleetSpec,
     layout: &Layout,
@@ -107,8 +117,14 @@ pub fn open_locked(layout: &Layout, command: &str) -> miette::Result<Store> {
     }
 }
 
-pub async fn execute(p: &Prepared, store: &Store, jobs: usize, reporter: Arc<dyn Reporter>) -> miette::Result<Summary> {
-    let run_id = store.begin_run("apply").into_diagnostic()?;
+pub async fn execute(
+    p: &Prepared,
+    store: &Store,
+    command: &str,
+    jobs: usize,
+    reporter: Arc<dyn Reporter>,
+) -> miette::Result<Summary> {
+    let run_id = store.begin_run(command).into_diagnostic()?;
     let summary = Execution {
         plan: &p.plan,
         desired: &p.desired,

@@ -30,10 +30,7 @@ pub struct Dist {
 }
 
 fn client() -> miette::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(20))
-        .build()
-        .into_diagnostic()
+    reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(20)).build().into_diagnostic()
 }
 
 pub async fn dist(name: &str, version: &str) -> miette::Result<Dist> {
@@ -43,14 +40,21 @@ pub async fn dist(name: &str, version: &str) -> miette::Result<Dist> {
         return Err(miette!("npm registry: {name}@{version} not found ({})", resp.status()));
     }
     let v: serde_json::Value = resp.json().await.into_diagnostic()?;
-    let tarball = v.pointer("/dist/tarball").and_then(|t| t.as_str()).ok_or_else(|| miette!("{name}@{version}: no tarball"))?;
-    let integrity =
-        v.pointer("/dist/integrity").and_then(|t| t.as_str()).ok_or_else(|| miette!("{name}@{version}: no integrity"))?;
+    let tarball =
+        v.pointer("/dist/tarball").and_then(|t| t.as_str()).ok_or_else(|| miette!("{name}@{version}: no tarball"))?;
+    let integrity = v
+        .pointer("/dist/integrity")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| miette!("{name}@{version}: no integrity"))?;
     Ok(Dist { tarball: tarball.to_string(), integrity: integrity.to_string() })
 }
 
 /// Downloads to `dest` (a temp file is renamed into place only when the sha512 matches).
-pub async fn download_verified(d: &Dist, dest: &Path, progress: &(dyn Fn(u64, Option<u64>) + Sync)) -> miette::Result<()> {
+pub async fn download_verified(
+    d: &Dist,
+    dest: &Path,
+    progress: &(dyn Fn(u64, Option<u64>) + Sync),
+) -> miette::Result<()> {
     let want = d
         .integrity
         .strip_prefix("sha512-")

@@ -37,11 +37,7 @@ pub fn apply(
 ) -> miette::Result<ExitCode> {
     let t0 = Instant::now();
     let l = load(path, data_dir)?;
-    let command = match goal {
-        Goal::Converge => "apply",
-        Goal::Destroy => "destroy",
-    };
-    let store = engine::open_locked(&l.layout, command)?;
+    let store = engine::open_locked(&l.layout, goal.command())?;
     let result = apply_locked(&l, &store, goal, jobs, overwrite, t0);
     if let Err(e) = store.unlock() {
         tracing::warn!("cannot release the apply lock: {e}");
@@ -70,13 +66,17 @@ fn apply_locked(
     let jobs = jobs.unwrap_or(l.spec.parallelism);
     println!("\nApplying {} changes, up to {jobs} at once:", p.plan.changes.len());
     let (reporter, bar) = progress::reporter(p.plan.changes.len());
-    let summary = rt.block_on(engine::execute(&p, store, jobs, reporter))?;
+    let summary = rt.block_on(engine::execute(&p, store, goal.command(), jobs, reporter))?;
     if let Some(pb) = bar {
         pb.finish_and_clear();
     }
     let secs = t0.elapsed().as_secs_f64();
     if summary.success() {
-        println!("\nApply complete: {} done in {secs:.2} s.", summary.ok());
+        let verb = match goal {
+            Goal::Converge => "Apply",
+            Goal::Destroy => "Destroy",
+        };
+        println!("\n{verb} complete: {} done in {secs:.2} s.", summary.ok());
         Ok(ExitCode::SUCCESS)
     } else {
         println!(

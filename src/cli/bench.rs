@@ -81,11 +81,16 @@ fn free_port() -> miette::Result<u16> {
 }
 
 /// Applies (or destroys) in process, quietly; fails unless every step succeeded.
-fn apply_in_process(rt: &tokio::runtime::Runtime, file: &Path, layout: &Layout, goal: engine::Goal) -> miette::Result<usize> {
+fn apply_in_process(
+    rt: &tokio::runtime::Runtime,
+    file: &Path,
+    layout: &Layout,
+    goal: engine::Goal,
+) -> miette::Result<usize> {
     let spec = crate::spec::load(file)?;
     let store = engine::open_locked(layout, "bench")?;
     let p = rt.block_on(engine::prepare(&spec, layout, Some(&store), goal, false))?;
-    let summary = rt.block_on(engine::execute(&p, &store, spec.parallelism, Arc::new(Quiet)))?;
+    let summary = rt.block_on(engine::execute(&p, &store, "bench", spec.parallelism, Arc::new(Quiet)))?;
     store.unlock().into_diagnostic()?;
     if !summary.success() {
         let why: Vec<String> = summary
@@ -125,7 +130,7 @@ fn plan_bench(agents: usize, runs: usize) -> miette::Result<ExitCode> {
     let store = engine::open_locked(&layout, "bench")?;
     let p = rt.block_on(engine::prepare(&spec, &layout, Some(&store), engine::Goal::Converge, false))?;
     let steps = p.plan.changes.len();
-    let summary = rt.block_on(engine::execute(&p, &store, spec.parallelism, Arc::new(Quiet)))?;
+    let summary = rt.block_on(engine::execute(&p, &store, "bench", spec.parallelism, Arc::new(Quiet)))?;
     store.unlock().into_diagnostic()?;
     drop(store);
     let cold = t.elapsed();

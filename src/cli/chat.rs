@@ -9,7 +9,13 @@ use miette::{miette, IntoDiagnostic};
 use super::load;
 use crate::openclaw::agent::{chat, GatewayRef};
 
-pub fn run(path: Option<&Path>, data_dir: Option<&Path>, agent: &str, message: &str, timeout: u64) -> miette::Result<ExitCode> {
+pub fn run(
+    path: Option<&Path>,
+    data_dir: Option<&Path>,
+    agent: &str,
+    message: &str,
+    timeout: u64,
+) -> miette::Result<ExitCode> {
     let l = load(path, data_dir)?;
     let known: Vec<&str> = l.spec.agents.iter().map(|a| a.name.value.as_str()).collect();
     if !known.contains(&agent) {

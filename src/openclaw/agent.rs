@@ -61,7 +61,10 @@ fn content_of(r: &Resource, name: &str) -> Option<String> {
 
 pub async fn list_ids(c: &Client) -> miette::Result<Vec<String>> {
     let v = c.req("agents.list", json!({})).await.map_err(|e| miette!("{e}"))?;
-    Ok(v["agents"].as_array().map(|a| a.iter().filter_map(|x| x["id"].as_str().map(str::to_string)).collect()).unwrap_or_default())
+    Ok(v["agents"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["id"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default())
 }
 
 impl AgentDriver {
@@ -98,10 +101,8 @@ impl AgentDriver {
             if FIRST_ONLY.contains(&name.as_str()) && !first {
                 continue;
             }
-            let got = c
-                .req("agents.files.get", json!({"agentId": a.id, "name": name}))
-                .await
-                .map_err(|e| miette!("{e}"))?;
+            let got =
+                c.req("agents.files.get", json!({"agentId": a.id, "name": name})).await.map_err(|e| miette!("{e}"))?;
             let file = &got["file"];
             let missing = file["missing"] == true;
             let have = file["hash"].as_str().unwrap_or_default();
@@ -191,7 +192,9 @@ pub async fn chat(c: &Client, agent_id: &str, message: &str, timeout: Duration) 
     .map_err(|e| miette!("{e}"))?;
     let t0 = Instant::now();
     loop {
-        let left = timeout.checked_sub(t0.elapsed()).ok_or_else(|| miette!("no reply from {agent_id} within {} s", timeout.as_secs()))?;
+        let left = timeout
+            .checked_sub(t0.elapsed())
+            .ok_or_else(|| miette!("no reply from {agent_id} within {} s", timeout.as_secs()))?;
         let ev = match tokio::time::timeout(left, events.recv()).await {
             Err(_) => return Err(miette!("no reply from {agent_id} within {} s", timeout.as_secs())),
             Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,

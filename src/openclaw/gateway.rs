@@ -37,7 +37,8 @@ impl GatewayInputs {
 }
 
 pub fn read_token(path: &Path) -> miette::Result<String> {
-    let t = std::fs::read_to_string(path).into_diagnostic().wrap_err_with(|| format!("cannot read {}", path.display()))?;
+    let t =
+        std::fs::read_to_string(path).into_diagnostic().wrap_err_with(|| format!("cannot read {}", path.display()))?;
     Ok(t.trim().to_string())
 }
 
@@ -70,7 +71,9 @@ pub fn write_config(g: &GatewayInputs) -> miette::Result<()> {
 /// Connects to a gateway with its token (retrying while it starts, up to `within`).
 pub async fn connect(g: &GatewayInputs, runtime: &dyn Runtime, within: Duration) -> miette::Result<Client> {
     let token = read_token(&g.token_file)?;
-    Client::connect_retry(&runtime.url(&g.launch), &token, within).await.map_err(|e| miette!("gateway {}: {e}", g.launch.gateway))
+    Client::connect_retry(&runtime.url(&g.launch), &token, within)
+        .await
+        .map_err(|e| miette!("gateway {}: {e}", g.launch.gateway))
 }
 
 pub struct GatewayDriver {
@@ -120,7 +123,11 @@ impl GatewayDriver {
                 Err(_) if t0.elapsed() < timeout => continue,
                 Err(e) => {
                     let _ = rt.stop(&g.launch, &handle).await;
-                    return Err(miette!("{e}; not healthy within {} s (stopped it); {}", g.start_timeout_s, Self::logs(g)));
+                    return Err(miette!(
+                        "{e}; not healthy within {} s (stopped it); {}",
+                        g.start_timeout_s,
+                        Self::logs(g)
+                    ));
                 }
             }
         };
@@ -178,10 +185,13 @@ impl Driver for GatewayDriver {
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
         let g = GatewayInputs::from(&r.inputs)?;
         // Adopt a gateway this fleet started before (state lost) when it is healthy and its settings match.
-        if let Some(prev) = std::fs::read(Self::pid_file(&g)).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok()) {
+        if let Some(prev) =
+            std::fs::read(Self::pid_file(&g)).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        {
             if self.unhealthy(&g, &prev).await.is_none() {
                 let path = g.launch.config_file();
-                let on_disk: Value = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+                let on_disk: Value =
+                    std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
                 let mut want = on_disk.clone();
                 let mut settings = g.settings.clone();
                 settings["gateway"]["auth"]["token"] = json!(read_token(&g.token_file)?);

@@ -50,7 +50,8 @@ pub fn patch(want: &ModelsInputs, prior: Option<&ModelsInputs>) -> miette::Resul
     let mut entries = Map::new();
     let mut replace = Vec::new();
     for (id, a) in &want.agents {
-        let key = read_env_key(&a.env_file).ok_or_else(|| miette!("no key in {} for agent {id}", a.env_file.display()))?;
+        let key =
+            read_env_key(&a.env_file).ok_or_else(|| miette!("no key in {} for agent {id}", a.env_file.display()))?;
         let pid = provider_id(id);
         let models: Vec<Value> = a.models.iter().map(|m| json!({"id": m, "name": m})).collect();
         providers.insert(
@@ -71,6 +72,8 @@ pub fn patch(want: &ModelsInputs, prior: Option<&ModelsInputs>) -> miette::Resul
     if let Some(prior) = prior {
         for id in prior.agents.keys().filter(|id| !want.agents.contains_key(*id)) {
             providers.insert(provider_id(id), Value::Null);
+            // The gateway refuses to drop array entries unless told the path is meant to be replaced.
+            replace.push(format!("models.providers.{}.models", provider_id(id)));
         }
     }
     entries.insert("main".into(), json!({"model": {"primary": UNASSIGNED, "fallbacks": []}}));
@@ -81,14 +84,16 @@ pub struct ModelsDriver;
 
 impl ModelsDriver {
     async fn send(r: &Resource, prior: Option<&Record>, ctx: &StepCtx) -> miette::Result<Outputs> {
-        let want: ModelsInputs = serde_json::from_value(r.inputs.clone()).into_diagnostic().wrap_err("models inputs")?;
+        let want: ModelsInputs =
+            serde_json::from_value(r.inputs.clone()).into_diagnostic().wrap_err("models inputs")?;
         let old = prior.and_then(|p| serde_json::from_value::<ModelsInputs>(p.inputs.clone()).ok());
         let (raw, replace) = patch(&want, old.as_ref())?;
         let c = want.gateway.connect().await?;
         for attempt in 0..3 {
             let current = c.req("config.get", json!({})).await.map_err(|e| miette!("{e}"))?;
             let base = current["hash"].as_str().ok_or_else(|| miette!("config.get gave no hash"))?;
-            let params = json!({"raw": raw.to_string(), "baseHash": base, "replacePaths": replace, "note": "fleet apply"});
+            let params =
+                json!({"raw": raw.to_string(), "baseHash": base, "replacePaths": replace, "note": "fleet apply"});
             match c.call("config.patch", params, Duration::from_secs(60)).await {
                 Ok(v) => {
                     let restart = v.pointer("/sentinel/payload/stats/requiresRestart") == Some(&json!(true));
@@ -120,13 +125,14 @@ impl Driver for ModelsDriver {
         let old: ModelsInputs = serde_json::from_value(prior.inputs.clone()).into_diagnostic()?;
         let Ok(c) = old.gateway.connect().await else { return Ok(()) };
         let providers: Map<String, Value> = old.agents.keys().map(|id| (provider_id(id), Value::Null)).collect();
+        let replace: Vec<String> =
+            old.agents.keys().map(|id| format!("models.providers.{}.models", provider_id(id))).collect();
         let raw = json!({"models": {"providers": providers}});
         let current = c.req("config.get", json!({})).await.map_err(|e| miette!("{e}"))?;
         let base = current["hash"].as_str().unwrap_or_default();
-        c.req("config.patch", json!({"raw": raw.to_string(), "baseHash": base, "note": "fleet destroy"}))
-            .await
-            .map(drop)
-            .map_err(|e| miette!("{e}"))
+        let params =
+            json!({"raw": raw.to_string(), "baseHash": base, "replacePaths": replace, "note": "fleet destroy"});
+        c.req("config.patch", params).await.map(drop).map_err(|e| miette!("{e}"))
     }
 }
 

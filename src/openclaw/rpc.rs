@@ -80,10 +80,14 @@ impl Client {
         let (mut sink, mut stream) = ws.split();
 
         // The server speaks first: a challenge (its nonce only matters for device signatures).
-        let first = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.map_err(|_| cerr("no challenge".into()))?;
+        let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .map_err(|_| cerr("no challenge".into()))?;
         match first {
             Some(Ok(Message::Text(t))) if t.contains("connect.challenge") => {}
-            Some(Ok(Message::Close(_))) | None => return Err(RpcError::Starting { retry_after: Duration::from_millis(500) }),
+            Some(Ok(Message::Close(_))) | None => {
+                return Err(RpcError::Starting { retry_after: Duration::from_millis(500) })
+            }
             other => return Err(cerr(format!("unexpected first frame: {other:?}"))),
         }
         let connect = json!({"type": "req", "id": "0", "method": "connect", "params": {
@@ -126,16 +130,26 @@ impl Client {
                     message,
                 },
                 (_, "AUTH_TOKEN_MISMATCH") | ("NOT_PAIRED", _) => RpcError::Auth(message),
-                _ => RpcError::Remote { method: "connect".into(), code: code.into(), message, details: e["details"].clone() },
+                _ => RpcError::Remote {
+                    method: "connect".into(),
+                    code: code.into(),
+                    message,
+                    details: e["details"].clone(),
+                },
             });
         }
         let payload = &hello["payload"];
         if payload["protocol"].as_u64() != Some(PROTOCOL) {
-            return Err(RpcError::Protocol { got: payload["protocol"].to_string(), message: "unsupported protocol".into() });
+            return Err(RpcError::Protocol {
+                got: payload["protocol"].to_string(),
+                message: "unsupported protocol".into(),
+            });
         }
         let server_version = payload.pointer("/server/version").and_then(Value::as_str).unwrap_or("?").to_string();
         if !KNOWN_SERVER_VERSIONS.contains(&server_version.as_str()) {
-            tracing::warn!("gateway at {url} runs OpenClaw {server_version}; fleet was checked against {KNOWN_SERVER_VERSIONS:?}");
+            tracing::warn!(
+                "gateway at {url} runs OpenClaw {server_version}; fleet was checked against {KNOWN_SERVER_VERSIONS:?}"
+            );
         }
         let boot_id = payload.pointer("/server/bootId").and_then(Value::as_str).unwrap_or_default().to_string();
 
@@ -220,7 +234,9 @@ impl Client {
             }
             Ok(Err(_)) => Err(RpcError::Closed),
             Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err((code, message, details)))) => Err(RpcError::Remote { method: method.to_string(), code, message, details }),
+            Ok(Ok(Err((code, message, details)))) => {
+                Err(RpcError::Remote { method: method.to_string(), code, message, details })
+            }
         }
     }
 

@@ -79,7 +79,8 @@ impl Toolchain {
         }
         crate::npm::ensure_package("npm", &self.npm, &self.npm_dir, &say).await?;
         std::fs::create_dir_all(&self.openclaw_dir).into_diagnostic()?;
-        let allow: serde_json::Map<String, Value> = ALLOW_SCRIPTS.iter().map(|p| (p.to_string(), json!(true))).collect();
+        let allow: serde_json::Map<String, Value> =
+            ALLOW_SCRIPTS.iter().map(|p| (p.to_string(), json!(true))).collect();
         let manifest = json!({"name": "fleet-openclaw-runtime", "private": true, "allowScripts": allow});
         std::fs::write(self.openclaw_dir.join("package.json"), serde_json::to_vec_pretty(&manifest).into_diagnostic()?)
             .into_diagnostic()?;
@@ -88,16 +89,28 @@ impl Toolchain {
         cmd.arg(self.npm_dir.join("bin/npm-cli.js"))
             .args(["install", "--prefix"])
             .arg(&self.openclaw_dir)
-            .args(["--save-exact", "--no-audit", "--no-fund", "--loglevel=warn", &format!("openclaw@{}", self.openclaw)])
+            .args([
+                "--save-exact",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=warn",
+                &format!("openclaw@{}", self.openclaw),
+            ])
             .env("PATH", self.path_env())
             .env("npm_config_update_notifier", "false");
         // Outbound HTTPS may go through an intercepting CA that only the system bundle knows.
-        if Path::new("/etc/ssl/certs/ca-certificates.crt").is_file() && std::env::var_os("NODE_EXTRA_CA_CERTS").is_none() {
+        if Path::new("/etc/ssl/certs/ca-certificates.crt").is_file()
+            && std::env::var_os("NODE_EXTRA_CA_CERTS").is_none()
+        {
             cmd.env("NODE_EXTRA_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt");
         }
         run_logged(ctx, cmd, &self.openclaw_dir.join("install.log")).await?;
         if !self.openclaw_installed() {
-            return Err(miette!("npm finished but openclaw@{} is not in {}", self.openclaw, self.openclaw_dir.display()));
+            return Err(miette!(
+                "npm finished but openclaw@{} is not in {}",
+                self.openclaw,
+                self.openclaw_dir.display()
+            ));
         }
         Ok(())
     }

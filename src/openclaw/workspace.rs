@@ -74,7 +74,11 @@ agent "bob" model="m" { soul "You are Bob." }
         )
         .unwrap();
         let alice = render("f", &spec.agents[0]);
-        assert!(alice["IDENTITY.md"].contains("- Name: Alice\n- Role: Researcher\n- Emoji: 🔬"), "{}", alice["IDENTITY.md"]);
+        assert!(
+            alice["IDENTITY.md"].contains("- Name: Alice\n- Role: Researcher\n- Emoji: 🔬"),
+            "{}",
+            alice["IDENTITY.md"]
+        );
         assert!(alice["AGENTS.md"].contains("fallbacks: `n`") && alice["AGENTS.md"].contains("every 30m"));
         assert!(alice["SOUL.md"].starts_with("# SOUL.md — Alice"));
         let bob = render("f", &spec.agents[1]);

@@ -160,7 +160,7 @@ mod tests {
         let spec = parse(
             SourceFile::new(
                 "fleet.kdl",
-                "fleet \"q\"\nprovider \"d\" type=\"mock\" { models \"a\" \"b\" }\ngateway \"main\"\nagent \"alice\" model=\"a\" { fallback \"b\" }\nagent \"bob\" model=\"b\"\n".into(),
+                "fleet \"q\"\nprovider \"d\" type=\"mock\" { models \"a\" \"b\" }\nagent \"alice\" model=\"a\" { fallback \"b\" }\nagent \"bob\" model=\"b\"\n".into(),
             ),
             std::path::Path::new("/x"),
         )

@@ -26,7 +26,9 @@ pub fn gateway_address(gw: &str) -> String {
 }
 
 pub fn default_wake(name: &str) -> String {
-    format!("Hello {name}. fleet has just provisioned you: read your workspace files, then introduce yourself in one line.")
+    format!(
+        "Hello {name}. fleet has just provisioned you: read your workspace files, then introduce yourself in one line."
+    )
 }
 
 pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
@@ -72,7 +74,11 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
         });
         put(Resource::new(gateway_address(gw), Kind::Gateway, inputs, deps));
 
-        let gref = GatewayRef { name: gw.clone(), url: format!("ws://127.0.0.1:{}", g.port), token_file: layout.gateway_token(gw) };
+        let gref = GatewayRef {
+            name: gw.clone(),
+            url: format!("ws://127.0.0.1:{}", g.port),
+            token_file: layout.gateway_token(gw),
+        };
         let mut models = BTreeMap::new();
         let mut models_deps = vec![gateway_address(gw), PROXY.to_string()];
         for a in spec.agents.iter().filter(|a| a.gateway.value == *gw) {
@@ -86,8 +92,10 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
                 "workspace_host": workspace_host,
                 "files": files.iter().map(|(n, c)| (n.clone(), sha256_hex(c.as_bytes()))).collect::<BTreeMap<_, _>>(),
             });
-            let file_outs =
-                files.into_iter().map(|(n, c)| FileOut { path: n.into(), content: c.into_bytes(), mode: 0o644 }).collect();
+            let file_outs = files
+                .into_iter()
+                .map(|(n, c)| FileOut { path: n.into(), content: c.into_bytes(), mode: 0o644 })
+                .collect();
             let agent_addr = format!("agent.{id}");
             put(Resource::new(&agent_addr, Kind::Agent, inputs, vec![gateway_address(gw)]).with_files(file_outs));
             models_deps.push(agent_addr.clone());
@@ -115,5 +123,48 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
             let inputs = ModelsInputs { gateway: gref.clone(), base_url: proxy_base_url(spec), agents: models };
             put(Resource::new(format!("gateway.{gw}.models"), Kind::GatewayModels, json!(inputs), models_deps));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::layout::Layout;
+    use crate::spec::{parse, SourceFile};
+
+    #[test]
+    fn a_gateway_brings_its_token_toolchain_agents_one_models_patch_and_wakes() {
+        let spec = parse(
+            SourceFile::new(
+                "fleet.kdl",
+                "fleet \"q\"\nprovider \"d\" type=\"mock\" { models \"a\" \"b\" }\ngateway \"main\"\nagent \"alice\" model=\"a\" { fallback \"b\"; heartbeat every=\"30m\" }\nagent \"bob\" model=\"b\"\n".into(),
+            ),
+            std::path::Path::new("/x"),
+        )
+        .unwrap();
+        let layout = Layout::resolve("q", None, Some(std::path::Path::new("/data")));
+        let d = super::super::desired(&spec, &layout);
+        for addr in [
+            "openclaw.toolchain",
+            "gateway.main.token",
+            "gateway.main",
+            "agent.alice",
+            "agent.bob",
+            "gateway.main.models",
+            "wake.alice",
+            "wake.bob",
+        ] {
+            assert!(d.contains_key(addr), "{addr} missing");
+        }
+        let models = &d["gateway.main.models"];
+        assert_eq!(models.inputs["agents"]["alice"]["fallbacks"], serde_json::json!(["b"]));
+        assert_eq!(models.inputs["agents"]["alice"]["heartbeat"], "30m");
+        for dep in ["gateway.main", "litellm.proxy", "agent.alice", "key.alice", "agent.bob", "key.bob"] {
+            assert!(models.deps.contains(&dep.to_string()), "{dep}");
+        }
+        assert_eq!(d["gateway.main"].deps, vec!["gateway.main.token", "openclaw.toolchain"]);
+        assert_eq!(d["agent.alice"].inputs["workspace"], "/data/gateways/main/home/workspaces/alice");
+        assert!(d["agent.alice"].files.iter().any(|f| f.path.as_os_str() == "BOOTSTRAP.md"));
+        // The wake message is not an input: changing it never re-wakes anyone.
+        assert!(d["wake.alice"].inputs.get("message").is_none());
     }
 }

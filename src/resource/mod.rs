@@ -55,8 +55,8 @@ impl Kind {
             Kind::GatewayModels,
             Kind::Wake,
         ]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

@@ -610,10 +610,9 @@ fn openclaw(n: &RawNode, p: &mut Problems) -> OpenClaw {
     r.finish();
     if let Some(v) = &node {
         if !node_version_ok(&v.value) {
-            p.push(
-                Problem::new(format!("OpenClaw refuses Node {}", v.value), v.span, "refused Node version")
-                    .help(format!("OpenClaw needs Node >=24.16.0 <25 or >=26.1.0; fleet's default is {DEFAULT_NODE_VERSION}")),
-            );
+            p.push(Problem::new(format!("OpenClaw refuses Node {}", v.value), v.span, "refused Node version").help(
+                format!("OpenClaw needs Node >=24.16.0 <25 or >=26.1.0; fleet's default is {DEFAULT_NODE_VERSION}"),
+            ));
         }
     }
     OpenClaw {

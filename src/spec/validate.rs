@@ -260,7 +260,6 @@ pub fn assemble(d: Decoded, base: &Path, first_span: SourceSpan, p: &mut Problem
     let gw_names: Vec<&str> = gw_out.iter().map(|g| g.name.value.as_str()).collect();
 
     let mut agent_out = Vec::new();
-    let mut homeless: Vec<Spanned<String>> = Vec::new();
     for a in agents {
         let gateway = match a.gateway {
             Some(g) => {
@@ -269,10 +268,8 @@ pub fn assemble(d: Decoded, base: &Path, first_span: SourceSpan, p: &mut Problem
             }
             None if gw_out.len() == 1 => Spanned::new(gw_out[0].name.value.clone(), a.name.span),
             None if a.gateway_attempted || any_broken("gateway") => Spanned::new(String::new(), a.name.span),
-            None if gw_out.is_empty() => {
-                homeless.push(a.name.clone());
-                Spanned::new(String::new(), a.name.span)
-            }
+            // A fleet without gateways only mints keys (for agents that run elsewhere).
+            None if gw_out.is_empty() => Spanned::new(String::new(), a.name.span),
             None => {
                 p.push(
                     Problem::new(
@@ -309,22 +306,6 @@ pub fn assemble(d: Decoded, base: &Path, first_span: SourceSpan, p: &mut Problem
         }
         agent_out.push(Agent { gateway, model, ..a.rest });
     }
-    if let Some((first, rest)) = homeless.split_first() {
-        let message = if rest.is_empty() {
-            format!("agent {:?} has no gateway to run in: the fleet declares none", first.value)
-        } else {
-            format!("{} agents have no gateway to run in: the fleet declares none", homeless.len())
-        };
-        let mut problem = Problem::new(message, first.span, "needs a gateway").help(format!(
-            "declare one, e.g. `{}`; agents run in the fleet's only gateway",
-            syntax.pick("gateway \"main\"", "[gateway.main]")
-        ));
-        for other in rest {
-            problem = problem.also(other.span, "this one too");
-        }
-        p.push(problem);
-    }
-
     let (name, parallelism, data_dir) = match fleet {
         Some(f) => f,
         None => {

@@ -2,6 +2,7 @@
 
 mod db_keys;
 mod diagnostics;
+mod gateway;
 mod proxy;
 mod spine;
 mod support;

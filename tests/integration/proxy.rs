@@ -72,7 +72,7 @@ fn key_of(w: &World, agent: &str) -> String {
 
 /// The quickstart plus a model no agent may use.
 fn world() -> World {
-    let w = World::quickstart();
+    let w = World::keys_only();
     w.edit(
         "fleet.kdl",
         "model \"demo-large\" response=",
@@ -166,10 +166,11 @@ fn a_killed_proxy_is_restarted_and_a_taken_port_is_refused() {
     assert_eq!(p.chat(&key_of(&w, "alice"), "demo-small").0, 200);
 
     // A second fleet pointed at the same port fails clearly, naming who holds it.
-    let other = World::new();
-    other.example("quickstart");
+    let other = World::keys_only();
     other.edit("fleet.kdl", "fleet \"quickstart\"", "fleet \"second\"");
-    other.edit("fleet.kdl", "port=4000", &format!("port={}", p.url.rsplit(':').next().unwrap()));
+    let text = other.read("fleet.kdl");
+    let own = text.split("port=").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    other.edit("fleet.kdl", &format!("port={own}"), &format!("port={}", p.url.rsplit(':').next().unwrap()));
     let r = other.fleet(&["apply"]);
     assert_eq!(r.code, 1, "{}", r.all());
     let holder = w.proxy_pid("quickstart");
@@ -180,7 +181,7 @@ fn a_killed_proxy_is_restarted_and_a_taken_port_is_refused() {
 
 #[test]
 fn a_proxy_that_never_gets_ready_fails_with_its_log() {
-    let w = World::quickstart();
+    let w = World::keys_only();
     // An executable that writes to its log and exits: what a broken install looks like.
     let fake = w.write("bin/litellm", "#!/bin/sh\necho 'litellm: cannot import name Router' >&2\nexit 3\n");
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -199,7 +200,7 @@ fn destroy_stops_the_proxy_and_revokes_everything() {
     let plan = w.fleet(&["destroy", "--dry-run"]).ok();
     assert!(plan.stdout.contains("- litellm.proxy") && plan.stdout.contains("- key.alice"), "{}", plan.stdout);
     let r = w.fleet(&["destroy"]).ok();
-    assert!(r.stdout.contains("Apply complete: 6 done"), "{}", r.stdout);
+    assert!(r.stdout.contains("Destroy complete: 6 done"), "{}", r.stdout);
     assert!(!running(pid), "proxy stopped");
     let data = w.data_dir("quickstart");
     assert!(!data.join("agents/alice/env").exists() && !data.join("litellm/config.yaml").exists());
@@ -319,8 +320,8 @@ fn no_key_leaks_into_the_config_the_log_or_the_output() {
     let secret = "sk-or-v1-PROVIDER-SECRET-FOR-THE-PROXY-TEST-42";
     w.edit(
         "fleet.kdl",
-        "gateway \"main\"",
-        "provider \"or\" type=\"openrouter\" api-key=\"env:OPENROUTER_API_KEY\" { models \"openai/gpt-4o-mini\" }\ngateway \"main\"",
+        "provider \"demo\" type=\"mock\" {",
+        "provider \"or\" type=\"openrouter\" api-key=\"env:OPENROUTER_API_KEY\" { models \"openai/gpt-4o-mini\" }\nprovider \"demo\" type=\"mock\" {",
     );
     let run = |args: &[&str]| {
         let o = w.cmd(args).env("OPENROUTER_API_KEY", secret).output().unwrap();

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::support::{env_key, sha256, walk, World};
 
 fn quickstart() -> World {
-    World::quickstart()
+    World::keys_only()
 }
 
 fn plan_json(w: &World) -> Value {
@@ -39,7 +39,7 @@ fn key_entry<'a>(keys: &'a Value, alias: &str) -> Option<&'a Value> {
 
 #[test]
 fn quickstart_is_valid() {
-    let w = quickstart();
+    let w = World::quickstart();
     let r = w.fleet(&["validate"]).ok();
     assert!(r.stdout.contains("quickstart: valid (2 agents, 1 gateways, 1 providers)"), "{}", r.stdout);
 }
@@ -110,11 +110,7 @@ fn a_model_change_rescopes_only_that_agents_key() {
     let alice_key = env_key(&data.join("agents/alice/env"));
     let bob_env = std::fs::read(data.join("agents/bob/env")).unwrap();
 
-    w.edit(
-        "fleet.kdl",
-        "agent \"alice\" gateway=\"main\" model=\"demo-small\"",
-        "agent \"alice\" gateway=\"main\" model=\"demo-large\"",
-    );
+    w.edit("fleet.kdl", "agent \"alice\" model=\"demo-small\"", "agent \"alice\" model=\"demo-large\"");
     w.edit("fleet.kdl", "fallback \"demo-large\"", "fallback \"demo-small\"");
     let plan = plan_json(&w);
     assert_eq!(actions(&plan), pairs(&[("key.alice", "update")]), "{plan:#}");
@@ -268,9 +264,9 @@ fn no_secret_leaks_into_files_or_output() {
     let provider_secret = "sk-or-v1-THIS-IS-A-PROVIDER-SECRET-0123456789";
     w.edit(
         "fleet.kdl",
-        "gateway \"main\"",
+        "provider \"demo\" type=\"mock\" {",
         "provider \"or\" type=\"openrouter\" api-key=\"env:OPENROUTER_API_KEY\" { models \"openai/gpt-4o-mini\" }\n\
-         gateway \"main\"",
+         provider \"demo\" type=\"mock\" {",
     );
     w.edit("fleet.kdl", "fallback \"demo-large\"", "fallback \"openai/gpt-4o-mini\"");
     let mut outputs = String::new();
@@ -337,11 +333,7 @@ model = [
   { name = "demo-large", response = "Hello from the large demo model." },
 ]
 
-[gateway.main]
-host = "local"
-
 [agent.alice]
-gateway = "main"
 model = "demo-small"
 fallback = ["demo-large"]
 identity = { name = "Alice", role = "Researcher", emoji = "🔬" }
@@ -349,7 +341,6 @@ soul = { file = "souls/alice.md" }
 heartbeat = { every = "30m" }
 
 [agent.bob]
-gateway = "main"
 model = "demo-small"
 identity = { name = "Bob", role = "Writer", emoji = "✍️" }
 soul = { text = "You are Bob. You write short, clear answers." }

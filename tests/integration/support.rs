@@ -73,19 +73,36 @@ impl World {
         w
     }
 
-    /// The quickstart example, on a port of its own so tests can run side by side.
+    /// The quickstart example, its proxy and gateway on ports of their own so tests run side by side.
     pub fn quickstart() -> Self {
         let w = World::new();
         w.example("quickstart");
         w.edit("fleet.kdl", "port=4000", &format!("port={}", free_port()));
+        w.edit(
+            "fleet.kdl",
+            "gateway \"main\" host=\"local\"",
+            &format!("gateway \"main\" host=\"local\" port={}", free_port()),
+        );
         w
     }
 
-    /// Every proxy.pid under this world (processes to reap when the test ends).
+    /// The quickstart without its gateway: the LiteLLM proxy and the agents' keys only (a fleet with
+    /// no gateway mints keys for agents that run elsewhere). The spine and proxy tests use it.
+    pub fn keys_only() -> Self {
+        let w = World::new();
+        w.example("quickstart");
+        w.edit("fleet.kdl", "port=4000", &format!("port={}", free_port()));
+        let text =
+            w.read("fleet.kdl").replace("gateway \"main\" host=\"local\"\n", "").replace(" gateway=\"main\"", "");
+        w.write("fleet.kdl", &text);
+        w
+    }
+
+    /// Every proxy.pid and gateway.handle under this world (processes to reap when the test ends).
     pub fn pid_files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         walk(self.root(), &mut |p| {
-            if p.file_name().is_some_and(|n| n == "proxy.pid") {
+            if p.file_name().is_some_and(|n| n == "proxy.pid" || n == "gateway.handle") {
                 out.push(p.to_path_buf());
             }
         });

@@ -1,0 +1,159 @@
+//! OpenClaw gateways and agents, for real: the quickstart on the process runtime,
+//! provisioned over the gateway's RPC, answering through LiteLLM's mock model.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::support::{env_key, free_port, World};
+
+/// The methods fleet called over the RPC during one command, from FLEET_RPC_TRACE.
+struct Trace(PathBuf);
+
+impl Trace {
+    fn new(w: &World, name: &str) -> Self {
+        Trace(w.root().join(format!("rpc-{name}.log")))
+    }
+    fn methods(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.0)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+            .collect()
+    }
+    fn count(&self, method: &str) -> usize {
+        self.methods().iter().filter(|m| *m == method).count()
+    }
+    fn mutating(&self) -> Vec<String> {
+        const READ: [&str; 5] = ["health", "agents.list", "config.get", "agents.files.get", "agents.files.list"];
+        self.methods().into_iter().filter(|m| !READ.contains(&m.as_str())).collect()
+    }
+}
+
+fn apply_traced(w: &World, t: &Trace) -> crate::support::Run {
+    let o = w.cmd(&["apply"]).env("FLEET_RPC_TRACE", &t.0).output().unwrap();
+    let r = crate::support::Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    r.ok()
+}
+
+fn gateway_pid(w: &World, gw: &str) -> u32 {
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(w.data_dir("quickstart").join(format!("gateways/{gw}/gateway.handle"))).unwrap(),
+    )
+    .unwrap();
+    v["handle"]["pid"]["pid"].as_u64().unwrap() as u32
+}
+
+fn workspace(w: &World, agent: &str) -> PathBuf {
+    w.data_dir("quickstart").join(format!("gateways/main/home/workspaces/{agent}"))
+}
+
+fn chat(w: &World, agent: &str) -> String {
+    w.fleet(&["chat", agent, "hi"]).ok().stdout.trim().to_string()
+}
+
+#[test]
+fn the_quickstart_converges_answers_and_stays_put() {
+    let w = World::quickstart();
+    let first = Trace::new(&w, "first");
+    let r = apply_traced(&w, &first);
+    for line in
+        ["+ gateway.main: created", "+ agent.alice: created", "+ gateway.main.models: created", "+ wake.alice: created"]
+    {
+        assert!(r.stdout.contains(line), "{line} missing in\n{}", r.stdout);
+    }
+    assert_eq!(first.count("agents.create"), 2);
+    assert_eq!(first.count("config.patch"), 1, "one config.patch per gateway per run");
+
+    // The end-to-end proof: alice answers, through LiteLLM, with her own key.
+    assert_eq!(chat(&w, "alice"), "Hello from the demo model.");
+    let log = std::fs::read_to_string(w.data_dir("quickstart").join("litellm/proxy.log")).unwrap();
+    assert!(log.contains("fleet_auth: accepted key fleet-alice for /v1/chat/completions"), "alice's key was not used");
+    let alice_key = env_key(&w.data_dir("quickstart").join("agents/alice/env"));
+    assert!(!log.contains(&alice_key[9..]), "the raw key never reaches the log");
+
+    // Second apply: no mutating RPC at all, gateway untouched.
+    let pid = gateway_pid(&w, "main");
+    let second = Trace::new(&w, "second");
+    let r = apply_traced(&w, &second);
+    assert!(r.stdout.contains("No changes."), "{}", r.stdout);
+    assert_eq!(second.mutating(), Vec::<String>::new(), "all calls: {:?}", second.methods());
+    assert_eq!(gateway_pid(&w, "main"), pid);
+
+    // A new SOUL: exactly one files.set. USER.md edited by hand: kept.
+    std::fs::write(workspace(&w, "alice").join("USER.md"), "# USER.md\nMy human likes tea.\n").unwrap();
+    w.write("souls/alice.md", "# Alice\n\nYou are Alice, now terser than ever.\n");
+    let soul = Trace::new(&w, "soul");
+    let r = apply_traced(&w, &soul);
+    assert!(r.stdout.contains("~ agent.alice"), "{}", r.stdout);
+    assert_eq!(soul.mutating(), vec!["agents.files.set"], "all calls: {:?}", soul.methods());
+    let on_disk = std::fs::read_to_string(workspace(&w, "alice").join("SOUL.md")).unwrap();
+    assert!(on_disk.contains("terser than ever"));
+    assert_eq!(
+        std::fs::read_to_string(workspace(&w, "alice").join("USER.md")).unwrap(),
+        "# USER.md\nMy human likes tea.\n"
+    );
+
+    // A third agent: one create, one config.patch, no restart.
+    w.edit("fleet.kdl", "agent \"bob\"", "agent \"carol\" gateway=\"main\" model=\"demo-large\"\n\nagent \"bob\"");
+    let third = Trace::new(&w, "third");
+    apply_traced(&w, &third);
+    assert_eq!(third.count("agents.create"), 1, "{:?}", third.methods());
+    assert_eq!(third.count("config.patch"), 1, "{:?}", third.methods());
+    assert_eq!(gateway_pid(&w, "main"), pid, "adding an agent does not restart the gateway");
+    assert_eq!(chat(&w, "carol"), "Hello from the large demo model.");
+
+    // Kill the gateway: the plan sees it, apply restarts it, the agents answer again.
+    // SAFETY: killing the gateway process group this test started.
+    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(500));
+    let plan = w.fleet(&["plan"]).ok();
+    assert!(plan.stdout.contains("~ gateway.main  (gateway main is not running)"), "{}", plan.stdout);
+    w.fleet(&["apply"]).ok();
+    assert_ne!(gateway_pid(&w, "main"), pid);
+    assert_eq!(chat(&w, "alice"), "Hello from the demo model.");
+    assert_eq!(chat(&w, "bob"), "Hello from the demo model.");
+
+    // Removing an agent removes it from its gateway; its files stay.
+    let text = w.read("fleet.kdl");
+    let (a, b) = (text.find("agent \"carol\"").unwrap(), text.find("agent \"bob\"").unwrap());
+    w.write("fleet.kdl", &format!("{}{}", &text[..a], &text[b..]));
+    let r = w.fleet(&["apply"]).ok();
+    assert!(r.stdout.contains("- agent.carol: deleted") && r.stdout.contains("- key.carol: deleted"), "{}", r.stdout);
+    assert!(workspace(&w, "carol").join("SOUL.md").exists(), "workspace files are kept");
+    let r = w.fleet(&["chat", "carol", "hi"]);
+    assert_eq!(r.code, 1);
+
+    let r = w.fleet(&["destroy"]).ok();
+    assert!(r.stdout.contains("Destroy complete"), "{}", r.stdout);
+}
+
+#[test]
+fn a_gateway_that_never_gets_healthy_fails_alone() {
+    let w = World::quickstart();
+    // A second gateway whose config OpenClaw rejects: it exits at start.
+    let broken_port = free_port();
+    w.edit("fleet.kdl", "agent \"bob\" gateway=\"main\"", "agent \"bob\" gateway=\"broken\"");
+    w.edit(
+        "fleet.kdl",
+        "gateway \"main\"",
+        &format!("gateway \"broken\" host=\"local\" port={broken_port}\ngateway \"main\""),
+    );
+    let home = w.data_dir("quickstart").join("gateways/broken/home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("openclaw.json"), r#"{"thisKeyDoesNotExist": true}"#).unwrap();
+
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout.contains("✗ gateway.broken: create failed: the gateway exited during start; last lines of"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("! agent.bob: skipped: depends on gateway.broken, which failed"), "{}", r.stdout);
+    assert!(r.stdout.contains("+ agent.alice: created") && r.stdout.contains("+ wake.alice: created"), "{}", r.stdout);
+    assert_eq!(chat(&w, "alice"), "Hello from the demo model.");
+}
