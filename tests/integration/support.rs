@@ -54,13 +54,12 @@ impl Drop for World {
     /// Stops whatever a test left running (proxies) by the pid files fleet wrote.
     fn drop(&mut self) {
         for pid_file in self.pid_files() {
-            if let Ok(v) = std::fs::read_to_string(&pid_file) {
-                if let Some(pid) =
-                    serde_json::from_str::<serde_json::Value>(&v).ok().and_then(|v| v["pid"]["pid"].as_u64())
-                {
-                    // SAFETY: plain kill(2) on a pid this test started.
-                    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
-                }
+            let v: serde_json::Value =
+                std::fs::read_to_string(&pid_file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+            // proxy.pid: {"pid": {"pid": N}}; gateway.handle: {"handle": {"pid": {"pid": N}}}.
+            if let Some(pid) = v["pid"]["pid"].as_u64().or_else(|| v["handle"]["pid"]["pid"].as_u64()) {
+                // SAFETY: plain kill(2) on a process group this test started.
+                unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
             }
         }
     }
