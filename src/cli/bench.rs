@@ -24,6 +24,13 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 7)]
         runs: usize,
     },
+    /// Gateways on the process runtime: cold apply of 1 gateway + N agents, agents added to a running
+    /// gateway, no-op apply
+    Gateway {
+        /// Fleet sizes for the cold applies
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1, 10, 50])]
+        agents: Vec<usize>,
+    },
     /// The LiteLLM proxy: cold start to ready, key minted → first accepted request, no-op apply while it runs
     Proxy {
         /// Keys minted one after another (median reported)
@@ -110,6 +117,7 @@ pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {
     match cmd {
         BenchCmd::Plan { agents, runs } => plan_bench(agents, runs),
         BenchCmd::Proxy { samples } => proxy_bench(samples),
+        BenchCmd::Gateway { agents } => gateway_bench(&agents),
     }
 }
 
@@ -273,6 +281,85 @@ fn proxy_bench(samples: usize) -> miette::Result<ExitCode> {
     let cleanup = apply_in_process(&rt, &file, &layout, engine::Goal::Destroy);
     result?;
     cleanup?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A fleet of one gateway and `n` agents on a mock model, on ports of its own.
+fn gateway_fleet(n: usize, proxy_port: u16, gw_port: u16) -> String {
+    let mut s = format!(
+        "fleet \"bench\" {{ parallelism 8 }}\nlitellm port={proxy_port}\n\
+         provider \"demo\" type=\"mock\" {{ model \"demo-small\" response=\"Hello from the demo model.\" }}\n\
+         gateway \"main\" port={gw_port}\n"
+    );
+    for i in 0..n {
+        s.push_str(&format!("agent \"agent-{i:03}\" model=\"demo-small\"\n"));
+    }
+    s
+}
+
+fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
+    let rt = super::runtime()?;
+    let exe = std::env::current_exe().into_diagnostic()?;
+    let mut rows = Vec::new();
+    let mut cold_times = Vec::new();
+    for &n in sizes {
+        let dir = tempfile::tempdir().into_diagnostic()?;
+        let file = dir.path().join("fleet.kdl");
+        let (pp, gp) = (free_port()?, free_port()?);
+        std::fs::write(&file, gateway_fleet(n, pp, gp)).into_diagnostic()?;
+        let layout = Layout::resolve("bench", None, Some(&dir.path().join("data")));
+        let result = (|| -> miette::Result<()> {
+            let t = Instant::now();
+            apply_in_process(&rt, &file, &layout, engine::Goal::Converge)?;
+            let cold = t.elapsed();
+            cold_times.push((n, cold));
+            rows.push(format!("| cold apply: 1 gateway + {n} agents (proxy, gateway, creates, one patch, wakes) | {} |", ms(cold)));
+            if n == *sizes.iter().max().unwrap_or(&n) {
+                let noop = time_n(5, || {
+                    let status = Command::new(&exe)
+                        .args(["apply", "--data-dir"])
+                        .arg(&layout.data_dir)
+                        .arg(&file)
+                        .stdout(Stdio::null())
+                        .status()
+                        .into_diagnostic()?;
+                    status.success().then_some(()).ok_or_else(|| miette!("fleet apply exited with {status}"))
+                })?;
+                rows.push(format!("| no-op apply with {n} agents, end to end (median of 5) | {} |", ms(noop)));
+                // Agents added to the running gateway.
+                let mut current = n;
+                for add in [1usize, 10] {
+                    std::fs::write(&file, gateway_fleet(current + add, pp, gp)).into_diagnostic()?;
+                    let t = Instant::now();
+                    apply_in_process(&rt, &file, &layout, engine::Goal::Converge)?;
+                    let took = t.elapsed();
+                    rows.push(format!(
+                        "| add {add} agent(s) to the running gateway ({current} → {}) | {} ({} per agent) |",
+                        current + add,
+                        ms(took),
+                        ms(took / add as u32)
+                    ));
+                    current += add;
+                }
+            }
+            Ok(())
+        })();
+        let cleanup = apply_in_process(&rt, &file, &layout, engine::Goal::Destroy);
+        result?;
+        cleanup?;
+    }
+    println!("fleet bench gateway --agents {}\n", sizes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","));
+    println!("| measurement | time |");
+    println!("|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    if let (Some((n0, t0)), Some((n1, t1))) = (cold_times.first(), cold_times.last()) {
+        if n1 > n0 {
+            let per = (t1.as_secs_f64() - t0.as_secs_f64()) / (*n1 - *n0) as f64;
+            println!("\ncost per extra agent in a cold apply: {:.2} s ({n0} → {n1} agents); anchor: taOS 33 s per agent.", per);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
