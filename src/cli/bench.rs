@@ -313,7 +313,10 @@ fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
             apply_in_process(&rt, &file, &layout, engine::Goal::Converge)?;
             let cold = t.elapsed();
             cold_times.push((n, cold));
-            rows.push(format!("| cold apply: 1 gateway + {n} agents (proxy, gateway, creates, one patch, wakes) | {} |", ms(cold)));
+            rows.push(format!(
+                "| cold apply: 1 gateway + {n} agents (proxy, gateway, creates, one patch, wakes) | {} |",
+                ms(cold)
+            ));
             if n == *sizes.iter().max().unwrap_or(&n) {
                 let noop = time_n(5, || {
                     let status = Command::new(&exe)
@@ -357,7 +360,10 @@ fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
     if let (Some((n0, t0)), Some((n1, t1))) = (cold_times.first(), cold_times.last()) {
         if n1 > n0 {
             let per = (t1.as_secs_f64() - t0.as_secs_f64()) / (*n1 - *n0) as f64;
-            println!("\ncost per extra agent in a cold apply: {:.2} s ({n0} → {n1} agents); anchor: taOS 33 s per agent.", per);
+            println!(
+                "\ncost per extra agent in a cold apply: {:.2} s ({n0} → {n1} agents); anchor: taOS 33 s per agent.",
+                per
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

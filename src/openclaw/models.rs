@@ -157,3 +157,60 @@ impl Driver for WakeDriver {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::litellm::keys::{mint_raw, AgentEnv, KEY_PREFIX};
+
+    fn agent(dir: &std::path::Path, name: &str, heartbeat: Option<&str>) -> AgentModels {
+        let env_file = dir.join(name).join("env");
+        let key = mint_raw(KEY_PREFIX);
+        AgentEnv { agent: name, base_url: "u", model: "m", key: &key }.write(&env_file).unwrap();
+        AgentModels {
+            models: vec!["m".into(), "n".into()],
+            primary: "m".into(),
+            fallbacks: vec!["n".into()],
+            heartbeat: heartbeat.map(str::to_string),
+            env_file,
+        }
+    }
+
+    #[test]
+    fn one_patch_carries_every_agent_and_deletes_the_departed() {
+        let dir = tempfile::tempdir().unwrap();
+        let gateway = GatewayRef { name: "g".into(), url: "ws://x".into(), token_file: dir.path().join("t") };
+        let old = ModelsInputs {
+            gateway: gateway.clone(),
+            base_url: "http://127.0.0.1:4000/v1".into(),
+            agents: [
+                ("alice".to_string(), agent(dir.path(), "alice", Some("30m"))),
+                ("bob".to_string(), agent(dir.path(), "bob", None)),
+            ]
+            .into(),
+        };
+        let mut new = old.clone();
+        new.agents.remove("bob");
+        let (raw, replace) = patch(&new, Some(&old)).unwrap();
+        let alice_key = read_env_key(&dir.path().join("alice/env")).unwrap();
+        assert_eq!(raw["models"]["providers"]["fleet-alice"]["apiKey"], alice_key.expose());
+        assert_eq!(raw["models"]["providers"]["fleet-alice"]["baseUrl"], "http://127.0.0.1:4000/v1");
+        assert_eq!(raw["agents"]["entries"]["alice"]["model"]["primary"], "fleet-alice/m");
+        assert_eq!(raw["agents"]["entries"]["alice"]["model"]["fallbacks"], json!(["fleet-alice/n"]));
+        assert_eq!(raw["agents"]["entries"]["alice"]["heartbeat"]["every"], "30m");
+        assert_eq!(raw["models"]["providers"]["fleet-bob"], Value::Null, "bob's provider is removed");
+        assert_eq!(raw["agents"]["entries"]["main"]["model"]["primary"], UNASSIGNED);
+        assert!(replace.contains(&"models.providers.fleet-bob.models".to_string()));
+        assert!(replace.contains(&"models.providers.fleet-alice.models".to_string()));
+    }
+
+    #[test]
+    fn a_missing_key_is_an_error_naming_the_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = agent(dir.path(), "alice", None);
+        a.env_file = dir.path().join("nope/env");
+        let gateway = GatewayRef { name: "g".into(), url: "ws://x".into(), token_file: dir.path().join("t") };
+        let inputs = ModelsInputs { gateway, base_url: "u".into(), agents: [("alice".to_string(), a)].into() };
+        assert!(patch(&inputs, None).unwrap_err().to_string().contains("for agent alice"));
+    }
+}

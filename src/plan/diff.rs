@@ -204,6 +204,27 @@ mod tests {
     }
 
     #[test]
+    fn dependents_of_a_replaced_resource_are_updated() {
+        let key = want("key.a", json!({"models": ["x"]}));
+        let mut patch = Resource::new("gateway.g.models", Kind::GatewayModels, json!({}), vec!["key.a".into()]);
+        patch.fingerprint = "same".into();
+        let desired: Desired = [(key.address.clone(), key.clone()), (patch.address.clone(), patch.clone())].into();
+        let prior: BTreeMap<_, _> = [("key.a".to_string(), rec(&key)), (patch.address.clone(), rec(&patch))].into();
+        let drift: BTreeMap<_, _> = [("key.a".to_string(), Drift::Replace("env file missing".into()))].into();
+        let plan = diff(&desired, &prior, &drift);
+        let got: Vec<(&str, Action, Option<&str>)> =
+            plan.changes.iter().map(|c| (c.address.as_str(), c.action, c.reason.as_deref())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("gateway.g.models", Action::Update, Some("key.a is replaced")),
+                ("key.a", Action::Replace, Some("env file missing"))
+            ]
+        );
+        assert_eq!(plan.unchanged, 0);
+    }
+
+    #[test]
     fn drift_turns_a_no_op_into_a_repair() {
         let a = want("key.a", json!({"models": ["x"]}));
         let desired: Desired = [(a.address.clone(), a.clone())].into();
