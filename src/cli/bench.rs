@@ -298,9 +298,11 @@ fn gateway_fleet(n: usize, proxy_port: u16, gw_port: u16) -> String {
 }
 
 fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
+    println!("fleet bench gateway --agents {}\n", sizes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","));
+    println!("| measurement | time |");
+    println!("|---|---|");
     let rt = super::runtime()?;
     let exe = std::env::current_exe().into_diagnostic()?;
-    let mut rows = Vec::new();
     let mut cold_times = Vec::new();
     for &n in sizes {
         let dir = tempfile::tempdir().into_diagnostic()?;
@@ -313,10 +315,10 @@ fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
             apply_in_process(&rt, &file, &layout, engine::Goal::Converge)?;
             let cold = t.elapsed();
             cold_times.push((n, cold));
-            rows.push(format!(
+            println!(
                 "| cold apply: 1 gateway + {n} agents (proxy, gateway, creates, one patch, wakes) | {} |",
                 ms(cold)
-            ));
+            );
             if n == *sizes.iter().max().unwrap_or(&n) {
                 let noop = time_n(5, || {
                     let status = Command::new(&exe)
@@ -328,7 +330,7 @@ fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
                         .into_diagnostic()?;
                     status.success().then_some(()).ok_or_else(|| miette!("fleet apply exited with {status}"))
                 })?;
-                rows.push(format!("| no-op apply with {n} agents, end to end (median of 5) | {} |", ms(noop)));
+                println!("| no-op apply with {n} agents, end to end (median of 5) | {} |", ms(noop));
                 // Agents added to the running gateway.
                 let mut current = n;
                 for add in [1usize, 10] {
@@ -336,26 +338,22 @@ fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
                     let t = Instant::now();
                     apply_in_process(&rt, &file, &layout, engine::Goal::Converge)?;
                     let took = t.elapsed();
-                    rows.push(format!(
+                    println!(
                         "| add {add} agent(s) to the running gateway ({current} → {}) | {} ({} per agent) |",
                         current + add,
                         ms(took),
                         ms(took / add as u32)
-                    ));
+                    );
                     current += add;
                 }
             }
             Ok(())
         })();
+        let t = Instant::now();
         let cleanup = apply_in_process(&rt, &file, &layout, engine::Goal::Destroy);
+        println!("| destroy ({n} agents and more) | {} |", ms(t.elapsed()));
         result?;
         cleanup?;
-    }
-    println!("fleet bench gateway --agents {}\n", sizes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","));
-    println!("| measurement | time |");
-    println!("|---|---|");
-    for r in rows {
-        println!("{r}");
     }
     if let (Some((n0, t0)), Some((n1, t1))) = (cold_times.first(), cold_times.last()) {
         if n1 > n0 {

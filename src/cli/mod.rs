@@ -3,6 +3,7 @@
 mod apply;
 mod bench;
 mod chat;
+mod image;
 mod progress;
 
 use std::path::{Path, PathBuf};
@@ -85,6 +86,9 @@ enum Cmd {
     State { path: Option<PathBuf> },
     /// Remove the apply lock left by a process that cannot release it (e.g. on another host)
     ForceUnlock { path: Option<PathBuf> },
+    /// Images: build from recipes
+    #[command(subcommand)]
+    Image(image::ImageCmd),
     /// Measure fleet itself
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -172,6 +176,7 @@ pub fn main() -> ExitCode {
         Cmd::State { path } => apply::state(path.as_deref(), data_dir),
         Cmd::ForceUnlock { path } => apply::force_unlock(path.as_deref(), data_dir),
         Cmd::Bench(b) => bench::run(b),
+        Cmd::Image(c) => image::run(c),
     };
     match result {
         Ok(code) => code,

@@ -21,6 +21,8 @@ use crate::fsutil::sha256_hex;
 use crate::resource::Resource;
 use crate::state::Record;
 
+const MUTATION_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// How to reach an agent's gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayRef {
@@ -73,7 +75,9 @@ impl AgentDriver {
         if list_ids(c).await?.contains(&a.id) {
             return Ok(false);
         }
-        match c.req("agents.create", json!({"name": a.id, "workspace": a.workspace})).await {
+        // Creates and deletes are serialised inside the gateway (each rewrites its config): many in
+        // flight at once each wait for the others, so they get a generous timeout.
+        match c.call("agents.create", json!({"name": a.id, "workspace": a.workspace}), MUTATION_TIMEOUT).await {
             Ok(v) if v["agentId"] != a.id.as_str() => {
                 return Err(miette!("the gateway created agent {} instead of {}", v["agentId"], a.id));
             }
@@ -165,7 +169,7 @@ impl Driver for AgentDriver {
     async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
         let a: AgentInputs = serde_json::from_value(prior.inputs.clone()).into_diagnostic()?;
         let c = a.gateway.connect().await?;
-        match c.req("agents.delete", json!({"agentId": a.id, "deleteFiles": false})).await {
+        match c.call("agents.delete", json!({"agentId": a.id, "deleteFiles": false}), MUTATION_TIMEOUT).await {
             Ok(_) => Ok(()),
             Err(e) if not_found(&e) => Ok(()),
             Err(e) => Err(miette!("{e}")),

@@ -3,11 +3,11 @@
 
 pub mod decode;
 pub mod diagnostic;
-mod kdl_surface;
+pub(crate) mod kdl_surface;
 mod kdl_syntax;
 pub mod model;
-mod raw;
-mod reader;
+pub(crate) mod raw;
+pub(crate) mod reader;
 pub mod secret;
 mod toml_surface;
 mod validate;

@@ -3,6 +3,7 @@
 mod db_keys;
 mod diagnostics;
 mod gateway;
+mod image;
 mod proxy;
 mod spine;
 mod support;

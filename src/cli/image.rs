@@ -1,0 +1,52 @@
+//! `fleet image build`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::image::build::{build, Options};
+use crate::layout::Layout;
+use crate::spec::Arch;
+
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    /// Build an image from a recipe: an Incus unified image tarball, its .sha256 and a manifest
+    Build {
+        recipe: PathBuf,
+        /// amd64 or arm64 [default: this machine's]
+        #[arg(long)]
+        arch: Option<String>,
+        /// Where to put the artifacts
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Rebuild every layer, ignoring cached bases and artifacts
+        #[arg(long)]
+        no_cache: bool,
+    },
+}
+
+pub fn run(cmd: ImageCmd) -> miette::Result<ExitCode> {
+    let ImageCmd::Build { recipe, arch, out, no_cache } = cmd;
+    let r = crate::image::recipe::load(&recipe)?;
+    let arch = match arch {
+        None => Arch::native(),
+        Some(a) => Arch::parse(&a).ok_or_else(|| miette::miette!("unknown architecture {a:?}; use amd64 or arm64"))?,
+    };
+    let cache = Layout::resolve("", None, None).cache_dir;
+    let o = Options { arch, out, no_cache, cache };
+    let t = std::time::Instant::now();
+    let built = super::runtime()?.block_on(build(&r, &o, &|m: &str| eprintln!("  … {m}")))?;
+    for (phase, d) in &built.phases {
+        eprintln!("  {phase:16} {:.1} s", d.as_secs_f64());
+    }
+    println!(
+        "{}{}\nsha256 {}\n{:.1} MB in {:.1} s",
+        built.tarball.display(),
+        if built.cached { " (cached)" } else { "" },
+        built.sha256,
+        built.size as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}

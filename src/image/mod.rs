@@ -1,0 +1,5 @@
+//! Images: recipes, reproducible builds, packing as Incus unified images.
+
+pub mod build;
+pub mod pack;
+pub mod recipe;
