@@ -83,6 +83,21 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// Median time of `runs` end-to-end `fleet apply` runs (this very binary) against a data dir.
+fn cli_apply(runs: usize, data: &Path, file: &Path) -> miette::Result<Duration> {
+    let exe = std::env::current_exe().into_diagnostic()?;
+    time_n(runs, || {
+        let status = Command::new(&exe)
+            .args(["apply", "--data-dir"])
+            .arg(data)
+            .arg(file)
+            .stdout(Stdio::null())
+            .status()
+            .into_diagnostic()?;
+        status.success().then_some(()).ok_or_else(|| miette!("fleet apply exited with {status}"))
+    })
+}
+
 fn free_port() -> miette::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0").into_diagnostic()?.local_addr().into_diagnostic()?.port())
 }
@@ -158,16 +173,7 @@ fn plan_bench(agents: usize, runs: usize) -> miette::Result<ExitCode> {
     })?;
 
     let exe = std::env::current_exe().into_diagnostic()?;
-    let noop_cli = time_n(runs, || {
-        let status = Command::new(&exe)
-            .args(["apply", "--data-dir"])
-            .arg(&data)
-            .arg(&file)
-            .stdout(Stdio::null())
-            .status()
-            .into_diagnostic()?;
-        status.success().then_some(()).ok_or_else(|| miette!("fleet apply exited with {status}"))
-    })?;
+    let noop_cli = cli_apply(runs, &data, &file)?;
     let spawn_floor = time_n(runs, || {
         Command::new(&exe).arg("--version").stdout(Stdio::null()).status().into_diagnostic().map(drop)
     })?;
@@ -252,17 +258,7 @@ fn proxy_bench(samples: usize) -> miette::Result<ExitCode> {
         }
 
         // No-op apply while the proxy runs, end to end.
-        let exe = std::env::current_exe().into_diagnostic()?;
-        let noop = time_n(7, || {
-            let status = Command::new(&exe)
-                .args(["apply", "--data-dir"])
-                .arg(&layout.data_dir)
-                .arg(&file)
-                .stdout(Stdio::null())
-                .status()
-                .into_diagnostic()?;
-            status.success().then_some(()).ok_or_else(|| miette!("fleet apply exited with {status}"))
-        })?;
+        let noop = cli_apply(7, &layout.data_dir, &file)?;
         if proxy_pid(&layout)? != pid {
             return Err(miette!("a no-op apply restarted the proxy"));
         }
@@ -302,7 +298,6 @@ fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
     println!("| measurement | time |");
     println!("|---|---|");
     let rt = super::runtime()?;
-    let exe = std::env::current_exe().into_diagnostic()?;
     let mut cold_times = Vec::new();
     for &n in sizes {
         let dir = tempfile::tempdir().into_diagnostic()?;
@@ -320,16 +315,7 @@ fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
                 ms(cold)
             );
             if n == *sizes.iter().max().unwrap_or(&n) {
-                let noop = time_n(5, || {
-                    let status = Command::new(&exe)
-                        .args(["apply", "--data-dir"])
-                        .arg(&layout.data_dir)
-                        .arg(&file)
-                        .stdout(Stdio::null())
-                        .status()
-                        .into_diagnostic()?;
-                    status.success().then_some(()).ok_or_else(|| miette!("fleet apply exited with {status}"))
-                })?;
+                let noop = cli_apply(5, &layout.data_dir, &file)?;
                 println!("| no-op apply with {n} agents, end to end (median of 5) | {} |", ms(noop));
                 // Agents added to the running gateway.
                 let mut current = n;

@@ -237,18 +237,7 @@ impl Store {
         let path = self.path.clone();
         let db = |source| StateError::Db { path: path.clone(), source };
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-        let current = tx
-            .query_row("SELECT pid, proc_start, host, started_at, command FROM apply_lock WHERE id = 1", [], |r| {
-                Ok(Holder {
-                    pid: r.get(0)?,
-                    proc_start: r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
-                    host: r.get(2)?,
-                    started_at: r.get(3)?,
-                    command: r.get(4)?,
-                })
-            })
-            .optional()
-            .map_err(db)?;
+        let current = lock_holder(&tx).map_err(db)?;
         if let Some(holder) = current {
             if !holder.is_stale() {
                 return Err(StateError::Locked(holder));
@@ -266,19 +255,7 @@ impl Store {
 
     /// Removes the lock whoever holds it; returns the holder it removed.
     pub fn force_unlock(&self) -> Result<Option<Holder>, StateError> {
-        let holder = self
-            .conn
-            .query_row("SELECT pid, proc_start, host, started_at, command FROM apply_lock WHERE id = 1", [], |r| {
-                Ok(Holder {
-                    pid: r.get(0)?,
-                    proc_start: r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
-                    host: r.get(2)?,
-                    started_at: r.get(3)?,
-                    command: r.get(4)?,
-                })
-            })
-            .optional()
-            .map_err(|e| self.err(e))?;
+        let holder = lock_holder(&self.conn).map_err(|e| self.err(e))?;
         self.conn.execute("DELETE FROM apply_lock", []).map_err(|e| self.err(e))?;
         Ok(holder)
     }
@@ -290,6 +267,20 @@ impl Store {
             .map(|_| ())
             .map_err(|e| self.err(e))
     }
+}
+
+/// Who holds the apply lock, if anyone.
+fn lock_holder(conn: &Connection) -> rusqlite::Result<Option<Holder>> {
+    conn.query_row("SELECT pid, proc_start, host, started_at, command FROM apply_lock WHERE id = 1", [], |r| {
+        Ok(Holder {
+            pid: r.get(0)?,
+            proc_start: r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
+            host: r.get(2)?,
+            started_at: r.get(3)?,
+            command: r.get(4)?,
+        })
+    })
+    .optional()
 }
 
 pub struct StepRow {
