@@ -48,6 +48,9 @@ pub fn drivers(spec: &FleetSpec, layout: &Layout, overwrite: bool) -> miette::Re
     d.insert(Kind::Toolchain, Arc::new(crate::openclaw::toolchain::ToolchainDriver));
     let mut runtimes: std::collections::HashMap<String, Arc<dyn crate::runtime::Runtime>> = Default::default();
     runtimes.insert("process".into(), Arc::new(crate::runtime::process::ProcessRuntime));
+    runtimes.insert("incus".into(), Arc::new(crate::runtime::incus::IncusRuntime));
+    d.insert(Kind::Image, Arc::new(crate::image::resources::ImageDriver { cache: layout.cache_dir.clone() }));
+    d.insert(Kind::Import, Arc::new(crate::image::resources::ImportDriver));
     d.insert(Kind::Gateway, Arc::new(crate::openclaw::gateway::GatewayDriver { runtimes }));
     d.insert(Kind::Agent, crate::openclaw::agent::driver(overwrite));
     d.insert(Kind::GatewayModels, Arc::new(crate::openclaw::models::ModelsDriver));

@@ -14,7 +14,7 @@ use crate::openclaw::agent::GatewayRef;
 use crate::openclaw::models::{AgentModels, ModelsInputs};
 use crate::openclaw::toolchain::Toolchain;
 use crate::openclaw::workspace;
-use crate::runtime::Launch;
+use crate::runtime::{Container, Launch};
 use crate::spec::{FleetSpec, Runtime};
 
 pub const TOOLCHAIN: &str = "openclaw.toolchain";
@@ -41,27 +41,71 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
         put(Resource::new(TOOLCHAIN, Kind::Toolchain, json!(toolchain), vec![]));
     }
 
+    let mut imported = std::collections::BTreeSet::new();
     for g in &spec.gateways {
         let gw = &g.name.value;
         let runtime = runtime_of(&g.host.value).unwrap_or(Runtime::Process);
         let home = layout.gateway_home(gw);
+        let host = spec.hosts.iter().find(|h| h.name.value == g.host.value);
+        let remote = host.and_then(|h| h.remote.clone());
+        let mut container = None;
+        let mut image_deps = Vec::new();
+        if let (Runtime::Incus, Some(img_name), Some(host)) = (runtime, &g.image, host) {
+            let img = spec.images.iter().find(|i| i.name.value == img_name.value);
+            let arch = host.arch;
+            let image_addr = format!("image.{}[{}]", img_name.value, arch.as_str());
+            let file;
+            let inputs = match img.and_then(|i| i.urls.get(&arch)) {
+                Some(u) => {
+                    file = layout.cache_dir.join("images/fetched").join(format!("{}.tar.gz", u.sha256));
+                    json!({"name": img_name.value, "arch": arch.as_str(), "url": u.url, "sha256": u.sha256, "file": file})
+                }
+                None => {
+                    let recipe = img.and_then(|i| i.recipe.as_ref()).map(|r| r.value.clone()).unwrap_or_default();
+                    let stem = format!("{}-{}", img_name.value, arch.as_str());
+                    file = layout.cache_dir.join("images/out").join(&stem).join(format!("{stem}.tar.gz"));
+                    json!({"name": img_name.value, "arch": arch.as_str(), "recipe": recipe, "file": file})
+                }
+            };
+            let import_addr = format!("import.{}@{}", img_name.value, host.name.value);
+            if imported.insert(import_addr.clone()) {
+                put(Resource::new(&image_addr, Kind::Image, inputs, vec![]));
+                put(Resource::new(
+                    &import_addr,
+                    Kind::Import,
+                    json!({"image": image_addr, "file": file, "alias": img_name.value, "remote": remote}),
+                    vec![image_addr.clone()],
+                ));
+            }
+            image_deps.push(import_addr);
+            let forward = if spec.litellm.host.value == host.name.value { vec![spec.litellm.port] } else { vec![] };
+            container = Some(Container {
+                name: format!("fleet-{}-{gw}", spec.name),
+                image: img_name.value.clone(),
+                remote: remote.clone(),
+                forward,
+            });
+        }
         let launch = Launch {
             gateway: gw.clone(),
             home: home.clone(),
             port: g.port,
             log: layout.gateway_log(gw),
             toolchain: (runtime == Runtime::Process).then(|| toolchain.clone()),
+            container,
         };
         let token_addr = format!("gateway.{gw}.token");
         let token_file = layout.gateway_token(gw);
         put(Resource::new(&token_addr, Kind::Secret, json!({"file": token_file, "prefix": "fleet-gw-"}), vec![]));
-        let home_inside = home.clone();
+        // Where the gateway sees its home: the same path for a process, /root in a container.
+        let home_inside = if runtime == Runtime::Incus { std::path::PathBuf::from("/root") } else { home.clone() };
         let settings = json!({
             "gateway": {"mode": "local", "port": g.port, "bind": "loopback", "auth": {"mode": "token"}},
             "update": {"checkOnStart": false},
             "logging": {"file": home_inside.join("logs/openclaw.log")},
         });
         let mut deps = vec![token_addr];
+        deps.extend(image_deps);
         if runtime == Runtime::Process {
             deps.push(TOOLCHAIN.to_string());
         }

@@ -25,6 +25,8 @@ pub enum Kind {
     Agent,
     GatewayModels,
     Wake,
+    Image,
+    Import,
 }
 
 impl Kind {
@@ -40,6 +42,8 @@ impl Kind {
             Kind::Agent => "agent",
             Kind::GatewayModels => "gateway.models",
             Kind::Wake => "wake",
+            Kind::Image => "image",
+            Kind::Import => "import",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -54,6 +58,8 @@ impl Kind {
             Kind::Agent,
             Kind::GatewayModels,
             Kind::Wake,
+            Kind::Image,
+            Kind::Import,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

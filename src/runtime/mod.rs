@@ -1,6 +1,7 @@
 //! Where a gateway runs. One trait, two real implementations: `process` (the
 //! embedded default: a detached local process) and `incus` (a container).
 
+pub mod incus;
 pub mod process;
 
 use std::path::PathBuf;
@@ -21,6 +22,18 @@ pub struct Launch {
     pub log: PathBuf,
     /// Process runtime: the cached Node + openclaw.
     pub toolchain: Option<Toolchain>,
+    /// Incus runtime: the container, the image alias it starts from, the remote (local daemon when
+    /// absent), and host ports the gateway must reach on its own loopback (the LiteLLM proxy).
+    #[serde(default)]
+    pub container: Option<Container>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    pub name: String,
+    pub image: String,
+    pub remote: Option<String>,
+    pub forward: Vec<u16>,
 }
 
 impl Launch {

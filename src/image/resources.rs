@@ -1,0 +1,184 @@
+//! `image.<name>[<arch>]` (fetched by URL and verified, or built from a recipe) and
+//! `import.<name>@<host>` (imported into the host's Incus once, under an alias).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+use miette::{miette, IntoDiagnostic, WrapErr};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
+use crate::resource::Resource;
+use crate::runtime::incus::target;
+use crate::state::Record;
+
+fn field<'a>(v: &'a Value, k: &str) -> miette::Result<&'a str> {
+    v.get(k).and_then(Value::as_str).ok_or_else(|| miette!("image input `{k}` missing"))
+}
+
+fn sha256_file(path: &Path) -> miette::Result<String> {
+    let mut f = std::fs::File::open(path).into_diagnostic()?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).into_diagnostic()?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Streams `url` to a temp file beside `dest`, checks its sha256, renames it into place.
+/// A mismatch or an interrupted download leaves nothing behind.
+pub async fn fetch(url: &str, sha256: &str, dest: &Path, ctx: &StepCtx) -> miette::Result<()> {
+    let dir = dest.parent().ok_or_else(|| miette!("no parent"))?;
+    std::fs::create_dir_all(dir).into_diagnostic()?;
+    let mut tmp = tempfile::Builder::new().prefix(".fetch-").tempfile_in(dir).into_diagnostic()?;
+    let resp = reqwest::Client::new().get(url).send().await.map_err(|e| miette!("download {url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(miette!("download {url}: {}", resp.status()));
+    }
+    let total = resp.content_length();
+    let mut h = Sha256::new();
+    let (mut got, mut said) = (0u64, 0u64);
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| miette!("download {url} interrupted: {e}"))?;
+        h.update(&chunk);
+        tmp.write_all(&chunk).into_diagnostic()?;
+        got += chunk.len() as u64;
+        if got >= said + 32 * 1024 * 1024 {
+            said = got;
+            ctx.progress(&match total {
+                Some(t) => format!("{:.0}/{:.0} MB", got as f64 / 1e6, t as f64 / 1e6),
+                None => format!("{:.0} MB", got as f64 / 1e6),
+            });
+        }
+    }
+    let have = hex::encode(h.finalize());
+    if have != sha256 {
+        // The temp file is removed when `tmp` drops.
+        return Err(miette!("{url}: sha256 mismatch: expected {sha256}, got {have}; the file was discarded"));
+    }
+    tmp.as_file().sync_all().into_diagnostic()?;
+    tmp.persist(dest).map_err(|e| miette!("{e}"))?;
+    Ok(())
+}
+
+pub struct ImageDriver {
+    pub cache: PathBuf,
+}
+
+impl ImageDriver {
+    async fn ensure(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
+        let file = PathBuf::from(field(&r.inputs, "file")?);
+        if let Some(url) = r.inputs.get("url").and_then(Value::as_str) {
+            let sha = field(&r.inputs, "sha256")?;
+            if !(file.is_file() && sha256_file(&file)? == sha) {
+                fetch(url, sha, &file, ctx).await?;
+            }
+            return Ok(json!({"file": file, "sha256": sha}));
+        }
+        let recipe = crate::image::recipe::load(Path::new(field(&r.inputs, "recipe")?)).map_err(miette::Report::new)?;
+        let arch = crate::spec::Arch::parse(field(&r.inputs, "arch")?).ok_or_else(|| miette!("bad arch"))?;
+        let out = file.parent().ok_or_else(|| miette!("no parent"))?.to_path_buf();
+        let o = crate::image::build::Options { arch, out, no_cache: false, cache: self.cache.clone() };
+        let built = crate::image::build::build(&recipe, &o, &|m: &str| ctx.progress(m)).await?;
+        Ok(json!({"file": built.tarball, "sha256": built.sha256}))
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for ImageDriver {
+    async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
+        match prior.outputs.get("file").and_then(Value::as_str) {
+            Some(f) if Path::new(f).is_file() => Drift::InSync,
+            _ => Drift::Update("the image file is gone from the cache".into()),
+        }
+    }
+    async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
+        self.ensure(r, ctx).await
+    }
+    async fn update(&self, r: &Resource, _prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
+        self.ensure(r, ctx).await
+    }
+    /// Image files are cache content shared by fleets: kept.
+    async fn delete(&self, _prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
+        Ok(())
+    }
+}
+
+fn incus(args: &[&str]) -> miette::Result<String> {
+    let out = std::process::Command::new("incus").args(args).output().map_err(|e| miette!("cannot run incus: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(miette!("incus {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+fn query(remote: &Option<String>, path: &str) -> Option<Value> {
+    let p = match remote {
+        Some(r) => format!("{r}:{path}"),
+        None => path.to_string(),
+    };
+    incus(&["query", &p]).ok().and_then(|s| serde_json::from_str(&s).ok())
+}
+
+/// The fingerprint an alias points at.
+pub fn alias_target(remote: &Option<String>, alias: &str) -> Option<String> {
+    query(remote, &format!("/1.0/images/aliases/{alias}"))?["target"].as_str().map(str::to_string)
+}
+
+pub struct ImportDriver;
+
+impl ImportDriver {
+    async fn ensure(r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
+        let file = field(&r.inputs, "file")?;
+        let alias = field(&r.inputs, "alias")?;
+        let remote = r.inputs.get("remote").and_then(Value::as_str).map(str::to_string);
+        // Incus names an image by its tarball's sha256.
+        let fp = sha256_file(Path::new(file)).wrap_err_with(|| format!("cannot read {file}"))?;
+        if alias_target(&remote, alias).as_deref() == Some(fp.as_str()) {
+            return Ok(json!({"fingerprint": fp}));
+        }
+        if query(&remote, &format!("/1.0/images/{fp}")).is_none() {
+            ctx.progress(&format!("incus image import ({fp:.12})"));
+            let dest = match &remote {
+                Some(r) => format!("{r}:"),
+                None => "local:".to_string(),
+            };
+            incus(&["image", "import", file, &dest])?;
+        }
+        let _ = incus(&["image", "alias", "delete", &target(&remote, alias)]);
+        incus(&["image", "alias", "create", &target(&remote, alias), &fp])?;
+        Ok(json!({"fingerprint": fp}))
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for ImportDriver {
+    async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
+        let remote = prior.inputs.get("remote").and_then(Value::as_str).map(str::to_string);
+        let alias = prior.inputs.get("alias").and_then(Value::as_str).unwrap_or_default();
+        let want = prior.outputs.get("fingerprint").and_then(Value::as_str);
+        if alias_target(&remote, alias).as_deref() == want {
+            Drift::InSync
+        } else {
+            Drift::Update(format!("image alias {alias} is missing or points elsewhere"))
+        }
+    }
+    async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
+        Self::ensure(r, ctx).await
+    }
+    async fn update(&self, r: &Resource, _prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
+        Self::ensure(r, ctx).await
+    }
+    async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
+        let remote = prior.inputs.get("remote").and_then(Value::as_str).map(str::to_string);
+        if let Some(alias) = prior.inputs.get("alias").and_then(Value::as_str) {
+            let _ = incus(&["image", "alias", "delete", &target(&remote, alias)]);
+        }
+        if let Some(fp) = prior.outputs.get("fingerprint").and_then(Value::as_str) {
+            let _ = incus(&["image", "delete", &target(&remote, fp)]);
+        }
+        Ok(())
+    }
+}

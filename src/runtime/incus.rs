@@ -1,0 +1,112 @@
+//! The Incus runtime: one container per gateway from the imported image alias,
+//! the gateway home on the host mounted at /root (`shift=true`), a proxy device
+//! exposing the gateway port on host loopback and another bringing the LiteLLM
+//! proxy onto the container's loopback. The container is disposable: stopping a
+//! gateway deletes it (force), starting creates it afresh; all state is in the home.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use miette::{miette, IntoDiagnostic};
+use serde_json::{json, Value};
+
+use super::{Container, Launch, Runtime};
+
+pub struct IncusRuntime;
+
+fn incus(args: &[&str]) -> miette::Result<String> {
+    let out =
+        Command::new("incus").args(args).output().map_err(|e| miette!("cannot run incus: {e}; is incus installed?"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(miette!("incus {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// `remote:name` or `name`.
+pub fn target(remote: &Option<String>, name: &str) -> String {
+    match remote {
+        Some(r) => format!("{r}:{name}"),
+        None => name.to_string(),
+    }
+}
+
+fn container(l: &Launch) -> miette::Result<&Container> {
+    l.container.as_ref().ok_or_else(|| miette!("gateway {} has no container settings", l.gateway))
+}
+
+pub fn instance_state(remote: &Option<String>, name: &str) -> Option<String> {
+    let path = format!("/1.0/instances/{name}/state");
+    let q = match remote {
+        Some(r) => incus(&["query", &format!("{r}:{path}")]),
+        None => incus(&["query", &path]),
+    };
+    let v: Value = serde_json::from_str(&q.ok()?).ok()?;
+    v["status"].as_str().map(str::to_string)
+}
+
+#[async_trait::async_trait]
+impl Runtime for IncusRuntime {
+    async fn start(&self, l: &Launch) -> miette::Result<Value> {
+        let c = container(l)?;
+        let name = target(&c.remote, &c.name);
+        for d in ["state", "logs", "tmp", "workspaces"] {
+            std::fs::create_dir_all(l.home.join(d)).into_diagnostic()?;
+        }
+        if instance_state(&c.remote, &c.name).is_some() {
+            let _ = incus(&["delete", "--force", &name]);
+        }
+        incus(&["init", &target(&c.remote, &c.image), &name, "-q"])?;
+        let home = format!("source={}", l.home.display());
+        incus(&["config", "device", "add", &name, "home", "disk", &home, "path=/root", "shift=true", "-q"])?;
+        let gw = format!("tcp:127.0.0.1:{}", l.port);
+        incus(&[
+            "config",
+            "device",
+            "add",
+            &name,
+            "gateway",
+            "proxy",
+            &format!("listen={gw}"),
+            &format!("connect={gw}"),
+            "-q",
+        ])?;
+        for port in &c.forward {
+            let addr = format!("tcp:127.0.0.1:{port}");
+            incus(&[
+                "config",
+                "device",
+                "add",
+                &name,
+                &format!("host-{port}"),
+                "proxy",
+                "bind=instance",
+                &format!("listen={addr}"),
+                &format!("connect={addr}"),
+                "-q",
+            ])?;
+        }
+        incus(&["start", &name])?;
+        Ok(json!({"container": c.name, "remote": c.remote}))
+    }
+
+    async fn stop(&self, l: &Launch, handle: &Value) -> miette::Result<()> {
+        let c = container(l)?;
+        let name = handle["container"].as_str().unwrap_or(&c.name);
+        if instance_state(&c.remote, name).is_some() {
+            incus(&["delete", "--force", &target(&c.remote, name)])?;
+        }
+        Ok(())
+    }
+
+    fn running(&self, handle: &Value) -> bool {
+        let Some(name) = handle["container"].as_str() else { return false };
+        let remote = handle["remote"].as_str().map(str::to_string);
+        instance_state(&remote, name).as_deref() == Some("Running")
+    }
+
+    fn home_inside(&self, _l: &Launch) -> PathBuf {
+        PathBuf::from("/root")
+    }
+}
