@@ -4,6 +4,7 @@ mod db_keys;
 mod diagnostics;
 mod gateway;
 mod image;
+mod incus;
 mod proxy;
 mod spine;
 mod support;

@@ -19,6 +19,9 @@ pub struct Run {
 }
 
 impl Run {
+    pub fn from_output(o: Output) -> Self {
+        Run::from(o)
+    }
     fn from(o: Output) -> Self {
         Run {
             code: o.status.code().unwrap_or(-1),

@@ -1,0 +1,154 @@
+//! The Incus runtime against a real incusd (installed and started by tests/support/incus.sh):
+//! the openclaw-base image built, served over HTTP, fetched and verified, imported once, a
+//! gateway container answering through its proxy device. Also: a tampered and an interrupted
+//! download are refused and leave nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+
+use crate::support::{free_port, shared_cache, World};
+
+/// The incusd the test suite uses (started once, shared by the tests).
+fn incus_dir() -> PathBuf {
+    let dir =
+        PathBuf::from(std::env::var("FLEET_TEST_INCUS_DIR").unwrap_or_else(|_| "/var/lib/fleet-test-incus".into()));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/incus.sh");
+    for args in [vec!["install"], vec!["start", dir.to_str().unwrap()]] {
+        let st = std::process::Command::new(&script).args(&args).status().expect("run tests/support/incus.sh");
+        assert!(st.success(), "tests/support/incus.sh {args:?} failed: Incus is needed for this test");
+    }
+    dir
+}
+
+/// The openclaw-base image, built (or taken from the build cache) by the real binary.
+fn openclaw_image(w: &World) -> (PathBuf, String) {
+    let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/openclaw-base.kdl");
+    let out = shared_cache().join("fleet-test-images");
+    let r =
+        w.fleet(&["image", "build", recipe.to_str().unwrap(), "--arch", "amd64", "--out", out.to_str().unwrap()]).ok();
+    let sha = r.stdout.lines().find_map(|l| l.strip_prefix("sha256 ")).unwrap().to_string();
+    (out.join("openclaw-base-amd64.tar.gz"), sha)
+}
+
+/// Serves the image at /good, and at /cut only its first half before failing the connection.
+fn serve(rt: &tokio::runtime::Runtime, file: PathBuf) -> u16 {
+    let bytes: Arc<Vec<u8>> = Arc::new(std::fs::read(file).unwrap());
+    let app = Router::new()
+        .route("/good", get(|State(b): State<Arc<Vec<u8>>>| async move { b.as_ref().clone() }))
+        .route(
+            "/cut",
+            get(|State(b): State<Arc<Vec<u8>>>| async move {
+                let half = b[..b.len() / 2].to_vec();
+                let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                    vec![Ok(half), Err(std::io::Error::other("connection lost"))];
+                axum::http::Response::builder()
+                    .header("content-length", b.len().to_string())
+                    .body(Body::from_stream(futures_util::stream::iter(chunks)))
+                    .unwrap()
+            }),
+        )
+        .with_state(bytes);
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+fn fleet_file(name: &str, url: &str, sha: &str, litellm: u16, gw: u16) -> String {
+    format!(
+        r#"fleet "{name}"
+image "openclaw-base" {{
+    url "{url}" arch="amd64" sha256="{sha}"
+}}
+host "box" runtime="incus"
+litellm host="box" port={litellm}
+provider "demo" type="mock" {{ model "demo-small" response="Hello from the demo model." }}
+gateway "main" host="box" image="openclaw-base" port={gw}
+agent "alice" model="demo-small"
+"#
+    )
+}
+
+fn alias_exists(dir: &Path, alias: &str) -> bool {
+    std::process::Command::new("incus")
+        .args(["query", &format!("/1.0/images/aliases/{alias}")])
+        .env("INCUS_DIR", dir)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn fetched(w: &World) -> Vec<String> {
+    let dir = shared_cache().join("fleet/images/fetched");
+    let _ = w;
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_incus_gateway_from_a_fetched_image_answers() {
+    if cfg!(not(target_arch = "x86_64")) {
+        return; // the image here is amd64; Incus cannot run arm64 images on amd64 and vice versa
+    }
+    let dir = incus_dir();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let w = World::new();
+    let (file, sha) = openclaw_image(&w);
+    let port = serve(&rt, file);
+    let run = |args: &[&str]| {
+        let o = w.cmd(args).env("INCUS_DIR", &dir).output().unwrap();
+        crate::support::Run::from_output(o)
+    };
+
+    // A tampered file (wrong sha256) and an interrupted download: refused, nothing imported, nothing left.
+    // (This test owns the fetched-image cache: start it without this image so the download really happens.)
+    let _ = std::fs::remove_file(shared_cache().join(format!("fleet/images/fetched/{sha}.tar.gz")));
+    let before = fetched(&w);
+    let wrong = "0".repeat(64);
+    w.write(
+        "fleet.kdl",
+        &fleet_file("incus-bad", &format!("http://127.0.0.1:{port}/good"), &wrong, free_port(), free_port()),
+    );
+    let r = run(&["apply"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains(&format!("sha256 mismatch: expected {wrong}, got {sha}")), "{}", r.stdout);
+    assert!(r.stdout.contains("! import.openclaw-base@box: skipped"), "{}", r.stdout);
+    w.write(
+        "fleet.kdl",
+        &fleet_file("incus-bad", &format!("http://127.0.0.1:{port}/cut"), &sha, free_port(), free_port()),
+    );
+    let r = run(&["apply"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("interrupted"), "{}", r.stdout);
+    assert_eq!(fetched(&w), before, "no partial or rejected file is kept");
+    let _ = run(&["destroy"]);
+
+    // The real thing.
+    let fleet = "incus-ok";
+    w.write("fleet.kdl", &fleet_file(fleet, &format!("http://127.0.0.1:{port}/good"), &sha, free_port(), free_port()));
+    let r = run(&["apply"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("+ import.openclaw-base@box: created") && r.stdout.contains("+ gateway.main: created"),
+        "{}",
+        r.stdout
+    );
+    assert!(alias_exists(&dir, "openclaw-base"));
+    let reply = run(&["chat", "alice", "hi"]);
+    assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
+    let log = std::fs::read_to_string(w.data_dir(fleet).join("litellm/proxy.log")).unwrap();
+    assert!(log.contains("fleet_auth: accepted key fleet-alice"), "the container's agent used its own key");
+
+    // Re-apply: nothing imported again, nothing restarted.
+    let r = run(&["apply"]);
+    assert!(r.stdout.contains("No changes."), "{}", r.all());
+    let r = run(&["destroy"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!alias_exists(&dir, "openclaw-base"));
+}
