@@ -24,10 +24,24 @@ pub enum ImageCmd {
         #[arg(long)]
         no_cache: bool,
     },
+    /// Record the recipe's resolved npm tree (versions + integrity) beside it, for reproducible builds
+    Lock { recipe: PathBuf },
 }
 
 pub fn run(cmd: ImageCmd) -> miette::Result<ExitCode> {
-    let ImageCmd::Build { recipe, arch, out, no_cache } = cmd;
+    let (recipe, arch, out, no_cache) = match cmd {
+        ImageCmd::Build { recipe, arch, out, no_cache } => (recipe, arch, out, no_cache),
+        ImageCmd::Lock { recipe } => {
+            let r = crate::image::recipe::load(&recipe)?;
+            let cache = Layout::resolve("", None, None).cache_dir;
+            let path = super::runtime()?.block_on(crate::image::build::lock(&recipe, &r, &cache, &|m: &str| eprintln!("  … {m}")))?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).map_err(|e| miette::miette!("{e}"))?).map_err(|e| miette::miette!("{e}"))?;
+            let n = v["packages"].as_object().map(|p| p.len().saturating_sub(1)).unwrap_or(0);
+            println!("{} ({n} packages pinned with their integrity)", path.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let r = crate::image::recipe::load(&recipe)?;
     let arch = match arch {
         None => Arch::native(),

@@ -47,7 +47,11 @@ pub fn fingerprint(r: &Recipe, arch: Arch) -> miette::Result<String> {
             std::fs::read(&f.from).into_diagnostic().wrap_err_with(|| format!("cannot read {}", f.from.display()))?;
         files.push(json!({"to": f.to, "mode": f.mode, "sha256": sha256_hex(&bytes)}));
     }
-    let v = json!({"builder": BUILDER_VERSION, "recipe": r, "files": files, "arch": arch.as_str()});
+    let lock = match &r.lock {
+        Some(p) => Some(sha256_hex(&std::fs::read(p).into_diagnostic()?)),
+        None => None,
+    };
+    let v = json!({"builder": BUILDER_VERSION, "recipe": r, "files": files, "arch": arch.as_str(), "lock": lock});
     Ok(sha256_hex(v.to_string().as_bytes()))
 }
 
@@ -126,6 +130,47 @@ fn copy_tree(from: &Path, to: &Path) -> miette::Result<()> {
     run(&mut cmd, "cp -a")
 }
 
+/// npm (the cached one, on the cached Node), ready for arguments.
+fn npm(host: &crate::openclaw::toolchain::Toolchain, cache: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(host.node_bin());
+    cmd.arg(host.npm_dir.join("bin/npm-cli.js")).env("PATH", host.path_env()).env("npm_config_cache", cache.join("npm-cache"));
+    if Path::new("/etc/ssl/certs/ca-certificates.crt").is_file() {
+        cmd.env("NODE_EXTRA_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt");
+    }
+    cmd
+}
+
+fn lock_manifest(openclaw: &str) -> String {
+    let v = json!({"name": "fleet-image-openclaw", "private": true, "dependencies": {"openclaw": openclaw}});
+    serde_json::to_string_pretty(&v).expect("json") + "\n"
+}
+
+/// `fleet image lock`: resolves the recipe's npm tree (versions + integrity) into `<recipe>.lock.json`.
+pub async fn lock(recipe_path: &Path, r: &Recipe, cache: &Path, say: &(dyn Fn(&str) + Sync)) -> miette::Result<PathBuf> {
+    let (Some(openclaw), Some(node)) = (&r.openclaw, &r.node) else {
+        return Err(miette!("recipe {} installs nothing from npm: there is nothing to lock", r.name));
+    };
+    let host = crate::openclaw::toolchain::Toolchain::new(cache, node, openclaw);
+    crate::npm::ensure_package(
+        &format!("node-linux-{}", if Arch::native() == Arch::Amd64 { "x64" } else { "arm64" }),
+        node,
+        &host.node_dir,
+        say,
+    )
+    .await?;
+    crate::npm::ensure_package("npm", &host.npm, &host.npm_dir, say).await?;
+    let work = tempfile::tempdir().into_diagnostic()?;
+    std::fs::write(work.path().join("package.json"), lock_manifest(openclaw)).into_diagnostic()?;
+    say(&format!("resolving openclaw@{openclaw}"));
+    let mut cmd = npm(&host, cache);
+    cmd.args(["install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+        .arg(work.path());
+    run(&mut cmd, "npm install --package-lock-only")?;
+    let out = super::recipe::lock_path(recipe_path);
+    std::fs::copy(work.path().join("package-lock.json"), &out).into_diagnostic()?;
+    Ok(out)
+}
+
 pub async fn build(r: &Recipe, o: &Options, say: &(dyn Fn(&str) + Sync)) -> miette::Result<Built> {
     let t_all = Instant::now();
     let mut phases = Vec::new();
@@ -198,19 +243,33 @@ pub async fn build(r: &Recipe, o: &Options, say: &(dyn Fn(&str) + Sync)) -> miet
         // npm runs on the build machine with the same Node, installing straight into the image's
         // /usr/local: no chroot, so no resolv.conf or CA bundle ever enters the image.
         let host = crate::openclaw::toolchain::Toolchain::new(&o.cache, &node, openclaw);
-        say(&format!("npm install -g openclaw@{openclaw}"));
         crate::npm::ensure_package("npm", &host.npm, &host.npm_dir, say).await?;
-        let mut cmd = std::process::Command::new(host.node_bin());
-        cmd.arg(host.npm_dir.join("bin/npm-cli.js"))
-            .args(["install", "-g", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
-            .arg(root.join("usr/local"))
-            .arg(format!("openclaw@{openclaw}"))
-            .env("PATH", host.path_env())
-            .env("npm_config_cache", o.cache.join("npm-cache"));
-        if Path::new("/etc/ssl/certs/ca-certificates.crt").is_file() {
-            cmd.env("NODE_EXTRA_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt");
+        let mut cmd = npm(&host, &o.cache);
+        match &r.lock {
+            // With a lock: exactly the recorded tree (versions + integrity), as a project in
+            // /usr/local/lib/openclaw, and `openclaw` linked onto PATH.
+            Some(lock) => {
+                say(&format!("npm ci openclaw@{openclaw} (locked)"));
+                let app = root.join("usr/local/lib/openclaw");
+                std::fs::create_dir_all(&app).into_diagnostic()?;
+                std::fs::write(app.join("package.json"), lock_manifest(openclaw)).into_diagnostic()?;
+                std::fs::copy(lock, app.join("package-lock.json")).into_diagnostic()?;
+                cmd.args(["ci", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"]).arg(&app);
+                run(&mut cmd, "npm ci")?;
+                let bin = root.join("usr/local/bin");
+                std::fs::create_dir_all(&bin).into_diagnostic()?;
+                let _ = std::fs::remove_file(bin.join("openclaw"));
+                std::os::unix::fs::symlink("../lib/openclaw/node_modules/openclaw/openclaw.mjs", bin.join("openclaw"))
+                    .into_diagnostic()?;
+            }
+            None => {
+                say(&format!("npm install -g openclaw@{openclaw} (no lock: `fleet image lock` pins the tree)"));
+                cmd.args(["install", "-g", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+                    .arg(root.join("usr/local"))
+                    .arg(format!("openclaw@{openclaw}"));
+                run(&mut cmd, "npm install -g openclaw")?;
+            }
         }
-        run(&mut cmd, "npm install -g openclaw")?;
         phases.push(("openclaw".to_string(), t.elapsed()));
     }
 

@@ -30,6 +30,14 @@ pub struct Recipe {
     pub source_date_epoch: u64,
     #[serde(skip)]
     pub dir: PathBuf,
+    /// The npm lock beside the recipe (`<name>.lock.json`), when `fleet image lock` wrote one.
+    #[serde(skip)]
+    pub lock: Option<PathBuf>,
+}
+
+/// `recipes/openclaw-base.kdl` → `recipes/openclaw-base.lock.json`.
+pub fn lock_path(recipe: &Path) -> PathBuf {
+    recipe.with_extension("lock.json")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -46,7 +54,9 @@ pub fn load(path: &Path) -> Result<Recipe, SpecError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| SpecError::unreadable(&path.display().to_string(), &e.to_string()))?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    parse(SourceFile::new(path.display().to_string(), text), &dir)
+    let mut r = parse(SourceFile::new(path.display().to_string(), text), &dir)?;
+    r.lock = Some(lock_path(path)).filter(|p| p.is_file());
+    Ok(r)
 }
 
 pub fn parse(source: SourceFile, dir: &Path) -> Result<Recipe, SpecError> {
@@ -218,6 +228,7 @@ pub fn parse(source: SourceFile, dir: &Path) -> Result<Recipe, SpecError> {
             properties,
             source_date_epoch: sde.unwrap_or(1_767_225_600),
             dir: dir.to_path_buf(),
+            lock: None,
         });
     }
     if recipe.is_none() && p.is_empty() {
