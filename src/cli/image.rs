@@ -34,9 +34,11 @@ pub fn run(cmd: ImageCmd) -> miette::Result<ExitCode> {
         ImageCmd::Lock { recipe } => {
             let r = crate::image::recipe::load(&recipe)?;
             let cache = Layout::resolve("", None, None).cache_dir;
-            let path = super::runtime()?.block_on(crate::image::build::lock(&recipe, &r, &cache, &|m: &str| eprintln!("  … {m}")))?;
+            let path = super::runtime()?
+                .block_on(crate::image::build::lock(&recipe, &r, &cache, &|m: &str| eprintln!("  … {m}")))?;
             let v: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&path).map_err(|e| miette::miette!("{e}"))?).map_err(|e| miette::miette!("{e}"))?;
+                serde_json::from_slice(&std::fs::read(&path).map_err(|e| miette::miette!("{e}"))?)
+                    .map_err(|e| miette::miette!("{e}"))?;
             let n = v["packages"].as_object().map(|p| p.len().saturating_sub(1)).unwrap_or(0);
             println!("{} ({n} packages pinned with their integrity)", path.display());
             return Ok(ExitCode::SUCCESS);

@@ -133,7 +133,9 @@ fn copy_tree(from: &Path, to: &Path) -> miette::Result<()> {
 /// npm (the cached one, on the cached Node), ready for arguments.
 fn npm(host: &crate::openclaw::toolchain::Toolchain, cache: &Path) -> std::process::Command {
     let mut cmd = std::process::Command::new(host.node_bin());
-    cmd.arg(host.npm_dir.join("bin/npm-cli.js")).env("PATH", host.path_env()).env("npm_config_cache", cache.join("npm-cache"));
+    cmd.arg(host.npm_dir.join("bin/npm-cli.js"))
+        .env("PATH", host.path_env())
+        .env("npm_config_cache", cache.join("npm-cache"));
     if Path::new("/etc/ssl/certs/ca-certificates.crt").is_file() {
         cmd.env("NODE_EXTRA_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt");
     }
@@ -146,7 +148,12 @@ fn lock_manifest(openclaw: &str) -> String {
 }
 
 /// `fleet image lock`: resolves the recipe's npm tree (versions + integrity) into `<recipe>.lock.json`.
-pub async fn lock(recipe_path: &Path, r: &Recipe, cache: &Path, say: &(dyn Fn(&str) + Sync)) -> miette::Result<PathBuf> {
+pub async fn lock(
+    recipe_path: &Path,
+    r: &Recipe,
+    cache: &Path,
+    say: &(dyn Fn(&str) + Sync),
+) -> miette::Result<PathBuf> {
     let (Some(openclaw), Some(node)) = (&r.openclaw, &r.node) else {
         return Err(miette!("recipe {} installs nothing from npm: there is nothing to lock", r.name));
     };
@@ -163,8 +170,16 @@ pub async fn lock(recipe_path: &Path, r: &Recipe, cache: &Path, say: &(dyn Fn(&s
     std::fs::write(work.path().join("package.json"), lock_manifest(openclaw)).into_diagnostic()?;
     say(&format!("resolving openclaw@{openclaw}"));
     let mut cmd = npm(&host, cache);
-    cmd.args(["install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
-        .arg(work.path());
+    cmd.args([
+        "install",
+        "--package-lock-only",
+        "--ignore-scripts",
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+        "--prefix",
+    ])
+    .arg(work.path());
     run(&mut cmd, "npm install --package-lock-only")?;
     let out = super::recipe::lock_path(recipe_path);
     std::fs::copy(work.path().join("package-lock.json"), &out).into_diagnostic()?;
