@@ -55,16 +55,20 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
             let arch = host.arch;
             let image_addr = format!("image.{}[{}]", img_name.value, arch.as_str());
             let file;
+            let source;
             let inputs = match img.and_then(|i| i.urls.get(&arch)) {
                 Some(u) => {
                     file = layout.cache_dir.join("images/fetched").join(format!("{}.tar.gz", u.sha256));
+                    source = json!(u.sha256);
                     json!({"name": img_name.value, "arch": arch.as_str(), "url": u.url, "sha256": u.sha256, "file": file})
                 }
                 None => {
                     let recipe = img.and_then(|i| i.recipe.as_ref()).map(|r| r.value.clone()).unwrap_or_default();
+                    let fingerprint = img.and_then(|i| i.recipe_fingerprint.clone());
+                    source = json!(fingerprint);
                     let stem = format!("{}-{}", img_name.value, arch.as_str());
                     file = layout.cache_dir.join("images/out").join(&stem).join(format!("{stem}.tar.gz"));
-                    json!({"name": img_name.value, "arch": arch.as_str(), "recipe": recipe, "file": file})
+                    json!({"name": img_name.value, "arch": arch.as_str(), "recipe": recipe, "recipe_fingerprint": fingerprint, "file": file})
                 }
             };
             let import_addr = format!("import.{}@{}", img_name.value, host.name.value);
@@ -73,7 +77,8 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
                 put(Resource::new(
                     &import_addr,
                     Kind::Import,
-                    json!({"image": image_addr, "file": file, "alias": img_name.value, "remote": remote}),
+                    // What the image is (its sha256, or its recipe's fingerprint): a new one re-imports.
+                    json!({"image": image_addr, "file": file, "alias": img_name.value, "remote": remote, "source": source}),
                     vec![image_addr.clone()],
                 ));
             }

@@ -340,7 +340,7 @@ fn image(n: &RawNode, base: &Path, p: &mut Problems) -> Option<Image> {
             );
         }
     }
-    Some(Image { name, recipe, urls })
+    Some(Image { name, recipe, urls, recipe_fingerprint: None })
 }
 
 fn host(n: &RawNode, p: &mut Problems) -> Option<Host> {

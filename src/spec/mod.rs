@@ -55,6 +55,15 @@ pub fn load(path: &Path) -> Result<FleetSpec, SpecError> {
     let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
     let base = base.canonicalize().unwrap_or(base);
     let mut spec = parse(SourceFile::new(path.display().to_string(), text), &base)?;
+    // Recipes are read now too: their content (not just their path) decides when an image is rebuilt.
+    for image in &mut spec.images {
+        if let Some(path) = &image.recipe {
+            let recipe = crate::image::recipe::load(&path.value)?;
+            let fp = crate::image::build::fingerprint(&recipe, Arch::Amd64)
+                .map_err(|e| SpecError::unreadable(&path.value.display().to_string(), &e.to_string()))?;
+            image.recipe_fingerprint = Some(fp);
+        }
+    }
     // Workspace files named by path are read now, so everything downstream works on text alone.
     for agent in &mut spec.agents {
         for src in agent.files.values_mut() {

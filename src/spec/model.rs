@@ -106,6 +106,9 @@ pub struct Image {
     pub name: Spanned<String>,
     pub recipe: Option<Spanned<PathBuf>>,
     pub urls: BTreeMap<Arch, ImageUrl>,
+    /// The recipe's content fingerprint (recipe, the files it copies, its lock), filled in by `spec::load`
+    /// so a changed recipe shows in the plan.
+    pub recipe_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone)]
