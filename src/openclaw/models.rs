@@ -136,9 +136,7 @@ impl Driver for ModelsDriver {
     }
 }
 
-/// `wake.<agent>`: the first message an agent gets, once, right after its first provisioning. The step
-/// ends when the gateway has accepted the run (`chat.send` → `started`): the agent answers in its own time,
-/// and apply does not wait for a model round trip per agent (`fleet chat` is the way to wait for a reply).
+/// `wake.<agent>`: the first message an agent gets, once, right after its first provisioning.
 pub struct WakeDriver;
 
 #[async_trait::async_trait]
@@ -148,10 +146,8 @@ impl Driver for WakeDriver {
         let id = r.inputs["agent_id"].as_str().ok_or_else(|| miette!("no agent id"))?;
         let message = r.files.first().map(|f| String::from_utf8_lossy(&f.content).into_owned()).unwrap_or_default();
         let c = gw.connect().await?;
-        let run = super::agent::run_id();
-        let params = json!({"sessionKey": format!("agent:{id}:main"), "agentId": id, "message": message, "idempotencyKey": run});
-        let v = c.req("chat.send", params).await.map_err(|e| miette!("{e}"))?;
-        Ok(json!({"run_id": v["runId"], "status": v["status"]}))
+        let reply = super::agent::chat(&c, id, &message, Duration::from_secs(180)).await?;
+        Ok(json!({"replied": !reply.is_empty()}))
     }
     /// A wake happens once: later changes to the message do not wake the agent again.
     async fn update(&self, _r: &Resource, prior: &Record, _ctx: &StepCtx) -> miette::Result<Outputs> {
