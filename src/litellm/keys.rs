@@ -32,6 +32,12 @@ pub struct StoredKey {
     pub models: Vec<String>,
 }
 
+impl From<KeyEntry> for StoredKey {
+    fn from(e: KeyEntry) -> Self {
+        StoredKey { hash: e.hash, models: e.models }
+    }
+}
+
 /// Where keys are registered so the proxy accepts them.
 #[async_trait::async_trait]
 pub trait KeyStore: Send + Sync {
@@ -77,11 +83,11 @@ impl FileKeyStore {
 impl KeyStore for FileKeyStore {
     fn peek(&self, alias: &str) -> Option<Option<StoredKey>> {
         let file = self.file.as_ref().ok()?;
-        Some(file.get(alias).map(|e| StoredKey { hash: e.hash, models: e.models }))
+        Some(file.get(alias).map(StoredKey::from))
     }
 
     async fn find(&self, alias: &str) -> miette::Result<Option<StoredKey>> {
-        Ok(self.file()?.get(alias).map(|e| StoredKey { hash: e.hash, models: e.models }))
+        Ok(self.file()?.get(alias).map(StoredKey::from))
     }
 
     async fn mint(
