@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::resource::Resource;
-use crate::runtime::incus::target;
+use crate::runtime::incus::{incus, query, target};
 use crate::state::Record;
 
 fn field<'a>(v: &'a Value, k: &str) -> miette::Result<&'a str> {
@@ -103,23 +103,6 @@ impl Driver for ImageDriver {
     async fn delete(&self, _prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
         Ok(())
     }
-}
-
-fn incus(args: &[&str]) -> miette::Result<String> {
-    let out = std::process::Command::new("incus").args(args).output().map_err(|e| miette!("cannot run incus: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(miette!("incus {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
-fn query(remote: &Option<String>, path: &str) -> Option<Value> {
-    let p = match remote {
-        Some(r) => format!("{r}:{path}"),
-        None => path.to_string(),
-    };
-    incus(&["query", &p]).ok().and_then(|s| serde_json::from_str(&s).ok())
 }
 
 /// The fingerprint an alias points at.

@@ -14,7 +14,8 @@ use super::{Container, Launch, Runtime};
 
 pub struct IncusRuntime;
 
-fn incus(args: &[&str]) -> miette::Result<String> {
+/// Runs the `incus` CLI (so INCUS_DIR and `incus remote` settings apply); stdout, or stderr as the error.
+pub fn incus(args: &[&str]) -> miette::Result<String> {
     let out =
         Command::new("incus").args(args).output().map_err(|e| miette!("cannot run incus: {e}; is incus installed?"))?;
     if out.status.success() {
@@ -36,14 +37,13 @@ fn container(l: &Launch) -> miette::Result<&Container> {
     l.container.as_ref().ok_or_else(|| miette!("gateway {} has no container settings", l.gateway))
 }
 
+/// `incus query` of a REST path (on the remote, if any), as JSON; None when it fails.
+pub fn query(remote: &Option<String>, path: &str) -> Option<Value> {
+    incus(&["query", &target(remote, path)]).ok().and_then(|s| serde_json::from_str(&s).ok())
+}
+
 pub fn instance_state(remote: &Option<String>, name: &str) -> Option<String> {
-    let path = format!("/1.0/instances/{name}/state");
-    let q = match remote {
-        Some(r) => incus(&["query", &format!("{r}:{path}")]),
-        None => incus(&["query", &path]),
-    };
-    let v: Value = serde_json::from_str(&q.ok()?).ok()?;
-    v["status"].as_str().map(str::to_string)
+    query(remote, &format!("/1.0/instances/{name}/state"))?["status"].as_str().map(str::to_string)
 }
 
 #[async_trait::async_trait]
