@@ -11,6 +11,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// sha256 of a file, streamed (image tarballs are hundreds of MB).
+pub fn sha256_file(path: &Path) -> miette::Result<String> {
+    let mut f =
+        std::fs::File::open(path).into_diagnostic().wrap_err_with(|| format!("cannot read {}", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).into_diagnostic()?;
+    Ok(hex::encode(h.finalize()))
+}
+
 /// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename),
 /// with `mode` set before any byte is written, so a secret is never briefly world-readable.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::pack::pack;
 use super::recipe::Recipe;
-use crate::fsutil::sha256_hex;
+use crate::fsutil::{sha256_file, sha256_hex};
 use crate::spec::Arch;
 
 /// Bumped whenever the builder's output for the same inputs would change.
@@ -328,10 +328,8 @@ pub async fn build(r: &Recipe, o: &Options, say: &(dyn Fn(&str) + Sync)) -> miet
     pack(&root, &yaml, r.source_date_epoch, &tmp_out)?;
     phases.push(("pack".to_string(), t.elapsed()));
 
-    let bytes = std::fs::read(&tmp_out).into_diagnostic()?;
-    let sha = sha256_hex(&bytes);
-    let size = bytes.len() as u64;
-    drop(bytes);
+    let sha = sha256_file(&tmp_out)?;
+    let size = std::fs::metadata(&tmp_out).into_diagnostic()?.len();
     let manifest = json!({
         "name": r.name,
         "arch": o.arch.as_str(),

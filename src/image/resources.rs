@@ -5,24 +5,18 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
-use miette::{miette, IntoDiagnostic, WrapErr};
+use miette::{miette, IntoDiagnostic};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
+use crate::fsutil::sha256_file;
 use crate::resource::Resource;
 use crate::runtime::incus::{incus, query, target};
 use crate::state::Record;
 
 fn field<'a>(v: &'a Value, k: &str) -> miette::Result<&'a str> {
     v.get(k).and_then(Value::as_str).ok_or_else(|| miette!("image input `{k}` missing"))
-}
-
-fn sha256_file(path: &Path) -> miette::Result<String> {
-    let mut f = std::fs::File::open(path).into_diagnostic()?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).into_diagnostic()?;
-    Ok(hex::encode(h.finalize()))
 }
 
 /// Streams `url` to a temp file beside `dest`, checks its sha256, renames it into place.
@@ -118,7 +112,7 @@ impl ImportDriver {
         let alias = field(&r.inputs, "alias")?;
         let remote = r.inputs.get("remote").and_then(Value::as_str).map(str::to_string);
         // Incus names an image by its tarball's sha256.
-        let fp = sha256_file(Path::new(file)).wrap_err_with(|| format!("cannot read {file}"))?;
+        let fp = sha256_file(Path::new(file))?;
         if alias_target(&remote, alias).as_deref() == Some(fp.as_str()) {
             return Ok(json!({"fingerprint": fp}));
         }
