@@ -130,15 +130,10 @@ fn copy_tree(from: &Path, to: &Path) -> miette::Result<()> {
     run(&mut cmd, "cp -a")
 }
 
-/// npm (the cached one, on the cached Node), ready for arguments.
+/// The cached npm, with a download cache of its own for image builds.
 fn npm(host: &crate::openclaw::toolchain::Toolchain, cache: &Path) -> std::process::Command {
-    let mut cmd = std::process::Command::new(host.node_bin());
-    cmd.arg(host.npm_dir.join("bin/npm-cli.js"))
-        .env("PATH", host.path_env())
-        .env("npm_config_cache", cache.join("npm-cache"));
-    if Path::new("/etc/ssl/certs/ca-certificates.crt").is_file() {
-        cmd.env("NODE_EXTRA_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt");
-    }
+    let mut cmd = host.npm_command();
+    cmd.env("npm_config_cache", cache.join("npm-cache"));
     cmd
 }
 
@@ -158,14 +153,8 @@ pub async fn lock(
         return Err(miette!("recipe {} installs nothing from npm: there is nothing to lock", r.name));
     };
     let host = crate::openclaw::toolchain::Toolchain::new(cache, node, openclaw);
-    crate::npm::ensure_package(
-        &format!("node-linux-{}", if Arch::native() == Arch::Amd64 { "x64" } else { "arm64" }),
-        node,
-        &host.node_dir,
-        say,
-    )
-    .await?;
-    crate::npm::ensure_package("npm", &host.npm, &host.npm_dir, say).await?;
+    host.ensure_node(say).await?;
+    host.ensure_npm(say).await?;
     let work = tempfile::tempdir().into_diagnostic()?;
     std::fs::write(work.path().join("package.json"), lock_manifest(openclaw)).into_diagnostic()?;
     say(&format!("resolving openclaw@{openclaw}"));
@@ -234,14 +223,14 @@ pub async fn build(r: &Recipe, o: &Options, say: &(dyn Fn(&str) + Sync)) -> miet
 
     if let Some(node) = &r.node {
         let t = Instant::now();
-        let arch = match o.arch {
-            Arch::Amd64 => "x64",
-            Arch::Arm64 => "arm64",
-        };
-        let node_dir =
-            o.cache.join("node").join(if o.arch == Arch::native() { node.clone() } else { format!("{node}-{arch}") });
-        say(&format!("node-linux-{arch}@{node}"));
-        crate::npm::ensure_package(&format!("node-linux-{arch}"), node, &node_dir, say).await?;
+        let package = o.arch.node_package();
+        let node_dir = o.cache.join("node").join(if o.arch == Arch::native() {
+            node.clone()
+        } else {
+            format!("{node}-{}", o.arch.as_str())
+        });
+        say(&format!("{package}@{node}"));
+        crate::npm::ensure_package(package, node, &node_dir, say).await?;
         let usr_local = root.join("usr/local");
         std::fs::create_dir_all(&usr_local).into_diagnostic()?;
         for part in ["bin", "include", "share"] {
@@ -258,7 +247,7 @@ pub async fn build(r: &Recipe, o: &Options, say: &(dyn Fn(&str) + Sync)) -> miet
         // npm runs on the build machine with the same Node, installing straight into the image's
         // /usr/local: no chroot, so no resolv.conf or CA bundle ever enters the image.
         let host = crate::openclaw::toolchain::Toolchain::new(&o.cache, &node, openclaw);
-        crate::npm::ensure_package("npm", &host.npm, &host.npm_dir, say).await?;
+        host.ensure_npm(say).await?;
         let mut cmd = npm(&host, &o.cache);
         match &r.lock {
             // With a lock: exactly the recorded tree (versions + integrity), as a project in

