@@ -54,13 +54,22 @@ fn merge(base: &mut Value, patch: &Value) {
     }
 }
 
+/// openclaw.json as it is on disk (`{}` when absent or unreadable) and as fleet wants it: the same
+/// document with the fleet-owned settings and the token merged in, everything the gateway added kept.
+fn config_now_and_wanted(g: &GatewayInputs) -> miette::Result<(Value, Value)> {
+    let path = g.launch.config_file();
+    let now: Value = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(json!({}));
+    let mut settings = g.settings.clone();
+    settings["gateway"]["auth"]["token"] = json!(read_token(&g.token_file)?);
+    let mut wanted = now.clone();
+    merge(&mut wanted, &settings);
+    Ok((now, wanted))
+}
+
 /// Writes the fleet-owned settings (and the token) into openclaw.json, keeping what the gateway added.
 pub fn write_config(g: &GatewayInputs) -> miette::Result<()> {
     let path = g.launch.config_file();
-    let mut doc: Value = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(json!({}));
-    let mut settings = g.settings.clone();
-    settings["gateway"]["auth"]["token"] = json!(read_token(&g.token_file)?);
-    merge(&mut doc, &settings);
+    let (_, doc) = config_now_and_wanted(g)?;
     let bytes = serde_json::to_vec_pretty(&doc).into_diagnostic()?;
     if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
         write_atomic(&path, &bytes, 0o600).into_diagnostic().wrap_err("cannot write openclaw.json")?;
@@ -189,13 +198,7 @@ impl Driver for GatewayDriver {
             std::fs::read(Self::pid_file(&g)).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         {
             if self.unhealthy(&g, &prev).await.is_none() {
-                let path = g.launch.config_file();
-                let on_disk: Value =
-                    std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-                let mut want = on_disk.clone();
-                let mut settings = g.settings.clone();
-                settings["gateway"]["auth"]["token"] = json!(read_token(&g.token_file)?);
-                merge(&mut want, &settings);
+                let (on_disk, want) = config_now_and_wanted(&g)?;
                 if want == on_disk {
                     ctx.progress("adopting the running gateway");
                     return Ok(prev);
