@@ -41,13 +41,14 @@ pub fn desired(spec: &FleetSpec, layout: &Layout) -> Desired {
         out.insert(r.address.clone(), r);
     };
 
-    let mut config_deps = Vec::new();
+    // The secret files fleet mints for the proxy: the config and the proxy wait for them.
+    let mut secret_deps = Vec::new();
     let master_ref = match &spec.litellm.master_key {
         Some(r) => r.to_string(),
         None => {
             let file = layout.master_key_file();
             add(Resource::new(MASTER_KEY, Kind::Secret, json!({"file": file, "prefix": "sk-fleet-admin-"}), vec![]));
-            config_deps.push(MASTER_KEY.to_string());
+            secret_deps.push(MASTER_KEY.to_string());
             format!("file:{}", file.display())
         }
     };
@@ -78,16 +79,14 @@ pub fn desired(spec: &FleetSpec, layout: &Layout) -> Desired {
         crate::spec::KeyBackend::File => "file",
         crate::spec::KeyBackend::Database { .. } => "database",
     };
+    let hashes: Vec<String> = files.iter().map(|f| sha256_hex(&f.content)).collect();
     let inputs = json!({
         "models": models,
         "key_backend": backend,
-        "files": files.iter().map(|f| (file_name(&f.path), json!(sha256_hex(&f.content)))).collect::<serde_json::Map<_, _>>(),
+        "files": files.iter().zip(&hashes).map(|(f, h)| (file_name(&f.path), json!(h))).collect::<serde_json::Map<_, _>>(),
     });
-    let mut config_digest = String::new();
-    for f in &files {
-        config_digest.push_str(&sha256_hex(&f.content));
-    }
-    add(Resource::new(CONFIG, Kind::LitellmConfig, inputs, config_deps.clone()).with_files(files));
+    let config_digest = hashes.concat();
+    add(Resource::new(CONFIG, Kind::LitellmConfig, inputs, secret_deps.clone()).with_files(files));
 
     let mut env = std::collections::BTreeMap::new();
     env.insert(config::MASTER_KEY_ENV.to_string(), master_ref);
@@ -106,7 +105,7 @@ pub fn desired(spec: &FleetSpec, layout: &Layout) -> Desired {
             None => {
                 let file = layout.litellm_dir().join("callback.token");
                 add(Resource::new(CALLBACK_TOKEN, Kind::Secret, json!({"file": file, "prefix": "fleet-cb-"}), vec![]));
-                config_deps.push(CALLBACK_TOKEN.to_string());
+                secret_deps.push(CALLBACK_TOKEN.to_string());
                 format!("file:{}", file.display())
             }
         };
@@ -124,7 +123,7 @@ pub fn desired(spec: &FleetSpec, layout: &Layout) -> Desired {
         "start_timeout_s": spec.litellm.start_timeout_s,
     });
     let mut proxy_deps = vec![INSTALL.to_string(), CONFIG.to_string()];
-    proxy_deps.extend(config_deps);
+    proxy_deps.extend(secret_deps);
     add(Resource::new(PROXY, Kind::LitellmProxy, proxy, proxy_deps));
 
     let base_url = proxy_base_url(spec);
