@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::plan::{Action, Plan};
 use crate::resource::Desired;
-use crate::state::{now, Record, StepRow, Store};
+use crate::state::{format_rfc3339, Record, StepRow, Store};
 use driver::Drivers;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,7 +198,13 @@ impl Execution<'_> {
             address: o.address.clone(),
             action: o.action.as_str().into(),
             status: status.into(),
-            started_at: now(),
+            // Recorded when the step ends: its start is that moment minus its duration.
+            started_at: format_rfc3339(
+                std::time::SystemTime::now()
+                    .checked_sub(o.elapsed)
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs() as i64),
+            ),
             duration_ms: o.elapsed.as_millis() as i64,
             error,
         };
