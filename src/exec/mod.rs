@@ -74,11 +74,11 @@ pub fn step_graph(plan: &Plan, desired: &Desired, prior: &BTreeMap<String, Recor
     let index: HashMap<&str, usize> = plan.changes.iter().enumerate().map(|(i, c)| (c.address.as_str(), i)).collect();
     for (i, c) in plan.changes.iter().enumerate() {
         if c.action == Action::Delete {
-            // Delete dependents before what they depend on.
+            // Whatever depended on it lets go first: dependents are deleted, and dependents that
+            // stay are updated (e.g. a gateway's models patch dropping the agent), before it goes.
+            // OpenClaw rejects a config.patch that races an agents.delete on the same gateway.
             for (j, other) in plan.changes.iter().enumerate() {
-                if other.action == Action::Delete
-                    && prior.get(&other.address).is_some_and(|r| r.deps.contains(&c.address))
-                {
+                if j != i && prior.get(&other.address).is_some_and(|r| r.deps.contains(&c.address)) {
                     g.add_edge(nodes[j], nodes[i], ());
                 }
             }
@@ -248,5 +248,65 @@ impl Execution<'_> {
             };
             res.map_err(|e| error_chain(&e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Change;
+    use crate::resource::{Kind, Resource};
+    use serde_json::Value;
+
+    fn change(address: &str, action: Action) -> Change {
+        Change { address: address.into(), kind: "x".into(), action, reason: None, fields: vec![] }
+    }
+
+    fn record(address: &str, deps: &[&str]) -> (String, Record) {
+        let r = Record {
+            address: address.into(),
+            kind: "x".into(),
+            fingerprint: String::new(),
+            inputs: Value::Null,
+            outputs: Value::Null,
+            deps: deps.iter().map(|d| d.to_string()).collect(),
+        };
+        (address.into(), r)
+    }
+
+    fn before(g: &DiGraph<usize, ()>, a: usize, b: usize) -> bool {
+        petgraph::algo::has_path_connecting(g, NodeIndex::new(a), NodeIndex::new(b), None)
+    }
+
+    #[test]
+    fn what_depended_on_a_deleted_resource_lets_go_first() {
+        // carol leaves: her key and agent go; the gateway's models patch stays, minus carol.
+        let plan = Plan {
+            changes: vec![
+                change("agent.carol", Action::Delete),
+                change("gateway.main.models", Action::Update),
+                change("key.carol", Action::Delete),
+                change("wake.carol", Action::Delete),
+            ],
+            ..Plan::default()
+        };
+        let prior: BTreeMap<String, Record> = [
+            record("agent.carol", &["gateway.main", "key.carol"]),
+            record("gateway.main.models", &["gateway.main", "agent.carol", "key.carol"]),
+            record("key.carol", &[]),
+            record("wake.carol", &["gateway.main.models", "agent.carol"]),
+        ]
+        .into();
+        let desired: Desired = [(
+            "gateway.main.models".to_string(),
+            Resource::new("gateway.main.models", Kind::GatewayModels, Value::Null, vec!["gateway.main".into()]),
+        )]
+        .into();
+        let g = step_graph(&plan, &desired, &prior);
+        assert!(before(&g, 1, 0), "the models patch drops carol before agents.delete");
+        assert!(before(&g, 1, 2), "and before her key is revoked");
+        assert!(before(&g, 3, 0), "the wake goes before the agent");
+        assert!(!before(&g, 0, 1), "no cycle");
+        assert!(petgraph::algo::toposort(&g, None).is_ok());
     }
 }
