@@ -36,7 +36,17 @@ pub enum RpcError {
     Closed,
 }
 
+/// 250 ms, 500 ms, … capped at 2 s.
+fn retry_pause(attempt: u32) -> Duration {
+    Duration::from_millis((250 * (attempt as u64 + 1)).min(2000))
+}
+
 impl RpcError {
+    /// The gateway could not serve the request right now (code `UNAVAILABLE`).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, RpcError::Remote { code, .. } if code == "UNAVAILABLE")
+    }
+
     /// "agent \"x\" already exists" and the like: the message is the only discriminator the server gives.
     pub fn message_contains(&self, needle: &str) -> bool {
         matches!(self, RpcError::Remote { message, .. } if message.contains(needle))
@@ -218,7 +228,27 @@ impl Client {
         self.events.subscribe()
     }
 
+    /// One request; a request the gateway answers with `UNAVAILABLE` (a handler caught mid-reload:
+    /// "Plugin openai was reloaded or disabled", seen at 50 agents) is sent again after a short
+    /// pause, a few times, within the same overall timeout. The handler failed before doing
+    /// anything, and fleet's mutations carry `baseHash`/`expectedHash`/idempotency keys anyway.
     pub async fn call(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, RpcError> {
+        let t0 = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let left = timeout.saturating_sub(t0.elapsed());
+            match self.call_once(method, params.clone(), left).await {
+                Err(e) if e.is_unavailable() && attempt < 8 && t0.elapsed() + retry_pause(attempt) < timeout => {
+                    tracing::debug!("{e}; retrying");
+                    tokio::time::sleep(retry_pause(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, RpcError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed).to_string();
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending").insert(id.clone(), tx);
@@ -249,5 +279,69 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         let _ = self.out.send(Message::Close(None));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A scripted peer: challenge, hello-ok, then answers each request with the next of `answers`
+    /// (`None` = ok). Returns its URL and how many requests it saw.
+    async fn peer(answers: Vec<Option<&'static str>>) -> (String, Arc<AtomicU64>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(AtomicU64::new(0));
+        let seen2 = seen.clone();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let challenge = json!({"type": "event", "event": "connect.challenge", "payload": {"nonce": "n"}});
+            ws.send(Message::Text(challenge.to_string().into())).await.unwrap();
+            let _connect = ws.next().await;
+            let hello = json!({"type": "res", "id": "0", "ok": true,
+                "payload": {"protocol": PROTOCOL, "server": {"version": KNOWN_SERVER_VERSIONS[0]}}});
+            ws.send(Message::Text(hello.to_string().into())).await.unwrap();
+            let mut answers = answers.into_iter();
+            while let Some(Ok(Message::Text(t))) = ws.next().await {
+                seen2.fetch_add(1, Ordering::Relaxed);
+                let id = serde_json::from_str::<Value>(&t).unwrap()["id"].clone();
+                let res = match answers.next().flatten() {
+                    None => json!({"type": "res", "id": id, "ok": true, "payload": {"agents": []}}),
+                    Some(code) => json!({"type": "res", "id": id, "ok": false,
+                        "error": {"code": code, "message": "PluginInstanceUnavailableError: Plugin openai was reloaded"}}),
+                };
+                ws.send(Message::Text(res.to_string().into())).await.unwrap();
+            }
+        });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn a_request_caught_mid_reload_is_sent_again() {
+        let (url, seen) = peer(vec![Some("UNAVAILABLE"), Some("UNAVAILABLE"), None]).await;
+        let c = Client::connect(&url, "t").await.unwrap();
+        c.req("agents.list", json!({})).await.expect("succeeds on the third try");
+        assert_eq!(seen.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn other_errors_are_not_retried() {
+        let (url, seen) = peer(vec![Some("INVALID_REQUEST"), None]).await;
+        let c = Client::connect(&url, "t").await.unwrap();
+        let e = c.req("agents.list", json!({})).await.unwrap_err();
+        assert!(!e.is_unavailable() && e.to_string().contains("reloaded"), "{e}");
+        assert_eq!(seen.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn retries_stop_at_the_calls_timeout() {
+        let (url, seen) = peer(vec![Some("UNAVAILABLE"); 20]).await;
+        let c = Client::connect(&url, "t").await.unwrap();
+        // 600 ms leaves room for the 250 ms pause, not for the 500 ms one after it.
+        let e = c.call("agents.list", json!({}), Duration::from_millis(600)).await.unwrap_err();
+        assert!(e.is_unavailable(), "{e}");
+        assert!((1..=2).contains(&seen.load(Ordering::Relaxed)), "{}", seen.load(Ordering::Relaxed));
     }
 }

@@ -249,6 +249,10 @@ impl Store {
             params![me.pid, me.proc_start.map(|v| v as i64), me.host, me.started_at, me.command],
         )
         .map_err(db)?;
+        // Runs only begin under this lock, so any run still marked running belonged to a holder
+        // that died (killed, host rebooted): close its row instead of leaving it running forever.
+        tx.execute("UPDATE runs SET status = 'interrupted', finished_at = ?1 WHERE status = 'running'", params![now()])
+            .map_err(db)?;
         tx.commit().map_err(db)?;
         Ok(me)
     }
@@ -354,8 +358,12 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
         child.wait().unwrap();
+        let run = b.begin_run("apply").unwrap();
         b.conn.execute("UPDATE apply_lock SET pid = ?1", [dead]).unwrap();
         a.lock("apply").expect("stale lock recovered");
+        let runs = a.runs(10).unwrap();
+        let dead_run = runs.iter().find(|r| r.id == run).unwrap();
+        assert_eq!(dead_run.status, "interrupted", "the dead holder's run is closed");
     }
 
     #[test]
