@@ -1,5 +1,5 @@
-//! `agent.<name>`: an agent in its gateway, created if absent (looked up first;
-//! "already exists" is success), visible before its files are touched, and its
+//! `agent.<name>`: an agent in its gateway — brought into being by its gateway's
+//! models patch (`models.rs`), listed before its files are touched — and its
 //! workspace files kept in line: changed files re-sent, unchanged ones not,
 //! agent-owned ones (USER.md, MEMORY.md) only when missing, BOOTSTRAP.md only at
 //! the first provisioning.
@@ -13,7 +13,7 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::gateway::{already_exists, not_found, read_token};
+use super::gateway::{not_found, read_token};
 use super::rpc::Client;
 use super::workspace::{AGENT_OWNED, FIRST_ONLY};
 use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
@@ -21,6 +21,8 @@ use crate::fsutil::sha256_hex;
 use crate::resource::Resource;
 use crate::state::Record;
 
+/// agents.delete is serialised inside the gateway (each rewrites its config and reloads): many in
+/// flight at once each wait for the others (≈5 s each at 61 agents), so they get a generous timeout.
 const MUTATION_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// How to reach an agent's gateway.
@@ -44,8 +46,6 @@ impl GatewayRef {
 pub struct AgentInputs {
     pub id: String,
     pub gateway: GatewayRef,
-    /// The workspace as the gateway sees it (given to agents.create).
-    pub workspace: String,
     /// The same directory on this machine (for observing hand edits).
     pub workspace_host: PathBuf,
     /// File name → sha256 of the content fleet wants there.
@@ -70,31 +70,27 @@ pub async fn list_ids(c: &Client) -> miette::Result<Vec<String>> {
 }
 
 impl AgentDriver {
-    /// Creates the agent unless it exists; true when it was created now.
-    async fn ensure_exists(c: &Client, a: &AgentInputs, ctx: &StepCtx) -> miette::Result<bool> {
-        if list_ids(c).await?.contains(&a.id) {
-            return Ok(false);
-        }
-        // Creates and deletes are serialised inside the gateway (each rewrites its config): many in
-        // flight at once each wait for the others, so they get a generous timeout.
-        match c.call("agents.create", json!({"name": a.id, "workspace": a.workspace}), MUTATION_TIMEOUT).await {
-            Ok(v) if v["agentId"] != a.id.as_str() => {
-                return Err(miette!("the gateway created agent {} instead of {}", v["agentId"], a.id));
-            }
-            Ok(_) => {}
-            Err(e) if already_exists(&e) => {}
-            Err(e) => return Err(miette!("{e}")),
-        }
-        // Not usable until listed (0.4–1.3 s measured): nothing touches it before then.
-        ctx.progress("created; waiting until the gateway lists it");
+    /// Waits until the gateway lists the agent. Its gateway's models patch (a dependency) put the
+    /// entry into the config, and the gateway answers that patch only once it is applied, so this
+    /// is normally the first look; an agent not listed within a minute is an error.
+    async fn wait_listed(c: &Client, a: &AgentInputs, ctx: &StepCtx) -> miette::Result<()> {
         let t0 = Instant::now();
+        let mut said = false;
         while !list_ids(c).await?.contains(&a.id) {
             if t0.elapsed() > Duration::from_secs(60) {
-                return Err(miette!("agent {} was created but never listed by its gateway", a.id));
+                return Err(miette!(
+                    "agent {} is not listed by gateway {} although its config entry was sent; see the gateway's log",
+                    a.id,
+                    a.gateway.name
+                ));
+            }
+            if !said {
+                ctx.progress("waiting until the gateway lists it");
+                said = true;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Sends the files that differ. `first`: this is the agent's first provisioning.
@@ -126,15 +122,16 @@ impl AgentDriver {
         Ok(sent)
     }
 
-    async fn provision(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
+    /// `first`: the agent's first provisioning (BOOTSTRAP.md goes only then).
+    async fn provision(&self, r: &Resource, first: bool, ctx: &StepCtx) -> miette::Result<Outputs> {
         let a: AgentInputs = serde_json::from_value(r.inputs.clone()).into_diagnostic().wrap_err("agent inputs")?;
         let c = a.gateway.connect().await?;
-        let created = Self::ensure_exists(&c, &a, ctx).await?;
-        let sent = self.sync_files(&c, &a, r, created).await?;
+        Self::wait_listed(&c, &a, ctx).await?;
+        let sent = self.sync_files(&c, &a, r, first).await?;
         if !sent.is_empty() {
             ctx.progress(&format!("sent {}", sent.join(", ")));
         }
-        Ok(json!({"agent_id": a.id, "created": created}))
+        Ok(json!({"agent_id": a.id, "created": first}))
     }
 }
 
@@ -158,11 +155,11 @@ impl Driver for AgentDriver {
     }
 
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
-        self.provision(r, ctx).await
+        self.provision(r, true, ctx).await
     }
 
     async fn update(&self, r: &Resource, _prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
-        self.provision(r, ctx).await
+        self.provision(r, false, ctx).await
     }
 
     /// Removes the agent from its gateway; its workspace files stay on disk.

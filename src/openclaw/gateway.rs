@@ -227,10 +227,7 @@ impl Driver for GatewayDriver {
     }
 }
 
-/// Whether an RPC error says the thing already exists / is already gone.
-pub fn already_exists(e: &RpcError) -> bool {
-    e.message_contains("already exists")
-}
+/// Whether an RPC error says the thing is already gone.
 pub fn not_found(e: &RpcError) -> bool {
     e.message_contains("not found")
 }

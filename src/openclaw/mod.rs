@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod gateway;
 pub mod models;
+pub mod roster;
 pub mod rpc;
 pub mod toolchain;
 pub mod workspace;

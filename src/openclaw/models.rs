@@ -1,8 +1,12 @@
-//! `gateway.<name>.models`: every agent's model setup in one gateway, sent as ONE
-//! `config.patch` (with `baseHash`, re-read and retried when the config moved
-//! underneath) — a provider entry per agent pointing at the LiteLLM proxy with
-//! that agent's own key, its primary + fallbacks, and its heartbeat. Nothing is
-//! sent when nothing changed.
+//! `gateway.<name>.models`: every agent of one gateway, sent as ONE `config.patch`
+//! (with `baseHash`, re-read and retried when the config moved underneath) — the
+//! agent's entry (id, workspace), a provider entry per agent pointing at the
+//! LiteLLM proxy with that agent's own key, its primary + fallbacks, and its
+//! heartbeat. New agents come into being through this patch: the gateway applies
+//! it before answering, so they are listed at once, and adding ten agents costs one
+//! config reload instead of ten `agents.create` calls, each a reload of its own
+//! (at 50 agents: 3.2 s per create, 8.5 s per reload, measured). Nothing is sent
+//! when nothing changed.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,7 +16,9 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::agent::GatewayRef;
+use super::agent::{list_ids, GatewayRef};
+use super::roster;
+use super::rpc::{Client, RpcError};
 use crate::exec::driver::{Driver, Outputs, StepCtx};
 use crate::litellm::keys::read_env_key;
 use crate::resource::Resource;
@@ -20,6 +26,8 @@ use crate::state::Record;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentModels {
+    /// The agent's workspace as the gateway sees it.
+    pub workspace: PathBuf,
     pub models: Vec<String>,
     pub primary: String,
     pub fallbacks: Vec<String>,
@@ -34,6 +42,10 @@ pub struct ModelsInputs {
     /// The LiteLLM proxy as the gateway reaches it.
     pub base_url: String,
     pub agents: BTreeMap<String, AgentModels>,
+    /// The gateway's state database on this machine (`roster.rs`); None when the gateway's home is
+    /// not on this machine (an Incus remote).
+    #[serde(default)]
+    pub state_db: Option<PathBuf>,
 }
 
 pub fn provider_id(agent: &str) -> String {
@@ -59,7 +71,8 @@ pub fn patch(want: &ModelsInputs, prior: Option<&ModelsInputs>) -> miette::Resul
             json!({"baseUrl": want.base_url, "apiKey": key.expose(), "api": "openai-completions", "models": models}),
         );
         replace.push(format!("models.providers.{pid}.models"));
-        let mut entry = json!({"model": {
+        // The same entry `agents.create` writes (name = id, so the id is exactly fleet's).
+        let mut entry = json!({"name": id, "workspace": a.workspace, "model": {
             "primary": format!("{pid}/{}", a.primary),
             "fallbacks": a.fallbacks.iter().map(|f| format!("{pid}/{f}")).collect::<Vec<_>>(),
         }});
@@ -77,18 +90,49 @@ pub fn patch(want: &ModelsInputs, prior: Option<&ModelsInputs>) -> miette::Resul
         }
     }
     entries.insert("main".into(), json!({"model": {"primary": UNASSIGNED, "fallbacks": []}}));
-    Ok((json!({"models": {"providers": providers}, "agents": {"entries": entries}}), replace))
+    // What `agents.create` writes when a gateway gets its second agent; a multi-agent roster is
+    // refused without `ownership: "explicit"`, and `main` stays the system agent.
+    let agents = json!({
+        "ownership": "explicit",
+        "defaults": {"systemAgent": {"agentId": "main"}, "heartbeat": {"agentId": "main"}},
+        "entries": entries,
+    });
+    Ok((json!({"models": {"providers": providers}, "agents": agents, "talk": {"agentId": "main"}}), replace))
 }
 
 pub struct ModelsDriver;
 
 impl ModelsDriver {
+    /// Missing agents whose id this gateway has held before (or may have: see `roster.rs`) are
+    /// created through `agents.create`, which deals with the gateway's deletion journal; the patch
+    /// then sets their model like everyone else's. Brand-new ids are left to the patch.
+    async fn create_held_before(c: &Client, want: &ModelsInputs, ctx: &StepCtx) -> miette::Result<()> {
+        let listed = list_ids(c).await?;
+        for (id, a) in want.agents.iter().filter(|(id, _)| !listed.contains(id)) {
+            if want.state_db.as_deref().is_some_and(|db| roster::never_held(db, id)) {
+                continue;
+            }
+            ctx.progress(&format!("{id}: this gateway held it before; agents.create"));
+            let params = json!({"name": id, "workspace": a.workspace});
+            match c.call("agents.create", params, Duration::from_secs(180)).await {
+                Ok(v) if v["agentId"] != id.as_str() => {
+                    return Err(miette!("the gateway created agent {} instead of {id}", v["agentId"]));
+                }
+                Ok(_) => {}
+                Err(e) if e.message_contains("already exists") => {}
+                Err(e) => return Err(miette!("agents.create {id}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
     async fn send(r: &Resource, prior: Option<&Record>, ctx: &StepCtx) -> miette::Result<Outputs> {
         let want: ModelsInputs =
             serde_json::from_value(r.inputs.clone()).into_diagnostic().wrap_err("models inputs")?;
         let old = prior.and_then(|p| serde_json::from_value::<ModelsInputs>(p.inputs.clone()).ok());
         let (raw, replace) = patch(&want, old.as_ref())?;
         let c = want.gateway.connect().await?;
+        Self::create_held_before(&c, &want, ctx).await?;
         for attempt in 0..3 {
             let current = c.req("config.get", json!({})).await.map_err(|e| miette!("{e}"))?;
             let base = current["hash"].as_str().ok_or_else(|| miette!("config.get gave no hash"))?;
@@ -121,19 +165,36 @@ impl Driver for ModelsDriver {
         Self::send(r, Some(prior), ctx).await
     }
     /// Removes the providers fleet added (the agents themselves are deleted by their own steps).
-    async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
+    async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()> {
         let old: ModelsInputs = serde_json::from_value(prior.inputs.clone()).into_diagnostic()?;
         let Ok(c) = old.gateway.connect().await else { return Ok(()) };
-        let providers: Map<String, Value> = old.agents.keys().map(|id| (provider_id(id), Value::Null)).collect();
-        let replace: Vec<String> =
-            old.agents.keys().map(|id| format!("models.providers.{}.models", provider_id(id))).collect();
-        let raw = json!({"models": {"providers": providers}});
-        let current = c.req("config.get", json!({})).await.map_err(|e| miette!("{e}"))?;
-        let base = current["hash"].as_str().unwrap_or_default();
-        let params =
-            json!({"raw": raw.to_string(), "baseHash": base, "replacePaths": replace, "note": "fleet destroy"});
-        c.req("config.patch", params).await.map(drop).map_err(|e| miette!("{e}"))
+        // OpenClaw refuses a write that shrinks its config below half ("size-drop"), which dropping
+        // every provider at once does once the agents' entries are gone: halve until it passes.
+        let mut chunks: Vec<Vec<&String>> = vec![old.agents.keys().collect()];
+        while let Some(ids) = chunks.pop() {
+            match drop_providers(&c, &ids).await {
+                Err(e) if e.message_contains("size-drop") && ids.len() > 1 => {
+                    ctx.progress("the gateway refuses to lose half its config at once; removing in smaller parts");
+                    let (a, b) = ids.split_at(ids.len() / 2);
+                    chunks.push(b.to_vec());
+                    chunks.push(a.to_vec());
+                }
+                other => other.map_err(|e| miette!("{e}"))?,
+            }
+        }
+        Ok(())
     }
+}
+
+/// One patch removing these agents' provider entries.
+async fn drop_providers(c: &Client, ids: &[&String]) -> Result<(), RpcError> {
+    let providers: Map<String, Value> = ids.iter().map(|id| (provider_id(id), Value::Null)).collect();
+    let replace: Vec<String> = ids.iter().map(|id| format!("models.providers.{}.models", provider_id(id))).collect();
+    let raw = json!({"models": {"providers": providers}});
+    let current = c.req("config.get", json!({})).await?;
+    let base = current["hash"].as_str().unwrap_or_default();
+    let params = json!({"raw": raw.to_string(), "baseHash": base, "replacePaths": replace, "note": "fleet destroy"});
+    c.req("config.patch", params).await.map(drop)
 }
 
 /// `wake.<agent>`: the first message an agent gets, once, right after its first provisioning.
@@ -168,6 +229,7 @@ mod tests {
         let key = mint_raw(KEY_PREFIX);
         AgentEnv { agent: name, base_url: "u", model: "m", key: &key }.write(&env_file).unwrap();
         AgentModels {
+            workspace: dir.join("workspaces").join(name),
             models: vec!["m".into(), "n".into()],
             primary: "m".into(),
             fallbacks: vec!["n".into()],
@@ -188,6 +250,7 @@ mod tests {
                 ("bob".to_string(), agent(dir.path(), "bob", None)),
             ]
             .into(),
+            state_db: None,
         };
         let mut new = old.clone();
         new.agents.remove("bob");
@@ -198,8 +261,12 @@ mod tests {
         assert_eq!(raw["agents"]["entries"]["alice"]["model"]["primary"], "fleet-alice/m");
         assert_eq!(raw["agents"]["entries"]["alice"]["model"]["fallbacks"], json!(["fleet-alice/n"]));
         assert_eq!(raw["agents"]["entries"]["alice"]["heartbeat"]["every"], "30m");
+        assert_eq!(raw["agents"]["entries"]["alice"]["name"], "alice", "the entry creates the agent with fleet's id");
+        assert_eq!(raw["agents"]["entries"]["alice"]["workspace"], json!(dir.path().join("workspaces/alice")));
+        assert!(raw["agents"]["entries"].get("bob").is_none(), "bob's entry is left to agents.delete");
         assert_eq!(raw["models"]["providers"]["fleet-bob"], Value::Null, "bob's provider is removed");
         assert_eq!(raw["agents"]["entries"]["main"]["model"]["primary"], UNASSIGNED);
+        assert_eq!(raw["agents"]["ownership"], "explicit", "a multi-agent roster needs it");
         assert!(replace.contains(&"models.providers.fleet-bob.models".to_string()));
         assert!(replace.contains(&"models.providers.fleet-alice.models".to_string()));
     }
@@ -210,7 +277,8 @@ mod tests {
         let mut a = agent(dir.path(), "alice", None);
         a.env_file = dir.path().join("nope/env");
         let gateway = GatewayRef { name: "g".into(), url: "ws://x".into(), token_file: dir.path().join("t") };
-        let inputs = ModelsInputs { gateway, base_url: "u".into(), agents: [("alice".to_string(), a)].into() };
+        let inputs =
+            ModelsInputs { gateway, base_url: "u".into(), agents: [("alice".to_string(), a)].into(), state_db: None };
         assert!(patch(&inputs, None).unwrap_err().to_string().contains("for agent alice"));
     }
 }

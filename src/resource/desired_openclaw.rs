@@ -12,6 +12,7 @@ use crate::fsutil::sha256_hex;
 use crate::layout::Layout;
 use crate::openclaw::agent::GatewayRef;
 use crate::openclaw::models::{AgentModels, ModelsInputs};
+use crate::openclaw::roster;
 use crate::openclaw::toolchain::Toolchain;
 use crate::openclaw::workspace;
 use crate::runtime::{Container, Launch};
@@ -91,6 +92,8 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
                 forward,
             });
         }
+        // Only a gateway whose home is on this machine has a state database fleet can read.
+        let home_here = container.as_ref().is_none_or(|c| c.remote.is_none());
         let launch = Launch {
             gateway: gw.clone(),
             home: home.clone(),
@@ -134,10 +137,10 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
             let id = a.name.value.clone();
             let files = workspace::render(&spec.name, a);
             let workspace_host = home.join("workspaces").join(&id);
+            let workspace = home_inside.join("workspaces").join(&id);
             let inputs = json!({
                 "id": id,
                 "gateway": gref,
-                "workspace": home_inside.join("workspaces").join(&id),
                 "workspace_host": workspace_host,
                 "files": files.iter().map(|(n, c)| (n.clone(), sha256_hex(c.as_bytes()))).collect::<BTreeMap<_, _>>(),
             });
@@ -146,12 +149,14 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
                 .map(|(n, c)| FileOut { path: n.into(), content: c.into_bytes(), mode: 0o644 })
                 .collect();
             let agent_addr = format!("agent.{id}");
-            put(Resource::new(&agent_addr, Kind::Agent, inputs, vec![gateway_address(gw)]).with_files(file_outs));
-            models_deps.push(agent_addr.clone());
+            // The models patch brings the agent into being; its files follow.
+            let agent_deps = vec![gateway_address(gw), format!("gateway.{gw}.models")];
+            put(Resource::new(&agent_addr, Kind::Agent, inputs, agent_deps).with_files(file_outs));
             models_deps.push(key_address(&id));
             models.insert(
                 id.clone(),
                 AgentModels {
+                    workspace,
                     models: a.models(),
                     primary: a.model.value.clone(),
                     fallbacks: a.fallbacks.iter().map(|f| f.value.clone()).collect(),
@@ -169,7 +174,9 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
             .with_files(vec![FileOut { path: "wake".into(), content: message.into_bytes(), mode: 0o644 }]));
         }
         if !models.is_empty() {
-            let inputs = ModelsInputs { gateway: gref.clone(), base_url: proxy_base_url(spec), agents: models };
+            let state_db = home_here.then(|| roster::state_db(&home.join("state")));
+            let inputs =
+                ModelsInputs { gateway: gref.clone(), base_url: proxy_base_url(spec), agents: models, state_db };
             put(Resource::new(format!("gateway.{gw}.models"), Kind::GatewayModels, json!(inputs), models_deps));
         }
     }
@@ -207,11 +214,12 @@ mod tests {
         let models = &d["gateway.main.models"];
         assert_eq!(models.inputs["agents"]["alice"]["fallbacks"], serde_json::json!(["b"]));
         assert_eq!(models.inputs["agents"]["alice"]["heartbeat"], "30m");
-        for dep in ["gateway.main", "litellm.proxy", "agent.alice", "key.alice", "agent.bob", "key.bob"] {
+        for dep in ["gateway.main", "litellm.proxy", "key.alice", "key.bob"] {
             assert!(models.deps.contains(&dep.to_string()), "{dep}");
         }
+        assert_eq!(d["agent.alice"].deps, vec!["gateway.main", "gateway.main.models"], "the patch creates the agent");
         assert_eq!(d["gateway.main"].deps, vec!["gateway.main.token", "openclaw.toolchain"]);
-        assert_eq!(d["agent.alice"].inputs["workspace"], "/data/gateways/main/home/workspaces/alice");
+        assert_eq!(models.inputs["agents"]["alice"]["workspace"], "/data/gateways/main/home/workspaces/alice");
         assert!(d["agent.alice"].files.iter().any(|f| f.path.as_os_str() == "BOOTSTRAP.md"));
         // The wake message is not an input: changing it never re-wakes anyone.
         assert!(d["wake.alice"].inputs.get("message").is_none());

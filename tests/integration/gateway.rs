@@ -55,6 +55,8 @@ fn chat(w: &World, agent: &str) -> String {
     w.fleet(&["chat", agent, "hi"]).ok().stdout.trim().to_string()
 }
 
+const CAROL: &str = "agent \"carol\" gateway=\"main\" model=\"demo-large\"\n\nagent \"bob\"";
+
 #[test]
 fn the_quickstart_converges_answers_and_stays_put() {
     let w = World::quickstart();
@@ -65,8 +67,9 @@ fn the_quickstart_converges_answers_and_stays_put() {
     {
         assert!(r.stdout.contains(line), "{line} missing in\n{}", r.stdout);
     }
-    assert_eq!(first.count("agents.create"), 2);
+    // Both agents come into being through the one config.patch, not through agents.create.
     assert_eq!(first.count("config.patch"), 1, "one config.patch per gateway per run");
+    assert_eq!(first.count("agents.create"), 0, "{:?}", first.methods());
 
     // The end-to-end proof: alice answers, through LiteLLM, with her own key.
     assert_eq!(chat(&w, "alice"), "Hello from the demo model.");
@@ -97,12 +100,12 @@ fn the_quickstart_converges_answers_and_stays_put() {
         "# USER.md\nMy human likes tea.\n"
     );
 
-    // A third agent: one create, one config.patch, no restart.
-    w.edit("fleet.kdl", "agent \"bob\"", "agent \"carol\" gateway=\"main\" model=\"demo-large\"\n\nagent \"bob\"");
+    // A third agent: created by the one config.patch, no restart.
+    w.edit("fleet.kdl", "agent \"bob\"", CAROL);
     let third = Trace::new(&w, "third");
     apply_traced(&w, &third);
-    assert_eq!(third.count("agents.create"), 1, "{:?}", third.methods());
     assert_eq!(third.count("config.patch"), 1, "{:?}", third.methods());
+    assert_eq!(third.count("agents.create"), 0, "{:?}", third.methods());
     assert_eq!(gateway_pid(&w, "main"), pid, "adding an agent does not restart the gateway");
     assert_eq!(chat(&w, "carol"), "Hello from the large demo model.");
 
@@ -126,6 +129,11 @@ fn the_quickstart_converges_answers_and_stays_put() {
     assert!(workspace(&w, "carol").join("SOUL.md").exists(), "workspace files are kept");
     let r = w.fleet(&["chat", "carol", "hi"]);
     assert_eq!(r.code, 1);
+
+    // Carol comes back: the gateway takes the same id again (after agents.delete's tombstone).
+    w.edit("fleet.kdl", "agent \"bob\"", CAROL);
+    w.fleet(&["apply"]).ok();
+    assert_eq!(chat(&w, "carol"), "Hello from the large demo model.");
 
     let r = w.fleet(&["destroy"]).ok();
     assert!(r.stdout.contains("Destroy complete"), "{}", r.stdout);
