@@ -66,4 +66,8 @@ impl Layout {
     pub fn gateway_log(&self, gateway: &str) -> PathBuf {
         self.gateway_dir(gateway).join("gateway.log")
     }
+    /// This machine's image store for process gateways: the image's /usr/local unpacked.
+    pub fn image_store(&self, image: &str) -> PathBuf {
+        self.data_dir.join("images").join(image)
+    }
 }

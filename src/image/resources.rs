@@ -1,11 +1,12 @@
 //! `image.<name>[<arch>]` (fetched by URL and verified, or built from a recipe) and
-//! `import.<name>@<host>` (imported into the host's Incus once, under an alias).
+//! `import.<name>@<host>` (imported into the host's Incus once, under an alias; on a
+//! process host unpacked into its image store, `store.rs`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
-use miette::{miette, IntoDiagnostic};
+use miette::{miette, IntoDiagnostic, WrapErr};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -106,8 +107,25 @@ pub fn alias_target(remote: &Option<String>, alias: &str) -> Option<String> {
 
 pub struct ImportDriver;
 
+/// A process host's image store (`store.rs`), when the import is for one.
+fn store_of(inputs: &Value) -> Option<&Path> {
+    inputs.get("store").and_then(Value::as_str).map(Path::new)
+}
+
 impl ImportDriver {
     async fn ensure(r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
+        if let Some(store) = store_of(&r.inputs) {
+            let file = Path::new(field(&r.inputs, "file")?);
+            let fp = sha256_file(file)?;
+            if super::store::held(store).as_deref() != Some(fp.as_str()) {
+                ctx.progress(&format!("unpacking {fp:.12} into {}", store.display()));
+                let (file, store2, fp2) = (file.to_path_buf(), store.to_path_buf(), fp.clone());
+                tokio::task::spawn_blocking(move || super::store::unpack(&file, &fp2, &store2))
+                    .await
+                    .into_diagnostic()??;
+            }
+            return Ok(json!({"fingerprint": fp}));
+        }
         let file = field(&r.inputs, "file")?;
         let alias = field(&r.inputs, "alias")?;
         let remote = r.inputs.get("remote").and_then(Value::as_str).map(str::to_string);
@@ -133,9 +151,16 @@ impl ImportDriver {
 #[async_trait::async_trait]
 impl Driver for ImportDriver {
     async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
+        let want = prior.outputs.get("fingerprint").and_then(Value::as_str);
+        if let Some(store) = store_of(&prior.inputs) {
+            return if super::store::held(store).as_deref() == want {
+                Drift::InSync
+            } else {
+                Drift::Update(format!("the image store {} is missing or holds another image", store.display()))
+            };
+        }
         let remote = prior.inputs.get("remote").and_then(Value::as_str).map(str::to_string);
         let alias = prior.inputs.get("alias").and_then(Value::as_str).unwrap_or_default();
-        let want = prior.outputs.get("fingerprint").and_then(Value::as_str);
         if alias_target(&remote, alias).as_deref() == want {
             Drift::InSync
         } else {
@@ -149,6 +174,14 @@ impl Driver for ImportDriver {
         Self::ensure(r, ctx).await
     }
     async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
+        if let Some(store) = store_of(&prior.inputs) {
+            return match std::fs::remove_dir_all(store) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(e).into_diagnostic().wrap_err_with(|| format!("cannot remove {}", store.display()))
+                }
+                _ => Ok(()),
+            };
+        }
         let remote = prior.inputs.get("remote").and_then(Value::as_str).map(str::to_string);
         if let Some(alias) = prior.inputs.get("alias").and_then(Value::as_str) {
             let _ = incus(&["image", "alias", "delete", &target(&remote, alias)]);

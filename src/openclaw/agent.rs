@@ -4,9 +4,9 @@
 //! agent-owned ones (USER.md, MEMORY.md) only when missing, BOOTSTRAP.md only at
 //! the first provisioning.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use miette::{miette, IntoDiagnostic, WrapErr};
@@ -55,7 +55,13 @@ pub struct AgentInputs {
 pub struct AgentDriver {
     /// `--overwrite`: replace agent-owned files too.
     pub overwrite: bool,
+    /// Gateway URL → the agents it listed, and when: a plan observes every agent of a gateway in a
+    /// row, and one `agents.list` answers for all of them.
+    listed: Mutex<HashMap<String, (Instant, Option<Vec<String>>)>>,
 }
+
+/// How long one `agents.list` answers for observing a gateway's agents.
+const LISTING_FRESH: Duration = Duration::from_secs(2);
 
 fn content_of(r: &Resource, name: &str) -> Option<String> {
     r.files.iter().find(|f| f.path.as_os_str() == name).map(|f| String::from_utf8_lossy(&f.content).into_owned())
@@ -70,6 +76,23 @@ pub async fn list_ids(c: &Client) -> miette::Result<Vec<String>> {
 }
 
 impl AgentDriver {
+    /// The ids the agent's gateway lists (None when it cannot be asked), one RPC per gateway per plan.
+    async fn listing(&self, g: &GatewayRef) -> Option<Vec<String>> {
+        if let Some((at, ids)) = self.listed.lock().expect("listing").get(&g.url) {
+            if at.elapsed() < LISTING_FRESH {
+                return ids.clone();
+            }
+        }
+        let ask = async {
+            let token = read_token(&g.token_file).ok()?;
+            let c = tokio::time::timeout(Duration::from_secs(3), Client::connect(&g.url, &token)).await.ok()?.ok()?;
+            list_ids(&c).await.ok()
+        };
+        let ids = ask.await;
+        self.listed.lock().expect("listing").insert(g.url.clone(), (Instant::now(), ids.clone()));
+        ids
+    }
+
     /// Waits until the gateway lists the agent. Its gateway's models patch (a dependency) put the
     /// entry into the config, and the gateway answers that patch only once it is applied, so this
     /// is normally the first look; an agent not listed within a minute is an error.
@@ -151,7 +174,14 @@ impl Driver for AgentDriver {
                 return Drift::Update(format!("{name} differs in the workspace"));
             }
         }
-        Drift::InSync
+        // Deleted behind fleet's back: its gateway's patch brings it back, then this step re-checks
+        // its files (agents.create rewrites IDENTITY.md). An unreachable gateway is its own drift.
+        match self.listing(&a.gateway).await {
+            Some(ids) if !ids.contains(&a.id) => {
+                Drift::Update(format!("agent {} is missing from gateway {}", a.id, a.gateway.name))
+            }
+            _ => Drift::InSync,
+        }
     }
 
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
@@ -222,7 +252,6 @@ pub async fn chat(c: &Client, agent_id: &str, message: &str, timeout: Duration) 
     }
 }
 
-/// Keeps the agent driver's shared state (none yet) behind an Arc for the registry.
 pub fn driver(overwrite: bool) -> Arc<AgentDriver> {
-    Arc::new(AgentDriver { overwrite })
+    Arc::new(AgentDriver { overwrite, listed: Mutex::default() })
 }

@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::agent::{list_ids, GatewayRef};
+use super::gateway::read_token;
 use super::roster;
 use super::rpc::{Client, RpcError};
-use crate::exec::driver::{Driver, Outputs, StepCtx};
+use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::litellm::keys::read_env_key;
 use crate::resource::Resource;
 use crate::state::Record;
@@ -158,6 +159,26 @@ impl ModelsDriver {
 
 #[async_trait::async_trait]
 impl Driver for ModelsDriver {
+    /// An agent the gateway no longer lists (deleted by hand, or its gateway's state lost) is
+    /// drift: the patch brings it back. A gateway that cannot be reached is its own step's concern.
+    async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
+        let Ok(old) = serde_json::from_value::<ModelsInputs>(prior.inputs.clone()) else {
+            return Drift::Update("unreadable record".into());
+        };
+        let Ok(token) = read_token(&old.gateway.token_file) else { return Drift::InSync };
+        let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(3), Client::connect(&old.gateway.url, &token)).await
+        else {
+            return Drift::InSync;
+        };
+        let Ok(listed) = list_ids(&c).await else { return Drift::InSync };
+        let missing: Vec<&str> = old.agents.keys().filter(|id| !listed.contains(id)).map(String::as_str).collect();
+        match missing.as_slice() {
+            [] => Drift::InSync,
+            [one] => Drift::Update(format!("agent {one} is missing from gateway {}", old.gateway.name)),
+            many => Drift::Update(format!("agents {} are missing from gateway {}", many.join(", "), old.gateway.name)),
+        }
+    }
+
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
         Self::send(r, None, ctx).await
     }

@@ -30,6 +30,12 @@ pub struct Toolchain {
     pub openclaw_dir: PathBuf,
 }
 
+/// PATH with `bin` first.
+pub fn path_with(bin: &Path) -> String {
+    let rest = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    format!("{}:{rest}", bin.display())
+}
+
 impl Toolchain {
     pub fn new(cache: &Path, node: &str, openclaw: &str) -> Self {
         Toolchain {
@@ -59,8 +65,7 @@ impl Toolchain {
     }
     /// PATH with this Node first (openclaw's scripts run `#!/usr/bin/env node`).
     pub fn path_env(&self) -> String {
-        let rest = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-        format!("{}:{rest}", self.node_dir.join("bin").display())
+        path_with(&self.node_dir.join("bin"))
     }
 
     /// This machine's Node, from the npm registry into the cache.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::desired::{key_address, proxy_base_url, PROXY};
 use super::{Desired, FileOut, Kind, Resource};
@@ -38,7 +38,8 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
     };
     let runtime_of = |host: &str| spec.hosts.iter().find(|h| h.name.value == host).map(|h| h.runtime);
     let toolchain = Toolchain::new(&layout.cache_dir, &spec.openclaw.node, &spec.openclaw.version);
-    if spec.gateways.iter().any(|g| runtime_of(&g.host.value) == Some(Runtime::Process)) {
+    // Process gateways run the cached toolchain, unless they name an image: then its own Node + openclaw.
+    if spec.gateways.iter().any(|g| runtime_of(&g.host.value) == Some(Runtime::Process) && g.image.is_none()) {
         put(Resource::new(TOOLCHAIN, Kind::Toolchain, json!(toolchain), vec![]));
     }
 
@@ -51,7 +52,9 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
         let remote = host.and_then(|h| h.remote.clone());
         let mut container = None;
         let mut image_deps = Vec::new();
-        if let (Runtime::Incus, Some(img_name), Some(host)) = (runtime, &g.image, host) {
+        let mut image_root = None;
+        let mut image_source = Value::Null;
+        if let (Some(img_name), Some(host)) = (&g.image, host) {
             let img = spec.images.iter().find(|i| i.name.value == img_name.value);
             let arch = host.arch;
             let image_addr = format!("image.{}[{}]", img_name.value, arch.as_str());
@@ -73,17 +76,23 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
                 }
             };
             let import_addr = format!("import.{}@{}", img_name.value, host.name.value);
+            // What the image is (its sha256, or its recipe's fingerprint): a new one re-imports.
+            let mut import =
+                json!({"image": image_addr, "file": file, "alias": img_name.value, "remote": remote, "source": source});
+            if runtime == Runtime::Process {
+                let store = layout.image_store(&img_name.value);
+                image_root = Some(store.join("rootfs"));
+                import["store"] = json!(store);
+            }
             if imported.insert(import_addr.clone()) {
                 put(Resource::new(&image_addr, Kind::Image, inputs, vec![]));
-                put(Resource::new(
-                    &import_addr,
-                    Kind::Import,
-                    // What the image is (its sha256, or its recipe's fingerprint): a new one re-imports.
-                    json!({"image": image_addr, "file": file, "alias": img_name.value, "remote": remote, "source": source}),
-                    vec![image_addr.clone()],
-                ));
+                put(Resource::new(&import_addr, Kind::Import, import, vec![image_addr.clone()]));
             }
             image_deps.push(import_addr);
+            // A new image restarts the gateways running it.
+            image_source = source;
+        }
+        if let (Runtime::Incus, Some(img_name), Some(host)) = (runtime, &g.image, host) {
             let forward = if spec.litellm.host.value == host.name.value { vec![spec.litellm.port] } else { vec![] };
             container = Some(Container {
                 name: format!("fleet-{}-{gw}", spec.name),
@@ -99,7 +108,8 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
             home: home.clone(),
             port: g.port,
             log: layout.gateway_log(gw),
-            toolchain: (runtime == Runtime::Process).then(|| toolchain.clone()),
+            toolchain: (runtime == Runtime::Process && image_root.is_none()).then(|| toolchain.clone()),
+            image_root,
             container,
         };
         let token_addr = format!("gateway.{gw}.token");
@@ -114,16 +124,19 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
         });
         let mut deps = vec![token_addr];
         deps.extend(image_deps);
-        if runtime == Runtime::Process {
+        if launch.toolchain.is_some() {
             deps.push(TOOLCHAIN.to_string());
         }
-        let inputs = json!({
+        let mut inputs = json!({
             "launch": launch,
             "runtime": runtime.as_str(),
             "token_file": token_file,
             "settings": settings,
             "start_timeout_s": GATEWAY_START_TIMEOUT_S,
         });
+        if !image_source.is_null() {
+            inputs["image"] = image_source;
+        }
         put(Resource::new(gateway_address(gw), Kind::Gateway, inputs, deps));
 
         let gref = GatewayRef {

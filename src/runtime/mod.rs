@@ -20,8 +20,11 @@ pub struct Launch {
     pub port: u16,
     /// Where the runtime sends the gateway's stdout and stderr.
     pub log: PathBuf,
-    /// Process runtime: the cached Node + openclaw.
+    /// Process runtime: the cached Node + openclaw …
     pub toolchain: Option<Toolchain>,
+    /// … or an image's, unpacked into this machine's image store (its `/usr/local` is under here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_root: Option<PathBuf>,
     /// Incus runtime: the container, the image alias it starts from, the remote (local daemon when
     /// absent), and host ports the gateway must reach on its own loopback (the LiteLLM proxy).
     #[serde(default)]

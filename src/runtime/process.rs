@@ -8,6 +8,7 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use serde_json::{json, Value};
 
 use super::{Launch, Runtime};
+use crate::openclaw::toolchain::path_with;
 use crate::process::{spawn_detached, Pid};
 
 pub struct ProcessRuntime;
@@ -36,12 +37,25 @@ fn pid_of(handle: &Value) -> Option<Pid> {
 #[async_trait::async_trait]
 impl Runtime for ProcessRuntime {
     async fn start(&self, l: &Launch) -> miette::Result<Value> {
-        let t = l.toolchain.as_ref().ok_or_else(|| miette!("the process runtime needs the openclaw toolchain"))?;
+        let (node, entry, bin_dir) = match (&l.image_root, &l.toolchain) {
+            (Some(root), _) => {
+                // The image's own `openclaw` command (a relative symlink to its entry script).
+                let bin = root.join("usr/local/bin");
+                let entry = std::fs::canonicalize(bin.join("openclaw")).unwrap_or_else(|_| bin.join("openclaw"));
+                (bin.join("node"), entry, bin)
+            }
+            (None, Some(t)) => (t.node_bin(), t.entry(), t.node_dir.join("bin")),
+            (None, None) => return Err(miette!("the process runtime needs the openclaw toolchain or an image")),
+        };
+        if !node.is_file() || !entry.is_file() {
+            return Err(miette!("no Node or openclaw at {} and {}", node.display(), entry.display()));
+        }
         for d in ["state", "logs", "tmp", "workspaces"] {
             std::fs::create_dir_all(l.home.join(d)).into_diagnostic()?;
         }
-        let mut cmd = Command::new(t.node_bin());
-        cmd.arg(t.entry()).args(["gateway", "run"]).current_dir(&l.home).env("PATH", t.path_env());
+        // openclaw's scripts run `#!/usr/bin/env node`: this Node comes first.
+        let mut cmd = Command::new(node);
+        cmd.arg(entry).args(["gateway", "run"]).current_dir(&l.home).env("PATH", path_with(&bin_dir));
         for (k, v) in gateway_env(l) {
             cmd.env(k, v);
         }

@@ -51,6 +51,21 @@ fn workspace(w: &World, agent: &str) -> PathBuf {
     w.data_dir("quickstart").join(format!("gateways/main/home/workspaces/{agent}"))
 }
 
+/// `agents.delete` straight over the gateway's RPC, as an operator would in OpenClaw's own UI.
+fn delete_by_hand(w: &World, agent: &str) {
+    let gw = w.data_dir("quickstart").join("gateways/main");
+    let token = std::fs::read_to_string(gw.join("token")).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(gw.join("home/openclaw.json")).unwrap()).unwrap();
+    let url = format!("ws://127.0.0.1:{}", config["gateway"]["port"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = fleet::openclaw::rpc::Client::connect(&url, token.trim()).await.unwrap();
+        let params = serde_json::json!({"agentId": agent, "deleteFiles": false});
+        c.call("agents.delete", params, Duration::from_secs(120)).await.unwrap();
+    });
+}
+
 fn chat(w: &World, agent: &str) -> String {
     w.fleet(&["chat", agent, "hi"]).ok().stdout.trim().to_string()
 }
@@ -119,6 +134,19 @@ fn the_quickstart_converges_answers_and_stays_put() {
     assert_ne!(gateway_pid(&w, "main"), pid);
     assert_eq!(chat(&w, "alice"), "Hello from the demo model.");
     assert_eq!(chat(&w, "bob"), "Hello from the demo model.");
+
+    // Bob deleted by hand, behind fleet's back: the plan sees it, apply brings him back.
+    delete_by_hand(&w, "bob");
+    let plan = w.fleet(&["plan"]).ok();
+    for line in
+        ["~ agent.bob  (agent bob is missing from gateway main)", "~ gateway.main.models  (agent bob is missing"]
+    {
+        assert!(plan.stdout.contains(line), "{line} missing in\n{}", plan.stdout);
+    }
+    w.fleet(&["apply"]).ok();
+    assert_eq!(chat(&w, "bob"), "Hello from the demo model.");
+    let r = w.fleet(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "one apply converges:\n{}", r.stdout);
 
     // Removing an agent removes it from its gateway; its files stay.
     let text = w.read("fleet.kdl");

@@ -1,7 +1,8 @@
 //! The Incus runtime against a real incusd (installed and started by tests/support/incus.sh):
 //! the openclaw-base image built, served over HTTP, fetched and verified, imported once, a
-//! gateway container answering through its proxy device. Also: a tampered and an interrupted
-//! download are refused and leave nothing behind.
+//! gateway container answering through its proxy device, and a process gateway running the
+//! same image from this host's image store. Also: a tampered and an interrupted download are
+//! refused and leave nothing behind.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,9 +70,21 @@ host "box" runtime="incus"
 litellm host="box" port={litellm}
 provider "demo" type="mock" {{ model "demo-small" response="Hello from the demo model." }}
 gateway "main" host="box" image="openclaw-base" port={gw}
-agent "alice" model="demo-small"
+agent "alice" gateway="main" model="demo-small"
 "#
     )
+}
+
+/// The same fleet plus a process gateway on this machine running the same image (from the
+/// process host's image store instead of the cached toolchain).
+fn fleet_file_with_process(name: &str, url: &str, sha: &str, litellm: u16, gw: u16, plain: u16) -> String {
+    fleet_file(name, url, sha, litellm, gw)
+        + &format!(
+            r#"host "local" runtime="process"
+gateway "plain" host="local" image="openclaw-base" port={plain}
+agent "bob" gateway="plain" model="demo-small"
+"#
+        )
 }
 
 fn alias_exists(dir: &Path, alias: &str) -> bool {
@@ -131,14 +144,27 @@ fn an_incus_gateway_from_a_fetched_image_answers() {
 
     // The real thing.
     let fleet = "incus-ok";
-    w.write("fleet.kdl", &fleet_file(fleet, &format!("http://127.0.0.1:{port}/good"), &sha, free_port(), free_port()));
+    let url = format!("http://127.0.0.1:{port}/good");
+    w.write("fleet.kdl", &fleet_file_with_process(fleet, &url, &sha, free_port(), free_port(), free_port()));
     let r = run(&["apply"]);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(
-        r.stdout.contains("+ import.openclaw-base@box: created") && r.stdout.contains("+ gateway.main: created"),
-        "{}",
-        r.stdout
-    );
+    for line in
+        ["+ import.openclaw-base@box: created", "+ gateway.main: created", "+ import.openclaw-base@local: created"]
+    {
+        assert!(r.stdout.contains(line), "{line} missing in\n{}", r.stdout);
+    }
+    assert!(!r.stdout.contains("openclaw.toolchain"), "a process gateway with an image needs no toolchain");
+    // The process gateway runs the image's own Node, unpacked into this host's image store.
+    let store = w.data_dir(fleet).join("images/openclaw-base");
+    let handle: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(w.data_dir(fleet).join("gateways/plain/gateway.handle")).unwrap(),
+    )
+    .unwrap();
+    let pid = handle["handle"]["pid"]["pid"].as_u64().unwrap();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(exe, store.join("rootfs/usr/local/bin/node"));
+    let reply = run(&["chat", "bob", "hi"]);
+    assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
     assert!(alias_exists(&dir, "openclaw-base"));
     let reply = run(&["chat", "alice", "hi"]);
     assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
@@ -151,4 +177,5 @@ fn an_incus_gateway_from_a_fetched_image_answers() {
     let r = run(&["destroy"]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(!alias_exists(&dir, "openclaw-base"));
+    assert!(!store.exists(), "the image store goes with the fleet");
 }
