@@ -57,8 +57,11 @@ pub struct AgentDriver {
     pub overwrite: bool,
     /// Gateway URL → the agents it listed, and when: a plan observes every agent of a gateway in a
     /// row, and one `agents.list` answers for all of them.
-    listed: Mutex<HashMap<String, (Instant, Option<Vec<String>>)>>,
+    listed: Mutex<HashMap<String, Listing>>,
 }
+
+/// When a gateway was asked, and the agent ids it listed (None: it could not be asked).
+type Listing = (Instant, Option<Vec<String>>);
 
 /// How long one `agents.list` answers for observing a gateway's agents.
 const LISTING_FRESH: Duration = Duration::from_secs(2);
