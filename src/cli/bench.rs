@@ -311,7 +311,7 @@ fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
             let cold = t.elapsed();
             cold_times.push((n, cold));
             println!(
-                "| cold apply: 1 gateway + {n} agents (proxy, gateway, creates, one patch, wakes) | {} |",
+                "| cold apply: 1 gateway + {n} agents (proxy, gateway, one patch creating them, files, wakes) | {} |",
                 ms(cold)
             );
             if n == *sizes.iter().max().unwrap_or(&n) {
@@ -325,10 +325,11 @@ fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
                     apply_in_process(&rt, &file, &layout, engine::Goal::Converge)?;
                     let took = t.elapsed();
                     println!(
-                        "| add {add} agent(s) to the running gateway ({current} → {}) | {} ({} per agent) |",
+                        "| add {add} agent(s) to the running gateway ({current} → {}) | {} ({} per agent; {}) |",
                         current + add,
                         ms(took),
-                        ms(took / add as u32)
+                        ms(took / add as u32),
+                        last_run_breakdown(&layout)?
                     );
                     current += add;
                 }
@@ -351,6 +352,21 @@ fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the last run's time went: the patch, the slowest agent's files, the slowest wake.
+fn last_run_breakdown(layout: &Layout) -> miette::Result<String> {
+    let store = crate::state::Store::open(&layout.state_db()).into_diagnostic()?;
+    let run = store.runs(1).into_diagnostic()?.first().map(|r| r.id).ok_or_else(|| miette::miette!("no run"))?;
+    let steps = store.steps(run).into_diagnostic()?;
+    let slowest =
+        |prefix: &str| steps.iter().filter(|s| s.address.starts_with(prefix)).map(|s| s.duration_ms).max().unwrap_or(0);
+    Ok(format!(
+        "patch {} ms, slowest agent's files {} ms, slowest wake {} ms",
+        slowest("gateway.main.models"),
+        slowest("agent."),
+        slowest("wake.")
+    ))
 }
 
 fn proxy_pid(layout: &Layout) -> miette::Result<crate::process::Pid> {

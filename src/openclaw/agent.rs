@@ -78,6 +78,14 @@ pub async fn list_ids(c: &Client) -> miette::Result<Vec<String>> {
         .unwrap_or_default())
 }
 
+/// The agent ids a gateway lists right now, asked in one quick attempt (None: it cannot be asked —
+/// for observing, where an unreachable gateway is the gateway step's drift, not its agents').
+pub async fn listed_now(g: &GatewayRef) -> Option<Vec<String>> {
+    let token = read_token(&g.token_file).ok()?;
+    let c = tokio::time::timeout(Duration::from_secs(3), Client::connect(&g.url, &token)).await.ok()?.ok()?;
+    list_ids(&c).await.ok()
+}
+
 impl AgentDriver {
     /// The ids the agent's gateway lists (None when it cannot be asked), one RPC per gateway per plan.
     async fn listing(&self, g: &GatewayRef) -> Option<Vec<String>> {
@@ -86,12 +94,7 @@ impl AgentDriver {
                 return ids.clone();
             }
         }
-        let ask = async {
-            let token = read_token(&g.token_file).ok()?;
-            let c = tokio::time::timeout(Duration::from_secs(3), Client::connect(&g.url, &token)).await.ok()?.ok()?;
-            list_ids(&c).await.ok()
-        };
-        let ids = ask.await;
+        let ids = listed_now(g).await;
         self.listed.lock().expect("listing").insert(g.url.clone(), (Instant::now(), ids.clone()));
         ids
     }

@@ -16,8 +16,7 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::agent::{list_ids, GatewayRef};
-use super::gateway::read_token;
+use super::agent::{list_ids, listed_now, GatewayRef};
 use super::roster;
 use super::rpc::{Client, RpcError};
 use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
@@ -134,27 +133,53 @@ impl ModelsDriver {
         let (raw, replace) = patch(&want, old.as_ref())?;
         let c = want.gateway.connect().await?;
         Self::create_held_before(&c, &want, ctx).await?;
-        for attempt in 0..3 {
-            let current = c.req("config.get", json!({})).await.map_err(|e| miette!("{e}"))?;
-            let base = current["hash"].as_str().ok_or_else(|| miette!("config.get gave no hash"))?;
-            let params =
-                json!({"raw": raw.to_string(), "baseHash": base, "replacePaths": replace, "note": "fleet apply"});
-            match c.call("config.patch", params, Duration::from_secs(60)).await {
-                Ok(v) => {
-                    let restart = v.pointer("/sentinel/payload/stats/requiresRestart") == Some(&json!(true));
-                    if restart {
-                        ctx.progress("the gateway restarts to apply this change");
-                    }
-                    return Ok(json!({"noop": v["noop"] == true, "changed": v["changedPaths"], "restart": restart}));
-                }
-                Err(e) if e.message_contains("config changed since last load") && attempt < 2 => {
-                    ctx.progress("the config moved underneath; re-reading it");
-                }
-                Err(e) => return Err(miette!("{e}")),
-            }
+        let v = patch_config(&c, &raw, &replace, "fleet apply", ctx).await.map_err(|e| miette!("{e}"))?;
+        let restart = v.pointer("/sentinel/payload/stats/requiresRestart") == Some(&json!(true));
+        if restart {
+            ctx.progress("the gateway restarts to apply this change");
         }
-        unreachable!("the loop returns")
+        Ok(json!({"noop": v["noop"] == true, "changed": v["changedPaths"], "restart": restart}))
     }
+}
+
+/// `config.get` for the base hash, then `config.patch`: re-read and sent again when the config
+/// moved underneath (twice at most), and after the wait the gateway names when its rate limit
+/// (30 patches per 60 s) is hit.
+async fn patch_config(
+    c: &Client,
+    raw: &Value,
+    replace: &[String],
+    note: &str,
+    ctx: &StepCtx,
+) -> Result<Value, RpcError> {
+    let mut moved = 0;
+    let mut limited = 0;
+    loop {
+        let current = c.req("config.get", json!({})).await?;
+        let base = current["hash"].as_str().unwrap_or_default();
+        let params = json!({"raw": raw.to_string(), "baseHash": base, "replacePaths": replace, "note": note});
+        match c.call("config.patch", params, Duration::from_secs(60)).await {
+            Err(e) if e.message_contains("config changed since last load") && moved < 2 => {
+                moved += 1;
+                ctx.progress("the config moved underneath; re-reading it");
+            }
+            Err(e) if rate_limit_wait(&e).is_some() && limited < 3 => {
+                limited += 1;
+                let wait = rate_limit_wait(&e).unwrap_or_default();
+                ctx.progress(&format!("config.patch rate limit: waiting {} s", wait.as_secs()));
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// "rate limit exceeded for config.patch; retry after 22s" → 22 s (capped at a minute).
+fn rate_limit_wait(e: &RpcError) -> Option<Duration> {
+    let RpcError::Remote { message, .. } = e else { return None };
+    let rest = message.split("rate limit exceeded").nth(1)?.split("retry after ").nth(1)?;
+    let secs: u64 = rest.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok()?;
+    Some(Duration::from_secs(secs.clamp(1, 60)))
 }
 
 #[async_trait::async_trait]
@@ -165,12 +190,7 @@ impl Driver for ModelsDriver {
         let Ok(old) = serde_json::from_value::<ModelsInputs>(prior.inputs.clone()) else {
             return Drift::Update("unreadable record".into());
         };
-        let Ok(token) = read_token(&old.gateway.token_file) else { return Drift::InSync };
-        let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(3), Client::connect(&old.gateway.url, &token)).await
-        else {
-            return Drift::InSync;
-        };
-        let Ok(listed) = list_ids(&c).await else { return Drift::InSync };
+        let Some(listed) = listed_now(&old.gateway).await else { return Drift::InSync };
         let missing: Vec<&str> = old.agents.keys().filter(|id| !listed.contains(id)).map(String::as_str).collect();
         match missing.as_slice() {
             [] => Drift::InSync,
@@ -193,7 +213,7 @@ impl Driver for ModelsDriver {
         // every provider at once does once the agents' entries are gone: halve until it passes.
         let mut chunks: Vec<Vec<&String>> = vec![old.agents.keys().collect()];
         while let Some(ids) = chunks.pop() {
-            match drop_providers(&c, &ids).await {
+            match drop_providers(&c, &ids, ctx).await {
                 Err(e) if e.message_contains("size-drop") && ids.len() > 1 => {
                     ctx.progress("the gateway refuses to lose half its config at once; removing in smaller parts");
                     let (a, b) = ids.split_at(ids.len() / 2);
@@ -208,14 +228,11 @@ impl Driver for ModelsDriver {
 }
 
 /// One patch removing these agents' provider entries.
-async fn drop_providers(c: &Client, ids: &[&String]) -> Result<(), RpcError> {
+async fn drop_providers(c: &Client, ids: &[&String], ctx: &StepCtx) -> Result<(), RpcError> {
     let providers: Map<String, Value> = ids.iter().map(|id| (provider_id(id), Value::Null)).collect();
     let replace: Vec<String> = ids.iter().map(|id| format!("models.providers.{}.models", provider_id(id))).collect();
     let raw = json!({"models": {"providers": providers}});
-    let current = c.req("config.get", json!({})).await?;
-    let base = current["hash"].as_str().unwrap_or_default();
-    let params = json!({"raw": raw.to_string(), "baseHash": base, "replacePaths": replace, "note": "fleet destroy"});
-    c.req("config.patch", params).await.map(drop)
+    patch_config(c, &raw, &replace, "fleet destroy", ctx).await.map(drop)
 }
 
 /// `wake.<agent>`: the first message an agent gets, once, right after its first provisioning.
@@ -290,6 +307,23 @@ mod tests {
         assert_eq!(raw["agents"]["ownership"], "explicit", "a multi-agent roster needs it");
         assert!(replace.contains(&"models.providers.fleet-bob.models".to_string()));
         assert!(replace.contains(&"models.providers.fleet-alice.models".to_string()));
+    }
+
+    #[test]
+    fn the_rate_limit_says_how_long_to_wait() {
+        let e = |m: &str| RpcError::Remote {
+            method: "config.patch".into(),
+            code: "UNAVAILABLE".into(),
+            message: m.into(),
+            details: Value::Null,
+        };
+        let wait = rate_limit_wait(&e("rate limit exceeded for config.patch; retry after 22s"));
+        assert_eq!(wait, Some(Duration::from_secs(22)));
+        assert_eq!(
+            rate_limit_wait(&e("rate limit exceeded for config.patch; retry after 300s")),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(rate_limit_wait(&e("Error: Config write rejected: openclaw.json (size-drop:2102->1017)")), None);
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub enum RpcError {
     Closed,
 }
 
+/// Methods that change nothing: safe to send again.
+const READS: [&str; 6] =
+    ["health", "agents.list", "config.get", "agents.files.get", "agents.files.list", "chat.history"];
+
 /// 250 ms, 500 ms, … capped at 2 s.
 fn retry_pause(attempt: u32) -> Duration {
     Duration::from_millis((250 * (attempt as u64 + 1)).min(2000))
@@ -228,17 +232,21 @@ impl Client {
         self.events.subscribe()
     }
 
-    /// One request; a request the gateway answers with `UNAVAILABLE` (a handler caught mid-reload:
+    /// One request. A read the gateway answers with `UNAVAILABLE` (a handler caught mid-reload:
     /// "Plugin openai was reloaded or disabled", seen at 50 agents) is sent again after a short
-    /// pause, a few times, within the same overall timeout. The handler failed before doing
-    /// anything, and fleet's mutations carry `baseHash`/`expectedHash`/idempotency keys anyway.
+    /// pause, a few times, within the same overall timeout. Writes are not: the gateway also says
+    /// `UNAVAILABLE` for any exception in a handler (a refused config write) and for its rate
+    /// limit, and each retried `config.patch` would count against that limit.
     pub async fn call(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, RpcError> {
         let t0 = Instant::now();
         let mut attempt = 0u32;
+        let read = READS.contains(&method);
         loop {
             let left = timeout.saturating_sub(t0.elapsed());
             match self.call_once(method, params.clone(), left).await {
-                Err(e) if e.is_unavailable() && attempt < 8 && t0.elapsed() + retry_pause(attempt) < timeout => {
+                Err(e)
+                    if read && e.is_unavailable() && attempt < 8 && t0.elapsed() + retry_pause(attempt) < timeout =>
+                {
                     tracing::debug!("{e}; retrying");
                     tokio::time::sleep(retry_pause(attempt)).await;
                     attempt += 1;
@@ -332,6 +340,15 @@ mod tests {
         let c = Client::connect(&url, "t").await.unwrap();
         let e = c.req("agents.list", json!({})).await.unwrap_err();
         assert!(!e.is_unavailable() && e.to_string().contains("reloaded"), "{e}");
+        assert_eq!(seen.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_write_answered_unavailable_is_not_sent_again() {
+        let (url, seen) = peer(vec![Some("UNAVAILABLE"), None]).await;
+        let c = Client::connect(&url, "t").await.unwrap();
+        let e = c.req("config.patch", json!({})).await.unwrap_err();
+        assert!(e.is_unavailable(), "{e}");
         assert_eq!(seen.load(Ordering::Relaxed), 1);
     }
 

@@ -206,6 +206,29 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// The steps one run recorded, in the order they finished.
+    pub fn steps(&self, run: i64) -> Result<Vec<StepRow>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT address, action, status, started_at, duration_ms, error FROM steps WHERE run_id = ?1 ORDER BY rowid",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([run], |r| {
+                Ok(StepRow {
+                    address: r.get(0)?,
+                    action: r.get(1)?,
+                    status: r.get(2)?,
+                    started_at: r.get(3)?,
+                    duration_ms: r.get(4)?,
+                    error: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
     pub fn runs(&self, limit: usize) -> Result<Vec<RunRow>, StateError> {
         let mut stmt = self
             .conn
