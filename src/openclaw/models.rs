@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::agent::{list_ids, listed_now, GatewayRef};
+use super::gateway::read_token;
 use super::roster;
 use super::rpc::{Client, RpcError};
 use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
@@ -136,7 +137,9 @@ impl ModelsDriver {
         let v = patch_config(&c, &raw, &replace, "fleet apply", ctx).await.map_err(|e| miette!("{e}"))?;
         let restart = v.pointer("/sentinel/payload/stats/requiresRestart") == Some(&json!(true));
         if restart {
-            ctx.progress("the gateway restarts to apply this change");
+            // The agents' steps come next: they must talk to the restarted gateway, not the leaving one.
+            ctx.progress("the gateway restarts to apply this change; waiting for it");
+            wait_restarted(&want.gateway, &c.boot_id).await?;
         }
         Ok(json!({"noop": v["noop"] == true, "changed": v["changedPaths"], "restart": restart}))
     }
@@ -144,7 +147,7 @@ impl ModelsDriver {
 
 /// `config.get` for the base hash, then `config.patch`: re-read and sent again when the config
 /// moved underneath (twice at most), and after the wait the gateway names when its rate limit
-/// (30 patches per 60 s) is hit.
+/// (30 patches per 60 s) is hit. "Persisted, but a recovery restart is required" is success.
 async fn patch_config(
     c: &Client,
     raw: &Value,
@@ -169,9 +172,35 @@ async fn patch_config(
                 ctx.progress(&format!("config.patch rate limit: waiting {} s", wait.as_secs()));
                 tokio::time::sleep(wait).await;
             }
+            // The change is in; OpenClaw restarts itself to finish applying it (seen when a reload
+            // raced its cron monitor). Later steps reconnect with retries.
+            Err(e) if e.message_contains("config.patch persisted") => {
+                ctx.progress("persisted; the gateway restarts itself to finish applying it");
+                return Ok(json!({"sentinel": {"payload": {"stats": {"requiresRestart": true}}}}));
+            }
             other => return other,
         }
     }
+}
+
+/// Waits (up to two minutes) until the gateway answers `health` from a new boot.
+async fn wait_restarted(g: &GatewayRef, old_boot: &str) -> miette::Result<()> {
+    let t0 = std::time::Instant::now();
+    let token = read_token(&g.token_file)?;
+    if old_boot.is_empty() {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    while t0.elapsed() < Duration::from_secs(120) {
+        if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(5), Client::connect(&g.url, &token)).await {
+            let healthy = c.call("health", json!({}), Duration::from_secs(10)).await.is_ok_and(|h| h["ok"] == true);
+            // (A gateway that does not say its boot id is taken back once healthy.)
+            if (old_boot.is_empty() || c.boot_id != old_boot) && healthy {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(miette!("gateway {} did not come back within 120 s after restarting to apply the patch", g.name))
 }
 
 /// "rate limit exceeded for config.patch; retry after 22s" → 22 s (capped at a minute).
