@@ -365,11 +365,21 @@ fn host(n: &RawNode, p: &mut Problems) -> Option<Host> {
         None => Some(Arch::native()),
         Some(s) => {
             let a = Arch::parse(&s.value);
-            if a.is_none() {
-                r.problems.push(
+            match a {
+                None => r.problems.push(
                     Problem::new(format!("unknown architecture {:?}", s.value), s.span, "unknown")
                         .help(choices_help(&s.value, &Arch::ALL)),
-                );
+                ),
+                // A process host is this machine: it runs its own architecture's Node and images only.
+                Some(a) if runtime == Some(Runtime::Process) && a != Arch::native() => r.problems.push(
+                    Problem::new(
+                        format!("a process host runs on this machine, which is {}", Arch::native().as_str()),
+                        s.span,
+                        "not this machine's architecture",
+                    )
+                    .help("drop `arch` (it defaults to this machine's), or use an incus host of that architecture"),
+                ),
+                Some(_) => {}
             }
             a
         }

@@ -291,3 +291,19 @@ fn toml_takes_a_plain_key_backend() {
     assert_eq!((m.as_str(), at.as_str()), ("the database key backend needs a `url`", "keys"));
     assert!(help.contains("keys = { backend = \"database\", url = "), "{help}");
 }
+
+#[test]
+fn a_process_host_is_this_machine_s_architecture() {
+    let other = if Arch::native() == Arch::Amd64 { Arch::Arm64 } else { Arch::Amd64 };
+    let (m, at, help) = kdl_only(&format!("host \"local\" arch=\"{}\"\ngateway \"main\"\n", other.as_str()));
+    assert_eq!(m, format!("a process host runs on this machine, which is {}", Arch::native().as_str()));
+    assert_eq!(at, format!("\"{}\"", other.as_str()));
+    assert!(help.starts_with("drop `arch`"), "{help}");
+    let native = format!("{BASE}host \"local\" arch=\"{}\"\ngateway \"main\"\n", Arch::native().as_str());
+    assert!(kdl(&native).is_ok());
+    let incus = format!(
+        "{BASE}image \"b\" {{ recipe \"r.kdl\"; }}\nhost \"box\" runtime=\"incus\" arch=\"{}\"\n",
+        other.as_str()
+    );
+    assert!(kdl(&incus).map_err(messages).err().is_none_or(|m| !m.iter().any(|m| m.contains("process host"))));
+}
