@@ -173,7 +173,7 @@ async fn patch_config(
                 tokio::time::sleep(wait).await;
             }
             // The change is in; OpenClaw restarts itself to finish applying it (seen when a reload
-            // raced its cron monitor). Later steps reconnect with retries.
+            // raced its cron monitor). Reported as a restarting patch: `send` waits for the new boot.
             Err(e) if e.message_contains("config.patch persisted") => {
                 ctx.progress("persisted; the gateway restarts itself to finish applying it");
                 return Ok(json!({"sentinel": {"payload": {"stats": {"requiresRestart": true}}}}));
