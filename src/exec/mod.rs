@@ -92,6 +92,23 @@ pub fn step_graph(plan: &Plan, desired: &Desired, prior: &BTreeMap<String, Recor
             }
         }
     }
+    // What a changed resource depended on before, and is changing too, goes first where that
+    // agrees with the order above (an agent moving gateways leaves the old one after the old
+    // gateway's patch let go of it). Records from older builds may have pointed the other way.
+    for (i, c) in plan.changes.iter().enumerate() {
+        let Some(rec) = prior.get(&c.address).filter(|_| c.action != Action::Delete) else { continue };
+        for dep in &rec.deps {
+            if let Some(&j) = index.get(dep.as_str()) {
+                let other = plan.changes[j].action;
+                if j != i
+                    && other != Action::Delete
+                    && !petgraph::algo::has_path_connecting(&g, nodes[i], nodes[j], None)
+                {
+                    g.update_edge(nodes[j], nodes[i], ());
+                }
+            }
+        }
+    }
     g
 }
 
@@ -276,6 +293,40 @@ mod tests {
 
     fn before(g: &DiGraph<usize, ()>, a: usize, b: usize) -> bool {
         petgraph::algo::has_path_connecting(g, NodeIndex::new(a), NodeIndex::new(b), None)
+    }
+
+    #[test]
+    fn a_moved_resource_waits_for_what_it_left_unless_that_would_loop() {
+        // bob moves from gateway a to b: a's patch drops him before his step leaves a.
+        let plan = Plan {
+            changes: vec![
+                change("agent.bob", Action::Update),
+                change("gateway.a.models", Action::Update),
+                change("gateway.b.models", Action::Update),
+            ],
+            ..Plan::default()
+        };
+        let prior: BTreeMap<String, Record> = [
+            record("agent.bob", &["gateway.a", "gateway.a.models"]),
+            record("gateway.a.models", &["gateway.a"]),
+            // An older build's record pointing the other way: the desired order wins.
+            record("gateway.b.models", &["gateway.b", "agent.bob"]),
+        ]
+        .into();
+        let res = |a: &str, deps: &[&str]| {
+            let deps = deps.iter().map(|d| d.to_string()).collect();
+            (a.to_string(), Resource::new(a, Kind::GatewayModels, Value::Null, deps))
+        };
+        let desired: Desired = [
+            res("agent.bob", &["gateway.b", "gateway.b.models"]),
+            res("gateway.a.models", &["gateway.a"]),
+            res("gateway.b.models", &["gateway.b"]),
+        ]
+        .into();
+        let g = step_graph(&plan, &desired, &prior);
+        assert!(before(&g, 2, 0), "desired: b's patch creates him first");
+        assert!(before(&g, 1, 0), "prior: a's patch lets go of him before he leaves a");
+        assert!(petgraph::algo::toposort(&g, None).is_ok(), "the older record's edge is dropped, not looped");
     }
 
     #[test]

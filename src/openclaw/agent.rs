@@ -194,19 +194,37 @@ impl Driver for AgentDriver {
         self.provision(r, true, ctx).await
     }
 
-    async fn update(&self, r: &Resource, _prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
-        self.provision(r, false, ctx).await
+    /// An agent moved to another gateway is provisioned there afresh, then removed from the old one
+    /// (whose patch, ordered before this step, has already dropped its provider).
+    async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
+        let old = serde_json::from_value::<AgentInputs>(prior.inputs.clone()).ok();
+        let new_gw = r.inputs["gateway"]["url"].as_str().unwrap_or_default();
+        let moved_from = old.filter(|o| o.gateway.url != new_gw);
+        let out = self.provision(r, moved_from.is_some(), ctx).await?;
+        if let Some(old) = moved_from {
+            match remove(&old).await {
+                Ok(()) => ctx.progress(&format!("removed from gateway {}", old.gateway.name)),
+                // A gateway that is gone or broken cannot hold it back from its new one.
+                Err(e) => ctx.progress(&format!("could not remove it from gateway {}: {e}", old.gateway.name)),
+            }
+        }
+        Ok(out)
     }
 
     /// Removes the agent from its gateway; its workspace files stay on disk.
     async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
         let a: AgentInputs = serde_json::from_value(prior.inputs.clone()).into_diagnostic()?;
-        let c = a.gateway.connect().await?;
-        match c.call("agents.delete", json!({"agentId": a.id, "deleteFiles": false}), MUTATION_TIMEOUT).await {
-            Ok(_) => Ok(()),
-            Err(e) if not_found(&e) => Ok(()),
-            Err(e) => Err(miette!("{e}")),
-        }
+        remove(&a).await
+    }
+}
+
+/// `agents.delete` with its files kept; an agent already gone is fine.
+async fn remove(a: &AgentInputs) -> miette::Result<()> {
+    let c = a.gateway.connect().await?;
+    match c.call("agents.delete", json!({"agentId": a.id, "deleteFiles": false}), MUTATION_TIMEOUT).await {
+        Ok(_) => Ok(()),
+        Err(e) if not_found(&e) => Ok(()),
+        Err(e) => Err(miette!("{e}")),
     }
 }
 

@@ -192,4 +192,27 @@ fn a_gateway_that_never_gets_healthy_fails_alone() {
     assert!(r.stdout.contains("! agent.bob: skipped: depends on gateway.broken, which failed"), "{}", r.stdout);
     assert!(r.stdout.contains("+ agent.alice: created") && r.stdout.contains("+ wake.alice: created"), "{}", r.stdout);
     assert_eq!(chat(&w, "alice"), "Hello from the demo model.");
+
+    // Mended, the gateway starts and bob lives there.
+    std::fs::write(home.join("openclaw.json"), "{}").unwrap();
+    w.fleet(&["apply"]).ok();
+    assert_eq!(chat(&w, "bob"), "Hello from the demo model.");
+    let broken = fleet::openclaw::agent::GatewayRef {
+        name: "broken".into(),
+        url: format!("ws://127.0.0.1:{broken_port}"),
+        token_file: w.data_dir("quickstart").join("gateways/broken/token"),
+    };
+    let listed = |g: &fleet::openclaw::agent::GatewayRef| {
+        tokio::runtime::Runtime::new().unwrap().block_on(fleet::openclaw::agent::listed_now(g)).unwrap()
+    };
+    assert!(listed(&broken).contains(&"bob".to_string()));
+
+    // Bob moves to main: provisioned there, then removed from the gateway he left.
+    w.edit("fleet.kdl", "agent \"bob\" gateway=\"broken\"", "agent \"bob\" gateway=\"main\"");
+    let r = w.fleet(&["apply"]).ok();
+    assert!(r.stdout.contains("removed from gateway broken"), "{}", r.stdout);
+    assert_eq!(chat(&w, "bob"), "Hello from the demo model.");
+    assert!(!listed(&broken).contains(&"bob".to_string()), "bob left the old gateway");
+    let r = w.fleet(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "one apply converges:\n{}", r.stdout);
 }
