@@ -45,12 +45,13 @@ impl Reporter for Quiet {
     fn finished(&self, _: &StepOutcome) {}
 }
 
+/// A keys-only fleet (no gateway: the agents get LiteLLM keys and env files) of `agents` agents, for the
+/// spine's and the proxy's benchmarks; the gateway benchmark has its own fleet.
 pub fn generated_fleet(agents: usize, port: u16) -> String {
     let mut s = format!("litellm port={port}\n");
     s.push_str(
         "fleet \"bench\" { parallelism 8 }\n\
-         provider \"demo\" type=\"mock\" {\n    model \"demo-small\"\n    model \"demo-large\"\n    model \"demo-tiny\"\n}\n\
-         gateway \"main\"\n",
+         provider \"demo\" type=\"mock\" {\n    model \"demo-small\"\n    model \"demo-large\"\n    model \"demo-tiny\"\n}\n",
     );
     let models = ["demo-small", "demo-large", "demo-tiny"];
     for i in 0..agents {
