@@ -66,8 +66,9 @@ impl Layout {
     pub fn gateway_log(&self, gateway: &str) -> PathBuf {
         self.gateway_dir(gateway).join("gateway.log")
     }
-    /// This machine's image store for process gateways: the image's /usr/local unpacked.
-    pub fn image_store(&self, image: &str) -> PathBuf {
-        self.data_dir.join("images").join(image)
+    /// A process host's image store: the image's /usr/local unpacked (one per host, so two process
+    /// hosts of one fleet never unpack into the same place at once).
+    pub fn image_store(&self, host: &str, image: &str) -> PathBuf {
+        self.data_dir.join("images").join(host).join(image)
     }
 }

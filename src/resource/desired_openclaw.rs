@@ -80,7 +80,7 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
             let mut import =
                 json!({"image": image_addr, "file": file, "alias": img_name.value, "remote": remote, "source": source});
             if runtime == Runtime::Process {
-                let store = layout.image_store(&img_name.value);
+                let store = layout.image_store(&host.name.value, &img_name.value);
                 image_root = Some(store.join("rootfs"));
                 import["store"] = json!(store);
             }

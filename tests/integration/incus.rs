@@ -155,7 +155,7 @@ fn an_incus_gateway_from_a_fetched_image_answers() {
     }
     assert!(!r.stdout.contains("openclaw.toolchain"), "a process gateway with an image needs no toolchain");
     // The process gateway runs the image's own Node, unpacked into this host's image store.
-    let store = w.data_dir(fleet).join("images/openclaw-base");
+    let store = w.data_dir(fleet).join("images/local/openclaw-base");
     let handle: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(w.data_dir(fleet).join("gateways/plain/gateway.handle")).unwrap(),
     )
