@@ -52,8 +52,9 @@ pub fn drivers(spec: &FleetSpec, layout: &Layout, overwrite: bool) -> miette::Re
     d.insert(Kind::Image, Arc::new(crate::image::resources::ImageDriver { cache: layout.cache_dir.clone() }));
     d.insert(Kind::Import, Arc::new(crate::image::resources::ImportDriver));
     d.insert(Kind::Gateway, Arc::new(crate::openclaw::gateway::GatewayDriver { runtimes }));
-    d.insert(Kind::Agent, crate::openclaw::agent::driver(overwrite));
-    d.insert(Kind::GatewayModels, Arc::new(crate::openclaw::models::ModelsDriver));
+    let listings = Arc::new(crate::openclaw::agent::Listings::default());
+    d.insert(Kind::Agent, crate::openclaw::agent::driver(overwrite, listings.clone()));
+    d.insert(Kind::GatewayModels, Arc::new(crate::openclaw::models::ModelsDriver { listings }));
     d.insert(Kind::Wake, Arc::new(crate::openclaw::models::WakeDriver));
     Ok(d)
 }

@@ -55,16 +55,33 @@ pub struct AgentInputs {
 pub struct AgentDriver {
     /// `--overwrite`: replace agent-owned files too.
     pub overwrite: bool,
-    /// Gateway URL → the agents it listed, and when: a plan observes every agent of a gateway in a
-    /// row, and one `agents.list` answers for all of them.
-    listed: Mutex<HashMap<String, Listing>>,
+    listings: Arc<Listings>,
 }
+
+/// Gateway URL → the agents it listed, and when: a plan observes every agent of a gateway and then
+/// its models patch in a row, and one `agents.list` answers for all of them.
+#[derive(Default)]
+pub struct Listings(Mutex<HashMap<String, Listing>>);
 
 /// When a gateway was asked, and the agent ids it listed (None: it could not be asked).
 type Listing = (Instant, Option<Vec<String>>);
 
 /// How long one `agents.list` answers for observing a gateway's agents.
 const LISTING_FRESH: Duration = Duration::from_secs(2);
+
+impl Listings {
+    /// The ids the gateway lists (None when it cannot be asked), one RPC per gateway per plan.
+    pub async fn of(&self, g: &GatewayRef) -> Option<Vec<String>> {
+        if let Some((at, ids)) = self.0.lock().expect("listing").get(&g.url) {
+            if at.elapsed() < LISTING_FRESH {
+                return ids.clone();
+            }
+        }
+        let ids = listed_now(g).await;
+        self.0.lock().expect("listing").insert(g.url.clone(), (Instant::now(), ids.clone()));
+        ids
+    }
+}
 
 fn content_of(r: &Resource, name: &str) -> Option<String> {
     r.files.iter().find(|f| f.path.as_os_str() == name).map(|f| String::from_utf8_lossy(&f.content).into_owned())
@@ -87,18 +104,6 @@ pub async fn listed_now(g: &GatewayRef) -> Option<Vec<String>> {
 }
 
 impl AgentDriver {
-    /// The ids the agent's gateway lists (None when it cannot be asked), one RPC per gateway per plan.
-    async fn listing(&self, g: &GatewayRef) -> Option<Vec<String>> {
-        if let Some((at, ids)) = self.listed.lock().expect("listing").get(&g.url) {
-            if at.elapsed() < LISTING_FRESH {
-                return ids.clone();
-            }
-        }
-        let ids = listed_now(g).await;
-        self.listed.lock().expect("listing").insert(g.url.clone(), (Instant::now(), ids.clone()));
-        ids
-    }
-
     /// Waits until the gateway lists the agent. Its gateway's models patch (a dependency) put the
     /// entry into the config, and the gateway answers that patch only once it is applied, so this
     /// is normally the first look; an agent not listed within a minute is an error.
@@ -182,7 +187,7 @@ impl Driver for AgentDriver {
         }
         // Deleted behind fleet's back: its gateway's patch brings it back, then this step re-checks
         // its files (agents.create rewrites IDENTITY.md). An unreachable gateway is its own drift.
-        match self.listing(&a.gateway).await {
+        match self.listings.of(&a.gateway).await {
             Some(ids) if !ids.contains(&a.id) => {
                 Drift::Update(format!("agent {} is missing from gateway {}", a.id, a.gateway.name))
             }
@@ -276,6 +281,6 @@ pub async fn chat(c: &Client, agent_id: &str, message: &str, timeout: Duration) 
     }
 }
 
-pub fn driver(overwrite: bool) -> Arc<AgentDriver> {
-    Arc::new(AgentDriver { overwrite, listed: Mutex::default() })
+pub fn driver(overwrite: bool, listings: Arc<Listings>) -> Arc<AgentDriver> {
+    Arc::new(AgentDriver { overwrite, listings })
 }

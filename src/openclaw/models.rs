@@ -16,7 +16,7 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::agent::{list_ids, listed_now, GatewayRef};
+use super::agent::{list_ids, GatewayRef, Listings};
 use super::gateway::read_token;
 use super::roster;
 use super::rpc::{Client, RpcError};
@@ -101,7 +101,10 @@ pub fn patch(want: &ModelsInputs, prior: Option<&ModelsInputs>) -> miette::Resul
     Ok((json!({"models": {"providers": providers}, "agents": agents, "talk": {"agentId": "main"}}), replace))
 }
 
-pub struct ModelsDriver;
+pub struct ModelsDriver {
+    /// Shared with the agents' driver: their observing already asked the gateway.
+    pub listings: std::sync::Arc<Listings>,
+}
 
 impl ModelsDriver {
     /// Missing agents whose id this gateway has held before (or may have: see `roster.rs`) are
@@ -219,7 +222,7 @@ impl Driver for ModelsDriver {
         let Ok(old) = serde_json::from_value::<ModelsInputs>(prior.inputs.clone()) else {
             return Drift::Update("unreadable record".into());
         };
-        let Some(listed) = listed_now(&old.gateway).await else { return Drift::InSync };
+        let Some(listed) = self.listings.of(&old.gateway).await else { return Drift::InSync };
         let missing: Vec<&str> = old.agents.keys().filter(|id| !listed.contains(id)).map(String::as_str).collect();
         match missing.as_slice() {
             [] => Drift::InSync,
