@@ -40,6 +40,12 @@ impl GatewayRef {
             .await
             .map_err(|e| miette!("gateway {}: {e}", self.name))
     }
+
+    /// One connection attempt within `within`; None when the gateway cannot be reached now.
+    pub async fn try_connect(&self, within: Duration) -> Option<Client> {
+        let token = read_token(&self.token_file).ok()?;
+        tokio::time::timeout(within, Client::connect(&self.url, &token)).await.ok()?.ok()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,8 +104,7 @@ pub async fn list_ids(c: &Client) -> miette::Result<Vec<String>> {
 /// The agent ids a gateway lists right now, asked in one quick attempt (None: it cannot be asked —
 /// for observing, where an unreachable gateway is the gateway step's drift, not its agents').
 pub async fn listed_now(g: &GatewayRef) -> Option<Vec<String>> {
-    let token = read_token(&g.token_file).ok()?;
-    let c = tokio::time::timeout(Duration::from_secs(3), Client::connect(&g.url, &token)).await.ok()?.ok()?;
+    let c = g.try_connect(Duration::from_secs(3)).await?;
     list_ids(&c).await.ok()
 }
 

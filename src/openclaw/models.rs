@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::agent::{list_ids, GatewayRef, Listings};
-use super::gateway::read_token;
 use super::roster;
 use super::rpc::{Client, RpcError};
 use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
@@ -189,12 +188,11 @@ async fn patch_config(
 /// Waits (up to two minutes) until the gateway answers `health` from a new boot.
 async fn wait_restarted(g: &GatewayRef, old_boot: &str) -> miette::Result<()> {
     let t0 = std::time::Instant::now();
-    let token = read_token(&g.token_file)?;
     if old_boot.is_empty() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     while t0.elapsed() < Duration::from_secs(120) {
-        if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(5), Client::connect(&g.url, &token)).await {
+        if let Some(c) = g.try_connect(Duration::from_secs(5)).await {
             let healthy = c.call("health", json!({}), Duration::from_secs(10)).await.is_ok_and(|h| h["ok"] == true);
             // (A gateway that does not say its boot id is taken back once healthy.)
             if (old_boot.is_empty() || c.boot_id != old_boot) && healthy {
