@@ -97,7 +97,9 @@ pub fn step_graph(plan: &Plan, desired: &Desired, prior: &BTreeMap<String, Recor
     // gateway's patch let go of it). Records from older builds may have pointed the other way.
     for (i, c) in plan.changes.iter().enumerate() {
         let Some(rec) = prior.get(&c.address).filter(|_| c.action != Action::Delete) else { continue };
-        for dep in &rec.deps {
+        let wanted = desired.get(&c.address).map(|r| r.deps.as_slice()).unwrap_or_default();
+        // Deps it still has are ordered above; only the ones it let go of need a look (and a search).
+        for dep in rec.deps.iter().filter(|d| !wanted.contains(d)) {
             if let Some(&j) = index.get(dep.as_str()) {
                 let other = plan.changes[j].action;
                 if j != i
