@@ -13,10 +13,6 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 
-use crate::exec::driver::StepCtx;
-
-pub use crate::state::proc_start;
-
 /// A process as fleet recorded it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pid {
@@ -76,10 +72,24 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
+/// Field 22 of /proc/<pid>/stat, or None when there is no such process.
+pub fn proc_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
 pub fn cmdline(pid: u32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| String::from_utf8_lossy(&b).split('\0').filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
+}
+
+/// PATH with `bin` first.
+pub fn path_with(bin: &Path) -> String {
+    let rest = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    format!("{}:{rest}", bin.display())
 }
 
 /// Starts `cmd` in its own session (it survives fleet exiting), stdin closed, stdout and stderr
@@ -89,7 +99,7 @@ pub fn spawn_detached(mut cmd: Command, log: &Path, what: &str) -> std::io::Resu
         std::fs::create_dir_all(dir)?;
     }
     let mut out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-    writeln!(out, "\n=== fleet: starting {what} at {} ===", crate::state::now())?;
+    writeln!(out, "\n=== fleet: starting {what} at {} ===", crate::clock::now())?;
     let err = out.try_clone()?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     // SAFETY: setsid is async-signal-safe; it runs in the child between fork and exec.
@@ -176,9 +186,13 @@ pub fn port_holder(port: u16) -> String {
     }
 }
 
-/// Runs a command to completion, reporting pip/npm-style milestones as progress and keeping
+/// Runs a command to completion, telling `say` pip/npm-style milestones and keeping
 /// all output in `log`; on failure the error carries the tail of stderr.
-pub async fn run_logged(ctx: &StepCtx, mut cmd: tokio::process::Command, log: &Path) -> miette::Result<()> {
+pub async fn run_logged(
+    say: &(dyn Fn(&str) + Sync),
+    mut cmd: tokio::process::Command,
+    log: &Path,
+) -> miette::Result<()> {
     let std_cmd = cmd.as_std();
     let what = std::iter::once(std_cmd.get_program())
         .chain(std_cmd.get_args())
@@ -209,7 +223,7 @@ pub async fn run_logged(ctx: &StepCtx, mut cmd: tokio::process::Command, log: &P
             || line.starts_with("Successfully")
         {
             let short: String = line.chars().take(100).collect();
-            ctx.progress(&short);
+            say(&short);
         }
         logged.push(line);
     }

@@ -1,4 +1,4 @@
-//! `plan`, `apply`, `state`, `force-unlock`.
+//! `plan`, `apply`, `destroy`, `state`, `force-unlock`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -7,58 +7,40 @@ use std::time::Instant;
 use miette::IntoDiagnostic;
 
 use super::{load, progress};
-use crate::engine::{self, Goal};
+use crate::engine::{Goal, Options, Session};
 use crate::plan::render;
 
-pub fn plan(
-    path: Option<&Path>,
-    data_dir: Option<&Path>,
-    goal: Goal,
-    json: bool,
-    detailed: bool,
-) -> miette::Result<ExitCode> {
-    let l = load(path, data_dir)?;
-    let store = engine::open_readonly(&l.layout)?;
-    let p = super::runtime()?.block_on(engine::prepare(&l.spec, &l.layout, store.as_ref(), goal, false))?;
+/// What `plan`, `apply` and `destroy` were asked, beyond the file.
+pub struct Request<'a> {
+    pub path: Option<&'a Path>,
+    pub data_dir: Option<&'a Path>,
+    pub goal: Goal,
+    pub opts: Options,
+}
+
+pub fn plan(r: Request, json: bool, detailed: bool) -> miette::Result<ExitCode> {
+    let l = load(r.path, r.data_dir)?;
+    let session = Session::read_only(&l.layout)?;
+    let p = super::runtime()?.block_on(session.plan(&l.spec, &l.layout, r.goal, &r.opts))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&render::json(&p.plan, &l.spec.name)).into_diagnostic()?);
+        let doc = render::json(&p.plan, &p.desired, &p.prior, &p.drift, &l.spec.name);
+        println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
     } else {
         print!("{}", render::text(&p.plan));
     }
     Ok(if detailed && !p.plan.is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }
 
-pub fn apply(
-    path: Option<&Path>,
-    data_dir: Option<&Path>,
-    goal: Goal,
-    jobs: Option<usize>,
-    overwrite: bool,
-) -> miette::Result<ExitCode> {
+pub fn apply(r: Request, jobs: Option<usize>) -> miette::Result<ExitCode> {
     let t0 = Instant::now();
-    let l = load(path, data_dir)?;
-    let store = engine::open_locked(&l.layout, goal.command())?;
-    let result = apply_locked(&l, &store, goal, jobs, overwrite, t0);
-    if let Err(e) = store.unlock() {
-        tracing::warn!("cannot release the apply lock: {e}");
-    }
-    result
-}
-
-fn apply_locked(
-    l: &super::Loaded,
-    store: &crate::state::Store,
-    goal: Goal,
-    jobs: Option<usize>,
-    overwrite: bool,
-    t0: Instant,
-) -> miette::Result<ExitCode> {
+    let l = load(r.path, r.data_dir)?;
+    let session = Session::open(&l.layout, r.goal.command())?;
     if let Some(ms) = std::env::var("FLEET_DEBUG_HOLD_LOCK_MS").ok().and_then(|v| v.parse().ok()) {
         // For tests of the lock: keep it held for a while.
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
     let rt = super::runtime()?;
-    let p = rt.block_on(engine::prepare(&l.spec, &l.layout, Some(store), goal, overwrite))?;
+    let p = rt.block_on(session.plan(&l.spec, &l.layout, r.goal, &r.opts))?;
     print!("{}", render::text(&p.plan));
     if p.plan.is_empty() {
         return Ok(ExitCode::SUCCESS);
@@ -66,13 +48,13 @@ fn apply_locked(
     let jobs = jobs.unwrap_or(l.spec.parallelism);
     println!("\nApplying {} changes, up to {jobs} at once:", p.plan.changes.len());
     let (reporter, bar) = progress::reporter(p.plan.changes.len());
-    let summary = rt.block_on(engine::execute(&p, store, goal.command(), jobs, reporter))?;
+    let summary = rt.block_on(session.apply(&p, jobs, reporter))?;
     if let Some(pb) = bar {
         pb.finish_and_clear();
     }
     let secs = t0.elapsed().as_secs_f64();
     if summary.success() {
-        let verb = match goal {
+        let verb = match r.goal {
             Goal::Converge => "Apply",
             Goal::Destroy => "Destroy",
         };
@@ -91,7 +73,8 @@ fn apply_locked(
 
 pub fn state(path: Option<&Path>, data_dir: Option<&Path>) -> miette::Result<ExitCode> {
     let l = load(path, data_dir)?;
-    let Some(store) = engine::open_readonly(&l.layout)? else {
+    let session = Session::read_only(&l.layout)?;
+    let Some(store) = session.store() else {
         println!("{}: never applied (no state in {})", l.spec.name, l.layout.data_dir.display());
         return Ok(ExitCode::SUCCESS);
     };

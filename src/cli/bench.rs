@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use miette::{miette, IntoDiagnostic};
 
-use crate::engine;
+use crate::engine::{Goal, Options, Session};
 use crate::exec::{Reporter, StepOutcome};
 use crate::layout::Layout;
 use crate::plan::Action;
+use crate::resource::Address;
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
@@ -103,18 +104,18 @@ fn free_port() -> miette::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0").into_diagnostic()?.local_addr().into_diagnostic()?.port())
 }
 
-/// Applies (or destroys) in process, quietly; fails unless every step succeeded.
-fn apply_in_process(
+/// Applies (or destroys) in process, quietly; fails unless every step succeeded. The session
+/// releases the apply lock on every way out, errors included.
+pub(crate) fn apply_in_process(
     rt: &tokio::runtime::Runtime,
     file: &Path,
     layout: &Layout,
-    goal: engine::Goal,
+    goal: Goal,
 ) -> miette::Result<usize> {
-    let spec = crate::spec::load(file)?;
-    let store = engine::open_locked(layout, "bench")?;
-    let p = rt.block_on(engine::prepare(&spec, layout, Some(&store), goal, false))?;
-    let summary = rt.block_on(engine::execute(&p, &store, "bench", spec.parallelism, Arc::new(Quiet)))?;
-    store.unlock().into_diagnostic()?;
+    let spec = crate::fleetfile::load(file)?;
+    let session = Session::open(layout, "bench")?;
+    let p = rt.block_on(session.plan(&spec, layout, goal, &Options::default()))?;
+    let summary = rt.block_on(session.apply(&p, spec.parallelism, Arc::new(Quiet)))?;
     if !summary.success() {
         let why: Vec<String> = summary
             .outcomes
@@ -144,29 +145,29 @@ fn plan_bench(agents: usize, runs: usize) -> miette::Result<ExitCode> {
     let data = dir.path().join("data");
     let layout = Layout::resolve("bench", None, Some(&data));
 
-    let validate = time_n(runs, || crate::spec::load(&file).map(drop).map_err(miette::Report::new))?;
-    let spec = crate::spec::load(&file)?;
+    let validate = time_n(runs, || crate::fleetfile::load(&file).map(drop).map_err(miette::Report::new))?;
+    let spec = crate::fleetfile::load(&file)?;
     let rt = super::runtime()?;
-    let plan_empty =
-        time_n(runs, || rt.block_on(engine::prepare(&spec, &layout, None, engine::Goal::Converge, false)).map(drop))?;
+    let plan_empty = time_n(runs, || {
+        let session = Session::read_only(&layout)?;
+        rt.block_on(session.plan(&spec, &layout, Goal::Converge, &Options::default())).map(drop)
+    })?;
 
     let t = Instant::now();
-    let store = engine::open_locked(&layout, "bench")?;
-    let p = rt.block_on(engine::prepare(&spec, &layout, Some(&store), engine::Goal::Converge, false))?;
+    let session = Session::open(&layout, "bench")?;
+    let p = rt.block_on(session.plan(&spec, &layout, Goal::Converge, &Options::default()))?;
     let steps = p.plan.changes.len();
-    let summary = rt.block_on(engine::execute(&p, &store, "bench", spec.parallelism, Arc::new(Quiet)))?;
-    store.unlock().into_diagnostic()?;
-    drop(store);
+    let summary = rt.block_on(session.apply(&p, spec.parallelism, Arc::new(Quiet)))?;
+    drop(session);
     let cold = t.elapsed();
     if !summary.success() {
         return Err(miette!("the cold apply failed: {} steps failed", summary.failed()));
     }
 
     let noop_inproc = time_n(runs, || {
-        let spec = crate::spec::load(&file)?;
-        let store = engine::open_locked(&layout, "bench")?;
-        let p = rt.block_on(engine::prepare(&spec, &layout, Some(&store), engine::Goal::Converge, false))?;
-        store.unlock().into_diagnostic()?;
+        let spec = crate::fleetfile::load(&file)?;
+        let session = Session::open(&layout, "bench")?;
+        let p = rt.block_on(session.plan(&spec, &layout, Goal::Converge, &Options::default()))?;
         if !p.plan.is_empty() {
             return Err(miette!("a converged fleet planned {} changes", p.plan.changes.len()));
         }
@@ -194,7 +195,7 @@ fn plan_bench(agents: usize, runs: usize) -> miette::Result<ExitCode> {
         noop_cli.as_secs_f64() / goal.as_secs_f64(),
         if noop_cli <= goal { "met" } else { "NOT met" }
     );
-    apply_in_process(&rt, &file, &layout, engine::Goal::Destroy)?;
+    apply_in_process(&rt, &file, &layout, Goal::Destroy)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -210,7 +211,7 @@ fn proxy_bench(samples: usize) -> miette::Result<ExitCode> {
     let result = (|| -> miette::Result<()> {
         // First apply: install (or reuse) the venv and start the proxy.
         let t = Instant::now();
-        apply_in_process(&rt, &file, &layout, engine::Goal::Converge)?;
+        apply_in_process(&rt, &file, &layout, Goal::Converge)?;
         let first = t.elapsed();
 
         // Cold starts: kill the proxy, re-apply (observe → restart → ready).
@@ -219,7 +220,7 @@ fn proxy_bench(samples: usize) -> miette::Result<ExitCode> {
             let pid = proxy_pid(&layout)?;
             pid.stop(Duration::from_secs(15));
             let t = Instant::now();
-            apply_in_process(&rt, &file, &layout, engine::Goal::Converge)?;
+            apply_in_process(&rt, &file, &layout, Goal::Converge)?;
             cold.push(t.elapsed());
         }
 
@@ -233,7 +234,7 @@ fn proxy_bench(samples: usize) -> miette::Result<ExitCode> {
             text.push_str(&format!("agent \"{agent}\" model=\"demo-small\"\n"));
             std::fs::write(&file, &text).into_diagnostic()?;
             let t = Instant::now();
-            apply_in_process(&rt, &file, &layout, engine::Goal::Converge)?;
+            apply_in_process(&rt, &file, &layout, Goal::Converge)?;
             applies.push(t.elapsed());
             let key = crate::litellm::keys::read_env_key(&layout.agent_env(&agent)).ok_or_else(|| miette!("no key"))?;
             let t = Instant::now();
@@ -275,7 +276,7 @@ fn proxy_bench(samples: usize) -> miette::Result<ExitCode> {
         println!("\nproxy pid unchanged across {samples} mints and 7 no-op applies.");
         Ok(())
     })();
-    let cleanup = apply_in_process(&rt, &file, &layout, engine::Goal::Destroy);
+    let cleanup = apply_in_process(&rt, &file, &layout, Goal::Destroy);
     result?;
     cleanup?;
     Ok(ExitCode::SUCCESS)
@@ -308,7 +309,7 @@ fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
         let layout = Layout::resolve("bench", None, Some(&dir.path().join("data")));
         let result = (|| -> miette::Result<()> {
             let t = Instant::now();
-            apply_in_process(&rt, &file, &layout, engine::Goal::Converge)?;
+            apply_in_process(&rt, &file, &layout, Goal::Converge)?;
             let cold = t.elapsed();
             cold_times.push((n, cold));
             println!(
@@ -323,7 +324,7 @@ fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
                 for add in [1usize, 10] {
                     std::fs::write(&file, gateway_fleet(current + add, pp, gp)).into_diagnostic()?;
                     let t = Instant::now();
-                    apply_in_process(&rt, &file, &layout, engine::Goal::Converge)?;
+                    apply_in_process(&rt, &file, &layout, Goal::Converge)?;
                     let took = t.elapsed();
                     println!(
                         "| add {add} agent(s) to the running gateway ({current} → {}) | {} ({} per agent; {}) |",
@@ -338,7 +339,7 @@ fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
             Ok(())
         })();
         let t = Instant::now();
-        let cleanup = apply_in_process(&rt, &file, &layout, engine::Goal::Destroy);
+        let cleanup = apply_in_process(&rt, &file, &layout, Goal::Destroy);
         println!("| destroy ({n} agents and more) | {} |", ms(t.elapsed()));
         result?;
         cleanup?;
@@ -360,13 +361,14 @@ fn last_run_breakdown(layout: &Layout) -> miette::Result<String> {
     let store = crate::state::Store::open(&layout.state_db()).into_diagnostic()?;
     let run = store.runs(1).into_diagnostic()?.first().map(|r| r.id).ok_or_else(|| miette::miette!("no run"))?;
     let steps = store.steps(run).into_diagnostic()?;
-    let slowest =
-        |prefix: &str| steps.iter().filter(|s| s.address.starts_with(prefix)).map(|s| s.duration_ms).max().unwrap_or(0);
+    let slowest = |of: &dyn Fn(&Address) -> bool| {
+        steps.iter().filter(|s| s.address.parse().is_ok_and(|a| of(&a))).map(|s| s.duration_ms).max().unwrap_or(0)
+    };
     Ok(format!(
         "patch {} ms, slowest agent's files {} ms, slowest wake {} ms",
-        slowest("gateway.main.models"),
-        slowest("agent."),
-        slowest("wake.")
+        slowest(&|a| *a == Address::GatewayModels("main".into())),
+        slowest(&|a| matches!(a, Address::Agent(_))),
+        slowest(&|a| matches!(a, Address::Wake(_)))
     ))
 }
 

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use crate::fleetfile::Arch;
 use crate::image::build::{build, Options};
 use crate::layout::Layout;
-use crate::spec::Arch;
 
 #[derive(Subcommand)]
 pub enum ImageCmd {

@@ -1,7 +1,7 @@
 //! The command line: parse arguments, call the core, print. Nothing else.
 
 mod apply;
-mod bench;
+pub(crate) mod bench;
 mod chat;
 mod image;
 mod progress;
@@ -9,12 +9,13 @@ mod progress;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use miette::miette;
 
-use crate::engine::Goal;
+use crate::engine::{Goal, Options};
+use crate::fleetfile::{self, FleetSpec};
 use crate::layout::Layout;
-use crate::spec::{self, FleetSpec};
+use crate::resource::Address;
 
 #[derive(Parser)]
 #[command(name = "fleet", version, about = "One declarative file → a running fleet of OpenClaw agents")]
@@ -40,12 +41,14 @@ enum Cmd {
     /// Show what apply would change
     Plan {
         path: Option<PathBuf>,
-        /// Machine-readable plan on stdout
+        /// Machine-readable plan on stdout (docs/plan-json.md)
         #[arg(long)]
         json: bool,
         /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error
         #[arg(long)]
         detailed_exitcode: bool,
+        #[command(flatten)]
+        select: Select,
     },
     /// Converge the real fleet to the file
     Apply {
@@ -59,6 +62,8 @@ enum Cmd {
         /// Also replace workspace files agents edit themselves (USER.md, MEMORY.md)
         #[arg(long)]
         overwrite: bool,
+        #[command(flatten)]
+        select: Select,
     },
     /// Send a message to an agent through its gateway and print the reply
     Chat {
@@ -79,6 +84,9 @@ enum Cmd {
         /// Show what would be removed, change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Only this resource and what depends on it (repeatable)
+        #[arg(long, value_name = "ADDRESS")]
+        target: Vec<Address>,
     },
     /// Print the resource graph as Graphviz DOT
     Graph { path: Option<PathBuf> },
@@ -92,6 +100,25 @@ enum Cmd {
     /// Measure fleet itself
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Print a shell completion script (`fleet completions bash > /etc/bash_completion.d/fleet`)
+    Completions { shell: clap_complete::Shell },
+}
+
+/// Narrowing a plan, as Terraform users expect.
+#[derive(Args, Default)]
+struct Select {
+    /// Only this resource and what it depends on, e.g. `key.alice` (repeatable)
+    #[arg(long, value_name = "ADDRESS")]
+    target: Vec<Address>,
+    /// Delete and create this resource anew even if nothing changed (repeatable)
+    #[arg(long, value_name = "ADDRESS")]
+    replace: Vec<Address>,
+}
+
+impl Select {
+    fn options(self, overwrite: bool) -> Options {
+        Options { overwrite, targets: self.target, replace: self.replace }
+    }
 }
 
 /// A loaded fleet file and where its data lives.
@@ -101,8 +128,8 @@ pub struct Loaded {
 }
 
 pub fn load(path: Option<&Path>, data_dir: Option<&Path>) -> miette::Result<Loaded> {
-    let file = spec::locate(path).map_err(|e| miette!("{e}"))?;
-    let spec = spec::load(&file)?;
+    let file = fleetfile::locate(path).map_err(|e| miette!("{e}"))?;
+    let spec = fleetfile::load(&file)?;
     let layout = Layout::resolve(&spec.name, spec.data_dir.as_deref(), data_dir);
     Ok(Loaded { spec, layout })
 }
@@ -156,27 +183,45 @@ pub fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }),
-        Cmd::Plan { path, json, detailed_exitcode } => {
-            apply::plan(path.as_deref(), data_dir, Goal::Converge, json, detailed_exitcode)
+        Cmd::Plan { path, json, detailed_exitcode, select } => {
+            let req =
+                apply::Request { path: path.as_deref(), data_dir, goal: Goal::Converge, opts: select.options(false) };
+            apply::plan(req, json, detailed_exitcode)
         }
-        Cmd::Apply { path, jobs, dry_run, overwrite } => match dry_run {
-            true => apply::plan(path.as_deref(), data_dir, Goal::Converge, false, false),
-            false => apply::apply(path.as_deref(), data_dir, Goal::Converge, jobs, overwrite),
-        },
+        Cmd::Apply { path, jobs, dry_run, overwrite, select } => {
+            let req = apply::Request {
+                path: path.as_deref(),
+                data_dir,
+                goal: Goal::Converge,
+                opts: select.options(overwrite),
+            };
+            match dry_run {
+                true => apply::plan(req, false, false),
+                false => apply::apply(req, jobs),
+            }
+        }
         Cmd::Chat { agent, message, file, timeout } => chat::run(file.as_deref(), data_dir, &agent, &message, timeout),
-        Cmd::Destroy { path, jobs, dry_run } => match dry_run {
-            true => apply::plan(path.as_deref(), data_dir, Goal::Destroy, false, false),
-            false => apply::apply(path.as_deref(), data_dir, Goal::Destroy, jobs, false),
-        },
-        Cmd::Graph { path } => load(path.as_deref(), data_dir).map(|l| {
-            let d = crate::resource::desired(&l.spec, &l.layout);
+        Cmd::Destroy { path, jobs, dry_run, target } => {
+            let opts = Options { targets: target, ..Options::default() };
+            let req = apply::Request { path: path.as_deref(), data_dir, goal: Goal::Destroy, opts };
+            match dry_run {
+                true => apply::plan(req, false, false),
+                false => apply::apply(req, jobs),
+            }
+        }
+        Cmd::Graph { path } => load(path.as_deref(), data_dir).and_then(|l| {
+            let d = crate::desired::desired(&l.spec, &l.layout)?;
             print!("{}", crate::plan::dot::dot(&l.spec.name, &d));
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }),
         Cmd::State { path } => apply::state(path.as_deref(), data_dir),
         Cmd::ForceUnlock { path } => apply::force_unlock(path.as_deref(), data_dir),
         Cmd::Bench(b) => bench::run(b),
         Cmd::Image(c) => image::run(c),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "fleet", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

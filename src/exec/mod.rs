@@ -2,8 +2,6 @@
 //! step's dependents are skipped, independent branches go on. The core reports
 //! through `Reporter`; it never prints.
 
-pub mod driver;
-
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,10 +10,11 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::Dfs;
 use tokio::task::JoinSet;
 
+pub use crate::driver::error_chain;
+use crate::driver::{Drivers, StepCtx};
 use crate::plan::{Action, Plan};
 use crate::resource::Desired;
 use crate::state::{format_rfc3339, Record, StepRow, Store};
-use driver::Drivers;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
@@ -62,11 +61,6 @@ impl Summary {
     }
 }
 
-/// One line per cause: "cannot write key file …: Permission denied".
-pub fn error_chain(e: &miette::Report) -> String {
-    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
-}
-
 /// The step graph: edges run from what must happen first to what waits for it.
 pub fn step_graph(plan: &Plan, desired: &Desired, prior: &BTreeMap<String, Record>) -> DiGraph<usize, ()> {
     let mut g = DiGraph::new();
@@ -83,7 +77,7 @@ pub fn step_graph(plan: &Plan, desired: &Desired, prior: &BTreeMap<String, Recor
                 }
             }
         } else if let Some(r) = desired.get(&c.address) {
-            for dep in &r.deps {
+            for dep in &r.dep_strings() {
                 if let Some(&j) = index.get(dep.as_str()) {
                     if plan.changes[j].action != Action::Delete {
                         g.add_edge(nodes[j], nodes[i], ());
@@ -97,7 +91,7 @@ pub fn step_graph(plan: &Plan, desired: &Desired, prior: &BTreeMap<String, Recor
     // gateway's patch let go of it). Records from older builds may have pointed the other way.
     for (i, c) in plan.changes.iter().enumerate() {
         let Some(rec) = prior.get(&c.address).filter(|_| c.action != Action::Delete) else { continue };
-        let wanted = desired.get(&c.address).map(|r| r.deps.as_slice()).unwrap_or_default();
+        let wanted = desired.get(&c.address).map(|r| r.dep_strings()).unwrap_or_default();
         // Deps it still has are ordered above; only the ones it let go of need a look (and a search).
         for dep in rec.deps.iter().filter(|d| !wanted.contains(d)) {
             if let Some(&j) = index.get(dep.as_str()) {
@@ -242,17 +236,18 @@ impl Execution<'_> {
             (None, Some(p)) => self.drivers.for_record(p).cloned(),
             _ => None,
         };
-        let ctx = driver::StepCtx::new(&change.address, self.reporter.clone());
+        let reporter = self.reporter.clone();
+        let ctx = StepCtx::new(&change.address, Arc::new(move |addr: &str, m: &str| reporter.progress(addr, m)));
         async move {
             let driver = driver.ok_or_else(|| format!("no driver for {} in this version of fleet", change.kind))?;
             let wrote = |r: &crate::resource::Resource, outputs| {
                 Done::Wrote(Record {
-                    address: r.address.clone(),
+                    address: r.address.to_string(),
                     kind: r.kind.as_str().into(),
                     fingerprint: r.fingerprint.clone(),
                     inputs: r.inputs.clone(),
                     outputs,
-                    deps: r.deps.clone(),
+                    deps: r.dep_strings(),
                 })
             };
             let res = match (change.action, want, prior) {
@@ -274,7 +269,7 @@ impl Execution<'_> {
 mod tests {
     use super::*;
     use crate::plan::Change;
-    use crate::resource::{Kind, Resource};
+    use crate::resource::{Address, Resource};
     use serde_json::Value;
 
     fn change(address: &str, action: Action) -> Change {
@@ -316,8 +311,8 @@ mod tests {
         ]
         .into();
         let res = |a: &str, deps: &[&str]| {
-            let deps = deps.iter().map(|d| d.to_string()).collect();
-            (a.to_string(), Resource::new(a, Kind::GatewayModels, Value::Null, deps))
+            let deps = deps.iter().map(|d| d.parse().unwrap()).collect();
+            (a.to_string(), Resource::new(a.parse().unwrap(), &Value::Null, deps))
         };
         let desired: Desired = [
             res("agent.bob", &["gateway.b", "gateway.b.models"]),
@@ -352,7 +347,7 @@ mod tests {
         .into();
         let desired: Desired = [(
             "gateway.main.models".to_string(),
-            Resource::new("gateway.main.models", Kind::GatewayModels, Value::Null, vec!["gateway.main".into()]),
+            Resource::new(Address::GatewayModels("main".into()), &Value::Null, vec![Address::Gateway("main".into())]),
         )]
         .into();
         let g = step_graph(&plan, &desired, &prior);

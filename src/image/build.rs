@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::pack::pack;
 use super::recipe::Recipe;
+use crate::fleetfile::Arch;
 use crate::fsutil::{sha256_file, sha256_hex};
-use crate::spec::Arch;
 
 /// Bumped whenever the builder's output for the same inputs would change.
 pub const BUILDER_VERSION: u32 = 1;

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::spec::diagnostic::{choices_help, Problem, Problems, SourceFile, SpecError, Syntax};
-use crate::spec::kdl_surface;
-use crate::spec::reader::Reader;
+use crate::syntax::diagnostic::{choices_help, Problem, Problems, SourceFile, SpecError, Syntax};
+use crate::syntax::kdl_surface;
+use crate::syntax::reader::Reader;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Recipe {
@@ -93,7 +93,7 @@ pub fn parse(source: SourceFile, dir: &Path) -> Result<Recipe, SpecError> {
             .iter()
             .flat_map(|c| c.args.iter())
             .filter_map(|a| match &a.value {
-                crate::spec::raw::RawValue::Str(s) => Some(s.clone()),
+                crate::syntax::raw::RawValue::Str(s) => Some(s.clone()),
                 _ => None,
             })
             .collect();
@@ -182,7 +182,7 @@ pub fn parse(source: SourceFile, dir: &Path) -> Result<Recipe, SpecError> {
         if let Some(m) = metadata {
             for c in &m.children {
                 if let [one] = c.args.as_slice() {
-                    if let crate::spec::raw::RawValue::Str(v) = &one.value {
+                    if let crate::syntax::raw::RawValue::Str(v) = &one.value {
                         properties.push((c.name.clone(), v.clone()));
                         continue;
                     }
@@ -194,7 +194,7 @@ pub fn parse(source: SourceFile, dir: &Path) -> Result<Recipe, SpecError> {
             }
         }
         if let Some(v) = &node {
-            if !crate::spec::decode::node_version_ok(&v.value) {
+            if !crate::fleetfile::decode::node_version_ok(&v.value) {
                 p.push(
                     Problem::new(format!("OpenClaw refuses Node {}", v.value), v.span, "refused Node version")
                         .help("OpenClaw needs Node >=24.16.0 <25 or >=26.1.0"),

@@ -1,23 +1,52 @@
 //! `image.<name>[<arch>]` (fetched by URL and verified, or built from a recipe) and
 //! `import.<name>@<host>` (imported into the host's Incus once, under an alias; on a
 //! process host unpacked into its image store, `store.rs`).
+//!
+//! An Incus image and its alias are shared by every fleet on that Incus: each fleet marks
+//! the image with a `user.fleet.<fleet>` property while it uses it, and `destroy` removes
+//! the image only when no other fleet's mark is left.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
 use miette::{miette, IntoDiagnostic, WrapErr};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
+use crate::driver::{CacheInstall, Drift, Driver, Outputs, StepCtx};
 use crate::fsutil::sha256_file;
 use crate::resource::Resource;
 use crate::runtime::incus::{incus, query, target};
 use crate::state::Record;
 
-fn field<'a>(v: &'a Value, k: &str) -> miette::Result<&'a str> {
-    v.get(k).and_then(Value::as_str).ok_or_else(|| miette!("image input `{k}` missing"))
+/// `image.<name>[<arch>]`: fetched from a URL and checked against its sha256, or built from a recipe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ImageInputs {
+    Url { name: String, arch: String, url: String, sha256: String, file: PathBuf },
+    Recipe { name: String, arch: String, recipe: PathBuf, recipe_fingerprint: Option<String>, file: PathBuf },
+}
+
+/// `import.<name>@<host>`: the image file into the host's Incus under `alias`, or unpacked into a
+/// process host's `store`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportInputs {
+    /// The `image.<name>[<arch>]` address it imports.
+    pub image: String,
+    pub file: PathBuf,
+    pub alias: String,
+    /// The Incus remote (the local daemon when absent).
+    pub remote: Option<String>,
+    /// What the image is (its sha256, or its recipe's fingerprint).
+    pub source: Option<String>,
+    /// A process host's image store, when the import is for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<PathBuf>,
+    /// The fleet importing it (its mark on a shared Incus image).
+    #[serde(default)]
+    pub fleet: String,
 }
 
 /// Streams `url` to a temp file beside `dest`, checks its sha256, renames it into place.
@@ -61,42 +90,31 @@ pub struct ImageDriver {
     pub cache: PathBuf,
 }
 
-impl ImageDriver {
+#[async_trait::async_trait]
+impl CacheInstall for ImageDriver {
     async fn ensure(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
-        let file = PathBuf::from(field(&r.inputs, "file")?);
-        if let Some(url) = r.inputs.get("url").and_then(Value::as_str) {
-            let sha = field(&r.inputs, "sha256")?;
-            if !(file.is_file() && sha256_file(&file)? == sha) {
-                fetch(url, sha, &file, ctx).await?;
+        let (recipe, arch, file) = match r.inputs_as::<ImageInputs>()? {
+            ImageInputs::Url { url, sha256, file, .. } => {
+                if !(file.is_file() && sha256_file(&file)? == sha256) {
+                    fetch(&url, &sha256, &file, ctx).await?;
+                }
+                return Ok(json!({"file": file, "sha256": sha256}));
             }
-            return Ok(json!({"file": file, "sha256": sha}));
-        }
-        let recipe = crate::image::recipe::load(Path::new(field(&r.inputs, "recipe")?)).map_err(miette::Report::new)?;
-        let arch = crate::spec::Arch::parse(field(&r.inputs, "arch")?).ok_or_else(|| miette!("bad arch"))?;
+            ImageInputs::Recipe { recipe, arch, file, .. } => (recipe, arch, file),
+        };
+        let recipe = crate::image::recipe::load(&recipe).map_err(miette::Report::new)?;
+        let arch = crate::fleetfile::Arch::parse(&arch).ok_or_else(|| miette!("bad arch {arch}"))?;
         let out = file.parent().ok_or_else(|| miette!("no parent"))?.to_path_buf();
         let o = crate::image::build::Options { arch, out, no_cache: false, cache: self.cache.clone() };
         let built = crate::image::build::build(&recipe, &o, &|m: &str| ctx.progress(m)).await?;
         Ok(json!({"file": built.tarball, "sha256": built.sha256}))
     }
-}
 
-#[async_trait::async_trait]
-impl Driver for ImageDriver {
-    async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
+    fn observe_cached(&self, prior: &Record) -> Drift {
         match prior.outputs.get("file").and_then(Value::as_str) {
             Some(f) if Path::new(f).is_file() => Drift::InSync,
             _ => Drift::Update("the image file is gone from the cache".into()),
         }
-    }
-    async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
-        self.ensure(r, ctx).await
-    }
-    async fn update(&self, r: &Resource, _prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
-        self.ensure(r, ctx).await
-    }
-    /// Image files are cache content shared by fleets: kept.
-    async fn delete(&self, _prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
-        Ok(())
     }
 }
 
@@ -107,43 +125,67 @@ pub fn alias_target(remote: &Option<String>, alias: &str) -> Option<String> {
 
 pub struct ImportDriver;
 
-/// A process host's image store (`store.rs`), when the import is for one.
-fn store_of(inputs: &Value) -> Option<&Path> {
-    inputs.get("store").and_then(Value::as_str).map(Path::new)
+/// The image property that says `fleet` uses the image.
+fn mark(fleet: &str) -> String {
+    format!("user.fleet.{fleet}")
+}
+
+/// The fleets whose mark an Incus image carries.
+fn users(remote: &Option<String>, fp: &str) -> Vec<String> {
+    let props = query(remote, &format!("/1.0/images/{fp}")).map(|v| v["properties"].clone()).unwrap_or_default();
+    props
+        .as_object()
+        .map(|o| o.keys().filter_map(|k| k.strip_prefix("user.fleet.")).map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 impl ImportDriver {
     async fn ensure(r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
-        if let Some(store) = store_of(&r.inputs) {
-            let file = Path::new(field(&r.inputs, "file")?);
-            let fp = sha256_file(file)?;
+        let i: ImportInputs = r.inputs_as()?;
+        if let Some(store) = &i.store {
+            let fp = sha256_file(&i.file)?;
             if super::store::held(store).as_deref() != Some(fp.as_str()) {
                 ctx.progress(&format!("unpacking {fp:.12} into {}", store.display()));
-                let (file, store2, fp2) = (file.to_path_buf(), store.to_path_buf(), fp.clone());
+                let (file, store2, fp2) = (i.file.clone(), store.clone(), fp.clone());
                 tokio::task::spawn_blocking(move || super::store::unpack(&file, &fp2, &store2))
                     .await
                     .into_diagnostic()??;
             }
             return Ok(json!({"fingerprint": fp}));
         }
-        let file = field(&r.inputs, "file")?;
-        let alias = field(&r.inputs, "alias")?;
-        let remote = r.inputs.get("remote").and_then(Value::as_str).map(str::to_string);
+        let file = i.file.display().to_string();
+        let (remote, alias) = (&i.remote, i.alias.as_str());
         // Incus names an image by its tarball's sha256.
-        let fp = sha256_file(Path::new(file))?;
-        if alias_target(&remote, alias).as_deref() == Some(fp.as_str()) {
-            return Ok(json!({"fingerprint": fp}));
+        let fp = sha256_file(&i.file)?;
+        let current = alias_target(remote, alias);
+        if let Some(other) = current.as_deref().filter(|t| *t != fp) {
+            let others: Vec<String> = users(remote, other).into_iter().filter(|f| *f != i.fleet).collect();
+            if !others.is_empty() {
+                return Err(miette!(
+                    help = "give the image another name in one of the fleet files, or update both to the same image",
+                    "image alias {alias} on this Incus points at another image ({other:.12}) that fleet {} uses",
+                    others.join(", ")
+                ));
+            }
         }
-        if query(&remote, &format!("/1.0/images/{fp}")).is_none() {
+        if query(remote, &format!("/1.0/images/{fp}")).is_none() {
             ctx.progress(&format!("incus image import ({fp:.12})"));
-            let dest = match &remote {
+            let dest = match remote {
                 Some(r) => format!("{r}:"),
                 None => "local:".to_string(),
             };
-            incus(&["image", "import", file, &dest])?;
+            incus(&["image", "import", &file, &dest])?;
         }
-        let _ = incus(&["image", "alias", "delete", &target(&remote, alias)]);
-        incus(&["image", "alias", "create", &target(&remote, alias), &fp])?;
+        if current.as_deref() != Some(fp.as_str()) {
+            let _ = incus(&["image", "alias", "delete", &target(remote, alias)]);
+            if let Err(e) = incus(&["image", "alias", "create", &target(remote, alias), &fp]) {
+                // Another fleet created it at the same moment: fine if it points at this image.
+                if alias_target(remote, alias).as_deref() != Some(fp.as_str()) {
+                    return Err(e);
+                }
+            }
+        }
+        incus(&["image", "set-property", &target(remote, &fp), &mark(&i.fleet), "true"])?;
         Ok(json!({"fingerprint": fp}))
     }
 }
@@ -152,20 +194,21 @@ impl ImportDriver {
 impl Driver for ImportDriver {
     async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
         let want = prior.outputs.get("fingerprint").and_then(Value::as_str);
-        if let Some(store) = store_of(&prior.inputs) {
+        let Ok(i) = prior.inputs_as::<ImportInputs>() else { return Drift::Update("unreadable record".into()) };
+        if let Some(store) = &i.store {
             return if super::store::held(store).as_deref() == want {
                 Drift::InSync
             } else {
                 Drift::Update(format!("the image store {} is missing or holds another image", store.display()))
             };
         }
-        let remote = prior.inputs.get("remote").and_then(Value::as_str).map(str::to_string);
-        let alias = prior.inputs.get("alias").and_then(Value::as_str).unwrap_or_default();
-        if alias_target(&remote, alias).as_deref() == want {
-            Drift::InSync
-        } else {
-            Drift::Update(format!("image alias {alias} is missing or points elsewhere"))
+        if alias_target(&i.remote, &i.alias).as_deref() != want {
+            return Drift::Update(format!("image alias {} is missing or points elsewhere", i.alias));
         }
+        if !want.is_some_and(|fp| users(&i.remote, fp).contains(&i.fleet)) {
+            return Drift::Update(format!("image {} does not carry this fleet's mark", i.alias));
+        }
+        Drift::InSync
     }
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
         Self::ensure(r, ctx).await
@@ -173,8 +216,11 @@ impl Driver for ImportDriver {
     async fn update(&self, r: &Resource, _prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
         Self::ensure(r, ctx).await
     }
+    /// A process host's store goes; an Incus image loses this fleet's mark, and goes (alias and
+    /// all) only when no other fleet's mark is left on it.
     async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
-        if let Some(store) = store_of(&prior.inputs) {
+        let i: ImportInputs = prior.inputs_as()?;
+        if let Some(store) = &i.store {
             return match std::fs::remove_dir_all(store) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     Err(e).into_diagnostic().wrap_err_with(|| format!("cannot remove {}", store.display()))
@@ -182,13 +228,19 @@ impl Driver for ImportDriver {
                 _ => Ok(()),
             };
         }
-        let remote = prior.inputs.get("remote").and_then(Value::as_str).map(str::to_string);
-        if let Some(alias) = prior.inputs.get("alias").and_then(Value::as_str) {
-            let _ = incus(&["image", "alias", "delete", &target(&remote, alias)]);
+        let Some(fp) = prior.outputs.get("fingerprint").and_then(Value::as_str) else { return Ok(()) };
+        let remote = &i.remote;
+        if query(remote, &format!("/1.0/images/{fp}")).is_none() {
+            return Ok(());
         }
-        if let Some(fp) = prior.outputs.get("fingerprint").and_then(Value::as_str) {
-            let _ = incus(&["image", "delete", &target(&remote, fp)]);
+        let _ = incus(&["image", "unset-property", &target(remote, fp), &mark(&i.fleet)]);
+        if !users(remote, fp).iter().all(|f| *f == i.fleet) {
+            return Ok(()); // another fleet still uses it
         }
+        if alias_target(remote, &i.alias).as_deref() == Some(fp) {
+            let _ = incus(&["image", "alias", "delete", &target(remote, &i.alias)]);
+        }
+        let _ = incus(&["image", "delete", &target(remote, fp)]);
         Ok(())
     }
 }

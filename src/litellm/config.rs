@@ -9,8 +9,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::spec::secret::SecretRef;
-use crate::spec::{FleetSpec, KeyBackend, Provider, ProviderKind};
+use crate::fleetfile::secret::SecretRef;
+use crate::fleetfile::{FleetSpec, KeyBackend, Provider, ProviderKind};
 
 pub const MASTER_KEY_ENV: &str = "LITELLM_MASTER_KEY";
 pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
@@ -56,7 +56,7 @@ fn litellm_params(p: &Provider, model: &str, response: Option<&str>) -> Value {
         _ => {}
     }
     if p.kind == ProviderKind::Mock {
-        let text = response.unwrap_or(crate::spec::model::DEFAULT_MOCK_RESPONSE);
+        let text = response.unwrap_or(crate::fleetfile::model::DEFAULT_MOCK_RESPONSE);
         params.insert("mock_response".into(), json!(text));
     }
     Value::Object(params)
@@ -121,7 +121,7 @@ pub fn render(spec: &FleetSpec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{parse, SourceFile};
+    use crate::fleetfile::{parse, SourceFile};
 
     fn spec(text: &str) -> FleetSpec {
         parse(SourceFile::new("fleet.kdl", text.into()), std::path::Path::new("/x")).unwrap()

@@ -15,7 +15,7 @@ use miette::{miette, IntoDiagnostic};
 use serde_json::{json, Value};
 
 use super::keys::{hash_key, KeyStore, StoredKey};
-use crate::spec::secret::{Secret, SecretRef};
+use crate::fleetfile::secret::{Secret, SecretRef};
 
 pub struct DatabaseKeyStore {
     base_url: String,

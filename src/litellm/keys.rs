@@ -10,8 +10,8 @@ use rand::RngCore;
 use serde_json::Value;
 
 use super::keyfile::{KeyEntry, KeyFile};
+use crate::fleetfile::secret::Secret;
 use crate::fsutil::{sha256_hex, write_atomic};
-use crate::spec::secret::Secret;
 
 pub const KEY_PREFIX: &str = "sk-fleet-";
 

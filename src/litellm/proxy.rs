@@ -12,11 +12,11 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
+use crate::driver::{Drift, Driver, Outputs, StepCtx};
+use crate::fleetfile::secret::{Secret, SecretRef};
 use crate::fsutil::{sha256_hex, write_atomic};
 use crate::process::{log_tail, port_holder, port_open, spawn_detached, Pid};
 use crate::resource::Resource;
-use crate::spec::secret::{Secret, SecretRef};
 use crate::state::Record;
 
 /// What the proxy's inputs say, decoded.
@@ -35,23 +35,12 @@ pub struct ProxyInputs {
 }
 
 impl ProxyInputs {
-    pub fn from(v: &Value) -> miette::Result<Self> {
-        serde_json::from_value(v.clone()).into_diagnostic().wrap_err("unreadable litellm.proxy inputs")
-    }
-    /// Where fleet reaches the proxy (a wildcard bind is reached on loopback).
+    /// Where fleet reaches the proxy (`netaddr`: a wildcard bind is reached on loopback).
     pub fn url(&self) -> String {
-        let host = match self.bind.as_str() {
-            "0.0.0.0" | "" => "127.0.0.1",
-            "::" => "[::1]",
-            h => h,
-        };
-        format!("http://{host}:{}", self.port)
+        crate::netaddr::http_url(&self.bind, self.port)
     }
     fn host(&self) -> &str {
-        match self.bind.as_str() {
-            "0.0.0.0" | "" | "::" => "127.0.0.1",
-            h => h,
-        }
+        crate::netaddr::connect_host(&self.bind)
     }
 
     /// Resolves every variable; errors name the reference, never a value.
@@ -138,6 +127,10 @@ impl ProxyDriver {
             .current_dir(k.config.parent().unwrap_or(Path::new("/")))
             .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             .env("PYTHONUNBUFFERED", "1");
+        // LiteLLM runs `prisma` by name (database keys): its venv's bin/ goes first on PATH.
+        if let Some(bin) = k.exe.parent().filter(|b| !b.as_os_str().is_empty()) {
+            cmd.env("PATH", crate::process::path_with(bin));
+        }
         for (var, value) in &env {
             cmd.env(var, value.expose());
         }
@@ -184,7 +177,7 @@ impl ProxyDriver {
 #[async_trait::async_trait]
 impl Driver for ProxyDriver {
     async fn observe(&self, prior: &Record, desired: &Resource) -> Drift {
-        let Ok(k) = ProxyInputs::from(&prior.inputs) else { return Drift::Update("unreadable record".into()) };
+        let Ok(k) = prior.inputs_as::<ProxyInputs>() else { return Drift::Update("unreadable record".into()) };
         let Some(pid) = Self::recorded_pid(&prior.outputs) else { return Drift::Update("no pid recorded".into()) };
         if !pid.alive() {
             return Drift::Update(format!("the proxy (pid {}) is not running", pid.pid));
@@ -193,7 +186,7 @@ impl Driver for ProxyDriver {
             return Drift::Update(format!("the proxy (pid {}) does not answer {}/health/readiness", pid.pid, k.url()));
         }
         // A rotated secret (same reference, new value) needs a restart too.
-        if let Ok(want) = ProxyInputs::from(&desired.inputs) {
+        if let Ok(want) = desired.inputs_as::<ProxyInputs>() {
             if let Ok(env) = want.resolve_env() {
                 if Some(env_digest(&env).as_str()) != prior.outputs.get("env_sha256").and_then(Value::as_str) {
                     return Drift::Update("a secret in the proxy's environment changed".into());
@@ -204,7 +197,7 @@ impl Driver for ProxyDriver {
     }
 
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
-        let k = ProxyInputs::from(&r.inputs)?;
+        let k = r.inputs_as::<ProxyInputs>()?;
         // Adopt a proxy this fleet started earlier (state lost, or a crash before it was recorded).
         if let Some(pf) = std::fs::read(&k.pid_file).ok().and_then(|b| serde_json::from_slice::<PidFile>(&b).ok()) {
             if Self::ours(pf.pid, &k) {
@@ -220,8 +213,8 @@ impl Driver for ProxyDriver {
     }
 
     async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
-        let k = ProxyInputs::from(&r.inputs)?;
-        if let (Some(pid), Ok(old)) = (Self::recorded_pid(&prior.outputs), ProxyInputs::from(&prior.inputs)) {
+        let k = r.inputs_as::<ProxyInputs>()?;
+        if let (Some(pid), Ok(old)) = (Self::recorded_pid(&prior.outputs), prior.inputs_as::<ProxyInputs>()) {
             if pid.alive() {
                 ctx.progress(&format!("stopping the proxy (pid {}) to restart it", pid.pid));
             }
@@ -231,7 +224,7 @@ impl Driver for ProxyDriver {
     }
 
     async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
-        let k = ProxyInputs::from(&prior.inputs)?;
+        let k = prior.inputs_as::<ProxyInputs>()?;
         if let Some(pid) = Self::recorded_pid(&prior.outputs) {
             Self::stop(pid, &k)?;
         }

@@ -4,34 +4,48 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use miette::{miette, IntoDiagnostic, WrapErr};
+use miette::{IntoDiagnostic, WrapErr};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::keys::{hash_key, mint_raw, read_env_key, AgentEnv, KeyStore};
-use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
+use crate::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::fsutil::{sha256_hex, write_atomic};
 use crate::resource::Resource;
 use crate::state::Record;
-
-fn str_field<'a>(v: &'a Value, key: &str) -> miette::Result<&'a str> {
-    v.get(key).and_then(Value::as_str).ok_or_else(|| miette!("resource input `{key}` is missing"))
-}
 
 fn file_sha(path: &std::path::Path) -> Option<String> {
     std::fs::read(path).ok().map(|b| sha256_hex(&b))
 }
 
-/// A secret fleet mints once into a 0600 file (`litellm.master-key`, `litellm.callback-token`).
-/// An existing file is adopted: replacing it by hand rotates the secret.
+/// `litellm.master-key`, `litellm.callback-token`, `gateway.<gw>.token`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretInputs {
+    pub file: PathBuf,
+    /// What minted values start with (`sk-fleet-admin-`…), so a leaked one is recognisable.
+    pub prefix: String,
+}
+
+/// `litellm.config`: what the plan shows of the files (their content is in the resource's files).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigInputs {
+    pub models: Vec<String>,
+    pub key_backend: String,
+    /// File name → sha256 of its content.
+    pub files: BTreeMap<String, String>,
+}
+
+/// A secret fleet mints once into a 0600 file (`litellm.master-key`, `litellm.callback-token`,
+/// gateway tokens). An existing file is adopted: replacing it by hand rotates the secret.
 pub struct SecretFileDriver;
 
 impl SecretFileDriver {
     fn ensure(r: &Resource) -> miette::Result<Outputs> {
-        let path = PathBuf::from(str_field(&r.inputs, "file")?);
+        let SecretInputs { file: path, prefix } = r.inputs_as()?;
         if let Some(existing) = std::fs::read_to_string(&path).ok().filter(|s| !s.trim().is_empty()) {
             return Ok(json!({"sha256": hash_key(existing.trim())}));
         }
-        let key = mint_raw(str_field(&r.inputs, "prefix")?);
+        let key = mint_raw(&prefix);
         write_atomic(&path, format!("{}\n", key.expose()).as_bytes(), 0o600)
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot write {}", path.display()))?;
@@ -42,8 +56,11 @@ impl SecretFileDriver {
 #[async_trait::async_trait]
 impl Driver for SecretFileDriver {
     async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
-        let Ok(path) = str_field(&prior.inputs, "file") else { return Drift::Replace("no file recorded".into()) };
-        match std::fs::read_to_string(path) {
+        let Ok(SecretInputs { file, .. }) = prior.inputs_as() else {
+            return Drift::Replace("no file recorded".into());
+        };
+        let path = file.display();
+        match std::fs::read_to_string(&file) {
             Ok(s) if !s.trim().is_empty() => {
                 if Some(hash_key(s.trim()).as_str()) == prior.outputs.get("sha256").and_then(Value::as_str) {
                     Drift::InSync
@@ -61,10 +78,10 @@ impl Driver for SecretFileDriver {
         Self::ensure(r)
     }
     async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
-        let path = str_field(&prior.inputs, "file")?;
-        match std::fs::remove_file(path) {
+        let SecretInputs { file, .. } = prior.inputs_as()?;
+        match std::fs::remove_file(&file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).into_diagnostic().wrap_err_with(|| format!("cannot remove {path}"))
+                Err(e).into_diagnostic().wrap_err_with(|| format!("cannot remove {}", file.display()))
             }
             _ => Ok(()),
         }
@@ -140,30 +157,22 @@ pub struct KeyDriver {
     pub store: Arc<dyn KeyStore>,
 }
 
-struct KeyInputs {
-    alias: String,
-    models: Vec<String>,
-    metadata: BTreeMap<String, Value>,
-    env_file: PathBuf,
-    base_url: String,
-    model: String,
-    agent: String,
+/// `key.<agent>`: the key's alias and scope, and the env file its raw value goes to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyInputs {
+    pub alias: String,
+    pub models: Vec<String>,
+    /// `{"agent": name}`, stored with the key.
+    pub metadata: BTreeMap<String, Value>,
+    pub env_file: PathBuf,
+    /// The proxy as the agent reaches it (written into the env file).
+    pub base_url: String,
+    pub model: String,
 }
 
 impl KeyInputs {
-    fn from(v: &Value) -> miette::Result<Self> {
-        let metadata: BTreeMap<String, Value> =
-            serde_json::from_value(v.get("metadata").cloned().unwrap_or(json!({}))).into_diagnostic()?;
-        let agent = metadata.get("agent").and_then(Value::as_str).unwrap_or_default().to_string();
-        Ok(KeyInputs {
-            alias: str_field(v, "alias")?.to_string(),
-            models: serde_json::from_value(v.get("models").cloned().unwrap_or(json!([]))).into_diagnostic()?,
-            metadata,
-            env_file: PathBuf::from(str_field(v, "env_file")?),
-            base_url: str_field(v, "base_url")?.to_string(),
-            model: str_field(v, "model")?.to_string(),
-            agent,
-        })
+    fn agent(&self) -> &str {
+        self.metadata.get("agent").and_then(Value::as_str).unwrap_or_default()
     }
 
     fn outputs(&self, hash: &str) -> Outputs {
@@ -181,7 +190,7 @@ impl KeyDriver {
             let h = hash_key(raw.expose());
             if h == stored.hash {
                 self.store.rescope(&k.alias, &h, &k.models, &k.metadata).await?;
-                AgentEnv { agent: &k.agent, base_url: &k.base_url, model: &k.model, key: raw }.write(&k.env_file)?;
+                AgentEnv { agent: k.agent(), base_url: &k.base_url, model: &k.model, key: raw }.write(&k.env_file)?;
                 return Ok(k.outputs(&h));
             }
         }
@@ -190,7 +199,7 @@ impl KeyDriver {
             self.store.revoke(&k.alias, &stored.hash).await?;
         }
         let (raw, hash) = self.store.mint(&k.alias, &k.models, &k.metadata).await?;
-        AgentEnv { agent: &k.agent, base_url: &k.base_url, model: &k.model, key: &raw }.write(&k.env_file)?;
+        AgentEnv { agent: k.agent(), base_url: &k.base_url, model: &k.model, key: &raw }.write(&k.env_file)?;
         Ok(k.outputs(&hash))
     }
 }
@@ -198,7 +207,7 @@ impl KeyDriver {
 #[async_trait::async_trait]
 impl Driver for KeyDriver {
     async fn observe(&self, prior: &Record, desired: &Resource) -> Drift {
-        let Ok(k) = KeyInputs::from(&prior.inputs) else { return Drift::Replace("unreadable record".into()) };
+        let Ok(k) = prior.inputs_as::<KeyInputs>() else { return Drift::Replace("unreadable record".into()) };
         let recorded = prior.outputs.get("hash").and_then(Value::as_str).unwrap_or_default();
         let Some(raw) = read_env_key(&k.env_file) else {
             return Drift::Replace(format!(
@@ -223,9 +232,9 @@ impl Driver for KeyDriver {
             }
         }
         // The env file's other lines, as the desired inputs would write them.
-        if let Ok(want) = KeyInputs::from(&desired.inputs) {
+        if let Ok(want) = desired.inputs_as::<KeyInputs>() {
             if want.env_file == k.env_file {
-                let expect = AgentEnv { agent: &k.agent, base_url: &k.base_url, model: &k.model, key: &raw }.render();
+                let expect = AgentEnv { agent: k.agent(), base_url: &k.base_url, model: &k.model, key: &raw }.render();
                 if std::fs::read_to_string(&k.env_file).ok().as_deref() != Some(expect.as_str()) {
                     return Drift::Update(format!("{} changed outside fleet", k.env_file.display()));
                 }
@@ -235,16 +244,16 @@ impl Driver for KeyDriver {
     }
 
     async fn create(&self, r: &Resource, _ctx: &StepCtx) -> miette::Result<Outputs> {
-        self.converge(&KeyInputs::from(&r.inputs)?).await
+        self.converge(&r.inputs_as::<KeyInputs>()?).await
     }
 
     async fn update(&self, r: &Resource, prior: &Record, _ctx: &StepCtx) -> miette::Result<Outputs> {
-        let k = KeyInputs::from(&r.inputs)?;
-        let old = KeyInputs::from(&prior.inputs)?;
+        let k = r.inputs_as::<KeyInputs>()?;
+        let old = prior.inputs_as::<KeyInputs>()?;
         if old.env_file != k.env_file {
             // The data dir moved: carry the key over instead of minting a new one.
             if let (Some(raw), None) = (read_env_key(&old.env_file), read_env_key(&k.env_file)) {
-                AgentEnv { agent: &k.agent, base_url: &k.base_url, model: &k.model, key: &raw }.write(&k.env_file)?;
+                AgentEnv { agent: k.agent(), base_url: &k.base_url, model: &k.model, key: &raw }.write(&k.env_file)?;
                 let _ = std::fs::remove_file(&old.env_file);
             }
         }
@@ -252,7 +261,7 @@ impl Driver for KeyDriver {
     }
 
     async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
-        let k = KeyInputs::from(&prior.inputs)?;
+        let k = prior.inputs_as::<KeyInputs>()?;
         let hash = prior.outputs.get("hash").and_then(Value::as_str).unwrap_or_default();
         self.store.revoke(&k.alias, hash).await?;
         match std::fs::remove_file(&k.env_file) {

@@ -9,44 +9,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use miette::{miette, IntoDiagnostic, WrapErr};
+use miette::{miette, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::gateway::{not_found, read_token};
-use super::rpc::Client;
+use super::client::{FileState, GatewayClient, GatewayRef};
 use super::workspace::{AGENT_OWNED, FIRST_ONLY};
-use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
+use crate::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::fsutil::sha256_hex;
 use crate::resource::Resource;
 use crate::state::Record;
-
-/// agents.delete is serialised inside the gateway (each rewrites its config and reloads): many in
-/// flight at once each wait for the others (≈5 s each at 61 agents), so they get a generous timeout.
-const MUTATION_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// How to reach an agent's gateway.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GatewayRef {
-    pub name: String,
-    pub url: String,
-    pub token_file: PathBuf,
-}
-
-impl GatewayRef {
-    pub async fn connect(&self) -> miette::Result<Client> {
-        let token = read_token(&self.token_file)?;
-        Client::connect_retry(&self.url, &token, Duration::from_secs(30))
-            .await
-            .map_err(|e| miette!("gateway {}: {e}", self.name))
-    }
-
-    /// One connection attempt within `within`; None when the gateway cannot be reached now.
-    pub async fn try_connect(&self, within: Duration) -> Option<Client> {
-        let token = read_token(&self.token_file).ok()?;
-        tokio::time::timeout(within, Client::connect(&self.url, &token)).await.ok()?.ok()
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentInputs {
@@ -83,7 +55,7 @@ impl Listings {
                 return ids.clone();
             }
         }
-        let ids = listed_now(g).await;
+        let ids = g.listed_now().await;
         self.0.lock().expect("listing").insert(g.url.clone(), (Instant::now(), ids.clone()));
         ids
     }
@@ -93,29 +65,14 @@ fn content_of(r: &Resource, name: &str) -> Option<String> {
     r.files.iter().find(|f| f.path.as_os_str() == name).map(|f| String::from_utf8_lossy(&f.content).into_owned())
 }
 
-pub async fn list_ids(c: &Client) -> miette::Result<Vec<String>> {
-    let v = c.req("agents.list", json!({})).await.map_err(|e| miette!("{e}"))?;
-    Ok(v["agents"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|x| x["id"].as_str().map(str::to_string)).collect())
-        .unwrap_or_default())
-}
-
-/// The agent ids a gateway lists right now, asked in one quick attempt (None: it cannot be asked —
-/// for observing, where an unreachable gateway is the gateway step's drift, not its agents').
-pub async fn listed_now(g: &GatewayRef) -> Option<Vec<String>> {
-    let c = g.try_connect(Duration::from_secs(3)).await?;
-    list_ids(&c).await.ok()
-}
-
 impl AgentDriver {
     /// Waits until the gateway lists the agent. Its gateway's models patch (a dependency) put the
     /// entry into the config, and the gateway answers that patch only once it is applied, so this
     /// is normally the first look; an agent not listed within a minute is an error.
-    async fn wait_listed(c: &Client, a: &AgentInputs, ctx: &StepCtx) -> miette::Result<()> {
+    async fn wait_listed(c: &GatewayClient, a: &AgentInputs, ctx: &StepCtx) -> miette::Result<()> {
         let t0 = Instant::now();
         let mut said = false;
-        while !list_ids(c).await?.contains(&a.id) {
+        while !c.agent_ids().await?.contains(&a.id) {
             if t0.elapsed() > Duration::from_secs(60) {
                 return Err(miette!(
                     "agent {} is not listed by gateway {} although its config entry was sent; see the gateway's log",
@@ -133,29 +90,34 @@ impl AgentDriver {
     }
 
     /// Sends the files that differ. `first`: this is the agent's first provisioning.
-    async fn sync_files(&self, c: &Client, a: &AgentInputs, r: &Resource, first: bool) -> miette::Result<Vec<String>> {
+    async fn sync_files(
+        &self,
+        c: &GatewayClient,
+        a: &AgentInputs,
+        r: &Resource,
+        first: bool,
+    ) -> miette::Result<Vec<String>> {
         let mut sent = Vec::new();
         for (name, want_hash) in &a.files {
             let owned = AGENT_OWNED.contains(&name.as_str());
             if FIRST_ONLY.contains(&name.as_str()) && !first {
                 continue;
             }
-            let got =
-                c.req("agents.files.get", json!({"agentId": a.id, "name": name})).await.map_err(|e| miette!("{e}"))?;
-            let file = &got["file"];
-            let missing = file["missing"] == true;
-            let have = file["hash"].as_str().unwrap_or_default();
+            let have = match c.file(&a.id, name).await? {
+                FileState::Missing => None,
+                FileState::Present { hash } => Some(hash),
+            };
             let replace = first || self.overwrite || !owned;
-            if !(missing || (replace && have != want_hash)) {
+            let send = match &have {
+                None => true,
+                Some(h) => replace && h != want_hash,
+            };
+            if !send {
                 continue;
             }
             let content = content_of(r, name).ok_or_else(|| miette!("no content for {name}"))?;
-            let mut params = json!({"agentId": a.id, "name": name, "content": content});
-            if !missing {
-                // Compare-and-swap: a file edited since we read it is not clobbered silently.
-                params["expectedHash"] = json!(have);
-            }
-            c.req("agents.files.set", params).await.map_err(|e| miette!("{name}: {e}"))?;
+            // Compare-and-swap: a file edited since we read it is not clobbered silently.
+            c.set_file(&a.id, name, &content, have.as_deref()).await.wrap_err_with(|| name.clone())?;
             sent.push(name.clone());
         }
         Ok(sent)
@@ -163,7 +125,7 @@ impl AgentDriver {
 
     /// `first`: the agent's first provisioning (BOOTSTRAP.md goes only then).
     async fn provision(&self, r: &Resource, first: bool, ctx: &StepCtx) -> miette::Result<Outputs> {
-        let a: AgentInputs = serde_json::from_value(r.inputs.clone()).into_diagnostic().wrap_err("agent inputs")?;
+        let a: AgentInputs = r.inputs_as()?;
         let c = a.gateway.connect().await?;
         Self::wait_listed(&c, &a, ctx).await?;
         let sent = self.sync_files(&c, &a, r, first).await?;
@@ -177,7 +139,7 @@ impl AgentDriver {
 #[async_trait::async_trait]
 impl Driver for AgentDriver {
     async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
-        let Ok(a) = serde_json::from_value::<AgentInputs>(prior.inputs.clone()) else {
+        let Ok(a) = prior.inputs_as::<AgentInputs>() else {
             return Drift::Update("unreadable record".into());
         };
         // Files fleet owns, edited by hand in the workspace.
@@ -207,9 +169,9 @@ impl Driver for AgentDriver {
     /// An agent moved to another gateway is provisioned there afresh, then removed from the old one
     /// (whose patch, ordered before this step, has already dropped its provider).
     async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
-        let old = serde_json::from_value::<AgentInputs>(prior.inputs.clone()).ok();
-        let new_gw = r.inputs["gateway"]["url"].as_str().unwrap_or_default();
-        let moved_from = old.filter(|o| o.gateway.url != new_gw);
+        let old = prior.inputs_as::<AgentInputs>().ok();
+        let new: AgentInputs = r.inputs_as()?;
+        let moved_from = old.filter(|o| o.gateway.url != new.gateway.url);
         let out = self.provision(r, moved_from.is_some(), ctx).await?;
         if let Some(old) = moved_from {
             match remove(&old).await {
@@ -223,67 +185,14 @@ impl Driver for AgentDriver {
 
     /// Removes the agent from its gateway; its workspace files stay on disk.
     async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
-        let a: AgentInputs = serde_json::from_value(prior.inputs.clone()).into_diagnostic()?;
-        remove(&a).await
+        remove(&prior.inputs_as()?).await
     }
 }
 
 /// `agents.delete` with its files kept; an agent already gone is fine.
 async fn remove(a: &AgentInputs) -> miette::Result<()> {
     let c = a.gateway.connect().await?;
-    match c.call("agents.delete", json!({"agentId": a.id, "deleteFiles": false}), MUTATION_TIMEOUT).await {
-        Ok(_) => Ok(()),
-        Err(e) if not_found(&e) => Ok(()),
-        Err(e) => Err(miette!("{e}")),
-    }
-}
-
-/// A fresh idempotency key / run id.
-pub fn run_id() -> String {
-    let mut b = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
-    hex::encode(b)
-}
-
-/// Sends `message` to the agent's main session and waits for the final reply text.
-pub async fn chat(c: &Client, agent_id: &str, message: &str, timeout: Duration) -> miette::Result<String> {
-    let mut events = c.events();
-    let key = run_id();
-    c.req(
-        "chat.send",
-        json!({"sessionKey": format!("agent:{agent_id}:main"), "agentId": agent_id, "message": message, "idempotencyKey": key}),
-    )
-    .await
-    .map_err(|e| miette!("{e}"))?;
-    let t0 = Instant::now();
-    loop {
-        let left = timeout
-            .checked_sub(t0.elapsed())
-            .ok_or_else(|| miette!("no reply from {agent_id} within {} s", timeout.as_secs()))?;
-        let ev = match tokio::time::timeout(left, events.recv()).await {
-            Err(_) => return Err(miette!("no reply from {agent_id} within {} s", timeout.as_secs())),
-            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
-            Ok(Err(_)) => return Err(miette!("the gateway closed the connection")),
-            Ok(Ok(ev)) => ev,
-        };
-        if ev.name != "chat" || ev.payload["runId"] != key.as_str() {
-            continue;
-        }
-        match ev.payload["state"].as_str() {
-            Some("final") => {
-                let text = ev.payload["message"]["content"]
-                    .as_array()
-                    .map(|parts| parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(""))
-                    .unwrap_or_default();
-                return Ok(text);
-            }
-            Some("error") | Some("aborted") => {
-                let why = ev.payload["errorMessage"].as_str().unwrap_or("the run failed");
-                return Err(miette!("{agent_id}: {why}"));
-            }
-            _ => {}
-        }
-    }
+    Ok(c.delete_agent(&a.id).await?)
 }
 
 pub fn driver(overwrite: bool, listings: Arc<Listings>) -> Arc<AgentDriver> {

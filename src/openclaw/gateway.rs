@@ -3,17 +3,15 @@
 //! the file the gateway itself also writes); changing them restarts the gateway,
 //! nothing else does. Ready when the `health` RPC answers.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::rpc::{Client, RpcError};
-use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
+use super::client::{read_token, GatewayClient, GatewayRef};
+use crate::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::fsutil::write_atomic;
 use crate::process::log_tail;
 use crate::resource::Resource;
@@ -28,18 +26,9 @@ pub struct GatewayInputs {
     /// The fleet-owned top-level keys of openclaw.json (token added when written).
     pub settings: Value,
     pub start_timeout_s: u64,
-}
-
-impl GatewayInputs {
-    pub fn from(v: &Value) -> miette::Result<Self> {
-        serde_json::from_value(v.clone()).into_diagnostic().wrap_err("unreadable gateway inputs")
-    }
-}
-
-pub fn read_token(path: &Path) -> miette::Result<String> {
-    let t =
-        std::fs::read_to_string(path).into_diagnostic().wrap_err_with(|| format!("cannot read {}", path.display()))?;
-    Ok(t.trim().to_string())
+    /// What the gateway's image is (its sha256 or recipe fingerprint): a new one restarts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// Merges `patch` into `base`: objects key by key, everything else replaced.
@@ -77,21 +66,16 @@ pub fn write_config(g: &GatewayInputs) -> miette::Result<()> {
     Ok(())
 }
 
-/// Connects to a gateway with its token (retrying while it starts, up to `within`).
-pub async fn connect(g: &GatewayInputs, runtime: &dyn Runtime, within: Duration) -> miette::Result<Client> {
-    let token = read_token(&g.token_file)?;
-    Client::connect_retry(&runtime.url(&g.launch), &token, within)
-        .await
-        .map_err(|e| miette!("gateway {}: {e}", g.launch.gateway))
+/// How fleet reaches this gateway: the URL its runtime gives.
+fn gateway_ref(g: &GatewayInputs, runtime: &dyn Runtime) -> GatewayRef {
+    GatewayRef { name: g.launch.gateway.clone(), url: runtime.url(&g.launch), token_file: g.token_file.clone() }
 }
 
-pub struct GatewayDriver {
-    pub runtimes: HashMap<String, Arc<dyn Runtime>>,
-}
+pub struct GatewayDriver;
 
 impl GatewayDriver {
-    pub fn runtime(&self, g: &GatewayInputs) -> miette::Result<&Arc<dyn Runtime>> {
-        self.runtimes.get(&g.runtime).ok_or_else(|| miette!("no {} runtime in this build", g.runtime))
+    pub fn runtime(&self, g: &GatewayInputs) -> miette::Result<&'static dyn Runtime> {
+        crate::runtime::by_name(&g.runtime).ok_or_else(|| miette!("no {} runtime in this build", g.runtime))
     }
 
     fn pid_file(g: &GatewayInputs) -> PathBuf {
@@ -123,11 +107,12 @@ impl GatewayDriver {
         ctx.progress(&format!("started; waiting for the health RPC on {}", rt.url(&g.launch)));
         let t0 = Instant::now();
         let timeout = Duration::from_secs(g.start_timeout_s);
-        let client = loop {
+        let gref = gateway_ref(g, rt);
+        let client: GatewayClient = loop {
             if !rt.running(&handle) {
                 return Err(miette!("the gateway exited during start; {}", Self::logs(g)));
             }
-            match connect(g, rt.as_ref(), Duration::from_secs(2)).await {
+            match gref.connect_within(Duration::from_secs(2)).await {
                 Ok(c) => break c,
                 Err(_) if t0.elapsed() < timeout => continue,
                 Err(e) => {
@@ -141,8 +126,8 @@ impl GatewayDriver {
             }
         };
         loop {
-            match client.req("health", json!({})).await {
-                Ok(h) if h["ok"] == true => break,
+            match client.healthy().await {
+                Ok(true) => break,
                 _ if t0.elapsed() < timeout => tokio::time::sleep(Duration::from_millis(500)).await,
                 other => {
                     let _ = rt.stop(&g.launch, &handle).await;
@@ -150,7 +135,8 @@ impl GatewayDriver {
                 }
             }
         }
-        let out = json!({"handle": handle, "boot_id": client.boot_id, "version": client.server_version, "url": rt.url(&g.launch)});
+        let out =
+            json!({"handle": handle, "boot_id": client.boot_id(), "version": client.server_version(), "url": gref.url});
         write_atomic(&Self::pid_file(g), out.to_string().as_bytes(), 0o644).into_diagnostic()?;
         Ok(out)
     }
@@ -170,13 +156,13 @@ impl GatewayDriver {
         if !rt.running(&handle) {
             return Some(format!("gateway {} is not running", g.launch.gateway));
         }
-        match connect(g, rt.as_ref(), Duration::from_secs(3)).await {
-            Ok(c) => match c.call("health", json!({}), Duration::from_secs(10)).await {
-                Ok(h) if h["ok"] == true => None,
-                Ok(_) => Some(format!("gateway {} reports itself unhealthy", g.launch.gateway)),
+        match gateway_ref(g, rt).connect_within(Duration::from_secs(3)).await {
+            Ok(c) => match c.healthy().await {
+                Ok(true) => None,
+                Ok(false) => Some(format!("gateway {} reports itself unhealthy", g.launch.gateway)),
                 Err(e) => Some(format!("gateway {}: {e}", g.launch.gateway)),
             },
-            Err(e) => Some(e.to_string()),
+            Err(e) => Some(crate::driver::error_chain(&e)),
         }
     }
 }
@@ -184,7 +170,7 @@ impl GatewayDriver {
 #[async_trait::async_trait]
 impl Driver for GatewayDriver {
     async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
-        let Ok(g) = GatewayInputs::from(&prior.inputs) else { return Drift::Update("unreadable record".into()) };
+        let Ok(g) = prior.inputs_as::<GatewayInputs>() else { return Drift::Update("unreadable record".into()) };
         match self.unhealthy(&g, &prior.outputs).await {
             None => Drift::InSync,
             Some(why) => Drift::Update(why),
@@ -192,7 +178,7 @@ impl Driver for GatewayDriver {
     }
 
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
-        let g = GatewayInputs::from(&r.inputs)?;
+        let g = r.inputs_as::<GatewayInputs>()?;
         // Adopt a gateway this fleet started before (state lost) when it is healthy and its settings match.
         if let Some(prev) =
             std::fs::read(Self::pid_file(&g)).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok())
@@ -210,8 +196,8 @@ impl Driver for GatewayDriver {
     }
 
     async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
-        let g = GatewayInputs::from(&r.inputs)?;
-        if let Ok(old) = GatewayInputs::from(&prior.inputs) {
+        let g = r.inputs_as::<GatewayInputs>()?;
+        if let Ok(old) = prior.inputs_as::<GatewayInputs>() {
             ctx.progress("stopping the gateway to restart it");
             self.stop_recorded(&old, &prior.outputs).await?;
         }
@@ -220,14 +206,9 @@ impl Driver for GatewayDriver {
 
     /// Stops the gateway. Its home (config, state, workspaces) is kept.
     async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
-        let g = GatewayInputs::from(&prior.inputs)?;
+        let g = prior.inputs_as::<GatewayInputs>()?;
         self.stop_recorded(&g, &prior.outputs).await?;
         let _ = std::fs::remove_file(Self::pid_file(&g));
         Ok(())
     }
-}
-
-/// Whether an RPC error says the thing is already gone.
-pub fn not_found(e: &RpcError) -> bool {
-    e.message_contains("not found")
 }

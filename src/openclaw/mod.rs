@@ -1,7 +1,8 @@
-//! OpenClaw: the managed toolchain (Node + openclaw), the gateway RPC client,
+//! OpenClaw: the managed toolchain (Node + openclaw), the gateway RPC client (`rpc`: the protocol; `client`: typed calls),
 //! gateways and agents as resources, and the workspace templates.
 
 pub mod agent;
+pub mod client;
 pub mod gateway;
 pub mod models;
 pub mod roster;

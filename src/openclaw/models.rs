@@ -12,14 +12,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use miette::{miette, IntoDiagnostic, WrapErr};
+use miette::{miette, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::agent::{list_ids, GatewayRef, Listings};
+use super::agent::Listings;
+use super::client::{GatewayClient, GatewayRef, PatchOutcome};
 use super::roster;
-use super::rpc::{Client, RpcError};
-use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
+use super::rpc::RpcError;
+use crate::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::litellm::keys::read_env_key;
 use crate::resource::Resource;
 use crate::state::Record;
@@ -31,9 +32,36 @@ pub struct AgentModels {
     pub models: Vec<String>,
     pub primary: String,
     pub fallbacks: Vec<String>,
+    /// How often the heartbeat runs (`30m`), as OpenClaw takes it.
     pub heartbeat: Option<String>,
+    /// The heartbeat's own prompt (`heartbeat prompt="…"`), instead of OpenClaw's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_prompt: Option<String>,
+    /// How OpenClaw's own UIs and channels name and show the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<AgentIdentity>,
     /// The agent's env file, holding its key (read at apply time; never in state).
     pub env_file: PathBuf,
+}
+
+/// `agents.entries.<id>.identity`, the keys OpenClaw's config takes (its schema is strict: name,
+/// theme, emoji, avatar), as `openclaw agents set-identity` writes them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentIdentity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub theme: Option<String>,
+}
+
+/// `wake.<agent>`: whom to wake, through which gateway (the message is the resource's file, so
+/// changing it never wakes anyone again).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WakeInputs {
+    pub agent_id: String,
+    pub gateway: GatewayRef,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,7 +105,13 @@ pub fn patch(want: &ModelsInputs, prior: Option<&ModelsInputs>) -> miette::Resul
             "fallbacks": a.fallbacks.iter().map(|f| format!("{pid}/{f}")).collect::<Vec<_>>(),
         }});
         entry["heartbeat"] = match &a.heartbeat {
-            Some(every) => json!({"every": every}),
+            // The prompt key is always sent (null when unset) so removing it from the file removes it.
+            Some(every) => json!({"every": every, "prompt": a.heartbeat_prompt}),
+            None => Value::Null,
+        };
+        // Null removes an identity fleet set before; a merge patch keeps what is not named.
+        entry["identity"] = match &a.identity {
+            Some(i) => json!({"name": i.name, "emoji": i.emoji, "theme": i.theme}),
             None => Value::Null,
         };
         entries.insert(id.clone(), entry);
@@ -109,107 +143,42 @@ impl ModelsDriver {
     /// Missing agents whose id this gateway has held before (or may have: see `roster.rs`) are
     /// created through `agents.create`, which deals with the gateway's deletion journal; the patch
     /// then sets their model like everyone else's. Brand-new ids are left to the patch.
-    async fn create_held_before(c: &Client, want: &ModelsInputs, ctx: &StepCtx) -> miette::Result<()> {
-        let listed = list_ids(c).await?;
+    async fn create_held_before(c: &GatewayClient, want: &ModelsInputs, ctx: &StepCtx) -> miette::Result<()> {
+        let listed = c.agent_ids().await?;
         for (id, a) in want.agents.iter().filter(|(id, _)| !listed.contains(id)) {
             if want.state_db.as_deref().is_some_and(|db| roster::never_held(db, id)) {
                 continue;
             }
             ctx.progress(&format!("{id}: this gateway held it before; agents.create"));
-            let params = json!({"name": id, "workspace": a.workspace});
-            match c.call("agents.create", params, Duration::from_secs(180)).await {
-                Ok(v) if v["agentId"] != id.as_str() => {
-                    return Err(miette!("the gateway created agent {} instead of {id}", v["agentId"]));
-                }
-                Ok(_) => {}
-                Err(e) if e.message_contains("already exists") => {}
-                Err(e) => return Err(miette!("agents.create {id}: {e}")),
+            let got = c.create_agent(id, &a.workspace).await.wrap_err_with(|| format!("agents.create {id}"))?;
+            if got != *id {
+                return Err(miette!("the gateway created agent {got} instead of {id}"));
             }
         }
         Ok(())
     }
 
     async fn send(r: &Resource, prior: Option<&Record>, ctx: &StepCtx) -> miette::Result<Outputs> {
-        let want: ModelsInputs =
-            serde_json::from_value(r.inputs.clone()).into_diagnostic().wrap_err("models inputs")?;
-        let old = prior.and_then(|p| serde_json::from_value::<ModelsInputs>(p.inputs.clone()).ok());
+        let want: ModelsInputs = r.inputs_as()?;
+        let old = prior.and_then(|p| p.inputs_as::<ModelsInputs>().ok());
         let (raw, replace) = patch(&want, old.as_ref())?;
         let c = want.gateway.connect().await?;
         Self::create_held_before(&c, &want, ctx).await?;
-        let v = patch_config(&c, &raw, &replace, "fleet apply", ctx).await.map_err(|e| miette!("{e}"))?;
-        let restart = v.pointer("/sentinel/payload/stats/requiresRestart") == Some(&json!(true));
-        if restart {
-            // The agents' steps come next: they must talk to the restarted gateway, not the leaving one.
-            ctx.progress("the gateway restarts to apply this change; waiting for it");
-            wait_restarted(&want.gateway, &c.boot_id).await?;
-        }
-        Ok(json!({"noop": v["noop"] == true, "changed": v["changedPaths"], "restart": restart}))
-    }
-}
-
-/// `config.get` for the base hash, then `config.patch`: re-read and sent again when the config
-/// moved underneath (twice at most), and after the wait the gateway names when its rate limit
-/// (30 patches per 60 s) is hit. "Persisted, but a recovery restart is required" is success.
-async fn patch_config(
-    c: &Client,
-    raw: &Value,
-    replace: &[String],
-    note: &str,
-    ctx: &StepCtx,
-) -> Result<Value, RpcError> {
-    let mut moved = 0;
-    let mut limited = 0;
-    loop {
-        let current = c.req("config.get", json!({})).await?;
-        let base = current["hash"].as_str().unwrap_or_default();
-        let params = json!({"raw": raw.to_string(), "baseHash": base, "replacePaths": replace, "note": note});
-        match c.call("config.patch", params, Duration::from_secs(60)).await {
-            Err(e) if e.message_contains("config changed since last load") && moved < 2 => {
-                moved += 1;
-                ctx.progress("the config moved underneath; re-reading it");
+        let say = |m: &str| ctx.progress(m);
+        match c.patch_config(&raw, &replace, "fleet apply", &say).await? {
+            PatchOutcome::Applied { noop, changed } => Ok(json!({"noop": noop, "changed": changed, "restart": false})),
+            PatchOutcome::Restarting => {
+                // The agents' steps come next: they must talk to the restarted gateway, not the leaving one.
+                ctx.progress("the gateway restarts to apply this change; waiting for it");
+                want.gateway.wait_restarted(c.boot_id()).await?;
+                Ok(json!({"noop": false, "changed": Value::Null, "restart": true}))
             }
-            Err(e) if rate_limit_wait(&e).is_some() && limited < 3 => {
-                limited += 1;
-                let wait = rate_limit_wait(&e).unwrap_or_default();
-                ctx.progress(&format!("config.patch rate limit: waiting {} s", wait.as_secs()));
-                tokio::time::sleep(wait).await;
-            }
-            // The change is in; OpenClaw restarts itself to finish applying it (seen when a reload
-            // raced its cron monitor). Reported as a restarting patch: `send` waits for the new boot.
-            Err(e) if e.message_contains("config.patch persisted") => {
-                ctx.progress("persisted; the gateway restarts itself to finish applying it");
-                return Ok(json!({"sentinel": {"payload": {"stats": {"requiresRestart": true}}}}));
-            }
-            other => return other,
+            PatchOutcome::Conflict => Err(miette!(
+                "the config of gateway {} kept changing underneath the patch; apply again",
+                want.gateway.name
+            )),
         }
     }
-}
-
-/// Waits (up to two minutes) until the gateway answers `health` from a new boot.
-async fn wait_restarted(g: &GatewayRef, old_boot: &str) -> miette::Result<()> {
-    let t0 = std::time::Instant::now();
-    if old_boot.is_empty() {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-    while t0.elapsed() < Duration::from_secs(120) {
-        if let Some(c) = g.try_connect(Duration::from_secs(5)).await {
-            let healthy = c.call("health", json!({}), Duration::from_secs(10)).await.is_ok_and(|h| h["ok"] == true);
-            // (A gateway that does not say its boot id is taken back once healthy.)
-            if (old_boot.is_empty() || c.boot_id != old_boot) && healthy {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(miette!("gateway {} did not come back within 120 s after restarting to apply the patch", g.name))
-}
-
-/// "rate limit exceeded for config.patch; retry after 22s" → 22 s (capped at a minute).
-fn rate_limit_wait(e: &RpcError) -> Option<Duration> {
-    let RpcError::Remote { message, .. } = e else { return None };
-    let rest = message.split("rate limit exceeded").nth(1)?.split("retry after ").nth(1)?;
-    let secs: u64 = rest.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok()?;
-    Some(Duration::from_secs(secs.clamp(1, 60)))
 }
 
 #[async_trait::async_trait]
@@ -217,7 +186,7 @@ impl Driver for ModelsDriver {
     /// An agent the gateway no longer lists (deleted by hand, or its gateway's state lost) is
     /// drift: the patch brings it back. A gateway that cannot be reached is its own step's concern.
     async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
-        let Ok(old) = serde_json::from_value::<ModelsInputs>(prior.inputs.clone()) else {
+        let Ok(old) = prior.inputs_as::<ModelsInputs>() else {
             return Drift::Update("unreadable record".into());
         };
         let Some(listed) = self.listings.of(&old.gateway).await else { return Drift::InSync };
@@ -237,7 +206,7 @@ impl Driver for ModelsDriver {
     }
     /// Removes the providers fleet added (the agents themselves are deleted by their own steps).
     async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()> {
-        let old: ModelsInputs = serde_json::from_value(prior.inputs.clone()).into_diagnostic()?;
+        let old: ModelsInputs = prior.inputs_as()?;
         let Ok(c) = old.gateway.connect().await else { return Ok(()) };
         // OpenClaw refuses a write that shrinks its config below half ("size-drop"), which dropping
         // every provider at once does once the agents' entries are gone: halve until it passes.
@@ -250,7 +219,7 @@ impl Driver for ModelsDriver {
                     chunks.push(b.to_vec());
                     chunks.push(a.to_vec());
                 }
-                other => other.map_err(|e| miette!("{e}"))?,
+                other => other?,
             }
         }
         Ok(())
@@ -258,11 +227,11 @@ impl Driver for ModelsDriver {
 }
 
 /// One patch removing these agents' provider entries.
-async fn drop_providers(c: &Client, ids: &[&String], ctx: &StepCtx) -> Result<(), RpcError> {
+async fn drop_providers(c: &GatewayClient, ids: &[&String], ctx: &StepCtx) -> Result<(), RpcError> {
     let providers: Map<String, Value> = ids.iter().map(|id| (provider_id(id), Value::Null)).collect();
     let replace: Vec<String> = ids.iter().map(|id| format!("models.providers.{}.models", provider_id(id))).collect();
     let raw = json!({"models": {"providers": providers}});
-    patch_config(c, &raw, &replace, "fleet destroy", ctx).await.map(drop)
+    c.patch_config(&raw, &replace, "fleet destroy", &|m: &str| ctx.progress(m)).await.map(drop)
 }
 
 /// `wake.<agent>`: the first message an agent gets, once, right after its first provisioning.
@@ -271,11 +240,10 @@ pub struct WakeDriver;
 #[async_trait::async_trait]
 impl Driver for WakeDriver {
     async fn create(&self, r: &Resource, _ctx: &StepCtx) -> miette::Result<Outputs> {
-        let gw: GatewayRef = serde_json::from_value(r.inputs["gateway"].clone()).into_diagnostic()?;
-        let id = r.inputs["agent_id"].as_str().ok_or_else(|| miette!("no agent id"))?;
+        let w: WakeInputs = r.inputs_as()?;
         let message = r.files.first().map(|f| String::from_utf8_lossy(&f.content).into_owned()).unwrap_or_default();
-        let c = gw.connect().await?;
-        let reply = super::agent::chat(&c, id, &message, Duration::from_secs(180)).await?;
+        let c = w.gateway.connect().await?;
+        let reply = c.chat(&w.agent_id, &message, Duration::from_secs(180)).await?;
         Ok(json!({"replied": !reply.is_empty()}))
     }
     /// A wake happens once: later changes to the message do not wake the agent again.
@@ -302,6 +270,8 @@ mod tests {
             primary: "m".into(),
             fallbacks: vec!["n".into()],
             heartbeat: heartbeat.map(str::to_string),
+            heartbeat_prompt: heartbeat.map(|_| "Check the queue.".to_string()),
+            identity: None,
             env_file,
         }
     }
@@ -329,6 +299,8 @@ mod tests {
         assert_eq!(raw["agents"]["entries"]["alice"]["model"]["primary"], "fleet-alice/m");
         assert_eq!(raw["agents"]["entries"]["alice"]["model"]["fallbacks"], json!(["fleet-alice/n"]));
         assert_eq!(raw["agents"]["entries"]["alice"]["heartbeat"]["every"], "30m");
+        assert_eq!(raw["agents"]["entries"]["alice"]["heartbeat"]["prompt"], "Check the queue.");
+        assert_eq!(raw["agents"]["entries"]["alice"]["identity"], Value::Null, "no identity: none kept");
         assert_eq!(raw["agents"]["entries"]["alice"]["name"], "alice", "the entry creates the agent with fleet's id");
         assert_eq!(raw["agents"]["entries"]["alice"]["workspace"], json!(dir.path().join("workspaces/alice")));
         assert!(raw["agents"]["entries"].get("bob").is_none(), "bob's entry is left to agents.delete");
@@ -337,23 +309,6 @@ mod tests {
         assert_eq!(raw["agents"]["ownership"], "explicit", "a multi-agent roster needs it");
         assert!(replace.contains(&"models.providers.fleet-bob.models".to_string()));
         assert!(replace.contains(&"models.providers.fleet-alice.models".to_string()));
-    }
-
-    #[test]
-    fn the_rate_limit_says_how_long_to_wait() {
-        let e = |m: &str| RpcError::Remote {
-            method: "config.patch".into(),
-            code: "UNAVAILABLE".into(),
-            message: m.into(),
-            details: Value::Null,
-        };
-        let wait = rate_limit_wait(&e("rate limit exceeded for config.patch; retry after 22s"));
-        assert_eq!(wait, Some(Duration::from_secs(22)));
-        assert_eq!(
-            rate_limit_wait(&e("rate limit exceeded for config.patch; retry after 300s")),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(rate_limit_wait(&e("Error: Config write rejected: openclaw.json (size-drop:2102->1017)")), None);
     }
 
     #[test]

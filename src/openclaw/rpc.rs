@@ -18,7 +18,7 @@ pub const PROTOCOL: u64 = 4;
 /// Releases this client was checked against (newer ones are tried, with a warning).
 pub const KNOWN_SERVER_VERSIONS: [&str; 1] = ["2026.9.6"];
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, miette::Diagnostic)]
 pub enum RpcError {
     #[error("cannot connect to the gateway at {url}: {why}")]
     Connect { url: String, why: String },

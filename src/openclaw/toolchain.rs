@@ -8,7 +8,7 @@ use miette::{miette, IntoDiagnostic};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::exec::driver::{Drift, Driver, Outputs, StepCtx};
+use crate::driver::{CacheInstall, Drift, Outputs, StepCtx};
 use crate::fsutil::FileLock;
 use crate::process::run_logged;
 use crate::resource::Resource;
@@ -30,11 +30,7 @@ pub struct Toolchain {
     pub openclaw_dir: PathBuf,
 }
 
-/// PATH with `bin` first.
-pub fn path_with(bin: &Path) -> String {
-    let rest = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-    format!("{}:{rest}", bin.display())
-}
+use crate::process::path_with;
 
 impl Toolchain {
     pub fn new(cache: &Path, node: &str, openclaw: &str) -> Self {
@@ -70,7 +66,7 @@ impl Toolchain {
 
     /// This machine's Node, from the npm registry into the cache.
     pub async fn ensure_node(&self, say: &(dyn Fn(&str) + Sync)) -> miette::Result<()> {
-        let package = crate::spec::Arch::native().node_package();
+        let package = crate::fleetfile::Arch::native().node_package();
         crate::npm::ensure_package(package, &self.node, &self.node_dir, say).await?;
         if !self.node_bin().is_file() {
             return Err(miette!("{package}@{} has no bin/node", self.node));
@@ -122,7 +118,7 @@ impl Toolchain {
             &format!("openclaw@{}", self.openclaw),
         ]);
         let cmd = tokio::process::Command::from(cmd);
-        run_logged(ctx, cmd, &self.openclaw_dir.join("install.log")).await?;
+        run_logged(&say, cmd, &self.openclaw_dir.join("install.log")).await?;
         if !self.openclaw_installed() {
             return Err(miette!(
                 "npm finished but openclaw@{} is not in {}",
@@ -136,31 +132,18 @@ impl Toolchain {
 
 pub struct ToolchainDriver;
 
-impl ToolchainDriver {
-    async fn ensure(r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
-        let t: Toolchain = serde_json::from_value(r.inputs.clone()).into_diagnostic()?;
-        t.ensure(ctx).await?;
-        Ok(json!({"node": t.node_bin(), "entry": t.entry()}))
-    }
-}
-
 #[async_trait::async_trait]
-impl Driver for ToolchainDriver {
-    async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
+impl CacheInstall for ToolchainDriver {
+    fn observe_cached(&self, prior: &Record) -> Drift {
         match serde_json::from_value::<Toolchain>(prior.inputs.clone()) {
             Ok(t) if t.ready() => Drift::InSync,
             Ok(t) => Drift::Replace(format!("Node {} or openclaw {} is missing from the cache", t.node, t.openclaw)),
             Err(_) => Drift::Replace("unreadable record".into()),
         }
     }
-    async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
-        Self::ensure(r, ctx).await
-    }
-    async fn update(&self, r: &Resource, _prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
-        Self::ensure(r, ctx).await
-    }
-    /// Shared through the cache with other fleets: nothing to remove.
-    async fn delete(&self, _prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
-        Ok(())
+    async fn ensure(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
+        let t: Toolchain = r.inputs_as()?;
+        t.ensure(ctx).await?;
+        Ok(json!({"node": t.node_bin(), "entry": t.entry()}))
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use minijinja::{context, Environment};
 
-use crate::spec::{Agent, FileSource};
+use crate::fleetfile::{Agent, FileSource};
 
 pub const TEMPLATES: [(&str, &str); 5] = [
     ("AGENTS.md", include_str!("templates/AGENTS.md")),
@@ -55,7 +55,7 @@ pub fn render(fleet: &str, agent: &Agent) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{parse, SourceFile};
+    use crate::fleetfile::{parse, SourceFile};
 
     #[test]
     fn templates_use_the_identity_and_overrides_win() {

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::exec::driver::Drift;
+use crate::driver::Drift;
 use crate::resource::Desired;
 use crate::state::Record;
 
@@ -59,6 +59,9 @@ pub struct Change {
 pub struct Plan {
     pub changes: Vec<Change>,
     pub unchanged: usize,
+    /// With `--target`: the addresses the plan is narrowed to (the targets and what they need).
+    #[serde(skip)]
+    pub scope: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Plan {
@@ -121,7 +124,7 @@ pub fn diff(desired: &Desired, prior: &BTreeMap<String, Record>, drift: &BTreeMa
             if plan.changes.iter().any(|c| &c.address == addr) || !prior.contains_key(addr) {
                 continue;
             }
-            if let Some(dep) = want.deps.iter().find(|d| replaced.contains(d)) {
+            if let Some(dep) = want.dep_strings().into_iter().find(|d| replaced.contains(d)) {
                 plan.unchanged -= 1;
                 plan.changes.push(Change {
                     address: addr.clone(),
@@ -164,16 +167,16 @@ fn join(path: &str, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resource::{Kind, Resource};
+    use crate::resource::{Address, Resource};
     use serde_json::json;
 
     fn want(addr: &str, inputs: Value) -> Resource {
-        Resource::new(addr, Kind::Key, inputs, vec![])
+        Resource::new(addr.parse().unwrap(), &inputs, vec![])
     }
 
     fn rec(r: &Resource) -> Record {
         Record {
-            address: r.address.clone(),
+            address: r.address.to_string(),
             kind: r.kind.as_str().into(),
             fingerprint: r.fingerprint.clone(),
             inputs: r.inputs.clone(),
@@ -188,7 +191,7 @@ mod tests {
         let b_old = want("key.b", json!({"models": ["x"], "alias": "fleet-b"}));
         let b_new = want("key.b", json!({"models": ["y"], "alias": "fleet-b"}));
         let c = want("key.c", json!({}));
-        let desired: Desired = [(a.address.clone(), a.clone()), (b_new.address.clone(), b_new.clone())].into();
+        let desired: Desired = [(a.address.to_string(), a.clone()), (b_new.address.to_string(), b_new.clone())].into();
         let prior: BTreeMap<_, _> = [("key.b".to_string(), rec(&b_old)), ("key.c".to_string(), rec(&c))].into();
         let plan = diff(&desired, &prior, &BTreeMap::new());
         let got: Vec<(&str, Action)> = plan.changes.iter().map(|c| (c.address.as_str(), c.action)).collect();
@@ -206,10 +209,11 @@ mod tests {
     #[test]
     fn dependents_of_a_replaced_resource_are_updated() {
         let key = want("key.a", json!({"models": ["x"]}));
-        let mut patch = Resource::new("gateway.g.models", Kind::GatewayModels, json!({}), vec!["key.a".into()]);
+        let mut patch = Resource::new(Address::GatewayModels("g".into()), &json!({}), vec![Address::Key("a".into())]);
         patch.fingerprint = "same".into();
-        let desired: Desired = [(key.address.clone(), key.clone()), (patch.address.clone(), patch.clone())].into();
-        let prior: BTreeMap<_, _> = [("key.a".to_string(), rec(&key)), (patch.address.clone(), rec(&patch))].into();
+        let desired: Desired =
+            [(key.address.to_string(), key.clone()), (patch.address.to_string(), patch.clone())].into();
+        let prior: BTreeMap<_, _> = [("key.a".to_string(), rec(&key)), (patch.address.to_string(), rec(&patch))].into();
         let drift: BTreeMap<_, _> = [("key.a".to_string(), Drift::Replace("env file missing".into()))].into();
         let plan = diff(&desired, &prior, &drift);
         let got: Vec<(&str, Action, Option<&str>)> =
@@ -227,7 +231,7 @@ mod tests {
     #[test]
     fn drift_turns_a_no_op_into_a_repair() {
         let a = want("key.a", json!({"models": ["x"]}));
-        let desired: Desired = [(a.address.clone(), a.clone())].into();
+        let desired: Desired = [(a.address.to_string(), a.clone())].into();
         let prior: BTreeMap<_, _> = [("key.a".to_string(), rec(&a))].into();
         let drift: BTreeMap<_, _> = [("key.a".to_string(), Drift::Replace("env file missing".into()))].into();
         let plan = diff(&desired, &prior, &drift);

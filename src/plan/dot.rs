@@ -10,7 +10,7 @@ pub fn dot(fleet: &str, desired: &Desired) -> String {
         let _ = writeln!(out, "  {addr:?};");
     }
     for (addr, r) in desired {
-        for dep in &r.deps {
+        for dep in r.dep_strings() {
             let _ = writeln!(out, "  {dep:?} -> {addr:?};");
         }
     }

@@ -4,5 +4,6 @@
 mod diff;
 pub mod dot;
 pub mod render;
+pub mod target;
 
 pub use diff::{diff, Action, Change, FieldChange, Plan};

@@ -1,11 +1,15 @@
 //! Plans as text for people and JSON for scripts. Values that look like secrets
 //! are redacted here too, even though inputs are built never to hold one.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use serde_json::{json, Value};
 
 use super::{Action, Change, Plan};
+use crate::driver::Drift;
+use crate::resource::Desired;
+use crate::state::Record;
 
 fn redact(v: &Value) -> Value {
     match v {
@@ -70,20 +74,132 @@ pub fn text(plan: &Plan) -> String {
     out
 }
 
-pub fn json(plan: &Plan, fleet: &str) -> Value {
-    let changes: Vec<Value> = plan
-        .changes
+/// The version of `fleet plan --json` (docs/plan-json.md). Bumped on any incompatible change.
+pub const JSON_FORMAT_VERSION: &str = "1.0";
+
+/// A value with every secret-looking string masked, and Terraform's sensitivity shape for it:
+/// `true` where a value was masked, objects and arrays of those, `false` when nothing was.
+fn masked(v: &Value) -> (Value, Value) {
+    match v {
+        Value::String(s) if looks_secret(s) => (Value::String("(sensitive)".into()), Value::Bool(true)),
+        Value::Array(a) => {
+            let (vals, shapes): (Vec<Value>, Vec<Value>) = a.iter().map(masked).unzip();
+            let any = shapes.iter().any(|s| s != &Value::Bool(false));
+            (Value::Array(vals), if any { Value::Array(shapes) } else { Value::Bool(false) })
+        }
+        Value::Object(o) => {
+            let mut vals = serde_json::Map::new();
+            let mut shape = serde_json::Map::new();
+            for (k, x) in o {
+                let (mv, ms) = masked(x);
+                vals.insert(k.clone(), mv);
+                if ms != Value::Bool(false) {
+                    shape.insert(k.clone(), ms);
+                }
+            }
+            (Value::Object(vals), Value::Object(shape))
+        }
+        other => (other.clone(), Value::Bool(false)),
+    }
+}
+
+fn actions(a: Option<Action>) -> Value {
+    match a {
+        None => json!(["no-op"]),
+        Some(Action::Create) => json!(["create"]),
+        Some(Action::Update) => json!(["update"]),
+        Some(Action::Replace) => json!(["delete", "create"]),
+        Some(Action::Delete) => json!(["delete"]),
+    }
+}
+
+/// Why, as a code policy tools can match (Terraform's where one fits), next to the words.
+fn reason_code(c: &Change, drifted: bool) -> Option<&'static str> {
+    let why = c.reason.as_deref()?;
+    Some(match c.action {
+        _ if why.contains("--replace") => "replace_by_request",
+        Action::Update if why.ends_with(" is replaced") => "update_because_dependency_replaced",
+        Action::Replace if drifted => "replace_because_drifted",
+        Action::Update if drifted => "update_because_drifted",
+        _ => "other",
+    })
+}
+
+/// The plan in the shape of Terraform's plan JSON: every resource in `resource_changes` (no-ops
+/// included), `before`/`after` inputs with secrets masked and listed in `*_sensitive`, and
+/// `resource_drift` for what observing found changed outside fleet.
+pub fn json(
+    plan: &Plan,
+    desired: &Desired,
+    prior: &BTreeMap<String, Record>,
+    drift: &BTreeMap<String, Drift>,
+    fleet: &str,
+) -> Value {
+    let by_addr: BTreeMap<&str, &Change> = plan.changes.iter().map(|c| (c.address.as_str(), c)).collect();
+    let mut addrs: Vec<&str> = desired.keys().map(String::as_str).collect();
+    addrs.extend(by_addr.keys().filter(|a| !desired.contains_key(**a)));
+    addrs.sort();
+    addrs.dedup();
+    let mut changes = Vec::new();
+    for addr in addrs {
+        let change = by_addr.get(addr);
+        // Outside a --target selection, resources are not part of the plan.
+        if plan.scope.as_ref().is_some_and(|s| !s.contains(addr)) {
+            continue;
+        }
+        let kind =
+            desired.get(addr).map(|r| r.kind.as_str().to_string()).or_else(|| prior.get(addr).map(|r| r.kind.clone()));
+        let before = prior.get(addr).map(|r| &r.inputs);
+        let after = match change.map(|c| c.action) {
+            Some(Action::Delete) => None,
+            _ => desired.get(addr).map(|r| &r.inputs),
+        };
+        let (before, before_sensitive) = before.map(masked).unwrap_or((Value::Null, Value::Bool(false)));
+        let (after, after_sensitive) = after.map(masked).unwrap_or((Value::Null, Value::Bool(false)));
+        let mut rc = json!({
+            "address": addr,
+            "mode": "managed",
+            "type": kind,
+            "change": {
+                "actions": actions(change.map(|c| c.action)),
+                "before": before,
+                "after": after,
+                "before_sensitive": before_sensitive,
+                "after_sensitive": after_sensitive,
+            },
+        });
+        if let Some(c) = change {
+            // fleet's own addition: the leaf-level differences the text plan shows.
+            rc["field_changes"] = redact(&serde_json::to_value(&c.fields).expect("fields serialise"));
+            if let Some(code) = reason_code(c, drift.contains_key(addr)) {
+                rc["action_reason"] = json!(code);
+                rc["reason"] = json!(c.reason);
+            }
+        }
+        changes.push(rc);
+    }
+    let drifted: Vec<Value> = drift
         .iter()
-        .map(|c| {
-            let mut v = serde_json::to_value(c).expect("plan serialises");
-            v["fields"] = redact(&v["fields"]);
-            v
+        .map(|(addr, d)| {
+            let (action, why) = match d {
+                Drift::Update(w) => ("update", w.as_str()),
+                Drift::Replace(w) => ("replace", w.as_str()),
+                Drift::InSync => ("no-op", ""),
+            };
+            json!({
+                "address": addr,
+                "type": prior.get(addr).map(|r| r.kind.clone()),
+                "reason": why,
+                "repair": action,
+            })
         })
         .collect();
     json!({
-        "format_version": 1,
+        "format_version": JSON_FORMAT_VERSION,
+        "fleet_version": env!("CARGO_PKG_VERSION"),
         "fleet": fleet,
-        "changes": changes,
+        "resource_changes": changes,
+        "resource_drift": drifted,
         "summary": {
             "create": plan.count(Action::Create),
             "update": plan.count(Action::Update),
@@ -113,11 +229,27 @@ mod tests {
                     after: Some(json!(["sk-live-0123456789abcdef0123"])),
                 }],
             }],
-            unchanged: 0,
+            ..Plan::default()
         };
         let t = text(&plan);
         assert!(!t.contains("0123456789"), "{t}");
         assert!(t.contains("(sensitive)"));
-        assert!(!json(&plan, "f").to_string().contains("0123456789"));
+        let desired = Desired::new();
+        let prior: BTreeMap<String, Record> = [(
+            "key.a".to_string(),
+            Record {
+                address: "key.a".into(),
+                kind: "key".into(),
+                fingerprint: String::new(),
+                inputs: json!({"token": "sk-fleet-0123456789abcdef0123", "models": ["x"]}),
+                outputs: json!({}),
+                deps: vec![],
+            },
+        )]
+        .into();
+        let doc = json(&plan, &desired, &prior, &BTreeMap::new(), "f");
+        assert!(!doc.to_string().contains("0123456789"), "{doc}");
+        assert_eq!(doc["resource_changes"][0]["change"]["before_sensitive"], json!({"token": true}));
+        assert_eq!(doc["resource_changes"][0]["change"]["before"]["models"], json!(["x"]));
     }
 }

@@ -1,17 +1,19 @@
-//! Resources: every managed thing, with an address, canonical inputs, a
-//! fingerprint of those inputs, and dependencies. The desired set is computed
-//! from the fleet model alone (no I/O), so plan and apply see the same thing.
+//! The vocabulary every layer shares: a resource's `Kind`, its typed `Address`, its
+//! canonical inputs and their fingerprint, its dependencies and the files it writes.
+//! No I/O; what the fleet wants is computed in `desired/`.
 
-mod desired;
-mod desired_openclaw;
+mod address;
 
 use std::collections::BTreeMap;
 
+use miette::{IntoDiagnostic, WrapErr};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::fsutil::sha256_hex;
 
-pub use desired::{desired, proxy_base_url};
+pub use address::{Address, BadAddress};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -76,24 +78,46 @@ pub struct FileOut {
 
 #[derive(Debug, Clone)]
 pub struct Resource {
-    pub address: String,
+    pub address: Address,
     pub kind: Kind,
     /// Canonical, secret-free description of what is wanted: diffed field by field in a plan.
+    /// Written from the kind's inputs type by the desired side, read back through the same type
+    /// by its driver (`inputs_as`).
     pub inputs: Value,
     pub fingerprint: String,
-    pub deps: Vec<String>,
+    pub deps: Vec<Address>,
     pub files: Vec<FileOut>,
 }
 
 impl Resource {
-    pub fn new(address: impl Into<String>, kind: Kind, inputs: Value, deps: Vec<String>) -> Self {
+    /// `inputs`: the kind's inputs type (`GatewayInputs`, `KeyInputs`, …).
+    pub fn new(address: Address, inputs: &impl Serialize, deps: Vec<Address>) -> Self {
+        let inputs = serde_json::to_value(inputs).expect("resource inputs serialise to JSON");
+        let kind = address.kind();
         let fingerprint = fingerprint(kind, &inputs);
-        Resource { address: address.into(), kind, inputs, fingerprint, deps, files: Vec::new() }
+        Resource { address, kind, inputs, fingerprint, deps, files: Vec::new() }
     }
     pub fn with_files(mut self, files: Vec<FileOut>) -> Self {
         self.files = files;
         self
     }
+    /// The inputs, read back as the kind's inputs type.
+    pub fn inputs_as<T: DeserializeOwned>(&self) -> miette::Result<T> {
+        read_inputs(&self.inputs, &self.address.to_string())
+    }
+    /// The dependencies as the state records them.
+    pub fn dep_strings(&self) -> Vec<String> {
+        self.deps.iter().map(Address::to_string).collect()
+    }
+    /// Whether this resource depends on `address`.
+    pub fn depends_on(&self, address: &str) -> bool {
+        self.deps.iter().any(|d| d.to_string() == address)
+    }
+}
+
+/// Inputs (desired or recorded) as the kind's inputs type; the error names the resource.
+pub fn read_inputs<T: DeserializeOwned>(inputs: &Value, address: &str) -> miette::Result<T> {
+    serde_json::from_value(inputs.clone()).into_diagnostic().wrap_err_with(|| format!("unreadable inputs of {address}"))
 }
 
 /// sha256 over the kind and the canonical JSON of the inputs (object keys sorted).
@@ -103,8 +127,13 @@ pub fn fingerprint(kind: Kind, inputs: &Value) -> String {
     sha256_hex(canonical.as_bytes())
 }
 
-/// The desired resources by address.
+/// The desired resources by address (as text: the order plans are printed in).
 pub type Desired = BTreeMap<String, Resource>;
+
+/// Adds a resource to a desired set under its address.
+pub fn add(d: &mut Desired, r: Resource) {
+    d.insert(r.address.to_string(), r);
+}
 
 #[cfg(test)]
 mod tests {

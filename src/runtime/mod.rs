@@ -52,12 +52,30 @@ pub trait Runtime: Send + Sync {
     async fn stop(&self, l: &Launch, handle: &Value) -> miette::Result<()>;
     /// Whether what the handle names still runs.
     fn running(&self, handle: &Value) -> bool;
-    /// Where fleet reaches the gateway's WebSocket.
+    /// Where fleet reaches the gateway's WebSocket (both runtimes: this machine's loopback, where
+    /// the incus runtime's proxy device listens).
     fn url(&self, l: &Launch) -> String {
         format!("ws://127.0.0.1:{}", l.port)
     }
     /// How the gateway sees its own home (for workspace paths given over RPC).
     fn home_inside(&self, l: &Launch) -> PathBuf {
         l.home.clone()
+    }
+}
+
+/// The runtime a host names.
+pub fn of(kind: crate::fleetfile::Runtime) -> &'static dyn Runtime {
+    match kind {
+        crate::fleetfile::Runtime::Process => &process::ProcessRuntime,
+        crate::fleetfile::Runtime::Incus => &incus::IncusRuntime,
+    }
+}
+
+/// The runtime recorded by name (`process`, `incus`); None for one this build does not know.
+pub fn by_name(name: &str) -> Option<&'static dyn Runtime> {
+    match name {
+        "process" => Some(of(crate::fleetfile::Runtime::Process)),
+        "incus" => Some(of(crate::fleetfile::Runtime::Incus)),
+        _ => None,
     }
 }

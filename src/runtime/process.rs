@@ -8,8 +8,7 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use serde_json::{json, Value};
 
 use super::{Launch, Runtime};
-use crate::openclaw::toolchain::path_with;
-use crate::process::{spawn_detached, Pid};
+use crate::process::{path_with, spawn_detached, Pid};
 
 pub struct ProcessRuntime;
 

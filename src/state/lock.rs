@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::process::proc_start;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
     pub pid: u32,
@@ -10,6 +12,8 @@ pub struct Holder {
     pub host: String,
     pub started_at: String,
     pub command: String,
+    /// A random token naming the one session that holds the lock (a process may run several).
+    pub owner: String,
 }
 
 impl fmt::Display for Holder {
@@ -25,8 +29,9 @@ impl Holder {
             pid,
             proc_start: proc_start(pid),
             host: hostname(),
-            started_at: crate::state::now(),
+            started_at: crate::clock::now(),
             command: command.to_string(),
+            owner: owner_token(),
         }
     }
 
@@ -42,18 +47,17 @@ impl Holder {
     }
 }
 
+/// 128 random bits, hex.
+fn owner_token() -> String {
+    let mut b = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+    hex::encode(b)
+}
+
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".to_string())
-}
-
-/// Field 22 of /proc/<pid>/stat, or None when there is no such process.
-pub fn proc_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
 }
 
 #[cfg(test)]

@@ -9,10 +9,10 @@ use std::path::Path;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
-pub use lock::{hostname, proc_start, Holder};
+pub use lock::{hostname, Holder};
 
 /// Each entry moves the schema one version forward; never edit a released one.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_lock_owner.sql")];
 
 /// A resource as recorded after its last successful step.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +23,13 @@ pub struct Record {
     pub inputs: Value,
     pub outputs: Value,
     pub deps: Vec<String>,
+}
+
+impl Record {
+    /// The recorded inputs, read back as the kind's inputs type.
+    pub fn inputs_as<T: serde::de::DeserializeOwned>(&self) -> miette::Result<T> {
+        crate::resource::read_inputs(&self.inputs, &self.address)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,26 +49,7 @@ pub struct Store {
     path: String,
 }
 
-pub fn now() -> String {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    format_rfc3339(d.as_secs() as i64)
-}
-
-/// UTC seconds → `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, no time crate needed).
-pub fn format_rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
+pub use crate::clock::{format_rfc3339, now};
 
 impl Store {
     /// Opens (creating and migrating) the state database.
@@ -255,6 +243,7 @@ impl Store {
     }
 
     /// Takes the apply lock, or says who holds it. A holder that is certainly dead is replaced.
+    /// The returned holder's `owner` token is what releases it.
     pub fn lock(&mut self, command: &str) -> Result<Holder, StateError> {
         let me = Holder::me(command);
         let path = self.path.clone();
@@ -268,8 +257,9 @@ impl Store {
             tracing::warn!("recovering a stale apply lock left by {holder}");
         }
         tx.execute(
-            "INSERT OR REPLACE INTO apply_lock (id, pid, proc_start, host, started_at, command) VALUES (1, ?1, ?2, ?3, ?4, ?5)",
-            params![me.pid, me.proc_start.map(|v| v as i64), me.host, me.started_at, me.command],
+            "INSERT OR REPLACE INTO apply_lock (id, pid, proc_start, host, started_at, command, owner)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
+            params![me.pid, me.proc_start.map(|v| v as i64), me.host, me.started_at, me.command, me.owner],
         )
         .map_err(db)?;
         // Runs only begin under this lock, so any run still marked running belonged to a holder
@@ -287,10 +277,10 @@ impl Store {
         Ok(holder)
     }
 
-    /// Releases the lock if this process holds it.
-    pub fn unlock(&self) -> Result<(), StateError> {
+    /// Releases the lock if the session with this owner token holds it.
+    pub fn unlock(&self, owner: &str) -> Result<(), StateError> {
         self.conn
-            .execute("DELETE FROM apply_lock WHERE id = 1 AND pid = ?1", [std::process::id()])
+            .execute("DELETE FROM apply_lock WHERE id = 1 AND owner = ?1", [owner])
             .map(|_| ())
             .map_err(|e| self.err(e))
     }
@@ -298,13 +288,14 @@ impl Store {
 
 /// Who holds the apply lock, if anyone.
 fn lock_holder(conn: &Connection) -> rusqlite::Result<Option<Holder>> {
-    conn.query_row("SELECT pid, proc_start, host, started_at, command FROM apply_lock WHERE id = 1", [], |r| {
+    conn.query_row("SELECT pid, proc_start, host, started_at, command, owner FROM apply_lock WHERE id = 1", [], |r| {
         Ok(Holder {
             pid: r.get(0)?,
             proc_start: r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
             host: r.get(2)?,
             started_at: r.get(3)?,
             command: r.get(4)?,
+            owner: r.get(5)?,
         })
     })
     .optional()
@@ -370,12 +361,14 @@ mod tests {
         let path = dir.path().join("state.db");
         let mut a = Store::open(&path).unwrap();
         let mut b = Store::open(&path).unwrap();
-        a.lock("apply").unwrap();
+        let held = a.lock("apply").unwrap();
         match b.lock("apply") {
             Err(StateError::Locked(h)) => assert_eq!(h.pid, std::process::id()),
             other => panic!("expected Locked, got {other:?}"),
         }
-        a.unlock().unwrap();
+        b.unlock("another session's token").unwrap();
+        assert!(matches!(b.lock("apply"), Err(StateError::Locked(_))), "only the holder's token releases it");
+        a.unlock(&held.owner).unwrap();
         b.lock("apply").unwrap();
         // Pretend the holder died: a pid that no longer runs.
         let mut child = std::process::Command::new("true").spawn().unwrap();
@@ -398,12 +391,5 @@ mod tests {
         c.pragma_update(None, "user_version", 99).unwrap();
         drop(c);
         assert!(matches!(Store::open(&path), Err(StateError::TooNew { found: 99, .. })));
-    }
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_rfc3339(1_763_700_000), "2025-11-21T04:40:00Z");
-        assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

@@ -11,10 +11,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use fleet::exec::driver::{Driver, StepCtx};
+use fleet::driver::{Driver, StepCtx};
 use fleet::litellm::db_keys::DatabaseKeyStore;
 use fleet::litellm::resources::KeyDriver;
-use fleet::resource::{Kind, Resource};
+use fleet::resource::{Address, Resource};
 use fleet::state::Record;
 
 const MASTER: &str = "sk-fleet-admin-test-master-key-0123456789";
@@ -109,9 +109,8 @@ fn rand_bytes() -> [u8; 32] {
 
 fn key_resource(home: &std::path::Path, models: &[&str]) -> Resource {
     Resource::new(
-        "key.alice",
-        Kind::Key,
-        json!({
+        Address::Key("alice".into()),
+        &json!({
             "alias": "fleet-alice",
             "models": models,
             "metadata": {"agent": "alice"},

@@ -197,13 +197,13 @@ fn a_gateway_that_never_gets_healthy_fails_alone() {
     std::fs::write(home.join("openclaw.json"), "{}").unwrap();
     w.fleet(&["apply"]).ok();
     assert_eq!(chat(&w, "bob"), "Hello from the demo model.");
-    let broken = fleet::openclaw::agent::GatewayRef {
+    let broken = fleet::openclaw::client::GatewayRef {
         name: "broken".into(),
         url: format!("ws://127.0.0.1:{broken_port}"),
         token_file: w.data_dir("quickstart").join("gateways/broken/token"),
     };
-    let listed = |g: &fleet::openclaw::agent::GatewayRef| {
-        tokio::runtime::Runtime::new().unwrap().block_on(fleet::openclaw::agent::listed_now(g)).unwrap()
+    let listed = |g: &fleet::openclaw::client::GatewayRef| {
+        tokio::runtime::Runtime::new().unwrap().block_on(g.listed_now()).unwrap()
     };
     assert!(listed(&broken).contains(&"bob".to_string()));
 

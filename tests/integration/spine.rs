@@ -15,12 +15,24 @@ fn plan_json(w: &World) -> Value {
     serde_json::from_str(&r.stdout).expect("plan --json is JSON")
 }
 
+/// The resource changes that are not no-ops (plan JSON, docs/plan-json.md).
+fn changed(plan: &Value) -> Vec<&Value> {
+    let all = plan["resource_changes"].as_array().unwrap();
+    all.iter().filter(|c| c["change"]["actions"] != serde_json::json!(["no-op"])).collect()
+}
+
+/// (address, action) with Terraform's action lists named as fleet's text plan names them.
 fn actions(plan: &Value) -> Vec<(String, String)> {
-    plan["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["address"].as_str().unwrap().to_string(), c["action"].as_str().unwrap().to_string()))
+    changed(plan)
+        .into_iter()
+        .map(|c| {
+            let action = match c["change"]["actions"].as_array().unwrap().as_slice() {
+                [a] => a.as_str().unwrap().to_string(),
+                [_, _] => "replace".to_string(),
+                other => panic!("unexpected actions {other:?}"),
+            };
+            (c["address"].as_str().unwrap().to_string(), action)
+        })
         .collect()
 }
 
@@ -115,7 +127,7 @@ fn a_model_change_rescopes_only_that_agents_key() {
     let plan = plan_json(&w);
     assert_eq!(actions(&plan), pairs(&[("key.alice", "update")]), "{plan:#}");
     let fields: Vec<&str> =
-        plan["changes"][0]["fields"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+        changed(&plan)[0]["field_changes"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
     assert_eq!(fields, vec!["model", "models"]);
     let text = w.fleet(&["plan"]).ok().stdout;
     assert!(text.contains("~ key.alice"), "{text}");

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use miette::SourceSpan;
 
-use super::diagnostic::{choices_help, did_you_mean, Problem, Problems, Syntax};
 use super::model::*;
-use super::raw::{RawNode, RawValue};
-use super::reader::Reader;
 use super::secret::SecretRef;
+use crate::syntax::diagnostic::{choices_help, did_you_mean, Problem, Problems, Syntax};
+use crate::syntax::raw::{RawNode, RawValue};
+use crate::syntax::reader::Reader;
 
 pub const TOP_LEVEL: [&str; 8] = ["fleet", "image", "host", "litellm", "openclaw", "provider", "gateway", "agent"];
 /// Node kinds that come many to a file, each with a name (`[agent.alice]` in TOML).
@@ -340,7 +340,7 @@ fn image(n: &RawNode, base: &Path, p: &mut Problems) -> Option<Image> {
             );
         }
     }
-    Some(Image { name, recipe, urls, recipe_fingerprint: None })
+    Some(Image { name, recipe, urls })
 }
 
 fn host(n: &RawNode, p: &mut Problems) -> Option<Host> {

@@ -2,19 +2,16 @@
 //! reading the file and checking that files it names exist.
 
 pub mod decode;
-pub mod diagnostic;
-pub(crate) mod kdl_surface;
-mod kdl_syntax;
 pub mod model;
-pub(crate) mod raw;
-pub(crate) mod reader;
 pub mod secret;
 mod toml_surface;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use diagnostic::{SourceFile, SpecError};
+pub use crate::syntax::diagnostic;
+pub use crate::syntax::diagnostic::{SourceFile, SpecError};
+use crate::syntax::kdl_surface;
 pub use model::*;
 
 use diagnostic::{Problems, Syntax};
@@ -55,15 +52,6 @@ pub fn load(path: &Path) -> Result<FleetSpec, SpecError> {
     let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
     let base = base.canonicalize().unwrap_or(base);
     let mut spec = parse(SourceFile::new(path.display().to_string(), text), &base)?;
-    // Recipes are read now too: their content (not just their path) decides when an image is rebuilt.
-    for image in &mut spec.images {
-        if let Some(path) = &image.recipe {
-            let recipe = crate::image::recipe::load(&path.value)?;
-            let fp = crate::image::build::fingerprint(&recipe, Arch::Amd64)
-                .map_err(|e| SpecError::unreadable(&path.value.display().to_string(), &e.to_string()))?;
-            image.recipe_fingerprint = Some(fp);
-        }
-    }
     // Workspace files named by path are read now, so everything downstream works on text alone.
     for agent in &mut spec.agents {
         for src in agent.files.values_mut() {
@@ -81,6 +69,7 @@ pub fn load(path: &Path) -> Result<FleetSpec, SpecError> {
 pub fn parse(source: SourceFile, base: &Path) -> Result<FleetSpec, SpecError> {
     let toml = source.name.ends_with(".toml");
     let mut problems = Problems::new(if toml { Syntax::Toml } else { Syntax::Kdl });
+    problems.named_kinds = &decode::NAMED_KINDS;
     let nodes = if toml {
         toml_surface::parse(&source.text, &decode::NAMED_KINDS, &mut problems)
     } else {

@@ -1,12 +1,12 @@
-//! What the executor asks of each kind of resource: look at the real thing,
-//! create, update, delete. One implementation per external system.
+//! What the planner, the executor and the daemon ask of each kind of resource: look
+//! at the real thing, create, update, delete. One implementation per external system;
+//! the core (plan, exec) sees only this interface.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::Reporter;
 use crate::resource::{Desired, Kind, Resource};
 use crate::state::Record;
 
@@ -22,24 +22,32 @@ pub enum Drift {
 
 pub type Outputs = Value;
 
+/// One line per cause: "cannot write key file …: Permission denied".
+pub fn error_chain(e: &miette::Report) -> String {
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+}
+
+/// Where a running step's news goes: (address, message).
+pub type ProgressFn = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 /// What a running step may tell the user (e.g. "pip: installing litellm…").
 #[derive(Clone)]
 pub struct StepCtx {
     pub address: String,
-    reporter: Option<Arc<dyn Reporter>>,
+    progress: Option<ProgressFn>,
 }
 
 impl StepCtx {
-    pub fn new(address: &str, reporter: Arc<dyn Reporter>) -> Self {
-        StepCtx { address: address.to_string(), reporter: Some(reporter) }
+    pub fn new(address: &str, progress: ProgressFn) -> Self {
+        StepCtx { address: address.to_string(), progress: Some(progress) }
     }
     /// A context that reports nowhere (unit tests, benchmarks).
     pub fn silent(address: &str) -> Self {
-        StepCtx { address: address.to_string(), reporter: None }
+        StepCtx { address: address.to_string(), progress: None }
     }
     pub fn progress(&self, message: &str) {
-        if let Some(r) = &self.reporter {
-            r.progress(&self.address, message);
+        if let Some(p) = &self.progress {
+            p(&self.address, message);
         }
     }
 }
@@ -53,6 +61,33 @@ pub trait Driver: Send + Sync {
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs>;
     async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs>;
     async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()>;
+}
+
+/// Something installed into fleet's cache and shared by every fleet on the machine (the LiteLLM
+/// venv, Node + openclaw, image files): create and update both make sure it is there, and
+/// removing it from one fleet removes nothing, since another fleet may use it.
+#[async_trait::async_trait]
+pub trait CacheInstall: Send + Sync {
+    /// Whether what the record names is still in the cache.
+    fn observe_cached(&self, prior: &Record) -> Drift;
+    async fn ensure(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs>;
+}
+
+#[async_trait::async_trait]
+impl<T: CacheInstall> Driver for T {
+    async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
+        self.observe_cached(prior)
+    }
+    async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
+        self.ensure(r, ctx).await
+    }
+    async fn update(&self, r: &Resource, _prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
+        self.ensure(r, ctx).await
+    }
+    /// Shared through the cache with other fleets: nothing to remove.
+    async fn delete(&self, _prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Default, Clone)]

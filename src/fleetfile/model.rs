@@ -1,32 +1,11 @@
 //! The typed fleet model: what a fleet file means, whichever syntax it came in.
 
 use std::collections::BTreeMap;
-use std::ops::Deref;
 use std::path::PathBuf;
-
-use miette::SourceSpan;
 
 use super::secret::SecretRef;
 
-/// A value with the place in the source it came from.
-#[derive(Debug, Clone)]
-pub struct Spanned<T> {
-    pub value: T,
-    pub span: SourceSpan,
-}
-
-impl<T> Spanned<T> {
-    pub fn new(value: T, span: SourceSpan) -> Self {
-        Spanned { value, span }
-    }
-}
-
-impl<T> Deref for Spanned<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.value
-    }
-}
+pub use crate::syntax::Spanned;
 
 pub const DEFAULT_LITELLM_VERSION: &str = "1.106.2";
 pub const DEFAULT_LITELLM_PORT: u16 = 4000;
@@ -113,9 +92,6 @@ pub struct Image {
     pub name: Spanned<String>,
     pub recipe: Option<Spanned<PathBuf>>,
     pub urls: BTreeMap<Arch, ImageUrl>,
-    /// The recipe's content fingerprint (recipe, the files it copies, its lock), filled in by `spec::load`
-    /// so a changed recipe shows in the plan.
-    pub recipe_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -11,8 +11,8 @@ use std::path::Path;
 use miette::SourceSpan;
 
 use super::decode::{Decoded, GatewayRaw};
-use super::diagnostic::{choices_help, Problem, Problems};
 use super::model::*;
+use crate::syntax::diagnostic::{choices_help, Problem, Problems};
 
 /// What holds a port on a host, for the diagnostic of a clash.
 struct PortOwner {

@@ -5,8 +5,8 @@
 use miette::SourceSpan;
 
 use super::diagnostic::{choices_help, did_you_mean, Problem, Problems, Syntax};
-use super::model::Spanned;
 use super::raw::{join, RawEntry, RawNode, RawValue};
+use super::Spanned;
 
 /// How a key may be written on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,7 @@ impl<'a, 'p> Reader<'a, 'p> {
             Syntax::Kdl => format!("for example: `{example}`"),
             Syntax::Toml => {
                 let name = example.split('"').nth(1).unwrap_or("…");
-                if super::decode::NAMED_KINDS.contains(&self.node.name.as_str()) {
+                if self.problems.named_kinds.contains(&self.node.name.as_str()) {
                     format!("name it in the table header: `[{}.{name}]`", self.node.name)
                 } else {
                     format!("add `name = \"{name}\"`")

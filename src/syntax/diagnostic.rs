@@ -63,11 +63,13 @@ impl Syntax {
 pub struct Problems {
     list: Vec<Problem>,
     pub syntax: Syntax,
+    /// Node kinds whose TOML spelling names them in the table header (`[agent.alice]`).
+    pub named_kinds: &'static [&'static str],
 }
 
 impl Problems {
     pub fn new(syntax: Syntax) -> Self {
-        Problems { list: Vec::new(), syntax }
+        Problems { list: Vec::new(), syntax, named_kinds: &[] }
     }
     pub fn push(&mut self, p: Problem) {
         self.list.push(p);

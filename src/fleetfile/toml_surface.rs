@@ -5,8 +5,8 @@
 use miette::SourceSpan;
 use toml_edit::{ImDocument, Item, Table, Value};
 
-use super::diagnostic::{Problem, Problems};
-use super::raw::{RawEntry, RawNode, RawProp, RawValue};
+use crate::syntax::diagnostic::{Problem, Problems};
+use crate::syntax::raw::{RawEntry, RawNode, RawProp, RawValue};
 
 pub fn parse(text: &str, named_kinds: &[&str], problems: &mut Problems) -> Vec<RawNode> {
     let doc = match ImDocument::parse(text.to_string()) {

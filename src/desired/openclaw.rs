@@ -1,0 +1,237 @@
+//! Gateways and agents → resources: the toolchain, a token and a process (or container)
+//! per gateway, an agent per agent, one models patch per gateway, and a wake per agent.
+//! Pure.
+
+use std::collections::BTreeMap;
+
+use super::image::{self, ImageUse};
+use super::litellm::proxy_base_url;
+use crate::fleetfile::{Agent, FleetSpec, Gateway, Runtime};
+use crate::fsutil::sha256_hex;
+use crate::layout::Layout;
+use crate::litellm::resources::SecretInputs;
+use crate::openclaw::agent::AgentInputs;
+use crate::openclaw::client::GatewayRef;
+use crate::openclaw::gateway::GatewayInputs;
+use crate::openclaw::models::{AgentIdentity, AgentModels, ModelsInputs, WakeInputs};
+use crate::openclaw::roster;
+use crate::openclaw::toolchain::Toolchain;
+use crate::openclaw::workspace;
+use crate::resource::{add as put, Address, Desired, FileOut, Resource};
+use crate::runtime::{Container, Launch};
+
+/// Seconds a gateway gets to answer `health` (12.6–28 s measured on 2 cores).
+pub const GATEWAY_START_TIMEOUT_S: u64 = 180;
+
+pub fn default_wake(name: &str) -> String {
+    format!(
+        "Hello {name}. fleet has just provisioned you: read your workspace files, then introduce yourself in one line."
+    )
+}
+
+fn runtime_of(spec: &FleetSpec, g: &Gateway) -> Runtime {
+    spec.hosts.iter().find(|h| h.name.value == g.host.value).map(|h| h.runtime).unwrap_or(Runtime::Process)
+}
+
+/// What the gateway is launched with: where its home is, how it runs.
+fn launch(spec: &FleetSpec, layout: &Layout, g: &Gateway, image: Option<&ImageUse>) -> Launch {
+    let gw = &g.name.value;
+    let runtime = runtime_of(spec, g);
+    let host = spec.hosts.iter().find(|h| h.name.value == g.host.value);
+    let container = match (runtime, &g.image, host) {
+        (Runtime::Incus, Some(img_name), Some(host)) => {
+            let forward = if spec.litellm.host.value == host.name.value { vec![spec.litellm.port] } else { vec![] };
+            Some(Container {
+                name: format!("fleet-{}-{gw}", spec.name),
+                image: img_name.value.clone(),
+                remote: host.remote.clone(),
+                forward,
+            })
+        }
+        _ => None,
+    };
+    let image_root = image.and_then(|i| i.root.clone());
+    let toolchain = (runtime == Runtime::Process && image_root.is_none())
+        .then(|| Toolchain::new(&layout.cache_dir, &spec.openclaw.node, &spec.openclaw.version));
+    Launch {
+        gateway: gw.clone(),
+        home: layout.gateway_home(gw),
+        port: g.port,
+        log: layout.gateway_log(gw),
+        toolchain,
+        image_root,
+        container,
+    }
+}
+
+/// How fleet (and `fleet chat`, and the daemon) reaches a gateway: the URL its runtime gives.
+pub fn gateway_ref(spec: &FleetSpec, layout: &Layout, g: &Gateway) -> GatewayRef {
+    let l = launch(spec, layout, g, None);
+    GatewayRef {
+        name: g.name.value.clone(),
+        url: crate::runtime::of(runtime_of(spec, g)).url(&l),
+        token_file: layout.gateway_token(&g.name.value),
+    }
+}
+
+/// The identity as OpenClaw's own `agents set-identity --from-identity` would put it in the
+/// config (`name`, `emoji`, and `theme` from the vibe); the role stays in IDENTITY.md, since
+/// the config's identity object takes no other keys.
+fn identity(a: &Agent) -> Option<AgentIdentity> {
+    let i = &a.identity;
+    (i.name.is_some() || i.emoji.is_some() || i.vibe.is_some()).then(|| AgentIdentity {
+        name: i.name.clone(),
+        emoji: i.emoji.clone(),
+        theme: i.vibe.clone(),
+    })
+}
+
+pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>, out: &mut Desired) {
+    for g in &spec.gateways {
+        let gw = &g.name.value;
+        let runtime = runtime_of(spec, g);
+        let host = spec.hosts.iter().find(|h| h.name.value == g.host.value);
+        let image = host.and_then(|h| image::add(spec, layout, recipes, g, h, out));
+        let launch = launch(spec, layout, g, image.as_ref());
+        let rt = crate::runtime::of(runtime);
+        let home = launch.home.clone();
+        // Where the gateway sees its own home: the same path for a process, /root in a container.
+        let home_inside = rt.home_inside(&launch);
+        // Only a gateway whose home is on this machine has a state database fleet can read.
+        let home_here = launch.container.as_ref().is_none_or(|c| c.remote.is_none());
+
+        let token_addr = Address::GatewayToken(gw.clone());
+        let token_file = layout.gateway_token(gw);
+        let token = SecretInputs { file: token_file.clone(), prefix: "fleet-gw-".into() };
+        put(out, Resource::new(token_addr.clone(), &token, vec![]));
+
+        let settings = serde_json::json!({
+            "gateway": {"mode": "local", "port": g.port, "bind": "loopback", "auth": {"mode": "token"}},
+            "update": {"checkOnStart": false},
+            "logging": {"file": home_inside.join("logs/openclaw.log")},
+        });
+        let mut deps = vec![token_addr];
+        deps.extend(image.as_ref().map(|i| i.import.clone()));
+        if launch.toolchain.is_some() {
+            let toolchain = launch.toolchain.clone().expect("checked");
+            put(out, Resource::new(Address::Toolchain, &toolchain, vec![]));
+            deps.push(Address::Toolchain);
+        }
+        let gref = GatewayRef { name: gw.clone(), url: rt.url(&launch), token_file: token_file.clone() };
+        let inputs = GatewayInputs {
+            launch,
+            runtime: runtime.as_str().into(),
+            token_file,
+            settings,
+            start_timeout_s: GATEWAY_START_TIMEOUT_S,
+            image: image.and_then(|i| i.source),
+        };
+        put(out, Resource::new(Address::Gateway(gw.clone()), &inputs, deps));
+
+        let models_addr = Address::GatewayModels(gw.clone());
+        let mut models = BTreeMap::new();
+        let mut models_deps = vec![Address::Gateway(gw.clone()), Address::LitellmProxy];
+        for a in spec.agents.iter().filter(|a| a.gateway.value == *gw) {
+            let id = a.name.value.clone();
+            let files = workspace::render(&spec.name, a);
+            let inputs = AgentInputs {
+                id: id.clone(),
+                gateway: gref.clone(),
+                workspace_host: home.join("workspaces").join(&id),
+                files: files.iter().map(|(n, c)| (n.clone(), sha256_hex(c.as_bytes()))).collect(),
+            };
+            let file_outs = files
+                .into_iter()
+                .map(|(n, c)| FileOut { path: n.into(), content: c.into_bytes(), mode: 0o644 })
+                .collect();
+            let agent_addr = Address::Agent(id.clone());
+            // The models patch brings the agent into being; its files follow.
+            let agent_deps = vec![Address::Gateway(gw.clone()), models_addr.clone()];
+            put(out, Resource::new(agent_addr.clone(), &inputs, agent_deps).with_files(file_outs));
+            models_deps.push(Address::Key(id.clone()));
+            models.insert(
+                id.clone(),
+                AgentModels {
+                    workspace: home_inside.join("workspaces").join(&id),
+                    models: a.models(),
+                    primary: a.model.value.clone(),
+                    fallbacks: a.fallbacks.iter().map(|f| f.value.clone()).collect(),
+                    heartbeat: a.heartbeat.as_ref().map(|h| h.every.clone()),
+                    heartbeat_prompt: a.heartbeat.as_ref().and_then(|h| h.prompt.clone()),
+                    identity: identity(a),
+                    env_file: layout.agent_env(&id),
+                },
+            );
+            let message = a.wake.clone().unwrap_or_else(|| default_wake(a.identity.name.as_deref().unwrap_or(&id)));
+            let wake = WakeInputs { agent_id: id.clone(), gateway: gref.clone() };
+            put(
+                out,
+                Resource::new(Address::Wake(id.clone()), &wake, vec![models_addr.clone(), agent_addr])
+                    .with_files(vec![FileOut { path: "wake".into(), content: message.into_bytes(), mode: 0o644 }]),
+            );
+        }
+        if !models.is_empty() {
+            let state_db = home_here.then(|| roster::state_db(&home.join("state")));
+            let inputs = ModelsInputs { gateway: gref, base_url: proxy_base_url(spec), agents: models, state_db };
+            put(out, Resource::new(models_addr, &inputs, models_deps));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fleetfile::{parse, SourceFile};
+    use crate::layout::Layout;
+    use crate::resource::Address;
+
+    fn addrs(v: &[&str]) -> Vec<Address> {
+        v.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_gateway_brings_its_token_toolchain_agents_one_models_patch_and_wakes() {
+        let spec = parse(
+            SourceFile::new(
+                "fleet.kdl",
+                "fleet \"q\"\nprovider \"d\" type=\"mock\" { models \"a\" \"b\" }\ngateway \"main\"\nagent \"alice\" model=\"a\" { fallback \"b\"; heartbeat every=\"30m\" prompt=\"Check the queue.\"; identity name=\"Alice\" emoji=\"🔬\" }\nagent \"bob\" model=\"b\"\n".into(),
+            ),
+            std::path::Path::new("/x"),
+        )
+        .unwrap();
+        let layout = Layout::resolve("q", None, Some(std::path::Path::new("/data")));
+        let d = crate::desired::desired(&spec, &layout).unwrap();
+        for addr in [
+            "openclaw.toolchain",
+            "gateway.main.token",
+            "gateway.main",
+            "agent.alice",
+            "agent.bob",
+            "gateway.main.models",
+            "wake.alice",
+            "wake.bob",
+        ] {
+            assert!(d.contains_key(addr), "{addr} missing");
+        }
+        let models = &d["gateway.main.models"];
+        assert_eq!(models.inputs["agents"]["alice"]["fallbacks"], serde_json::json!(["b"]));
+        assert_eq!(models.inputs["agents"]["alice"]["heartbeat"], "30m");
+        assert_eq!(models.inputs["agents"]["alice"]["heartbeat_prompt"], "Check the queue.");
+        assert_eq!(models.inputs["agents"]["alice"]["identity"]["name"], "Alice");
+        assert_eq!(models.inputs["agents"]["alice"]["identity"]["emoji"], "🔬");
+        assert!(models.inputs["agents"]["bob"].get("identity").is_none(), "no identity, nothing sent");
+        for dep in addrs(&["gateway.main", "litellm.proxy", "key.alice", "key.bob"]) {
+            assert!(models.deps.contains(&dep), "{dep}");
+        }
+        assert_eq!(
+            d["agent.alice"].deps,
+            addrs(&["gateway.main", "gateway.main.models"]),
+            "the patch creates the agent"
+        );
+        assert_eq!(d["gateway.main"].deps, addrs(&["gateway.main.token", "openclaw.toolchain"]));
+        assert_eq!(models.inputs["agents"]["alice"]["workspace"], "/data/gateways/main/home/workspaces/alice");
+        assert_eq!(models.inputs["gateway"]["url"], format!("ws://127.0.0.1:{}", spec.gateways[0].port));
+        assert!(d["agent.alice"].files.iter().any(|f| f.path.as_os_str() == "BOOTSTRAP.md"));
+        // The wake message is not an input: changing it never re-wakes anyone.
+        assert!(d["wake.alice"].inputs.get("message").is_none());
+    }
+}

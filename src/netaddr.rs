@@ -1,0 +1,36 @@
+//! The one rule for reaching a listener from this machine: a wildcard bind is reached on
+//! loopback (`0.0.0.0` → `127.0.0.1`, `::` → `::1`), any other address as it is. Pure.
+
+/// The host to connect to for a listener bound to `bind`.
+pub fn connect_host(bind: &str) -> &str {
+    match bind {
+        "" | "0.0.0.0" => "127.0.0.1",
+        "::" | "[::]" => "::1",
+        other => other.trim_start_matches('[').trim_end_matches(']'),
+    }
+}
+
+/// `http://HOST:PORT` for a listener bound to `bind` (IPv6 in brackets).
+pub fn http_url(bind: &str, port: u16) -> String {
+    let host = connect_host(bind);
+    if host.contains(':') {
+        format!("http://[{host}]:{port}")
+    } else {
+        format!("http://{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_are_reached_on_loopback() {
+        assert_eq!(http_url("0.0.0.0", 4000), "http://127.0.0.1:4000");
+        assert_eq!(http_url("", 4000), "http://127.0.0.1:4000");
+        assert_eq!(http_url("::", 4000), "http://[::1]:4000");
+        assert_eq!(http_url("10.213.0.2", 4000), "http://10.213.0.2:4000");
+        assert_eq!(connect_host("::"), "::1");
+        assert_eq!(connect_host("127.0.0.1"), "127.0.0.1");
+    }
+}

@@ -1,0 +1,304 @@
+//! The typed OpenClaw gateway client, over the protocol client in `rpc.rs`: what fleet
+//! asks a gateway (health, agents, workspace files, config, chat), each as a method with
+//! typed answers, and `GatewayRef`, the one way to reach a gateway.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use miette::{miette, IntoDiagnostic, WrapErr};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::rpc::{Client, Event, RpcError};
+
+/// `agents.create` / `agents.delete` are serialised inside the gateway (each rewrites its config
+/// and reloads): many in flight at once each wait for the others (≈5 s each at 61 agents), so
+/// they get a generous timeout.
+const MUTATION_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How to reach a gateway: its name (for messages), the URL its runtime gives, its token file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRef {
+    pub name: String,
+    pub url: String,
+    pub token_file: PathBuf,
+}
+
+pub fn read_token(path: &Path) -> miette::Result<String> {
+    let t =
+        std::fs::read_to_string(path).into_diagnostic().wrap_err_with(|| format!("cannot read {}", path.display()))?;
+    Ok(t.trim().to_string())
+}
+
+impl GatewayRef {
+    /// Connects, retrying while the gateway starts, for up to 30 s.
+    pub async fn connect(&self) -> miette::Result<GatewayClient> {
+        self.connect_within(Duration::from_secs(30)).await
+    }
+
+    /// Connects, retrying while the gateway starts (or is not listening yet), for up to `within`.
+    pub async fn connect_within(&self, within: Duration) -> miette::Result<GatewayClient> {
+        let token = read_token(&self.token_file)?;
+        let rpc = Client::connect_retry(&self.url, &token, within)
+            .await
+            .map_err(miette::Report::new)
+            .wrap_err_with(|| format!("gateway {}", self.name))?;
+        Ok(GatewayClient { rpc, name: self.name.clone() })
+    }
+
+    /// One connection attempt within `within`; None when the gateway cannot be reached now.
+    pub async fn try_connect(&self, within: Duration) -> Option<GatewayClient> {
+        let token = read_token(&self.token_file).ok()?;
+        let rpc = tokio::time::timeout(within, Client::connect(&self.url, &token)).await.ok()?.ok()?;
+        Some(GatewayClient { rpc, name: self.name.clone() })
+    }
+
+    /// The agent ids the gateway lists right now, asked in one quick attempt (None: it cannot be
+    /// asked — for observing, where an unreachable gateway is the gateway step's drift).
+    pub async fn listed_now(&self) -> Option<Vec<String>> {
+        let c = self.try_connect(Duration::from_secs(3)).await?;
+        c.agent_ids().await.ok()
+    }
+
+    /// Waits (up to two minutes) until the gateway answers `health` from a boot other than `old_boot`.
+    pub async fn wait_restarted(&self, old_boot: &str) -> miette::Result<()> {
+        let t0 = Instant::now();
+        if old_boot.is_empty() {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        while t0.elapsed() < Duration::from_secs(120) {
+            if let Some(c) = self.try_connect(Duration::from_secs(5)).await {
+                // (A gateway that does not say its boot id is taken back once healthy.)
+                if (old_boot.is_empty() || c.boot_id() != old_boot) && c.healthy().await.unwrap_or(false) {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(miette!("gateway {} did not come back within 120 s after restarting to apply the patch", self.name))
+    }
+}
+
+/// A workspace file as the gateway has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileState {
+    Missing,
+    Present { hash: String },
+}
+
+/// What became of a `config.patch`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PatchOutcome {
+    /// Applied (nothing to do when `noop`); `changed` lists the paths the gateway changed.
+    Applied { noop: bool, changed: Value },
+    /// Persisted; the gateway restarts itself to finish applying it (a new boot follows).
+    Restarting,
+    /// The config kept moving underneath between reading its hash and patching it.
+    Conflict,
+}
+
+/// A connected gateway.
+pub struct GatewayClient {
+    rpc: Client,
+    name: String,
+}
+
+impl GatewayClient {
+    pub fn boot_id(&self) -> &str {
+        &self.rpc.boot_id
+    }
+    pub fn server_version(&self) -> &str {
+        &self.rpc.server_version
+    }
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.rpc.events()
+    }
+    /// The protocol client, for calls this client has no method for yet.
+    pub fn rpc(&self) -> &Client {
+        &self.rpc
+    }
+
+    /// Whether `health` answers ok (within 10 s).
+    pub async fn healthy(&self) -> Result<bool, RpcError> {
+        Ok(self.rpc.call("health", json!({}), Duration::from_secs(10)).await?["ok"] == true)
+    }
+
+    pub async fn agent_ids(&self) -> Result<Vec<String>, RpcError> {
+        let v = self.rpc.req("agents.list", json!({})).await?;
+        Ok(v["agents"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x["id"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default())
+    }
+
+    /// `agents.create`; an agent that already exists is success. Returns the id the gateway gave it.
+    pub async fn create_agent(&self, id: &str, workspace: &Path) -> Result<String, RpcError> {
+        let params = json!({"name": id, "workspace": workspace});
+        match self.rpc.call("agents.create", params, MUTATION_TIMEOUT).await {
+            Ok(v) => Ok(v["agentId"].as_str().unwrap_or(id).to_string()),
+            Err(e) if e.message_contains("already exists") => Ok(id.to_string()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `agents.delete` with its files kept; an agent already gone is success.
+    pub async fn delete_agent(&self, id: &str) -> Result<(), RpcError> {
+        match self.rpc.call("agents.delete", json!({"agentId": id, "deleteFiles": false}), MUTATION_TIMEOUT).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.message_contains("not found") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn file(&self, agent: &str, name: &str) -> Result<FileState, RpcError> {
+        let got = self.rpc.req("agents.files.get", json!({"agentId": agent, "name": name})).await?;
+        let file = &got["file"];
+        Ok(if file["missing"] == true {
+            FileState::Missing
+        } else {
+            FileState::Present { hash: file["hash"].as_str().unwrap_or_default().to_string() }
+        })
+    }
+
+    /// `agents.files.set`; with `expected_hash` a compare-and-swap (a file edited since it was read
+    /// is not clobbered silently).
+    pub async fn set_file(
+        &self,
+        agent: &str,
+        name: &str,
+        content: &str,
+        expected_hash: Option<&str>,
+    ) -> Result<(), RpcError> {
+        let mut params = json!({"agentId": agent, "name": name, "content": content});
+        if let Some(h) = expected_hash {
+            params["expectedHash"] = json!(h);
+        }
+        self.rpc.req("agents.files.set", params).await.map(drop)
+    }
+
+    /// The config's current hash (`config.get`).
+    pub async fn config_hash(&self) -> Result<String, RpcError> {
+        Ok(self.rpc.req("config.get", json!({})).await?["hash"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// `config.get` for the base hash, then `config.patch`: re-read and sent again when the config
+    /// moved underneath (twice at most), and after the wait the gateway names when its rate limit
+    /// (30 patches per 60 s) is hit. `say` hears about each retry.
+    pub async fn patch_config(
+        &self,
+        raw: &Value,
+        replace: &[String],
+        note: &str,
+        say: &(dyn Fn(&str) + Sync),
+    ) -> Result<PatchOutcome, RpcError> {
+        let mut moved = 0;
+        let mut limited = 0;
+        loop {
+            let base = self.config_hash().await?;
+            let params = json!({"raw": raw.to_string(), "baseHash": base, "replacePaths": replace, "note": note});
+            match self.rpc.call("config.patch", params, Duration::from_secs(60)).await {
+                Err(e) if e.message_contains("config changed since last load") => {
+                    if moved == 2 {
+                        return Ok(PatchOutcome::Conflict);
+                    }
+                    moved += 1;
+                    say("the config moved underneath; re-reading it");
+                }
+                Err(e) if rate_limit_wait(&e).is_some() && limited < 3 => {
+                    limited += 1;
+                    let wait = rate_limit_wait(&e).unwrap_or_default();
+                    say(&format!("config.patch rate limit: waiting {} s", wait.as_secs()));
+                    tokio::time::sleep(wait).await;
+                }
+                // The change is in; OpenClaw restarts itself to finish applying it (seen when a
+                // reload raced its cron monitor).
+                Err(e) if e.message_contains("config.patch persisted") => {
+                    say("persisted; the gateway restarts itself to finish applying it");
+                    return Ok(PatchOutcome::Restarting);
+                }
+                Err(e) => return Err(e),
+                Ok(v) if v.pointer("/sentinel/payload/stats/requiresRestart") == Some(&json!(true)) => {
+                    return Ok(PatchOutcome::Restarting)
+                }
+                Ok(v) => {
+                    return Ok(PatchOutcome::Applied { noop: v["noop"] == true, changed: v["changedPaths"].clone() })
+                }
+            }
+        }
+    }
+
+    /// Sends `message` to the agent's main session and waits for the run's terminal state: the
+    /// final reply text, or the run's error.
+    pub async fn chat(&self, agent_id: &str, message: &str, timeout: Duration) -> miette::Result<String> {
+        let mut events = self.events();
+        let key = run_id();
+        let params = json!({"sessionKey": format!("agent:{agent_id}:main"), "agentId": agent_id,
+            "message": message, "idempotencyKey": key});
+        self.rpc.req("chat.send", params).await.wrap_err_with(|| format!("gateway {}", self.name))?;
+        let t0 = Instant::now();
+        let late = || miette!("no reply from {agent_id} within {} s", timeout.as_secs());
+        loop {
+            let left = timeout.checked_sub(t0.elapsed()).ok_or_else(late)?;
+            let ev = match tokio::time::timeout(left, events.recv()).await {
+                Err(_) => return Err(late()),
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+                Ok(Err(_)) => return Err(miette!("the gateway closed the connection")),
+                Ok(Ok(ev)) => ev,
+            };
+            if ev.name != "chat" || ev.payload["runId"] != key.as_str() {
+                continue;
+            }
+            match ev.payload["state"].as_str() {
+                Some("final") => {
+                    let text = ev.payload["message"]["content"]
+                        .as_array()
+                        .map(|parts| parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(""))
+                        .unwrap_or_default();
+                    return Ok(text);
+                }
+                Some("error") | Some("aborted") => {
+                    let why = ev.payload["errorMessage"].as_str().unwrap_or("the run failed");
+                    return Err(miette!("{agent_id}: {why}"));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A fresh idempotency key / run id.
+pub fn run_id() -> String {
+    let mut b = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+    hex::encode(b)
+}
+
+/// "rate limit exceeded for config.patch; retry after 22s" → 22 s (capped at a minute).
+fn rate_limit_wait(e: &RpcError) -> Option<Duration> {
+    let RpcError::Remote { message, .. } = e else { return None };
+    let rest = message.split("rate limit exceeded").nth(1)?.split("retry after ").nth(1)?;
+    let secs: u64 = rest.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok()?;
+    Some(Duration::from_secs(secs.clamp(1, 60)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limit_says_how_long_to_wait() {
+        let e = |m: &str| RpcError::Remote {
+            method: "config.patch".into(),
+            code: "UNAVAILABLE".into(),
+            message: m.into(),
+            details: Value::Null,
+        };
+        let wait = rate_limit_wait(&e("rate limit exceeded for config.patch; retry after 22s"));
+        assert_eq!(wait, Some(Duration::from_secs(22)));
+        assert_eq!(
+            rate_limit_wait(&e("rate limit exceeded for config.patch; retry after 300s")),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(rate_limit_wait(&e("Error: Config write rejected: openclaw.json (size-drop:2102->1017)")), None);
+    }
+}
