@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use miette::IntoDiagnostic;
 
-use super::{load, progress};
+use super::loaded::{load, runtime};
+use super::progress;
 use crate::engine::{Goal, Options, Session};
 use crate::plan::render;
 
@@ -21,7 +22,7 @@ pub struct Request<'a> {
 pub fn plan(r: Request, json: bool, detailed: bool) -> miette::Result<ExitCode> {
     let l = load(r.path, r.data_dir)?;
     let session = Session::read_only(&l.layout)?;
-    let p = super::runtime()?.block_on(session.plan(&l.spec, &l.layout, r.goal, &r.opts))?;
+    let p = runtime()?.block_on(session.plan(&l.spec, &l.layout, r.goal, &r.opts))?;
     if json {
         let doc = render::json(&p.plan, &p.desired, &p.prior, &p.drift, &l.spec.name);
         println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
@@ -39,7 +40,7 @@ pub fn apply(r: Request, jobs: Option<usize>) -> miette::Result<ExitCode> {
         // For tests of the lock: keep it held for a while.
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
-    let rt = super::runtime()?;
+    let rt = runtime()?;
     let p = rt.block_on(session.plan(&l.spec, &l.layout, r.goal, &r.opts))?;
     print!("{}", render::text(&p.plan));
     if p.plan.is_empty() {

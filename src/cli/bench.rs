@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use miette::{miette, IntoDiagnostic};
 
+use super::loaded::runtime;
 use crate::engine::{Goal, Options, Session};
 use crate::exec::{Reporter, StepOutcome};
 use crate::layout::Layout;
@@ -147,7 +148,7 @@ fn plan_bench(agents: usize, runs: usize) -> miette::Result<ExitCode> {
 
     let validate = time_n(runs, || crate::fleetfile::load(&file).map(drop).map_err(miette::Report::new))?;
     let spec = crate::fleetfile::load(&file)?;
-    let rt = super::runtime()?;
+    let rt = runtime()?;
     let plan_empty = time_n(runs, || {
         let session = Session::read_only(&layout)?;
         rt.block_on(session.plan(&spec, &layout, Goal::Converge, &Options::default())).map(drop)
@@ -206,7 +207,7 @@ fn proxy_bench(samples: usize) -> miette::Result<ExitCode> {
     let base = generated_fleet(1, port);
     std::fs::write(&file, &base).into_diagnostic()?;
     let layout = Layout::resolve("bench", None, Some(&dir.path().join("data")));
-    let rt = super::runtime()?;
+    let rt = runtime()?;
     let url = format!("http://127.0.0.1:{port}");
     let result = (|| -> miette::Result<()> {
         // First apply: install (or reuse) the venv and start the proxy.
@@ -299,7 +300,7 @@ fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
     println!("fleet bench gateway --agents {}\n", sizes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","));
     println!("| measurement | time |");
     println!("|---|---|");
-    let rt = super::runtime()?;
+    let rt = runtime()?;
     let mut cold_times = Vec::new();
     for &n in sizes {
         let dir = tempfile::tempdir().into_diagnostic()?;

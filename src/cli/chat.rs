@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use miette::miette;
 
-use super::load;
+use super::loaded::{load, runtime};
 
 pub fn run(
     path: Option<&Path>,
@@ -31,7 +31,7 @@ pub fn run(
         .find(|g| g.name.value == a.gateway.value)
         .ok_or_else(|| miette!("agent {agent} has no gateway"))?;
     let gw = crate::desired::gateway_ref(&l.spec, &l.layout, g);
-    let reply = super::runtime()?.block_on(async {
+    let reply = runtime()?.block_on(async {
         let c = gw.connect().await?;
         c.chat(agent, message, Duration::from_secs(timeout)).await
     })?;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use super::loaded::runtime;
 use crate::fleetfile::Arch;
 use crate::image::build::{build, Options};
 use crate::layout::Layout;
@@ -34,8 +35,8 @@ pub fn run(cmd: ImageCmd) -> miette::Result<ExitCode> {
         ImageCmd::Lock { recipe } => {
             let r = crate::image::recipe::load(&recipe)?;
             let cache = Layout::resolve("", None, None).cache_dir;
-            let path = super::runtime()?
-                .block_on(crate::image::build::lock(&recipe, &r, &cache, &|m: &str| eprintln!("  … {m}")))?;
+            let path =
+                runtime()?.block_on(crate::image::build::lock(&recipe, &r, &cache, &|m: &str| eprintln!("  … {m}")))?;
             let v: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(&path).map_err(|e| miette::miette!("{e}"))?)
                     .map_err(|e| miette::miette!("{e}"))?;
@@ -52,7 +53,7 @@ pub fn run(cmd: ImageCmd) -> miette::Result<ExitCode> {
     let cache = Layout::resolve("", None, None).cache_dir;
     let o = Options { arch, out, no_cache, cache };
     let t = std::time::Instant::now();
-    let built = super::runtime()?.block_on(build(&r, &o, &|m: &str| eprintln!("  … {m}")))?;
+    let built = runtime()?.block_on(build(&r, &o, &|m: &str| eprintln!("  … {m}")))?;
     for (phase, d) in &built.phases {
         eprintln!("  {phase:16} {:.1} s", d.as_secs_f64());
     }

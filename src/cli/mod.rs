@@ -4,17 +4,15 @@ mod apply;
 pub(crate) mod bench;
 mod chat;
 mod image;
+mod loaded;
 mod progress;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use miette::miette;
 
 use crate::engine::{Goal, Options};
-use crate::fleetfile::{self, FleetSpec};
-use crate::layout::Layout;
 use crate::resource::Address;
 
 #[derive(Parser)]
@@ -121,24 +119,6 @@ impl Select {
     }
 }
 
-/// A loaded fleet file and where its data lives.
-pub struct Loaded {
-    pub spec: FleetSpec,
-    pub layout: Layout,
-}
-
-pub fn load(path: Option<&Path>, data_dir: Option<&Path>) -> miette::Result<Loaded> {
-    let file = fleetfile::locate(path).map_err(|e| miette!("{e}"))?;
-    let spec = fleetfile::load(&file)?;
-    let layout = Layout::resolve(&spec.name, spec.data_dir.as_deref(), data_dir);
-    Ok(Loaded { spec, layout })
-}
-
-pub fn runtime() -> miette::Result<tokio::runtime::Runtime> {
-    use miette::IntoDiagnostic;
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().into_diagnostic()
-}
-
 fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -173,7 +153,7 @@ pub fn main() -> ExitCode {
     init_tracing(cli.verbose);
     let data_dir = cli.data_dir.as_deref();
     let result: miette::Result<ExitCode> = match cli.cmd {
-        Cmd::Validate { path } => load(path.as_deref(), data_dir).map(|l| {
+        Cmd::Validate { path } => loaded::load(path.as_deref(), data_dir).map(|l| {
             println!(
                 "{}: valid ({} agents, {} gateways, {} providers)",
                 l.spec.name,
@@ -209,7 +189,7 @@ pub fn main() -> ExitCode {
                 false => apply::apply(req, jobs),
             }
         }
-        Cmd::Graph { path } => load(path.as_deref(), data_dir).and_then(|l| {
+        Cmd::Graph { path } => loaded::load(path.as_deref(), data_dir).and_then(|l| {
             let d = crate::desired::desired(&l.spec, &l.layout)?;
             print!("{}", crate::plan::dot::dot(&l.spec.name, &d));
             Ok(ExitCode::SUCCESS)

@@ -69,7 +69,7 @@ pub fn gateway_ref(spec: &FleetSpec, layout: &Layout, g: &Gateway) -> GatewayRef
     let l = launch(spec, layout, g, None);
     GatewayRef {
         name: g.name.value.clone(),
-        url: crate::runtime::of(runtime_of(spec, g)).url(&l),
+        url: crate::runtime::by_kind::of(runtime_of(spec, g)).url(&l),
         token_file: layout.gateway_token(&g.name.value),
     }
 }
@@ -93,7 +93,7 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
         let host = spec.hosts.iter().find(|h| h.name.value == g.host.value);
         let image = host.and_then(|h| image::add(spec, layout, recipes, g, h, out));
         let launch = launch(spec, layout, g, image.as_ref());
-        let rt = crate::runtime::of(runtime);
+        let rt = crate::runtime::by_kind::of(runtime);
         let home = launch.home.clone();
         // Where the gateway sees its own home: the same path for a process, /root in a container.
         let home_inside = rt.home_inside(&launch);

@@ -75,7 +75,7 @@ pub struct GatewayDriver;
 
 impl GatewayDriver {
     pub fn runtime(&self, g: &GatewayInputs) -> miette::Result<&'static dyn Runtime> {
-        crate::runtime::by_name(&g.runtime).ok_or_else(|| miette!("no {} runtime in this build", g.runtime))
+        crate::runtime::by_kind::by_name(&g.runtime).ok_or_else(|| miette!("no {} runtime in this build", g.runtime))
     }
 
     fn pid_file(g: &GatewayInputs) -> PathBuf {

@@ -2,10 +2,9 @@
 //! integrity-checked), npm (likewise) and `openclaw@<version>` installed by that
 //! npm, all in fleet's cache, shared by every fleet and installed once.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use miette::{miette, IntoDiagnostic};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::driver::{CacheInstall, Drift, Outputs, StepCtx};
@@ -14,56 +13,13 @@ use crate::process::run_logged;
 use crate::resource::Resource;
 use crate::state::Record;
 
-/// The npm that installs openclaw (11.19.1 verified; its `--allow-scripts` flag is refused for
-/// `--prefix` installs, so the allow-list goes in package.json).
-pub const NPM_VERSION: &str = "11.19.1";
+pub use crate::runtime::toolchain::NPM_VERSION;
 /// Packages whose install scripts openclaw needs.
 pub const ALLOW_SCRIPTS: [&str; 4] = ["@google/genai", "koffi", "protobufjs", "openclaw"];
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Toolchain {
-    pub node: String,
-    pub openclaw: String,
-    pub npm: String,
-    pub node_dir: PathBuf,
-    pub npm_dir: PathBuf,
-    pub openclaw_dir: PathBuf,
-}
-
-use crate::process::path_with;
+pub use crate::runtime::toolchain::Toolchain;
 
 impl Toolchain {
-    pub fn new(cache: &Path, node: &str, openclaw: &str) -> Self {
-        Toolchain {
-            node: node.to_string(),
-            openclaw: openclaw.to_string(),
-            npm: NPM_VERSION.to_string(),
-            node_dir: cache.join("node").join(node),
-            npm_dir: cache.join("npm").join(NPM_VERSION),
-            openclaw_dir: cache.join("openclaw").join(openclaw),
-        }
-    }
-    pub fn node_bin(&self) -> PathBuf {
-        self.node_dir.join("bin/node")
-    }
-    pub fn entry(&self) -> PathBuf {
-        self.openclaw_dir.join("node_modules/openclaw/openclaw.mjs")
-    }
-    fn openclaw_installed(&self) -> bool {
-        std::fs::read(self.openclaw_dir.join("node_modules/openclaw/package.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .is_some_and(|v| v["version"] == self.openclaw.as_str())
-            && self.entry().is_file()
-    }
-    pub fn ready(&self) -> bool {
-        self.node_bin().is_file() && self.openclaw_installed()
-    }
-    /// PATH with this Node first (openclaw's scripts run `#!/usr/bin/env node`).
-    pub fn path_env(&self) -> String {
-        path_with(&self.node_dir.join("bin"))
-    }
-
     /// This machine's Node, from the npm registry into the cache.
     pub async fn ensure_node(&self, say: &(dyn Fn(&str) + Sync)) -> miette::Result<()> {
         let package = crate::fleetfile::Arch::native().node_package();

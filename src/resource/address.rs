@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::Kind;
+use super::kind::Kind;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Address {

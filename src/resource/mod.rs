@@ -3,6 +3,7 @@
 //! No I/O; what the fleet wants is computed in `desired/`.
 
 mod address;
+mod kind;
 
 use std::collections::BTreeMap;
 
@@ -14,59 +15,7 @@ use serde_json::Value;
 use crate::fsutil::sha256_hex;
 
 pub use address::{Address, BadAddress};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    Secret,
-    LitellmConfig,
-    LitellmInstall,
-    LitellmProxy,
-    Key,
-    Toolchain,
-    Gateway,
-    Agent,
-    GatewayModels,
-    Wake,
-    Image,
-    Import,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Secret => "secret",
-            Kind::LitellmConfig => "litellm.config",
-            Kind::LitellmInstall => "litellm.install",
-            Kind::LitellmProxy => "litellm.proxy",
-            Kind::Key => "key",
-            Kind::Toolchain => "openclaw.toolchain",
-            Kind::Gateway => "gateway",
-            Kind::Agent => "agent",
-            Kind::GatewayModels => "gateway.models",
-            Kind::Wake => "wake",
-            Kind::Image => "image",
-            Kind::Import => "import",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            Kind::Secret,
-            Kind::LitellmConfig,
-            Kind::LitellmInstall,
-            Kind::LitellmProxy,
-            Kind::Key,
-            Kind::Toolchain,
-            Kind::Gateway,
-            Kind::Agent,
-            Kind::GatewayModels,
-            Kind::Wake,
-            Kind::Image,
-            Kind::Import,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-    }
-}
+pub use kind::Kind;
 
 /// A file a resource writes verbatim. Not part of the recorded inputs (its hash is).
 #[derive(Debug, Clone, PartialEq, Eq)]

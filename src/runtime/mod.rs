@@ -1,15 +1,17 @@
 //! Where a gateway runs. One trait, two real implementations: `process` (the
 //! embedded default: a detached local process) and `incus` (a container).
 
+pub mod by_kind;
 pub mod incus;
 pub mod process;
+pub mod toolchain;
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::openclaw::toolchain::Toolchain;
+use toolchain::Toolchain;
 
 /// Everything a runtime needs to start one gateway.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,22 +62,5 @@ pub trait Runtime: Send + Sync {
     /// How the gateway sees its own home (for workspace paths given over RPC).
     fn home_inside(&self, l: &Launch) -> PathBuf {
         l.home.clone()
-    }
-}
-
-/// The runtime a host names.
-pub fn of(kind: crate::fleetfile::Runtime) -> &'static dyn Runtime {
-    match kind {
-        crate::fleetfile::Runtime::Process => &process::ProcessRuntime,
-        crate::fleetfile::Runtime::Incus => &incus::IncusRuntime,
-    }
-}
-
-/// The runtime recorded by name (`process`, `incus`); None for one this build does not know.
-pub fn by_name(name: &str) -> Option<&'static dyn Runtime> {
-    match name {
-        "process" => Some(of(crate::fleetfile::Runtime::Process)),
-        "incus" => Some(of(crate::fleetfile::Runtime::Incus)),
-        _ => None,
     }
 }

@@ -66,6 +66,21 @@ fn delete_by_hand(w: &World, agent: &str) {
     });
 }
 
+/// The gateway's own `agents.list`.
+fn list_agents(w: &World) -> Vec<serde_json::Value> {
+    let gw = w.data_dir("quickstart").join("gateways/main");
+    let token = std::fs::read_to_string(gw.join("token")).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(gw.join("home/openclaw.json")).unwrap()).unwrap();
+    let url = format!("ws://127.0.0.1:{}", config["gateway"]["port"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = fleet::openclaw::rpc::Client::connect(&url, token.trim()).await.unwrap();
+        let v = c.req("agents.list", serde_json::json!({})).await.unwrap();
+        v["agents"].as_array().unwrap().clone()
+    })
+}
+
 fn chat(w: &World, agent: &str) -> String {
     w.fleet(&["chat", agent, "hi"]).ok().stdout.trim().to_string()
 }
@@ -92,6 +107,22 @@ fn the_quickstart_converges_answers_and_stays_put() {
     assert!(log.contains("fleet_auth: accepted key fleet-alice for /v1/chat/completions"), "alice's key was not used");
     let alice_key = env_key(&w.data_dir("quickstart").join("agents/alice/env"));
     assert!(!log.contains(&alice_key[9..]), "the raw key never reaches the log");
+
+    // The gateway's own config carries what the file says of alice: heartbeat with its prompt, and
+    // her identity, which OpenClaw then reports (its UIs and channels call her Alice, not "alice").
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(w.data_dir("quickstart").join("gateways/main/home/openclaw.json")).unwrap(),
+    )
+    .unwrap();
+    let alice = &config["agents"]["entries"]["alice"];
+    assert_eq!(alice["heartbeat"]["every"], "30m", "{alice:#}");
+    assert_eq!(alice["heartbeat"]["prompt"], "Check your notes; reply HEARTBEAT_OK if nothing needs you.", "{alice:#}");
+    assert_eq!(alice["identity"]["name"], "Alice", "{alice:#}");
+    assert_eq!(alice["identity"]["emoji"], "🔬", "{alice:#}");
+    let listed = list_agents(&w);
+    let alice = listed.iter().find(|a| a["id"] == "alice").unwrap();
+    assert_eq!(alice["identity"]["name"], "Alice", "agents.list: {alice:#}");
+    assert_eq!(alice["identity"]["emoji"], "🔬", "agents.list: {alice:#}");
 
     // Second apply: no mutating RPC at all, gateway untouched.
     let pid = gateway_pid(&w, "main");

@@ -96,6 +96,40 @@ fn alias_exists(dir: &Path, alias: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The fleets whose `user.fleet.<name>` mark the image behind `alias` carries.
+fn image_marks(dir: &Path, alias: &str) -> Vec<String> {
+    let out = std::process::Command::new("incus")
+        .args(["query", &format!("/1.0/images/aliases/{alias}")])
+        .env("INCUS_DIR", dir)
+        .output()
+        .unwrap();
+    let target =
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["target"].as_str().unwrap().to_string();
+    let out = std::process::Command::new("incus")
+        .args(["query", &format!("/1.0/images/{target}")])
+        .env("INCUS_DIR", dir)
+        .output()
+        .unwrap();
+    let image: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut marks: Vec<String> = image["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter_map(|k| k.strip_prefix("user.fleet.").map(str::to_string))
+        .collect();
+    marks.sort();
+    marks
+}
+
+fn container_exists(dir: &Path, name: &str) -> bool {
+    std::process::Command::new("incus")
+        .args(["query", &format!("/1.0/instances/{name}")])
+        .env("INCUS_DIR", dir)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
 fn fetched(w: &World) -> Vec<String> {
     let dir = shared_cache().join("fleet/images/fetched");
     let _ = w;
@@ -105,10 +139,11 @@ fn fetched(w: &World) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(target_arch = "x86_64"),
+    ignore = "the image here is amd64; Incus cannot run arm64 images on amd64 and vice versa"
+)]
 fn an_incus_gateway_from_a_fetched_image_answers() {
-    if cfg!(not(target_arch = "x86_64")) {
-        return; // the image here is amd64; Incus cannot run arm64 images on amd64 and vice versa
-    }
     let dir = incus_dir();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let w = World::new();
@@ -174,6 +209,28 @@ fn an_incus_gateway_from_a_fetched_image_answers() {
     // Re-apply: nothing imported again, nothing restarted.
     let r = run(&["apply"]);
     assert!(r.stdout.contains("No changes."), "{}", r.all());
+
+    // A second fleet on the same incusd uses the same image: its import marks the shared image,
+    // and its destroy leaves the first fleet's image, alias and container working.
+    let w2 = World::new();
+    let run2 = |args: &[&str]| {
+        let o = w2.cmd(args).env("INCUS_DIR", &dir).output().unwrap();
+        crate::support::Run::from_output(o)
+    };
+    w2.write("fleet.kdl", &fleet_file("incus-two", &url, &sha, free_port(), free_port()));
+    let r = run2(&["apply"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(image_marks(&dir, "openclaw-base"), vec!["incus-ok", "incus-two"]);
+    let r = run2(&["destroy"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(alias_exists(&dir, "openclaw-base"), "the other fleet still uses the image");
+    assert_eq!(image_marks(&dir, "openclaw-base"), vec!["incus-ok"]);
+    assert!(!container_exists(&dir, "fleet-incus-two-main"), "the second fleet's container is gone");
+    let reply = run(&["chat", "alice", "hi"]);
+    assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
+    let r = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "the first fleet is untouched:\n{}", r.all());
+
     let r = run(&["destroy"]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(!alias_exists(&dir, "openclaw-base"));

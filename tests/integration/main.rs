@@ -3,6 +3,7 @@
 mod db_keys;
 mod diagnostics;
 mod gateway;
+mod house;
 mod image;
 mod incus;
 mod proxy;
