@@ -93,7 +93,8 @@ fn masked(v: &Value) -> (Value, Value) {
             for (k, x) in o {
                 let (mv, ms) = masked(x);
                 vals.insert(k.clone(), mv);
-                if ms != Value::Bool(false) {
+                let nothing = ms == Value::Bool(false) || ms.as_object().is_some_and(|o| o.is_empty());
+                if !nothing {
                     shape.insert(k.clone(), ms);
                 }
             }
@@ -169,8 +170,10 @@ pub fn json(
             },
         });
         if let Some(c) = change {
-            // fleet's own addition: the leaf-level differences the text plan shows.
-            rc["field_changes"] = redact(&serde_json::to_value(&c.fields).expect("fields serialise"));
+            // fleet's own addition for updates: the leaf-level differences the text plan shows.
+            if matches!(c.action, Action::Update | Action::Replace) {
+                rc["field_changes"] = redact(&serde_json::to_value(&c.fields).expect("fields serialise"));
+            }
             if let Some(code) = reason_code(c, drift.contains_key(addr)) {
                 rc["action_reason"] = json!(code);
                 rc["reason"] = json!(c.reason);
@@ -251,5 +254,65 @@ mod tests {
         assert!(!doc.to_string().contains("0123456789"), "{doc}");
         assert_eq!(doc["resource_changes"][0]["change"]["before_sensitive"], json!({"token": true}));
         assert_eq!(doc["resource_changes"][0]["change"]["before"]["models"], json!(["x"]));
+    }
+}
+
+#[cfg(test)]
+mod json_format {
+    //! The plan JSON's shape, pinned (docs/plan-json.md): a fleet with a gateway and two agents,
+    //! against a state where one key's scope changed, one agent left and one key drifted.
+
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    use serde_json::json;
+
+    use crate::driver::Drift;
+    use crate::fleetfile::{parse, SourceFile};
+    use crate::layout::Layout;
+    use crate::plan::diff;
+    use crate::state::Record;
+
+    const FLEET: &str = r#"fleet "demo"
+litellm port=4100
+provider "demo" type="mock" { model "demo-small"; model "demo-large"; }
+gateway "main" port=18800
+agent "alice" model="demo-small" { fallback "demo-large"; heartbeat every="30m" prompt="Check in."; identity name="Alice" emoji="🔬"; }
+agent "bob" model="demo-large"
+"#;
+
+    #[test]
+    fn plan_json_is_terraform_shaped() {
+        let spec = parse(SourceFile::new("fleet.kdl", FLEET.into()), Path::new("/repo")).unwrap();
+        let layout = Layout { data_dir: PathBuf::from("/data"), cache_dir: PathBuf::from("/cache") };
+        let desired = crate::desired::desired(&spec, &layout).unwrap();
+        let mut prior: BTreeMap<String, Record> = desired
+            .iter()
+            .map(|(a, r)| {
+                let rec = Record {
+                    address: a.clone(),
+                    kind: r.kind.as_str().into(),
+                    fingerprint: r.fingerprint.clone(),
+                    inputs: r.inputs.clone(),
+                    outputs: json!({}),
+                    deps: r.dep_strings(),
+                };
+                (a.clone(), rec)
+            })
+            .filter(|(a, _)| !a.starts_with("gateway.main") && !a.starts_with("wake.") && !a.starts_with("agent."))
+            .collect();
+        let alice = prior.get_mut("key.alice").unwrap();
+        alice.inputs["models"] = json!(["demo-small"]);
+        alice.fingerprint = "old".into();
+        let mut carol = prior["key.bob"].clone();
+        carol.address = "key.carol".into();
+        carol.inputs["alias"] = json!("fleet-carol");
+        prior.insert("key.carol".into(), carol);
+        let drift: BTreeMap<String, Drift> =
+            [("key.bob".to_string(), Drift::Replace("/data/agents/bob/env is missing".into()))].into();
+        let plan = diff(&desired, &prior, &drift);
+        let mut doc = super::json(&plan, &desired, &prior, &drift, "demo");
+        doc["fleet_version"] = json!("[version]");
+        insta::assert_json_snapshot!(doc);
     }
 }

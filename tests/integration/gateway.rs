@@ -51,8 +51,8 @@ fn workspace(w: &World, agent: &str) -> PathBuf {
     w.data_dir("quickstart").join(format!("gateways/main/home/workspaces/{agent}"))
 }
 
-/// `agents.delete` straight over the gateway's RPC, as an operator would in OpenClaw's own UI.
-fn delete_by_hand(w: &World, agent: &str) {
+/// One RPC call straight to the quickstart's gateway, as an operator would make it in OpenClaw's own UI.
+fn call_gateway(w: &World, method: &str, params: serde_json::Value) -> serde_json::Value {
     let gw = w.data_dir("quickstart").join("gateways/main");
     let token = std::fs::read_to_string(gw.join("token")).unwrap();
     let config: serde_json::Value =
@@ -61,24 +61,18 @@ fn delete_by_hand(w: &World, agent: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = fleet::openclaw::rpc::Client::connect(&url, token.trim()).await.unwrap();
-        let params = serde_json::json!({"agentId": agent, "deleteFiles": false});
-        c.call("agents.delete", params, Duration::from_secs(120)).await.unwrap();
-    });
+        c.call(method, params, Duration::from_secs(120)).await.unwrap()
+    })
+}
+
+/// `agents.delete` behind fleet's back.
+fn delete_by_hand(w: &World, agent: &str) {
+    call_gateway(w, "agents.delete", serde_json::json!({"agentId": agent, "deleteFiles": false}));
 }
 
 /// The gateway's own `agents.list`.
 fn list_agents(w: &World) -> Vec<serde_json::Value> {
-    let gw = w.data_dir("quickstart").join("gateways/main");
-    let token = std::fs::read_to_string(gw.join("token")).unwrap();
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(gw.join("home/openclaw.json")).unwrap()).unwrap();
-    let url = format!("ws://127.0.0.1:{}", config["gateway"]["port"]);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let c = fleet::openclaw::rpc::Client::connect(&url, token.trim()).await.unwrap();
-        let v = c.req("agents.list", serde_json::json!({})).await.unwrap();
-        v["agents"].as_array().unwrap().clone()
-    })
+    call_gateway(w, "agents.list", serde_json::json!({}))["agents"].as_array().unwrap().clone()
 }
 
 fn chat(w: &World, agent: &str) -> String {

@@ -87,13 +87,14 @@ agent "bob" gateway="plain" model="demo-small"
         )
 }
 
+/// `incus query PATH` against the test incusd; None when it fails (no such object).
+fn incus_query(dir: &Path, path: &str) -> Option<serde_json::Value> {
+    let o = std::process::Command::new("incus").args(["query", path]).env("INCUS_DIR", dir).output().ok()?;
+    o.status.success().then(|| serde_json::from_slice(&o.stdout).ok()).flatten()
+}
+
 fn alias_exists(dir: &Path, alias: &str) -> bool {
-    std::process::Command::new("incus")
-        .args(["query", &format!("/1.0/images/aliases/{alias}")])
-        .env("INCUS_DIR", dir)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    incus_query(dir, &format!("/1.0/images/aliases/{alias}")).is_some()
 }
 
 /// The fleets whose `user.fleet.<name>` mark the image behind `alias` carries.
@@ -122,12 +123,7 @@ fn image_marks(dir: &Path, alias: &str) -> Vec<String> {
 }
 
 fn container_exists(dir: &Path, name: &str) -> bool {
-    std::process::Command::new("incus")
-        .args(["query", &format!("/1.0/instances/{name}")])
-        .env("INCUS_DIR", dir)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    incus_query(dir, &format!("/1.0/instances/{name}")).is_some()
 }
 
 fn fetched(w: &World) -> Vec<String> {
