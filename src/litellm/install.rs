@@ -20,7 +20,7 @@ pub const REFUSED_VERSIONS: [(&str, &str); 1] = [("1.107.0", "a known-compromise
 pub const PRISMA_PIN: &str = "prisma==0.15.0";
 const MARKER: &str = ".fleet-installed";
 /// The Prisma CLI and engines download once; past this, give up on database keys for now.
-const PRISMA_GENERATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+const PRISMA_GENERATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 pub fn venv_dir(cache: &Path, version: &str) -> PathBuf {
     cache.join("litellm").join(version).join("venv")
@@ -120,7 +120,8 @@ impl CacheInstall for InstallDriver {
         // Its own log, so pip's output in install.log survives.
         ctx.progress("prisma generate (downloads the Prisma CLI and engines once)");
         if let Err(e) = prisma_generate(&venv, &parent.join("prisma-generate.log"), ctx).await {
-            ctx.progress(&format!("prisma generate failed: {e}; database keys will not work until it succeeds"));
+            let why = crate::driver::error_chain(&e);
+            ctx.progress(&format!("prisma generate failed: {why}; database keys will not work until it succeeds"));
         }
         std::fs::write(venv.join(MARKER), version).into_diagnostic()?;
         Ok(json!({"exe": exe}))

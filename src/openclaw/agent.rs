@@ -177,7 +177,11 @@ impl Driver for AgentDriver {
             match remove(&old).await {
                 Ok(()) => ctx.progress(&format!("removed from gateway {}", old.gateway.name)),
                 // A gateway that is gone or broken cannot hold it back from its new one.
-                Err(e) => ctx.progress(&format!("could not remove it from gateway {}: {e}", old.gateway.name)),
+                Err(e) => ctx.progress(&format!(
+                    "could not remove it from gateway {}: {}",
+                    old.gateway.name,
+                    crate::driver::error_chain(&e)
+                )),
             }
         }
         Ok(out)

@@ -118,7 +118,8 @@ impl GatewayDriver {
                 Err(e) => {
                     let _ = rt.stop(&g.launch, &handle).await;
                     return Err(miette!(
-                        "{e}; not healthy within {} s (stopped it); {}",
+                        "{}; not healthy within {} s (stopped it); {}",
+                        crate::driver::error_chain(&e),
                         g.start_timeout_s,
                         Self::logs(g)
                     ));

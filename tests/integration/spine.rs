@@ -411,3 +411,62 @@ fn dry_run_is_plan() {
     assert_eq!(dry.stdout, plan.stdout);
     assert!(!w.data_dir("quickstart").exists());
 }
+
+#[test]
+fn target_narrows_and_replace_forces_as_in_terraform() {
+    let w = quickstart();
+    w.fleet(&["apply"]).ok();
+    let data = w.data_dir("quickstart");
+    let (alice_key, bob_key) = (env_key(&data.join("agents/alice/env")), env_key(&data.join("agents/bob/env")));
+
+    // Both agents change; a targeted plan and apply touch only alice.
+    w.edit("fleet.kdl", "agent \"bob\" model=\"demo-small\"", "agent \"bob\" model=\"demo-large\"");
+    w.edit("fleet.kdl", "agent \"alice\" model=\"demo-small\"", "agent \"alice\" model=\"demo-large\"");
+    let all = plan_json(&w);
+    assert_eq!(actions(&all), pairs(&[("key.alice", "update"), ("key.bob", "update")]), "{all:#}");
+    let r = w.fleet(&["plan", "--json", "--target", "key.alice"]).ok();
+    let targeted: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(actions(&targeted), pairs(&[("key.alice", "update")]), "{targeted:#}");
+    let listed: Vec<&str> =
+        targeted["resource_changes"].as_array().unwrap().iter().map(|c| c["address"].as_str().unwrap()).collect();
+    assert!(
+        !listed.contains(&"key.bob") && listed.contains(&"litellm.config"),
+        "the target and what it needs: {listed:?}"
+    );
+    w.fleet(&["apply", "--target", "key.alice"]).ok();
+    assert_eq!(actions(&plan_json(&w)), pairs(&[("key.bob", "update")]), "bob waits for an untargeted apply");
+
+    // --replace re-mints alice's key even though nothing about it changed; bob's stays.
+    w.fleet(&["apply"]).ok();
+    let r = w.fleet(&["plan", "--json", "--replace", "key.alice"]).ok();
+    let forced: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(actions(&forced), pairs(&[("key.alice", "replace")]), "{forced:#}");
+    assert_eq!(changed(&forced)[0]["action_reason"], "replace_by_request");
+    w.fleet(&["apply", "--replace", "key.alice"]).ok();
+    assert_ne!(env_key(&data.join("agents/alice/env")), alice_key, "a new key");
+    assert_eq!(env_key(&data.join("agents/bob/env")), bob_key, "bob's key is kept");
+    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
+
+    // Addresses that do not parse, or name nothing, are errors that say so; nothing is applied.
+    let r = w.fleet(&["apply", "--target", "key.Al ice"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("is not a resource address"), "{}", r.stderr);
+    let r = w.fleet(&["apply", "--target", "key.carol"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("no resource key.carol in the fleet file or its state"), "{}", r.stderr);
+    let r = w.fleet(&["apply", "--replace", "key.carol"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("cannot replace key.carol"), "{}", r.stderr);
+}
+
+#[test]
+fn shell_completions_are_printed() {
+    let w = quickstart();
+    for shell in ["bash", "zsh", "fish"] {
+        let r = w.fleet(&["completions", shell]).ok();
+        assert!(
+            r.stdout.contains("apply") && r.stdout.contains("target") && r.stdout.contains("completions"),
+            "{shell}"
+        );
+    }
+}
