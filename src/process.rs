@@ -86,6 +86,29 @@ pub fn cmdline(pid: u32) -> String {
         .unwrap_or_default()
 }
 
+/// What a process fleet starts may take from fleet's own environment: locale, time zone, the CA
+/// bundle variables and the outbound proxy settings — never anything else of the caller's (API
+/// keys, tokens). Everything else a child gets is set explicitly by whoever starts it.
+pub fn passed_env() -> Vec<(String, String)> {
+    const NAMES: [&str; 14] = [
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "NODE_EXTRA_CA_CERTS",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    ];
+    std::env::vars().filter(|(k, _)| NAMES.contains(&k.as_str()) || k.starts_with("LC_")).collect()
+}
+
 /// PATH with `bin` first.
 pub fn path_with(bin: &Path) -> String {
     let rest = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
@@ -93,7 +116,8 @@ pub fn path_with(bin: &Path) -> String {
 }
 
 /// Starts `cmd` in its own session (it survives fleet exiting), stdin closed, stdout and stderr
-/// appended to `log` after a header line.
+/// appended to `log` after a header line. The caller decides its environment (`env_clear` +
+/// `passed_env` + what it needs).
 pub fn spawn_detached(mut cmd: Command, log: &Path, what: &str) -> std::io::Result<Pid> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;

@@ -125,12 +125,17 @@ impl ProxyDriver {
             .arg(&k.config)
             .args(["--host", &k.bind, "--port", &k.port.to_string()])
             .current_dir(k.config.parent().unwrap_or(Path::new("/")))
+            // Its own secrets (below) and nothing else of the caller's environment.
+            .env_clear()
+            .envs(crate::process::passed_env())
+            .env("HOME", std::env::var_os("HOME").unwrap_or_else(|| "/".into()))
             .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             .env("PYTHONUNBUFFERED", "1");
         // LiteLLM runs `prisma` by name (database keys): its venv's bin/ goes first on PATH.
-        if let Some(bin) = k.exe.parent().filter(|b| !b.as_os_str().is_empty()) {
-            cmd.env("PATH", crate::process::path_with(bin));
-        }
+        match k.exe.parent().filter(|b| !b.as_os_str().is_empty()) {
+            Some(bin) => cmd.env("PATH", crate::process::path_with(bin)),
+            None => cmd.env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into())),
+        };
         for (var, value) in &env {
             cmd.env(var, value.expose());
         }

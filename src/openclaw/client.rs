@@ -230,11 +230,37 @@ impl GatewayClient {
     /// Sends `message` to the agent's main session and waits for the run's terminal state: the
     /// final reply text, or the run's error.
     pub async fn chat(&self, agent_id: &str, message: &str, timeout: Duration) -> miette::Result<String> {
+        let reply = self.chat_keyed(agent_id, message, &run_id(), timeout).await?;
+        Ok(reply.unwrap_or_default())
+    }
+
+    /// Whether the agent's main session already holds a message sent with this idempotency key (the
+    /// gateway keeps it with each user message, as `<key>:user`, across restarts).
+    pub async fn holds_message(&self, agent_id: &str, key: &str) -> Result<bool, RpcError> {
+        let params = json!({"sessionKey": format!("agent:{agent_id}:main"), "agentId": agent_id, "limit": 1000});
+        let v = self.rpc.req("chat.history", params).await?;
+        let prefix = format!("{key}:");
+        Ok(v["messages"].as_array().is_some_and(|m| {
+            m.iter().any(|m| m["idempotencyKey"].as_str().is_some_and(|k| k == key || k.starts_with(&prefix)))
+        }))
+    }
+
+    /// Sends `message` with the idempotency key `key` and waits for the run's terminal state. None: the
+    /// gateway knew the key already (it runs nothing twice and answers `status: "ok"`).
+    pub async fn chat_keyed(
+        &self,
+        agent_id: &str,
+        message: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> miette::Result<Option<String>> {
         let mut events = self.events();
-        let key = run_id();
         let params = json!({"sessionKey": format!("agent:{agent_id}:main"), "agentId": agent_id,
             "message": message, "idempotencyKey": key});
-        self.rpc.req("chat.send", params).await.wrap_err_with(|| format!("gateway {}", self.name))?;
+        let sent = self.rpc.req("chat.send", params).await.wrap_err_with(|| format!("gateway {}", self.name))?;
+        if sent["status"] != "started" {
+            return Ok(None);
+        }
         let t0 = Instant::now();
         let late = || miette!("no reply from {agent_id} within {} s", timeout.as_secs());
         loop {
@@ -245,7 +271,7 @@ impl GatewayClient {
                 Ok(Err(_)) => return Err(miette!("the gateway closed the connection")),
                 Ok(Ok(ev)) => ev,
             };
-            if ev.name != "chat" || ev.payload["runId"] != key.as_str() {
+            if ev.name != "chat" || ev.payload["runId"] != key {
                 continue;
             }
             match ev.payload["state"].as_str() {
@@ -254,7 +280,7 @@ impl GatewayClient {
                         .as_array()
                         .map(|parts| parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(""))
                         .unwrap_or_default();
-                    return Ok(text);
+                    return Ok(Some(text));
                 }
                 Some("error") | Some("aborted") => {
                     let why = ev.payload["errorMessage"].as_str().unwrap_or("the run failed");
@@ -264,6 +290,13 @@ impl GatewayClient {
             }
         }
     }
+}
+
+/// The idempotency key of a message that must reach an agent once (a wake): the same agent and
+/// text always give the same key, so a re-run after a crash is recognised by the gateway.
+pub fn once_key(agent_id: &str, message: &str) -> String {
+    let digest = crate::fsutil::sha256_hex(format!("fleet-once\0{agent_id}\0{message}").as_bytes());
+    format!("fleet-{}", &digest[..32])
 }
 
 /// A fresh idempotency key / run id.
@@ -284,6 +317,14 @@ fn rate_limit_wait(e: &RpcError) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_once_key_depends_on_the_agent_and_the_text_only() {
+        assert_eq!(once_key("alice", "hi"), once_key("alice", "hi"));
+        assert_ne!(once_key("alice", "hi"), once_key("bob", "hi"));
+        assert_ne!(once_key("alice", "hi"), once_key("alice", "hi!"));
+        assert!(once_key("alice", "hi").starts_with("fleet-"));
+    }
 
     #[test]
     fn the_rate_limit_says_how_long_to_wait() {

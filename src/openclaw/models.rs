@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::agent::Listings;
-use super::client::{GatewayClient, GatewayRef, PatchOutcome};
+use super::client::{once_key, GatewayClient, GatewayRef, PatchOutcome};
 use super::roster;
 use super::rpc::RpcError;
 use crate::driver::{Drift, Driver, Outputs, StepCtx};
@@ -239,12 +239,24 @@ pub struct WakeDriver;
 
 #[async_trait::async_trait]
 impl Driver for WakeDriver {
-    async fn create(&self, r: &Resource, _ctx: &StepCtx) -> miette::Result<Outputs> {
+    /// Sends the wake once. Its idempotency key comes from the agent and the text, and the
+    /// gateway keeps it with the message: a re-run after a crash (the message sent, the step not yet
+    /// recorded) finds it in the session's history, or the gateway recognises the key, and nothing
+    /// is sent twice.
+    async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
         let w: WakeInputs = r.inputs_as()?;
         let message = r.files.first().map(|f| String::from_utf8_lossy(&f.content).into_owned()).unwrap_or_default();
+        let key = once_key(&w.agent_id, &message);
         let c = w.gateway.connect().await?;
-        let reply = c.chat(&w.agent_id, &message, Duration::from_secs(180)).await?;
-        Ok(json!({"replied": !reply.is_empty()}))
+        if c.holds_message(&w.agent_id, &key).await? {
+            ctx.progress("already woken (the gateway holds the message); not sent again");
+            return Ok(json!({"replied": false, "key": key, "resent": false}));
+        }
+        let reply = c.chat_keyed(&w.agent_id, &message, &key, Duration::from_secs(180)).await?;
+        if reply.is_none() {
+            ctx.progress("the gateway knew this wake already; not run again");
+        }
+        Ok(json!({"replied": reply.is_some_and(|r| !r.is_empty()), "key": key}))
     }
     /// A wake happens once: later changes to the message do not wake the agent again.
     async fn update(&self, _r: &Resource, prior: &Record, _ctx: &StepCtx) -> miette::Result<Outputs> {

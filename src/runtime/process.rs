@@ -8,7 +8,7 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use serde_json::{json, Value};
 
 use super::{Launch, Runtime};
-use crate::process::{path_with, spawn_detached, Pid};
+use crate::process::{passed_env, path_with, spawn_detached, Pid};
 
 pub struct ProcessRuntime;
 
@@ -53,8 +53,10 @@ impl Runtime for ProcessRuntime {
             std::fs::create_dir_all(l.home.join(d)).into_diagnostic()?;
         }
         // openclaw's scripts run `#!/usr/bin/env node`: this Node comes first.
+        // Only what it needs: never fleet's caller's environment (provider keys live in the proxy alone).
         let mut cmd = Command::new(node);
-        cmd.arg(entry).args(["gateway", "run"]).current_dir(&l.home).env("PATH", path_with(&bin_dir));
+        cmd.arg(entry).args(["gateway", "run"]).current_dir(&l.home).env_clear().envs(passed_env());
+        cmd.env("PATH", path_with(&bin_dir));
         for (k, v) in gateway_env(l) {
             cmd.env(k, v);
         }

@@ -95,6 +95,19 @@ fn the_quickstart_converges_answers_and_stays_put() {
     assert_eq!(first.count("config.patch"), 1, "one config.patch per gateway per run");
     assert_eq!(first.count("agents.create"), 0, "{:?}", first.methods());
 
+    // A crash between sending a wake and recording it (simulated: the record dropped) does not wake
+    // anyone twice: the re-run finds the message in the gateway's session and sends nothing.
+    let proxy_log = w.data_dir("quickstart").join("litellm/proxy.log");
+    let calls = || std::fs::read_to_string(&proxy_log).unwrap().matches("accepted key fleet-alice for").count();
+    let before = calls();
+    let db = rusqlite::Connection::open(w.data_dir("quickstart").join("state.db")).unwrap();
+    assert_eq!(db.execute("DELETE FROM resources WHERE address = 'wake.alice'", []).unwrap(), 1);
+    drop(db);
+    let r = w.fleet(&["apply"]).ok();
+    assert!(r.stdout.contains("+ wake.alice: created"), "{}", r.stdout);
+    assert!(r.stdout.contains("wake.alice: already woken"), "{}", r.stdout);
+    assert_eq!(calls(), before, "alice was not woken a second time");
+
     // The end-to-end proof: alice answers, through LiteLLM, with her own key.
     assert_eq!(chat(&w, "alice"), "Hello from the demo model.");
     let log = std::fs::read_to_string(w.data_dir("quickstart").join("litellm/proxy.log")).unwrap();
@@ -240,4 +253,61 @@ fn a_gateway_that_never_gets_healthy_fails_alone() {
     assert!(!listed(&broken).contains(&"bob".to_string()), "bob left the old gateway");
     let r = w.fleet(&["plan", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "one apply converges:\n{}", r.stdout);
+}
+
+/// Every process in the session `leader` leads (the gateway and the workers it forks).
+fn session_members(leader: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // Fields after the command name: state ppid pgrp session …
+        let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        if rest.get(3).and_then(|s| s.parse::<u32>().ok()) == Some(leader) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn environ(pid: u32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default()).replace('\0', "\n")
+}
+
+#[test]
+fn processes_get_only_the_environment_they_need() {
+    let w = World::quickstart();
+    // A provider whose key comes from fleet's environment (never called: no agent uses its model).
+    w.edit(
+        "fleet.kdl",
+        "gateway \"main\"",
+        "provider \"canary\" type=\"openrouter\" api-key=\"env:FLEET_TEST_PROVIDER_KEY\" { models \"openai/gpt-4o-mini\"; }\ngateway \"main\"",
+    );
+    let provider_key = format!("sk-or-canary-{}", std::process::id());
+    let other_secret = format!("other-canary-{}", std::process::id());
+    let o = w
+        .cmd(&["apply"])
+        .env("FLEET_TEST_PROVIDER_KEY", &provider_key)
+        .env("SOME_UNRELATED_TOKEN", &other_secret)
+        .output()
+        .unwrap();
+    let r = crate::support::Run::from_output(o).ok();
+    assert!(r.stdout.contains("+ gateway.main: created"), "{}", r.stdout);
+
+    let gateway = session_members(gateway_pid(&w, "main"));
+    assert!(!gateway.is_empty());
+    for pid in &gateway {
+        let env = environ(*pid);
+        assert!(!env.contains(&provider_key), "the provider key reached gateway process {pid}");
+        assert!(!env.contains(&other_secret), "fleet's caller's environment reached gateway process {pid}");
+        assert!(env.contains("OPENCLAW_STATE_DIR="), "pid {pid} is a gateway process: {env}");
+    }
+    let proxy = session_members(w.proxy_pid("quickstart"));
+    assert!(!proxy.is_empty());
+    let proxy_env = environ(w.proxy_pid("quickstart"));
+    assert!(proxy_env.contains(&format!("FLEET_TEST_PROVIDER_KEY={provider_key}")), "the proxy holds its provider key");
+    for pid in proxy {
+        assert!(!environ(pid).contains(&other_secret), "fleet's caller's environment reached proxy process {pid}");
+    }
+    w.fleet(&["destroy"]).ok();
 }
