@@ -58,6 +58,11 @@ pub trait Driver: Send + Sync {
     async fn observe(&self, _prior: &Record, _desired: &Resource) -> Drift {
         Drift::InSync
     }
+    /// A look for what an unrecorded (or unfinished) resource left running — a process started
+    /// just before a crash; its create adopts or replaces it. Says what it found, for the plan.
+    async fn observe_unrecorded(&self, _desired: &Resource) -> Option<String> {
+        None
+    }
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs>;
     async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs>;
     async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()>;
@@ -104,15 +109,23 @@ impl Drivers {
         Kind::parse(&rec.kind).and_then(|k| self.get(k))
     }
 
-    /// Observes every recorded resource that is still desired and unchanged in intent.
+    /// Observes every desired resource: a recorded one for drift, an unrecorded (or unfinished)
+    /// one for what a crashed run may have left of it.
     pub async fn refresh(&self, prior: &BTreeMap<String, Record>, desired: &Desired) -> BTreeMap<String, Drift> {
         let mut out = BTreeMap::new();
-        for (addr, rec) in prior {
-            let Some(want) = desired.get(addr) else { continue };
-            if let Some(d) = self.get(want.kind) {
-                let drift = d.observe(rec, want).await;
-                if drift != Drift::InSync {
-                    out.insert(addr.clone(), drift);
+        for (addr, want) in desired {
+            let Some(d) = self.get(want.kind) else { continue };
+            match prior.get(addr).filter(|r| !r.is_pending()) {
+                Some(rec) => {
+                    let drift = d.observe(rec, want).await;
+                    if drift != Drift::InSync {
+                        out.insert(addr.clone(), drift);
+                    }
+                }
+                None => {
+                    if let Some(found) = d.observe_unrecorded(want).await {
+                        out.insert(addr.clone(), Drift::Update(found));
+                    }
                 }
             }
         }

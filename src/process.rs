@@ -54,6 +54,41 @@ impl Pid {
         }
         false
     }
+
+    /// `stop` for async code: the waiting happens on a blocking thread, not on the runtime's.
+    pub async fn stop_async(self, grace: Duration) -> bool {
+        tokio::task::spawn_blocking(move || self.stop(grace)).await.unwrap_or(false)
+    }
+
+    /// The process with this pid now, if any.
+    pub fn of(pid: u32) -> Option<Pid> {
+        proc_start(pid).map(|start| Pid { pid, start })
+    }
+
+    /// The leader of this process's session (fleet starts every child as a session leader, so
+    /// stopping the leader's group stops its workers too).
+    pub fn session_leader(&self) -> Option<Pid> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        // After the command name: state ppid pgrp session …
+        let sid: u32 = stat[stat.rfind(')')? + 2..].split(' ').nth(3)?.parse().ok()?;
+        Pid::of(sid)
+    }
+
+    /// Whether the process works inside `dir`: its working directory is under it, or its
+    /// environment names it (how fleet recognises its own processes without a record — never by
+    /// name alone).
+    pub fn works_in(&self, dir: &Path) -> bool {
+        let cwd = std::fs::read_link(format!("/proc/{}/cwd", self.pid)).ok();
+        if cwd.is_some_and(|c| c.starts_with(dir)) {
+            return true;
+        }
+        let env = std::fs::read(format!("/proc/{}/environ", self.pid)).unwrap_or_default();
+        let needle = dir.display().to_string();
+        env.split(|b| *b == 0).any(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            kv.split_once('=').is_some_and(|(_, v)| Path::new(v).starts_with(&needle))
+        })
+    }
 }
 
 fn signal_group(pid: u32, sig: i32) {

@@ -9,6 +9,7 @@ use miette::IntoDiagnostic;
 use super::loaded::{load, runtime};
 use super::progress;
 use crate::engine::{Goal, Options, Session};
+use crate::exec::Cancel;
 use crate::plan::render;
 
 /// What `plan`, `apply` and `destroy` were asked, beyond the file.
@@ -19,8 +20,18 @@ pub struct Request<'a> {
     pub opts: Options,
 }
 
-pub fn plan(r: Request, json: bool, detailed: bool) -> miette::Result<ExitCode> {
+/// Before anything else, a converging plan or apply resolves every secret reference it will need:
+/// an unset variable fails here, at its reference, not halfway through an apply.
+fn load_for(r: &Request) -> miette::Result<super::loaded::Loaded> {
     let l = load(r.path, r.data_dir)?;
+    if r.goal == Goal::Converge {
+        crate::fleetfile::check_secrets(&l.spec)?;
+    }
+    Ok(l)
+}
+
+pub fn plan(r: Request, json: bool, detailed: bool) -> miette::Result<ExitCode> {
+    let l = load_for(&r)?;
     let session = Session::read_only(&l.layout)?;
     let p = runtime()?.block_on(session.plan(&l.spec, &l.layout, r.goal, &r.opts))?;
     if json {
@@ -34,7 +45,7 @@ pub fn plan(r: Request, json: bool, detailed: bool) -> miette::Result<ExitCode> 
 
 pub fn apply(r: Request, jobs: Option<usize>) -> miette::Result<ExitCode> {
     let t0 = Instant::now();
-    let l = load(r.path, r.data_dir)?;
+    let l = load_for(&r)?;
     let session = Session::open(&l.layout, r.goal.command())?;
     if let Some(ms) = std::env::var("FLEET_DEBUG_HOLD_LOCK_MS").ok().and_then(|v| v.parse().ok()) {
         // For tests of the lock: keep it held for a while.
@@ -49,11 +60,22 @@ pub fn apply(r: Request, jobs: Option<usize>) -> miette::Result<ExitCode> {
     let jobs = jobs.unwrap_or(l.spec.parallelism);
     println!("\nApplying {} changes, up to {jobs} at once:", p.plan.changes.len());
     let (reporter, bar) = progress::reporter(p.plan.changes.len());
-    let summary = rt.block_on(session.apply(&p, jobs, reporter))?;
+    let cancel = Cancel::default();
+    rt.spawn(watch_signals(cancel.clone(), l.layout.state_db(), session.owner().map(str::to_string)));
+    let summary = rt.block_on(session.apply_until(&p, jobs, reporter, cancel))?;
     if let Some(pb) = bar {
         pb.finish_and_clear();
     }
     let secs = t0.elapsed().as_secs_f64();
+    if summary.cancelled {
+        println!(
+            "\nCancelled: {} done, {} failed, {} not started ({secs:.2} s). Finished steps are kept; apply again to go on.",
+            summary.ok(),
+            summary.failed(),
+            summary.skipped()
+        );
+        return Ok(ExitCode::from(130));
+    }
     if summary.success() {
         let verb = match r.goal {
             Goal::Converge => "Apply",
@@ -69,6 +91,35 @@ pub fn apply(r: Request, jobs: Option<usize>) -> miette::Result<ExitCode> {
             summary.skipped()
         );
         Ok(ExitCode::from(1))
+    }
+}
+
+/// Ctrl-C or SIGTERM during an apply: the first stops new steps from starting (running ones finish,
+/// the run is recorded `cancelled`, exit 130); a second stops at once. Even then nothing is left
+/// untracked: every create was recorded as pending before it began, and every process fleet starts
+/// is in its handle or pid file from the moment it exists. The lock is released on the way out.
+async fn watch_signals(cancel: Cancel, state_db: std::path::PathBuf, owner: Option<String>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    let mut first = true;
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        if first {
+            first = false;
+            cancel.cancel();
+            eprintln!("\ncancelling: no new step starts, running ones finish (Ctrl-C again to stop at once)");
+            continue;
+        }
+        if let (Ok(store), Some(owner)) = (crate::state::Store::open(&state_db), &owner) {
+            let _ = store.unlock(owner);
+        }
+        eprintln!("stopped at once; the next apply takes over from here");
+        std::process::exit(130);
     }
 }
 

@@ -161,6 +161,11 @@ pub fn main() -> ExitCode {
                 l.spec.gateways.len(),
                 l.spec.providers.len()
             );
+            // validate stays offline: it says which references it left to plan and apply.
+            let refs: Vec<String> = l.spec.secret_refs().iter().map(|(_, r)| r.to_string()).collect();
+            if !refs.is_empty() {
+                println!("not checked (plan and apply resolve them): {}", refs.join(", "));
+            }
             ExitCode::SUCCESS
         }),
         Cmd::Plan { path, json, detailed_exitcode, select } => {

@@ -14,7 +14,7 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 pub use drivers::drivers;
 
 use crate::driver::{Drift, Drivers};
-use crate::exec::{Execution, Reporter, Summary};
+use crate::exec::{Cancel, Execution, Reporter, Summary};
 use crate::fleetfile::FleetSpec;
 use crate::layout::Layout;
 use crate::plan::{diff, Plan};
@@ -94,6 +94,12 @@ impl Session {
         Ok(Session { store, owner: None, command: "plan".into() })
     }
 
+    /// The lock's owner token, when this session holds the lock (for releasing it from a signal
+    /// handler that ends the process).
+    pub fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
+    }
+
     /// The state this session reads (None: never applied, read-only).
     pub fn store(&self) -> Option<&Store> {
         self.store.as_ref()
@@ -139,6 +145,17 @@ impl Session {
 
     /// Executes a plan this session computed: at most `jobs` steps at once, each recorded.
     pub async fn apply(&self, p: &Prepared, jobs: usize, reporter: Arc<dyn Reporter>) -> miette::Result<Summary> {
+        self.apply_until(p, jobs, reporter, Cancel::default()).await
+    }
+
+    /// `apply`, stopping to start steps once `cancel` is set; the run is then recorded `cancelled`.
+    pub async fn apply_until(
+        &self,
+        p: &Prepared,
+        jobs: usize,
+        reporter: Arc<dyn Reporter>,
+        cancel: Cancel,
+    ) -> miette::Result<Summary> {
         let store = match (&self.store, &self.owner) {
             (Some(s), Some(_)) => s,
             _ => return Err(miette!("internal error: apply needs a locked session")),
@@ -146,6 +163,7 @@ impl Session {
         let run_id = store.begin_run(&self.command).into_diagnostic()?;
         let summary = Execution {
             plan: &p.plan,
+            cancel,
             desired: &p.desired,
             prior: &p.prior,
             drivers: &p.drivers,
@@ -156,7 +174,11 @@ impl Session {
         }
         .run()
         .await;
-        let status = if summary.success() { "ok" } else { "failed" };
+        let status = match (summary.cancelled, summary.success()) {
+            (true, _) => "cancelled",
+            (false, true) => "ok",
+            (false, false) => "failed",
+        };
         store.finish_run(run_id, status).into_diagnostic()?;
         Ok(summary)
     }

@@ -14,7 +14,7 @@ pub use crate::driver::error_chain;
 use crate::driver::{Drivers, StepCtx};
 use crate::plan::{Action, Plan};
 use crate::resource::Desired;
-use crate::state::{format_rfc3339, Record, StepRow, Store};
+use crate::state::{format_rfc3339, Record, StepRow, Store, PENDING};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
@@ -41,6 +41,8 @@ pub trait Reporter: Send + Sync {
 #[derive(Debug, Default)]
 pub struct Summary {
     pub outcomes: Vec<StepOutcome>,
+    /// The run was asked to stop (Ctrl-C, SIGTERM): steps not yet started were skipped.
+    pub cancelled: bool,
 }
 
 impl Summary {
@@ -86,6 +88,22 @@ pub fn step_graph(plan: &Plan, desired: &Desired, prior: &BTreeMap<String, Recor
             }
         }
     }
+    // A deleted resource lets go before what it depended on changes: an agent leaving its gateway
+    // is deleted before the gateway's patch drops its provider (a patch dropping the provider of an
+    // agent still listed makes OpenClaw restart, and an agents.delete during that restart can keep
+    // the gateway from coming back). Only where no order above says otherwise.
+    for (i, c) in plan.changes.iter().enumerate() {
+        let Some(rec) = prior.get(&c.address).filter(|_| c.action == Action::Delete) else { continue };
+        for dep in &rec.deps {
+            if let Some(&j) = index.get(dep.as_str()) {
+                if matches!(plan.changes[j].action, Action::Update | Action::Replace)
+                    && !petgraph::algo::has_path_connecting(&g, nodes[j], nodes[i], None)
+                {
+                    g.update_edge(nodes[i], nodes[j], ());
+                }
+            }
+        }
+    }
     // What a changed resource depended on before, and is changing too, goes first where that
     // agrees with the order above (an agent moving gateways leaves the old one after the old
     // gateway's patch let go of it). Records from older builds may have pointed the other way.
@@ -108,8 +126,22 @@ pub fn step_graph(plan: &Plan, desired: &Desired, prior: &BTreeMap<String, Recor
     g
 }
 
+/// Asks a run to stop starting steps (Ctrl-C, SIGTERM); the steps already running finish.
+#[derive(Clone, Default)]
+pub struct Cancel(Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 pub struct Execution<'a> {
     pub plan: &'a Plan,
+    pub cancel: Cancel,
     pub desired: &'a Desired,
     pub prior: &'a BTreeMap<String, Record>,
     pub drivers: &'a Drivers,
@@ -137,11 +169,18 @@ impl Execution<'_> {
         let jobs = self.jobs.max(1);
 
         loop {
-            while running.len() < jobs {
+            while running.len() < jobs && !self.cancel.is_cancelled() {
                 let Some(i) = ready.pop_front() else { break };
                 let change = &self.plan.changes[i];
                 self.reporter.started(&change.address, change.action);
+                // Intent before the side effect: a create is recorded as pending first, so a crash
+                // mid-create leaves a record that the next plan re-creates and destroy removes.
+                let intent = self.record_intent(i);
                 let task = self.task(i);
+                let task = async move {
+                    intent?;
+                    task.await
+                };
                 running.spawn(async move {
                     let t0 = Instant::now();
                     // A panicking driver fails its own step, not the run.
@@ -198,7 +237,43 @@ impl Execution<'_> {
                 }
             }
         }
+        // Asked to stop: what never started is reported, and nothing else happens.
+        if self.cancel.is_cancelled() {
+            summary.cancelled = true;
+            let done: std::collections::HashSet<&str> = summary.outcomes.iter().map(|o| o.address.as_str()).collect();
+            let mut skipped = Vec::new();
+            for c in self.plan.changes.iter().filter(|c| !done.contains(c.address.as_str())) {
+                skipped.push(StepOutcome {
+                    address: c.address.clone(),
+                    action: c.action,
+                    status: Status::Skipped("cancelled".into()),
+                    elapsed: Duration::ZERO,
+                });
+            }
+            for o in skipped {
+                self.record(&o);
+                self.reporter.finished(&o);
+                summary.outcomes.push(o);
+            }
+        }
         summary
+    }
+
+    /// For a create: the pending record (see `state::PENDING`), written before the driver runs.
+    fn record_intent(&self, i: usize) -> Result<(), String> {
+        let change = &self.plan.changes[i];
+        let Some(want) = self.desired.get(&change.address).filter(|_| change.action == Action::Create) else {
+            return Ok(());
+        };
+        let pending = Record {
+            address: change.address.clone(),
+            kind: want.kind.as_str().into(),
+            fingerprint: PENDING.into(),
+            inputs: want.inputs.clone(),
+            outputs: serde_json::json!({}),
+            deps: want.dep_strings(),
+        };
+        self.store.put(&pending).map_err(|e| format!("cannot record the intent to create it: {e}"))
     }
 
     fn record(&self, o: &StepOutcome) {
@@ -324,6 +399,36 @@ mod tests {
         assert!(before(&g, 2, 0), "desired: b's patch creates him first");
         assert!(before(&g, 1, 0), "prior: a's patch lets go of him before he leaves a");
         assert!(petgraph::algo::toposort(&g, None).is_ok(), "the older record's edge is dropped, not looped");
+    }
+
+    #[test]
+    fn a_removed_agent_leaves_before_its_gateways_patch_drops_its_provider() {
+        let plan = Plan {
+            changes: vec![
+                change("agent.carol", Action::Delete),
+                change("gateway.main.models", Action::Update),
+                change("key.carol", Action::Delete),
+                change("wake.carol", Action::Delete),
+            ],
+            ..Plan::default()
+        };
+        let prior: BTreeMap<String, Record> = [
+            record("agent.carol", &["gateway.main", "gateway.main.models"]),
+            record("gateway.main.models", &["gateway.main", "litellm.proxy", "key.carol"]),
+            record("key.carol", &["litellm.config"]),
+            record("wake.carol", &["gateway.main.models", "agent.carol"]),
+        ]
+        .into();
+        let desired: Desired = [(
+            "gateway.main.models".to_string(),
+            Resource::new(Address::GatewayModels("main".into()), &Value::Null, vec![Address::Gateway("main".into())]),
+        )]
+        .into();
+        let g = step_graph(&plan, &desired, &prior);
+        assert!(before(&g, 0, 1), "agents.delete before the patch that drops carol's provider");
+        assert!(before(&g, 1, 2), "the patch drops her provider before her key is revoked");
+        assert!(before(&g, 3, 0), "the wake goes before the agent");
+        assert!(petgraph::algo::toposort(&g, None).is_ok());
     }
 
     #[test]

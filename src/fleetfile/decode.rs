@@ -45,7 +45,8 @@ pub struct LitellmRaw {
     pub version: Option<Spanned<String>>,
     pub path: Option<PathBuf>,
     pub keys: KeyBackend,
-    pub master_key: Option<SecretRef>,
+    pub keys_url_span: Option<miette::SourceSpan>,
+    pub master_key: Option<Spanned<SecretRef>>,
     pub default_model: Option<Spanned<String>>,
     pub callback: Option<Callback>,
     pub start_timeout_s: Option<u64>,
@@ -238,11 +239,11 @@ fn expand_home(s: &str) -> PathBuf {
 }
 
 /// A secret reference; `env_example` names a plausible variable for the help.
-fn secret(r: &mut Reader, key: &'static str, base: &Path, env_example: &str) -> Option<SecretRef> {
+fn secret(r: &mut Reader, key: &'static str, base: &Path, env_example: &str) -> Option<Spanned<SecretRef>> {
     let v = r.str_opt(key)?;
     let example = r.syntax().assign(key, &format!("\"env:{env_example}\""));
     match SecretRef::parse(&v.value, base) {
-        Ok(s) => Some(s),
+        Ok(s) => Some(Spanned::new(s, v.span)),
         Err("inline secret") => {
             let shell_var = v.value.strip_prefix('$').map(|n| n.trim_matches(|c| c == '{' || c == '}'));
             let problem = match shell_var {
@@ -426,10 +427,11 @@ fn litellm(n: &RawNode, base: &Path, p: &mut Problems) -> LitellmRaw {
             (keys_word, None, false, at)
         }
     };
+    let keys_url_span = url.as_ref().map(|u| u.span);
     let keys = match kind.as_ref().map(|k| k.value.as_str()) {
         Some("file") | None => KeyBackend::File,
         Some("database") => match url {
-            Some(url) => KeyBackend::Database { url },
+            Some(url) => KeyBackend::Database { url: url.value },
             None if url_attempted => KeyBackend::File,
             None => {
                 r.problems.push(Problem::new("the database key backend needs a `url`", at, "no url").help(format!(
@@ -491,6 +493,7 @@ fn litellm(n: &RawNode, base: &Path, p: &mut Problems) -> LitellmRaw {
         version,
         path,
         keys,
+        keys_url_span,
         master_key,
         default_model,
         callback,
@@ -804,10 +807,23 @@ fn file_source(n: &RawNode, base: &Path, p: &mut Problems, named: bool) -> Optio
         (Some(path), None) => {
             let full = base.join(&path.value);
             if !full.is_file() {
-                p.push(
+                let dangling = full.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) && !full.exists();
+                let problem = if full.is_dir() {
+                    Problem::new(format!("{} is a directory, not a file", path.value), path.span, "a directory")
+                        .help(format!("name a file inside it, e.g. `{}/SOUL.md`", path.value.trim_end_matches('/')))
+                } else if dangling {
+                    let target = std::fs::read_link(&full).map(|t| t.display().to_string()).unwrap_or_default();
+                    Problem::new(
+                        format!("{} is a symbolic link to {target}, which does not exist", path.value),
+                        path.span,
+                        "dangling link",
+                    )
+                    .help("point the link at an existing file, or name the file itself")
+                } else {
                     Problem::new(format!("file not found: {}", path.value), path.span, "no such file")
-                        .help(missing_file_help(base, &path.value)),
-                );
+                        .help(missing_file_help(base, &path.value))
+                };
+                p.push(problem);
                 return None;
             }
             Some(FileSource::Path(full))

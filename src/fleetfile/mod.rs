@@ -80,9 +80,32 @@ pub fn parse(source: SourceFile, base: &Path) -> Result<FleetSpec, SpecError> {
     }
     let first_span = nodes.first().map(|n| n.name_span).unwrap_or_else(|| (0..0).into());
     let decoded = decode::decode(&nodes, base, &mut problems);
-    match validate::assemble(decoded, base, first_span, &mut problems) {
+    match validate::assemble(decoded, &source, base, first_span, &mut problems) {
         Some(spec) if problems.is_empty() => Ok(spec),
         _ => Err(problems.into_report(&source)),
+    }
+}
+
+/// Resolves every secret reference the file makes (environment variables set, files readable and
+/// not empty): what `plan` and `apply` do before anything else, so a missing key fails at once, at
+/// its reference, instead of halfway through an apply. Values are read and dropped, never kept.
+pub fn check_secrets(spec: &FleetSpec) -> Result<(), SpecError> {
+    let mut problems = Problems::new(if spec.source.name.ends_with(".toml") { Syntax::Toml } else { Syntax::Kdl });
+    for (key, r) in spec.secret_refs() {
+        if let Err(why) = r.resolve() {
+            let help = match &r.value {
+                secret::SecretRef::Env(name) => {
+                    format!("set {name} in the environment fleet runs in, or reference a file: `file:PATH`")
+                }
+                secret::SecretRef::File(_) => "create the file (mode 0600) holding only the secret".to_string(),
+            };
+            problems.push(diagnostic::Problem::new(format!("`{key}`: {why}"), r.span, "referenced here").help(help));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.into_report(&spec.source))
     }
 }
 

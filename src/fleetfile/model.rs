@@ -28,6 +28,9 @@ pub struct OpenClaw {
 #[derive(Debug, Clone)]
 pub struct FleetSpec {
     pub name: String,
+    /// The file it was read from (for diagnostics found after parsing: secret references resolved
+    /// at plan time).
+    pub source: crate::syntax::diagnostic::SourceFile,
     pub parallelism: usize,
     pub data_dir: Option<PathBuf>,
     /// The directory holding the fleet file; relative paths resolve against it.
@@ -42,6 +45,19 @@ pub struct FleetSpec {
 }
 
 impl FleetSpec {
+    /// Every secret reference the file makes, with where: what plan and apply resolve first.
+    pub fn secret_refs(&self) -> Vec<(&'static str, Spanned<SecretRef>)> {
+        let mut out = Vec::new();
+        out.extend(self.litellm.master_key.iter().map(|r| ("master-key", r.clone())));
+        if let (KeyBackend::Database { url }, Some(span)) = (&self.litellm.keys, self.litellm.keys_url_span) {
+            out.push(("url", Spanned::new(url.clone(), span)));
+        }
+        let token = self.litellm.callback.iter().filter_map(|c| c.token.clone());
+        out.extend(token.map(|r| ("callback-token", r)));
+        out.extend(self.providers.iter().filter_map(|p| p.api_key.clone()).map(|r| ("api-key", r)));
+        out
+    }
+
     pub fn agent(&self, name: &str) -> Option<&Agent> {
         self.agents.iter().find(|a| a.name.value == name)
     }
@@ -141,8 +157,10 @@ pub struct Litellm {
     pub version: String,
     pub path: Option<PathBuf>,
     pub keys: KeyBackend,
+    /// Where the database backend's `url` reference is written.
+    pub keys_url_span: Option<miette::SourceSpan>,
     /// The admin key; fleet mints and keeps one (0600) in the data dir when absent.
-    pub master_key: Option<SecretRef>,
+    pub master_key: Option<Spanned<SecretRef>>,
     /// The model the `default` alias points at; the first declared model when absent.
     pub default_model: Option<Spanned<String>>,
     /// Where the proxy reports every call (`llm_call` trace events), if anywhere.
@@ -155,7 +173,7 @@ pub struct Litellm {
 pub struct Callback {
     pub url: String,
     /// The bearer token the sink expects; fleet mints one (0600) in the data dir when absent.
-    pub token: Option<SecretRef>,
+    pub token: Option<Spanned<SecretRef>>,
 }
 
 pub const DEFAULT_PROXY_START_TIMEOUT_S: u64 = 120;
@@ -196,7 +214,7 @@ impl ProviderKind {
 pub struct Provider {
     pub name: Spanned<String>,
     pub kind: ProviderKind,
-    pub api_key: Option<SecretRef>,
+    pub api_key: Option<Spanned<SecretRef>>,
     pub url: Option<String>,
     pub models: Vec<ModelDecl>,
 }

@@ -307,3 +307,33 @@ fn a_process_host_is_this_machine_s_architecture() {
     );
     assert!(kdl(&incus).map_err(messages).err().is_none_or(|m| !m.iter().any(|m| m.contains("process host"))));
 }
+
+#[test]
+fn a_soul_path_that_is_a_directory_or_a_dangling_link_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("souls")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("gone.md"), dir.path().join("link.md")).unwrap();
+    let text = format!("{BASE}gateway \"main\"\nagent \"alice\" model=\"demo-small\" {{ soul file=\"souls\"; }}\n");
+    let (m, _, help) = only(parse(SourceFile::new("fleet.kdl", text.clone()), dir.path()).unwrap_err(), &text);
+    assert_eq!(m, "souls is a directory, not a file");
+    assert!(help.contains("souls/SOUL.md"), "{help}");
+    let text = format!("{BASE}gateway \"main\"\nagent \"alice\" model=\"demo-small\" {{ soul file=\"link.md\"; }}\n");
+    let (m, _, _) = only(parse(SourceFile::new("fleet.kdl", text.clone()), dir.path()).unwrap_err(), &text);
+    assert!(m.starts_with("link.md is a symbolic link to ") && m.ends_with("gone.md, which does not exist"), "{m}");
+}
+
+#[test]
+fn secret_references_are_resolved_for_plan_at_their_span() {
+    let text = format!(
+        "{BASE}provider \"or\" type=\"openrouter\" api-key=\"env:FLEET_TEST_SURELY_UNSET_KEY\" {{ models \"x/y\"; }}\n"
+    );
+    let spec = parse(SourceFile::new("fleet.kdl", text.clone()), std::path::Path::new("/x")).unwrap();
+    let (m, label, help) = only(super::check_secrets(&spec).unwrap_err(), &text);
+    assert_eq!(m, "`api-key`: environment variable FLEET_TEST_SURELY_UNSET_KEY is not set");
+    assert_eq!(label, "\"env:FLEET_TEST_SURELY_UNSET_KEY\"");
+    assert!(help.contains("set FLEET_TEST_SURELY_UNSET_KEY"), "{help}");
+    assert!(super::check_secrets(
+        &parse(SourceFile::new("fleet.kdl", BASE.into()), std::path::Path::new("/x")).unwrap()
+    )
+    .is_ok());
+}

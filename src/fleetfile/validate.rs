@@ -12,7 +12,7 @@ use miette::SourceSpan;
 
 use super::decode::{Decoded, GatewayRaw};
 use super::model::*;
-use crate::syntax::diagnostic::{choices_help, Problem, Problems};
+use crate::syntax::diagnostic::{choices_help, Problem, Problems, SourceFile};
 
 /// What holds a port on a host, for the diagnostic of a clash.
 struct PortOwner {
@@ -21,7 +21,13 @@ struct PortOwner {
     span: Option<SourceSpan>,
 }
 
-pub fn assemble(d: Decoded, base: &Path, first_span: SourceSpan, p: &mut Problems) -> Option<FleetSpec> {
+pub fn assemble(
+    d: Decoded,
+    source: &SourceFile,
+    base: &Path,
+    first_span: SourceSpan,
+    p: &mut Problems,
+) -> Option<FleetSpec> {
     let syntax = p.syntax;
     let Decoded { fleet_declared, fleet, images, hosts, litellm, openclaw, providers, gateways, agents, broken } = d;
     let is_broken =
@@ -128,6 +134,7 @@ pub fn assemble(d: Decoded, base: &Path, first_span: SourceSpan, p: &mut Problem
             Some(l) => (l.callback.clone(), l.start_timeout_s),
             None => (None, None),
         };
+        let keys_url_span = raw.as_ref().and_then(|l| l.keys_url_span);
         let (host, host_attempted, port, bind, version, path, keys, master_key, default_model) = match raw {
             Some(l) => {
                 (l.host, l.host_attempted, l.port, l.bind, l.version, l.path, l.keys, l.master_key, l.default_model)
@@ -168,6 +175,7 @@ pub fn assemble(d: Decoded, base: &Path, first_span: SourceSpan, p: &mut Problem
                 version: version.map(|v| v.value).unwrap_or_else(|| DEFAULT_LITELLM_VERSION.to_string()),
                 path,
                 keys,
+                keys_url_span,
                 master_key,
                 default_model,
                 callback,
@@ -330,6 +338,7 @@ pub fn assemble(d: Decoded, base: &Path, first_span: SourceSpan, p: &mut Problem
     }
     Some(FleetSpec {
         name: name.value,
+        source: source.clone(),
         parallelism: parallelism.unwrap_or(8),
         data_dir,
         base_dir: base.to_path_buf(),

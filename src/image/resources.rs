@@ -119,8 +119,8 @@ impl CacheInstall for ImageDriver {
 }
 
 /// The fingerprint an alias points at.
-pub fn alias_target(remote: &Option<String>, alias: &str) -> Option<String> {
-    query(remote, &format!("/1.0/images/aliases/{alias}"))?["target"].as_str().map(str::to_string)
+pub async fn alias_target(remote: &Option<String>, alias: &str) -> Option<String> {
+    query(remote, &format!("/1.0/images/aliases/{alias}")).await?["target"].as_str().map(str::to_string)
 }
 
 pub struct ImportDriver;
@@ -131,8 +131,8 @@ fn mark(fleet: &str) -> String {
 }
 
 /// The fleets whose mark an Incus image carries.
-fn users(remote: &Option<String>, fp: &str) -> Vec<String> {
-    let props = query(remote, &format!("/1.0/images/{fp}")).map(|v| v["properties"].clone()).unwrap_or_default();
+async fn users(remote: &Option<String>, fp: &str) -> Vec<String> {
+    let props = query(remote, &format!("/1.0/images/{fp}")).await.map(|v| v["properties"].clone()).unwrap_or_default();
     props
         .as_object()
         .map(|o| o.keys().filter_map(|k| k.strip_prefix("user.fleet.")).map(str::to_string).collect())
@@ -157,9 +157,9 @@ impl ImportDriver {
         let (remote, alias) = (&i.remote, i.alias.as_str());
         // Incus names an image by its tarball's sha256.
         let fp = sha256_file(&i.file)?;
-        let current = alias_target(remote, alias);
+        let current = alias_target(remote, alias).await;
         if let Some(other) = current.as_deref().filter(|t| *t != fp) {
-            let others: Vec<String> = users(remote, other).into_iter().filter(|f| *f != i.fleet).collect();
+            let others: Vec<String> = users(remote, other).await.into_iter().filter(|f| *f != i.fleet).collect();
             if !others.is_empty() {
                 return Err(miette!(
                     help = "give the image another name in one of the fleet files, or update both to the same image",
@@ -168,24 +168,24 @@ impl ImportDriver {
                 ));
             }
         }
-        if query(remote, &format!("/1.0/images/{fp}")).is_none() {
+        if query(remote, &format!("/1.0/images/{fp}")).await.is_none() {
             ctx.progress(&format!("incus image import ({fp:.12})"));
             let dest = match remote {
                 Some(r) => format!("{r}:"),
                 None => "local:".to_string(),
             };
-            incus(&["image", "import", &file, &dest])?;
+            incus(&["image", "import", &file, &dest]).await?;
         }
         if current.as_deref() != Some(fp.as_str()) {
-            let _ = incus(&["image", "alias", "delete", &target(remote, alias)]);
-            if let Err(e) = incus(&["image", "alias", "create", &target(remote, alias), &fp]) {
+            let _ = incus(&["image", "alias", "delete", &target(remote, alias)]).await;
+            if let Err(e) = incus(&["image", "alias", "create", &target(remote, alias), &fp]).await {
                 // Another fleet created it at the same moment: fine if it points at this image.
-                if alias_target(remote, alias).as_deref() != Some(fp.as_str()) {
+                if alias_target(remote, alias).await.as_deref() != Some(fp.as_str()) {
                     return Err(e);
                 }
             }
         }
-        incus(&["image", "set-property", &target(remote, &fp), &mark(&i.fleet), "true"])?;
+        incus(&["image", "set-property", &target(remote, &fp), &mark(&i.fleet), "true"]).await?;
         Ok(json!({"fingerprint": fp}))
     }
 }
@@ -202,10 +202,14 @@ impl Driver for ImportDriver {
                 Drift::Update(format!("the image store {} is missing or holds another image", store.display()))
             };
         }
-        if alias_target(&i.remote, &i.alias).as_deref() != want {
+        if alias_target(&i.remote, &i.alias).await.as_deref() != want {
             return Drift::Update(format!("image alias {} is missing or points elsewhere", i.alias));
         }
-        if !want.is_some_and(|fp| users(&i.remote, fp).contains(&i.fleet)) {
+        let marked = match want {
+            Some(fp) => users(&i.remote, fp).await.contains(&i.fleet),
+            None => false,
+        };
+        if !marked {
             return Drift::Update(format!("image {} does not carry this fleet's mark", i.alias));
         }
         Drift::InSync
@@ -230,17 +234,17 @@ impl Driver for ImportDriver {
         }
         let Some(fp) = prior.outputs.get("fingerprint").and_then(Value::as_str) else { return Ok(()) };
         let remote = &i.remote;
-        if query(remote, &format!("/1.0/images/{fp}")).is_none() {
+        if query(remote, &format!("/1.0/images/{fp}")).await.is_none() {
             return Ok(());
         }
-        let _ = incus(&["image", "unset-property", &target(remote, fp), &mark(&i.fleet)]);
-        if !users(remote, fp).iter().all(|f| *f == i.fleet) {
+        let _ = incus(&["image", "unset-property", &target(remote, fp), &mark(&i.fleet)]).await;
+        if !users(remote, fp).await.iter().all(|f| *f == i.fleet) {
             return Ok(()); // another fleet still uses it
         }
-        if alias_target(remote, &i.alias).as_deref() == Some(fp) {
-            let _ = incus(&["image", "alias", "delete", &target(remote, &i.alias)]);
+        if alias_target(remote, &i.alias).await.as_deref() == Some(fp) {
+            let _ = incus(&["image", "alias", "delete", &target(remote, &i.alias)]).await;
         }
-        let _ = incus(&["image", "delete", &target(remote, fp)]);
+        let _ = incus(&["image", "delete", &target(remote, fp)]).await;
         Ok(())
     }
 }

@@ -22,7 +22,7 @@ pub const CALLBACK_MODULE_SOURCE: &str = include_str!("fleet_callback.py");
 
 /// The environment variable the proxy reads a provider's key from, and where its value comes from.
 pub fn provider_key_env(p: &Provider) -> Option<(String, SecretRef)> {
-    let r = p.api_key.clone()?;
+    let r = p.api_key.clone()?.value;
     let var = match &r {
         SecretRef::Env(name) => name.clone(),
         SecretRef::File(_) => format!("FLEET_PROVIDER_{}_API_KEY", env_word(&p.name.value)),

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::fleetfile::secret::{Secret, SecretRef};
 use crate::fsutil::{sha256_hex, write_atomic};
-use crate::process::{log_tail, port_holder, port_open, spawn_detached, Pid};
+use crate::process::{listener_pid, log_tail, port_holder, port_open, spawn_detached, Pid};
 use crate::resource::Resource;
 use crate::state::Record;
 
@@ -88,6 +88,13 @@ struct PidFile {
     pid: Pid,
     config_sha256: String,
     env_sha256: String,
+    /// False from the moment the proxy is spawned until it answered its readiness probe.
+    #[serde(default = "yes")]
+    ready: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 pub struct ProxyDriver;
@@ -106,7 +113,52 @@ impl ProxyDriver {
         pid.alive() && pid.cmdline().contains(&k.config.display().to_string())
     }
 
+    /// Ready, and it is this very process answering (not an older one still on the port).
+    async fn answering(k: &ProxyInputs, pid: Pid) -> bool {
+        ready(&k.url()).await && listener_pid(k.port).and_then(Pid::of).and_then(|p| p.session_leader()) == Some(pid)
+    }
+
+    fn pid_file(k: &ProxyInputs) -> Option<PidFile> {
+        std::fs::read(&k.pid_file).ok().and_then(|b| serde_json::from_slice::<PidFile>(&b).ok())
+    }
+
+    /// This fleet's proxies running outside the record: the pid file's (written the moment a proxy
+    /// is spawned, before it is ready) and whoever listens on the port with this fleet's config on
+    /// its command line (a proxy started just before a crash).
+    fn strays(k: &ProxyInputs) -> Vec<Pid> {
+        let mut out: Vec<Pid> = Self::pid_file(k).map(|pf| pf.pid).filter(|p| Self::ours(*p, k)).into_iter().collect();
+        if let Some(p) = listener_pid(k.port).and_then(Pid::of).filter(|p| Self::ours(*p, k)) {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    async fn stop_strays(k: &ProxyInputs, ctx: &StepCtx) -> miette::Result<()> {
+        for p in Self::strays(k) {
+            ctx.progress(&format!("stopping an unrecorded proxy of this fleet (pid {})", p.pid));
+            Self::stop(p, k).await?;
+        }
+        Ok(())
+    }
+
+    fn write_pid_file(k: &ProxyInputs, pf: &PidFile) -> miette::Result<()> {
+        write_atomic(&k.pid_file, &serde_json::to_vec(pf).expect("pid file serialises"), 0o644)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot write {}", k.pid_file.display()))
+    }
+
     async fn start(k: &ProxyInputs, ctx: &StepCtx) -> miette::Result<Outputs> {
+        Self::stop_strays(k, ctx).await?;
+        // A stopped proxy's workers may hold the port a moment longer.
+        let t0 = Instant::now();
+        while port_open(k.host(), k.port) && t0.elapsed() < Duration::from_secs(10) && Self::strays(k).is_empty() {
+            if listener_pid(k.port).and_then(Pid::of).is_some_and(|p| !Self::ours(p, k)) {
+                break; // someone else's: said below
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         if port_open(k.host(), k.port) {
             return Err(miette!(
                 "port {} on {} is already in use by {}; stop it, or give this fleet's litellm another `port`",
@@ -140,6 +192,12 @@ impl ProxyDriver {
             cmd.env(var, value.expose());
         }
         let pid = spawn_detached(cmd, &k.log, "litellm proxy").into_diagnostic().wrap_err("cannot start litellm")?;
+        // Intent before waiting: from here on, a crash leaves a proxy the next run finds and adopts or stops.
+        let mut pf = PidFile { pid, config_sha256: k.config_sha256.clone(), env_sha256: env_sha.clone(), ready: false };
+        if let Err(e) = Self::write_pid_file(k, &pf) {
+            pid.stop_async(Duration::from_secs(5)).await;
+            return Err(e);
+        }
         ctx.progress(&format!("started pid {}, waiting for {}/health/readiness", pid.pid, k.url()));
         let t0 = Instant::now();
         let timeout = Duration::from_secs(k.start_timeout_s);
@@ -151,11 +209,11 @@ impl ProxyDriver {
                     log_tail(&k.log, 25)
                 ));
             }
-            if ready(&k.url()).await {
+            if Self::answering(k, pid).await {
                 break;
             }
             if t0.elapsed() > timeout {
-                pid.stop(Duration::from_secs(5));
+                pid.stop_async(Duration::from_secs(5)).await;
                 return Err(miette!(
                     "the proxy was not ready within {} s (stopped it); last lines of {}:\n{}",
                     k.start_timeout_s,
@@ -165,14 +223,14 @@ impl ProxyDriver {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let pf = PidFile { pid, config_sha256: k.config_sha256.clone(), env_sha256: env_sha.clone() };
-        write_atomic(&k.pid_file, &serde_json::to_vec(&pf).expect("pid file serialises"), 0o644).into_diagnostic()?;
+        pf.ready = true;
+        Self::write_pid_file(k, &pf)?;
         Ok(Self::outputs(k, pid, &env_sha))
     }
 
     /// Stops the proxy at `pid` if it is ours.
-    fn stop(pid: Pid, k: &ProxyInputs) -> miette::Result<()> {
-        if Self::ours(pid, k) && !pid.stop(Duration::from_secs(15)) {
+    async fn stop(pid: Pid, k: &ProxyInputs) -> miette::Result<()> {
+        if Self::ours(pid, k) && !pid.stop_async(Duration::from_secs(15)).await {
             return Err(miette!("the proxy (pid {}) did not stop", pid.pid));
         }
         Ok(())
@@ -201,17 +259,34 @@ impl Driver for ProxyDriver {
         Drift::InSync
     }
 
+    async fn observe_unrecorded(&self, desired: &Resource) -> Option<String> {
+        let k = desired.inputs_as::<ProxyInputs>().ok()?;
+        let p = Self::strays(&k).into_iter().next()?;
+        Some(format!("an unrecorded proxy of this fleet is running, pid {}; it will be adopted or replaced", p.pid))
+    }
+
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
         let k = r.inputs_as::<ProxyInputs>()?;
-        // Adopt a proxy this fleet started earlier (state lost, or a crash before it was recorded).
-        if let Some(pf) = std::fs::read(&k.pid_file).ok().and_then(|b| serde_json::from_slice::<PidFile>(&b).ok()) {
-            if Self::ours(pf.pid, &k) {
-                let env = k.resolve_env()?;
-                if pf.config_sha256 == k.config_sha256 && pf.env_sha256 == env_digest(&env) && ready(&k.url()).await {
-                    ctx.progress(&format!("adopting the running proxy (pid {})", pf.pid.pid));
-                    return Ok(Self::outputs(&k, pf.pid, &pf.env_sha256));
+        // Adopt a proxy this fleet started earlier (state lost, or a crash before it was recorded);
+        // `start` stops any other.
+        if let Some(pf) = Self::pid_file(&k).filter(|pf| Self::ours(pf.pid, &k)) {
+            if !pf.ready {
+                // Started by a run that did not see it through: let it finish starting, then look.
+                ctx.progress(&format!("waiting for the proxy a previous run started (pid {})", pf.pid.pid));
+                let t0 = Instant::now();
+                while pf.pid.alive() && !Self::answering(&k, pf.pid).await && t0.elapsed().as_secs() < k.start_timeout_s
+                {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
-                Self::stop(pf.pid, &k)?;
+            }
+            let env = k.resolve_env()?;
+            if pf.config_sha256 == k.config_sha256
+                && pf.env_sha256 == env_digest(&env)
+                && Self::answering(&k, pf.pid).await
+            {
+                ctx.progress(&format!("adopting the running proxy (pid {})", pf.pid.pid));
+                Self::write_pid_file(&k, &PidFile { ready: true, ..pf })?;
+                return Ok(Self::outputs(&k, pf.pid, &env_digest(&env)));
             }
         }
         Self::start(&k, ctx).await
@@ -223,16 +298,18 @@ impl Driver for ProxyDriver {
             if pid.alive() {
                 ctx.progress(&format!("stopping the proxy (pid {}) to restart it", pid.pid));
             }
-            Self::stop(pid, &old)?;
+            Self::stop(pid, &old).await?;
         }
         Self::start(&k, ctx).await
     }
 
-    async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
+    /// Stops the recorded proxy and any other of this fleet's (a crash may have left one).
+    async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()> {
         let k = prior.inputs_as::<ProxyInputs>()?;
         if let Some(pid) = Self::recorded_pid(&prior.outputs) {
-            Self::stop(pid, &k)?;
+            Self::stop(pid, &k).await?;
         }
+        Self::stop_strays(&k, ctx).await?;
         let _ = std::fs::remove_file(&k.pid_file);
         Ok(())
     }

@@ -15,6 +15,8 @@ use super::rpc::{Client, Event, RpcError};
 /// and reloads): many in flight at once each wait for the others (≈5 s each at 61 agents), so
 /// they get a generous timeout.
 const MUTATION_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long to wait before asking again for a state lease another operation holds.
+const LEASE_PAUSE: Duration = Duration::from_secs(2);
 
 /// How to reach a gateway: its name (for messages), the URL its runtime gives, its token file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,10 +133,30 @@ impl GatewayClient {
             .unwrap_or_default())
     }
 
+    /// A mutating call that waits out OpenClaw's state leases: a lease held by an operation still
+    /// running inside the gateway (e.g. the `agents.delete` of a run that was killed, still being
+    /// carried out) is answered `OPENCLAW_STATE_LEASE_HELD`; the call is sent again once it is free,
+    /// within the call's timeout.
+    async fn mutate(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        let t0 = Instant::now();
+        loop {
+            let left = MUTATION_TIMEOUT.saturating_sub(t0.elapsed());
+            match self.rpc.call(method, params.clone(), left).await {
+                Err(e)
+                    if e.message_contains("OPENCLAW_STATE_LEASE_HELD")
+                        && t0.elapsed() + LEASE_PAUSE < MUTATION_TIMEOUT =>
+                {
+                    tracing::debug!("{method}: {e}; waiting for the lease");
+                    tokio::time::sleep(LEASE_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// `agents.create`; an agent that already exists is success. Returns the id the gateway gave it.
     pub async fn create_agent(&self, id: &str, workspace: &Path) -> Result<String, RpcError> {
-        let params = json!({"name": id, "workspace": workspace});
-        match self.rpc.call("agents.create", params, MUTATION_TIMEOUT).await {
+        match self.mutate("agents.create", json!({"name": id, "workspace": workspace})).await {
             Ok(v) => Ok(v["agentId"].as_str().unwrap_or(id).to_string()),
             Err(e) if e.message_contains("already exists") => Ok(id.to_string()),
             Err(e) => Err(e),
@@ -143,7 +165,7 @@ impl GatewayClient {
 
     /// `agents.delete` with its files kept; an agent already gone is success.
     pub async fn delete_agent(&self, id: &str) -> Result<(), RpcError> {
-        match self.rpc.call("agents.delete", json!({"agentId": id, "deleteFiles": false}), MUTATION_TIMEOUT).await {
+        match self.mutate("agents.delete", json!({"agentId": id, "deleteFiles": false})).await {
             Ok(_) => Ok(()),
             Err(e) if e.message_contains("not found") => Ok(()),
             Err(e) => Err(e),
@@ -234,15 +256,23 @@ impl GatewayClient {
         Ok(reply.unwrap_or_default())
     }
 
-    /// Whether the agent's main session already holds a message sent with this idempotency key (the
-    /// gateway keeps it with each user message, as `<key>:user`, across restarts).
+    /// Whether the agent's main session already holds a message sent with an idempotency key that
+    /// starts with `key` (the gateway keeps it with each user message, as `<key>:user`, across
+    /// restarts; retries of one message use `<key>-N`).
     pub async fn holds_message(&self, agent_id: &str, key: &str) -> Result<bool, RpcError> {
         let params = json!({"sessionKey": format!("agent:{agent_id}:main"), "agentId": agent_id, "limit": 1000});
         let v = self.rpc.req("chat.history", params).await?;
-        let prefix = format!("{key}:");
-        Ok(v["messages"].as_array().is_some_and(|m| {
-            m.iter().any(|m| m["idempotencyKey"].as_str().is_some_and(|k| k == key || k.starts_with(&prefix)))
-        }))
+        Ok(v["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["idempotencyKey"].as_str().is_some_and(|k| k.starts_with(key)))))
+    }
+
+    /// `agent.wait`: how a run ended (`ok`, `error`, or `timeout` when it did not end in time or the
+    /// gateway does not know it).
+    pub async fn wait_run(&self, run_id: &str, timeout: Duration) -> miette::Result<String> {
+        let params = json!({"runId": run_id, "timeoutMs": timeout.as_millis() as u64});
+        let v = self.rpc.call("agent.wait", params, timeout + Duration::from_secs(5)).await.wrap_err("agent.wait")?;
+        Ok(v["status"].as_str().unwrap_or("unknown").to_string())
     }
 
     /// Sends `message` with the idempotency key `key` and waits for the run's terminal state. None: the

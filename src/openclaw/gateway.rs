@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::client::{read_token, GatewayClient, GatewayRef};
 use crate::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::fsutil::write_atomic;
-use crate::process::log_tail;
+use crate::process::{listener_pid, log_tail, Pid};
 use crate::resource::Resource;
 use crate::runtime::{Launch, Runtime};
 use crate::state::Record;
@@ -92,8 +92,70 @@ impl GatewayDriver {
         )
     }
 
+    /// The handle file: written the moment a gateway is started (`starting`), rewritten once healthy.
+    fn handle_file(g: &GatewayInputs) -> Option<Value> {
+        std::fs::read(Self::pid_file(g)).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    }
+
+    /// This fleet's processes for the gateway that the record may not know: the handle file's, and on
+    /// the process runtime whoever listens on its port from inside its home (never a process that
+    /// merely has the same name).
+    async fn strays(&self, g: &GatewayInputs) -> Vec<Value> {
+        let Ok(rt) = self.runtime(g) else { return Vec::new() };
+        let mut out = Vec::new();
+        if let Some(h) = Self::handle_file(g).and_then(|v| v.get("handle").cloned()) {
+            if rt.running(&h).await {
+                out.push(h);
+            }
+        }
+        if g.launch.container.is_none() {
+            let holder = listener_pid(g.launch.port).and_then(Pid::of).and_then(|p| p.session_leader());
+            if let Some(p) = holder.filter(|p| p.works_in(&g.launch.home)) {
+                let h = json!({"pid": p});
+                if !out.contains(&h) {
+                    out.push(h);
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits, at most the start timeout, until a gateway process is past its start: healthy, or
+    /// gone. Stopping one mid-start (while it migrates its state) leaves OpenClaw's state leases
+    /// held for minutes, and the next gateway on that home refuses to start.
+    async fn settle(&self, g: &GatewayInputs, handle: &Value, ctx: &StepCtx) {
+        let Ok(rt) = self.runtime(g) else { return };
+        let outputs = json!({"handle": handle});
+        let t0 = Instant::now();
+        let mut said = false;
+        while rt.running(handle).await && t0.elapsed() < Duration::from_secs(g.start_timeout_s) {
+            if self.unhealthy(g, &outputs).await.is_none() {
+                return;
+            }
+            if !said {
+                ctx.progress(&format!(
+                    "waiting for the gateway a previous run started ({}) to finish starting",
+                    describe(handle)
+                ));
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn stop_strays(&self, g: &GatewayInputs, ctx: &StepCtx) -> miette::Result<()> {
+        let rt = self.runtime(g)?;
+        for h in self.strays(g).await {
+            self.settle(g, &h, ctx).await;
+            ctx.progress(&format!("stopping an unrecorded process of this gateway ({})", describe(&h)));
+            rt.stop(&g.launch, &h).await?;
+        }
+        Ok(())
+    }
+
     async fn start(&self, g: &GatewayInputs, ctx: &StepCtx) -> miette::Result<Outputs> {
         let rt = self.runtime(g)?;
+        self.stop_strays(g, ctx).await?;
         if crate::process::port_open("127.0.0.1", g.launch.port) {
             return Err(miette!(
                 "port {} is already in use by {}; give gateway {} another `port`",
@@ -104,12 +166,18 @@ impl GatewayDriver {
         }
         write_config(g)?;
         let handle = rt.start(&g.launch).await?;
+        // Intent before waiting: from here on, a crash leaves a gateway the next run finds and adopts or stops.
+        let starting = json!({"handle": handle, "starting": true});
+        if let Err(e) = write_atomic(&Self::pid_file(g), starting.to_string().as_bytes(), 0o644) {
+            let _ = rt.stop(&g.launch, &handle).await;
+            return Err(e).into_diagnostic().wrap_err("cannot record the gateway's handle");
+        }
         ctx.progress(&format!("started; waiting for the health RPC on {}", rt.url(&g.launch)));
         let t0 = Instant::now();
         let timeout = Duration::from_secs(g.start_timeout_s);
         let gref = gateway_ref(g, rt);
         let client: GatewayClient = loop {
-            if !rt.running(&handle) {
+            if !rt.running(&handle).await {
                 return Err(miette!("the gateway exited during start; {}", Self::logs(g)));
             }
             match gref.connect_within(Duration::from_secs(2)).await {
@@ -154,7 +222,7 @@ impl GatewayDriver {
     pub async fn unhealthy(&self, g: &GatewayInputs, outputs: &Value) -> Option<String> {
         let rt = self.runtime(g).ok()?;
         let handle = outputs.get("handle").cloned().unwrap_or(Value::Null);
-        if !rt.running(&handle) {
+        if !rt.running(&handle).await {
             return Some(format!("gateway {} is not running", g.launch.gateway));
         }
         match gateway_ref(g, rt).connect_within(Duration::from_secs(3)).await {
@@ -178,20 +246,34 @@ impl Driver for GatewayDriver {
         }
     }
 
+    async fn observe_unrecorded(&self, desired: &Resource) -> Option<String> {
+        let g = desired.inputs_as::<GatewayInputs>().ok()?;
+        let h = self.strays(&g).await.into_iter().next()?;
+        Some(format!(
+            "an unrecorded gateway of this fleet is running, {}; it will be adopted or replaced",
+            describe(&h)
+        ))
+    }
+
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
         let g = r.inputs_as::<GatewayInputs>()?;
-        // Adopt a gateway this fleet started before (state lost) when it is healthy and its settings match.
-        if let Some(prev) =
-            std::fs::read(Self::pid_file(&g)).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        {
+        // Adopt a gateway this fleet started before (state lost, or a crash before it was recorded) when
+        // it is healthy and its settings match; `start` stops any other.
+        if let Some(mut prev) = Self::handle_file(&g) {
+            if let Some(h) = prev.get("handle").cloned().filter(|_| prev["starting"] == true) {
+                self.settle(&g, &h, ctx).await;
+            }
             if self.unhealthy(&g, &prev).await.is_none() {
                 let (on_disk, want) = config_now_and_wanted(&g)?;
                 if want == on_disk {
                     ctx.progress("adopting the running gateway");
+                    if let Some(o) = prev.as_object_mut() {
+                        o.remove("starting");
+                    }
+                    write_atomic(&Self::pid_file(&g), prev.to_string().as_bytes(), 0o644).into_diagnostic()?;
                     return Ok(prev);
                 }
             }
-            let _ = self.stop_recorded(&g, &prev).await;
         }
         self.start(&g, ctx).await
     }
@@ -205,11 +287,22 @@ impl Driver for GatewayDriver {
         self.start(&g, ctx).await
     }
 
-    /// Stops the gateway. Its home (config, state, workspaces) is kept.
-    async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
+    /// Stops the gateway, and any unrecorded process of it a crash left. Its home (config, state,
+    /// workspaces) is kept.
+    async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()> {
         let g = prior.inputs_as::<GatewayInputs>()?;
         self.stop_recorded(&g, &prior.outputs).await?;
+        self.stop_strays(&g, ctx).await?;
         let _ = std::fs::remove_file(Self::pid_file(&g));
         Ok(())
+    }
+}
+
+/// "pid 123" or "container fleet-x-main", for messages.
+fn describe(handle: &Value) -> String {
+    match (handle.pointer("/pid/pid"), handle.get("container")) {
+        (Some(pid), _) => format!("pid {pid}"),
+        (None, Some(Value::String(c))) => format!("container {c}"),
+        _ => handle.to_string(),
     }
 }

@@ -158,12 +158,37 @@ impl ModelsDriver {
         Ok(())
     }
 
+    /// Waits (at most two minutes) until the gateway has finished the agent deletions it journaled
+    /// (`roster::unfinished_deletions`): a deletion still under way — e.g. one a killed run sent —
+    /// and a patch that makes the gateway restart must not overlap.
+    async fn wait_for_deletions(db: &std::path::Path, ctx: &StepCtx) {
+        let t0 = std::time::Instant::now();
+        let mut said = false;
+        while t0.elapsed() < Duration::from_secs(120) {
+            let path = db.to_path_buf();
+            let pending = tokio::task::spawn_blocking(move || roster::unfinished_deletions(&path)).await.ok().flatten();
+            match pending {
+                Some(ids) if !ids.is_empty() => {
+                    if !said {
+                        ctx.progress(&format!("waiting for the gateway to finish deleting {}", ids.join(", ")));
+                        said = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                _ => return,
+            }
+        }
+    }
+
     async fn send(r: &Resource, prior: Option<&Record>, ctx: &StepCtx) -> miette::Result<Outputs> {
         let want: ModelsInputs = r.inputs_as()?;
         let old = prior.and_then(|p| p.inputs_as::<ModelsInputs>().ok());
         let (raw, replace) = patch(&want, old.as_ref())?;
         let c = want.gateway.connect().await?;
         Self::create_held_before(&c, &want, ctx).await?;
+        if let Some(db) = &want.state_db {
+            Self::wait_for_deletions(db, ctx).await;
+        }
         let say = |m: &str| ctx.progress(m);
         match c.patch_config(&raw, &replace, "fleet apply", &say).await? {
             PatchOutcome::Applied { noop, changed } => Ok(json!({"noop": noop, "changed": changed, "restart": false})),
@@ -248,15 +273,29 @@ impl Driver for WakeDriver {
         let message = r.files.first().map(|f| String::from_utf8_lossy(&f.content).into_owned()).unwrap_or_default();
         let key = once_key(&w.agent_id, &message);
         let c = w.gateway.connect().await?;
-        if c.holds_message(&w.agent_id, &key).await? {
-            ctx.progress("already woken (the gateway holds the message); not sent again");
-            return Ok(json!({"replied": false, "key": key, "resent": false}));
+        let timeout = Duration::from_secs(180);
+        for attempt in 0..3 {
+            if c.holds_message(&w.agent_id, &key).await? {
+                ctx.progress("already woken (the gateway holds the message); not sent again");
+                return Ok(json!({"replied": false, "key": key}));
+            }
+            // A run the gateway already knows by this key was started by a run of fleet that died: if
+            // it ended well the message is delivered; if it was aborted with its client, it was not,
+            // and it goes again under the next key of the same family.
+            let run_key = if attempt == 0 { key.clone() } else { format!("{key}-{attempt}") };
+            match c.chat_keyed(&w.agent_id, &message, &run_key, timeout).await? {
+                Some(reply) => return Ok(json!({"replied": !reply.is_empty(), "key": run_key})),
+                None => {
+                    let ended = c.wait_run(&run_key, timeout).await?;
+                    if ended == "ok" {
+                        ctx.progress("the gateway had this wake already; not run again");
+                        return Ok(json!({"replied": true, "key": run_key}));
+                    }
+                    ctx.progress(&format!("an earlier send of this wake ended {ended}; sending it again"));
+                }
+            }
         }
-        let reply = c.chat_keyed(&w.agent_id, &message, &key, Duration::from_secs(180)).await?;
-        if reply.is_none() {
-            ctx.progress("the gateway knew this wake already; not run again");
-        }
-        Ok(json!({"replied": reply.is_some_and(|r| !r.is_empty()), "key": key}))
+        Err(miette!("the wake of {} did not go through after 3 attempts", w.agent_id))
     }
     /// A wake happens once: later changes to the message do not wake the agent again.
     async fn update(&self, _r: &Resource, prior: &Record, _ctx: &StepCtx) -> miette::Result<Outputs> {

@@ -40,6 +40,24 @@ pub fn never_held(db: &Path, id: &str) -> bool {
     db.is_file() && query().unwrap_or(false)
 }
 
+/// The agents whose deletion the gateway has journaled and not finished cleaning up (None when the
+/// database cannot be read). A config change that makes the gateway restart while one is pending can
+/// make the restart fail ("agent database is unavailable while agent X is deleted") and the gateway
+/// not come back, so patches wait for these to finish.
+pub fn unfinished_deletions(db: &Path) -> Option<Vec<String>> {
+    let query = || -> rusqlite::Result<Vec<String>> {
+        let c = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        c.busy_timeout(Duration::from_secs(2))?;
+        let mut stmt = c.prepare("SELECT agent_id FROM agent_deletion_journal WHERE cleanup_completed = 0")?;
+        let ids = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(ids)
+    };
+    if !db.is_file() {
+        return None;
+    }
+    query().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,7 +69,8 @@ mod tests {
             "CREATE TABLE agent_deletion_journal (agent_id TEXT PRIMARY KEY, cleanup_completed INTEGER);
              CREATE TABLE agent_databases (agent_id TEXT, path TEXT);
              INSERT INTO agent_databases VALUES ('alice', 'agents/alice/agent/openclaw-agent.sqlite');
-             INSERT INTO agent_deletion_journal VALUES ('carol', 1);",
+             INSERT INTO agent_deletion_journal VALUES ('carol', 1);
+             INSERT INTO agent_deletion_journal VALUES ('dora', 0);",
         )
         .unwrap();
         path
@@ -64,6 +83,7 @@ mod tests {
         assert!(never_held(&db, "dave"));
         assert!(!never_held(&db, "alice"), "registered");
         assert!(!never_held(&db, "carol"), "deleted: a journal entry");
+        assert_eq!(unfinished_deletions(&db), Some(vec!["dora".to_string()]), "dora's cleanup is not done");
     }
 
     #[test]

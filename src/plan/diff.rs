@@ -78,16 +78,24 @@ pub fn diff(desired: &Desired, prior: &BTreeMap<String, Record>, drift: &BTreeMa
     let mut plan = Plan::default();
     for (addr, want) in desired {
         let kind = want.kind.as_str().to_string();
-        let Some(rec) = prior.get(addr) else {
+        let rec = prior.get(addr);
+        if rec.is_none_or(Record::is_pending) {
+            // Not there yet, or a create that did not finish; observing may have found what it left.
+            let reason = match drift.get(addr) {
+                Some(Drift::Update(why) | Drift::Replace(why)) => Some(why.clone()),
+                _ if rec.is_some() => Some("a previous apply did not finish creating it".to_string()),
+                _ => None,
+            };
             plan.changes.push(Change {
                 address: addr.clone(),
                 kind,
                 action: Action::Create,
-                reason: None,
+                reason,
                 fields: leaves("", None, Some(&want.inputs)),
             });
             continue;
-        };
+        }
+        let Some(rec) = rec else { continue };
         let fields = if rec.fingerprint == want.fingerprint {
             Vec::new()
         } else {
@@ -121,7 +129,7 @@ pub fn diff(desired: &Desired, prior: &BTreeMap<String, Record>, drift: &BTreeMa
         plan.changes.iter().filter(|c| c.action == Action::Replace).map(|c| c.address.clone()).collect();
     if !replaced.is_empty() {
         for (addr, want) in desired {
-            if plan.changes.iter().any(|c| &c.address == addr) || !prior.contains_key(addr) {
+            if plan.changes.iter().any(|c| &c.address == addr) || prior.get(addr).is_none_or(|r| r.is_pending()) {
                 continue;
             }
             if let Some(dep) = want.dep_strings().into_iter().find(|d| replaced.contains(d)) {

@@ -5,7 +5,7 @@
 //! gateway deletes it (force), starting creates it afresh; all state is in the home.
 
 use std::path::PathBuf;
-use std::process::Command;
+use tokio::process::Command;
 
 use miette::{miette, IntoDiagnostic};
 use serde_json::{json, Value};
@@ -14,10 +14,15 @@ use super::{Container, Launch, Runtime};
 
 pub struct IncusRuntime;
 
-/// Runs the `incus` CLI (so INCUS_DIR and `incus remote` settings apply); stdout, or stderr as the error.
-pub fn incus(args: &[&str]) -> miette::Result<String> {
-    let out =
-        Command::new("incus").args(args).output().map_err(|e| miette!("cannot run incus: {e}; is incus installed?"))?;
+/// Runs the `incus` CLI (so INCUS_DIR and `incus remote` settings apply); stdout, or stderr as the
+/// error. Async (tokio's process), so waiting on Incus never blocks the runtime's threads.
+pub async fn incus(args: &[&str]) -> miette::Result<String> {
+    let out = Command::new("incus")
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| miette!("cannot run incus: {e}; is incus installed?"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -38,12 +43,12 @@ fn container(l: &Launch) -> miette::Result<&Container> {
 }
 
 /// `incus query` of a REST path (on the remote, if any), as JSON; None when it fails.
-pub fn query(remote: &Option<String>, path: &str) -> Option<Value> {
-    incus(&["query", &target(remote, path)]).ok().and_then(|s| serde_json::from_str(&s).ok())
+pub async fn query(remote: &Option<String>, path: &str) -> Option<Value> {
+    incus(&["query", &target(remote, path)]).await.ok().and_then(|s| serde_json::from_str(&s).ok())
 }
 
-pub fn instance_state(remote: &Option<String>, name: &str) -> Option<String> {
-    query(remote, &format!("/1.0/instances/{name}/state"))?["status"].as_str().map(str::to_string)
+pub async fn instance_state(remote: &Option<String>, name: &str) -> Option<String> {
+    query(remote, &format!("/1.0/instances/{name}/state")).await?["status"].as_str().map(str::to_string)
 }
 
 #[async_trait::async_trait]
@@ -54,12 +59,12 @@ impl Runtime for IncusRuntime {
         for d in ["state", "logs", "tmp", "workspaces"] {
             std::fs::create_dir_all(l.home.join(d)).into_diagnostic()?;
         }
-        if instance_state(&c.remote, &c.name).is_some() {
-            let _ = incus(&["delete", "--force", &name]);
+        if instance_state(&c.remote, &c.name).await.is_some() {
+            let _ = incus(&["delete", "--force", &name]).await;
         }
-        incus(&["init", &target(&c.remote, &c.image), &name, "-q"])?;
+        incus(&["init", &target(&c.remote, &c.image), &name, "-q"]).await?;
         let home = format!("source={}", l.home.display());
-        incus(&["config", "device", "add", &name, "home", "disk", &home, "path=/root", "shift=true", "-q"])?;
+        incus(&["config", "device", "add", &name, "home", "disk", &home, "path=/root", "shift=true", "-q"]).await?;
         let gw = format!("tcp:127.0.0.1:{}", l.port);
         incus(&[
             "config",
@@ -71,7 +76,8 @@ impl Runtime for IncusRuntime {
             &format!("listen={gw}"),
             &format!("connect={gw}"),
             "-q",
-        ])?;
+        ])
+        .await?;
         for port in &c.forward {
             let addr = format!("tcp:127.0.0.1:{port}");
             incus(&[
@@ -85,25 +91,26 @@ impl Runtime for IncusRuntime {
                 &format!("listen={addr}"),
                 &format!("connect={addr}"),
                 "-q",
-            ])?;
+            ])
+            .await?;
         }
-        incus(&["start", &name])?;
+        incus(&["start", &name]).await?;
         Ok(json!({"container": c.name, "remote": c.remote}))
     }
 
     async fn stop(&self, l: &Launch, handle: &Value) -> miette::Result<()> {
         let c = container(l)?;
         let name = handle["container"].as_str().unwrap_or(&c.name);
-        if instance_state(&c.remote, name).is_some() {
-            incus(&["delete", "--force", &target(&c.remote, name)])?;
+        if instance_state(&c.remote, name).await.is_some() {
+            incus(&["delete", "--force", &target(&c.remote, name)]).await?;
         }
         Ok(())
     }
 
-    fn running(&self, handle: &Value) -> bool {
+    async fn running(&self, handle: &Value) -> bool {
         let Some(name) = handle["container"].as_str() else { return false };
         let remote = handle["remote"].as_str().map(str::to_string);
-        instance_state(&remote, name).as_deref() == Some("Running")
+        instance_state(&remote, name).await.as_deref() == Some("Running")
     }
 
     fn home_inside(&self, _l: &Launch) -> PathBuf {

@@ -53,7 +53,7 @@ pub trait Runtime: Send + Sync {
     async fn start(&self, l: &Launch) -> miette::Result<Value>;
     async fn stop(&self, l: &Launch, handle: &Value) -> miette::Result<()>;
     /// Whether what the handle names still runs.
-    fn running(&self, handle: &Value) -> bool;
+    async fn running(&self, handle: &Value) -> bool;
     /// Where fleet reaches the gateway's WebSocket (both runtimes: this machine's loopback, where
     /// the incus runtime's proxy device listens).
     fn url(&self, l: &Launch) -> String {

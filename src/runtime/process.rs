@@ -68,14 +68,14 @@ impl Runtime for ProcessRuntime {
 
     async fn stop(&self, _l: &Launch, handle: &Value) -> miette::Result<()> {
         if let Some(pid) = pid_of(handle) {
-            if !pid.stop(Duration::from_secs(20)) {
+            if !pid.stop_async(Duration::from_secs(20)).await {
                 return Err(miette!("the gateway (pid {}) did not stop", pid.pid));
             }
         }
         Ok(())
     }
 
-    fn running(&self, handle: &Value) -> bool {
+    async fn running(&self, handle: &Value) -> bool {
         pid_of(handle).is_some_and(|p| p.alive())
     }
 }

@@ -14,7 +14,12 @@ pub use lock::{hostname, Holder};
 /// Each entry moves the schema one version forward; never edit a released one.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_lock_owner.sql")];
 
-/// A resource as recorded after its last successful step.
+/// The fingerprint of a record written before a resource's first side effect: the intent to create
+/// it. A record still pending when the next run plans means that create did not finish (a crash, a
+/// kill, a failure): the plan creates it again, and destroy removes whatever it left behind.
+pub const PENDING: &str = "pending";
+
+/// A resource as recorded after its last successful step (or, `PENDING`, before its first one).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub address: String,
@@ -26,6 +31,11 @@ pub struct Record {
 }
 
 impl Record {
+    /// Whether this is only the intent to create the resource (see `PENDING`).
+    pub fn is_pending(&self) -> bool {
+        self.fingerprint == PENDING
+    }
+
     /// The recorded inputs, read back as the kind's inputs type.
     pub fn inputs_as<T: serde::de::DeserializeOwned>(&self) -> miette::Result<T> {
         crate::resource::read_inputs(&self.inputs, &self.address)

@@ -26,6 +26,15 @@ impl<T> Spanned<T> {
     }
 }
 
+/// Two spanned values are equal when their values are, wherever they were written.
+impl<T: PartialEq> PartialEq for Spanned<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+impl<T: Eq> Eq for Spanned<T> {}
+
 impl<T> Deref for Spanned<T> {
     type Target = T;
     fn deref(&self) -> &T {

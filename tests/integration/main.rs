@@ -6,6 +6,7 @@ mod gateway;
 mod house;
 mod image;
 mod incus;
+mod kill;
 mod proxy;
 mod spine;
 mod support;

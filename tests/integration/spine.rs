@@ -470,3 +470,33 @@ fn shell_completions_are_printed() {
         );
     }
 }
+
+#[test]
+fn an_unset_secret_fails_plan_and_apply_at_its_reference_before_anything_happens() {
+    let w = quickstart();
+    w.edit(
+        "fleet.kdl",
+        "provider \"demo\" type=\"mock\" {",
+        "provider \"or\" type=\"openrouter\" api-key=\"env:FLEET_TEST_UNSET_PROVIDER_KEY\" { models \"openai/gpt-4o-mini\" }\n\
+         provider \"demo\" type=\"mock\" {",
+    );
+    let v = w.fleet(&["validate"]).ok();
+    assert!(
+        v.stdout.contains("not checked (plan and apply resolve them): env:FLEET_TEST_UNSET_PROVIDER_KEY"),
+        "{}",
+        v.stdout
+    );
+    for args in [&["plan"][..], &["apply"]] {
+        let r = w.cmd(args).env_remove("FLEET_TEST_UNSET_PROVIDER_KEY").output().unwrap();
+        let r = crate::support::Run::from_output(r);
+        assert_eq!(r.code, 1, "{args:?}: {}", r.all());
+        assert!(
+            r.stderr.contains("`api-key`: environment variable FLEET_TEST_UNSET_PROVIDER_KEY is not set"),
+            "{}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("fleet.kdl:"), "file:line:col: {}", r.stderr);
+        assert!(r.stderr.contains("help: set FLEET_TEST_UNSET_PROVIDER_KEY"), "{}", r.stderr);
+    }
+    assert!(!w.data_dir("quickstart").exists(), "nothing was created");
+}

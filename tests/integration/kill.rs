@@ -1,0 +1,353 @@
+//! The kill sweep: `fleet apply` (and a removal, and a destroy) SIGKILLed at many points, each
+//! followed by the checks a demanding user would make — the next apply converges, the plan is
+//! empty, every process of the fleet's data dir is one the state records, no agent is duplicated
+//! or woken twice, and destroy leaves nothing running. Points are spread over the run's own
+//! progress lines (inside the proxy's and the gateway's start windows too), with delays from a
+//! fixed seed: the same points every run.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{free_port, Run, World};
+
+const FLEET: &str = "sweep";
+
+fn fleet_file(agents: &[&str], proxy: u16, gw: u16) -> String {
+    let mut s = format!(
+        "fleet \"{FLEET}\" {{ parallelism 8; }}\nhost \"local\" runtime=\"process\"\nlitellm host=\"local\" port={proxy}\n\
+         provider \"demo\" type=\"mock\" {{ model \"demo-small\" response=\"Hello from the demo model.\"; }}\n\
+         gateway \"gw\" host=\"local\" port={gw}\n"
+    );
+    for a in agents {
+        s.push_str(&format!("agent \"{a}\" gateway=\"gw\" model=\"demo-small\"\n"));
+    }
+    s
+}
+
+/// A tiny seeded generator (the points must be the same every run).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+/// Runs `fleet ARGS` and SIGKILLs it `delay` after the first output line containing `after` (at
+/// once when `after` is empty). Returns whether it was killed (false: it finished first).
+fn kill_during(w: &World, args: &[&str], after: &str, delay: Duration) -> bool {
+    let mut child = w.cmd(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let t0 = Instant::now();
+    let mut seen = after.is_empty();
+    while !seen && t0.elapsed() < Duration::from_secs(120) {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) => seen = line.contains(after),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    std::thread::sleep(delay);
+    let killed = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    killed
+}
+
+/// Every process whose working directory, environment or command line points into `dir`.
+fn processes_in(dir: &Path) -> BTreeSet<u32> {
+    let needle = dir.display().to_string();
+    let mut out = BTreeSet::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.rfind(')').is_some_and(|i| stat[i + 2..].starts_with('Z')) {
+            continue; // a zombie holds nothing
+        }
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        let env =
+            String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default()).into_owned();
+        let cmd =
+            String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).into_owned();
+        if cwd.is_some_and(|c| c.starts_with(dir)) || env.contains(&needle) || cmd.contains(&needle) {
+            out.insert(pid);
+        }
+    }
+    out
+}
+
+/// (parent, session) of a process.
+fn parent_and_session(pid: u32) -> Option<(u32, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    Some((f.get(1)?.parse().ok()?, f.get(3)?.parse().ok()?))
+}
+
+/// Whether `pid` is one of `recorded`, in one's session, or descends from one (OpenClaw's spawn
+/// broker starts its workers in sessions of their own, as children of the gateway).
+fn belongs_to(pid: u32, recorded: &BTreeSet<u32>) -> bool {
+    let mut p = pid;
+    for _ in 0..32 {
+        if recorded.contains(&p) {
+            return true;
+        }
+        match parent_and_session(p) {
+            Some((_, sid)) if recorded.contains(&sid) => return true,
+            Some((ppid, _)) if ppid > 1 => p = ppid,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The pids the state records for the proxy and the gateway.
+fn recorded_pids(data: &Path) -> BTreeSet<u32> {
+    let db = rusqlite::Connection::open(data.join("state.db")).unwrap();
+    let mut stmt =
+        db.prepare("SELECT outputs FROM resources WHERE address IN ('litellm.proxy', 'gateway.gw')").unwrap();
+    let rows: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    rows.iter()
+        .filter_map(|o| {
+            let v: Value = serde_json::from_str(o).ok()?;
+            v["pid"].as_u64().or_else(|| v.pointer("/handle/pid/pid").and_then(Value::as_u64)).map(|p| p as u32)
+        })
+        .collect()
+}
+
+/// Processes of the fleet that the state does not record (by session: workers belong to their leader).
+fn untracked(data: &Path) -> Vec<String> {
+    let recorded = recorded_pids(data);
+    processes_in(data)
+        .into_iter()
+        .filter(|p| !belongs_to(*p, &recorded))
+        .map(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            format!("pid {p}: {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
+        })
+        .collect()
+}
+
+fn rpc(data: &Path, gw_port: u16, method: &str, params: Value) -> Value {
+    let token = std::fs::read_to_string(data.join("gateways/gw/token")).unwrap();
+    let url = format!("ws://127.0.0.1:{gw_port}");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let c = fleet::openclaw::rpc::Client::connect(&url, token.trim()).await.unwrap();
+        c.call(method, params, Duration::from_secs(60)).await.unwrap()
+    })
+}
+
+/// The checks after every point: converged, nothing untracked, no agent twice, no wake twice.
+fn assert_settled(w: &World, point: &str, agents: &[&str], gw_port: u16) {
+    let data = w.data_dir(FLEET);
+    let logs = || {
+        let tail = |p: &str| {
+            let t = std::fs::read_to_string(data.join(p)).unwrap_or_default();
+            let lines: Vec<&str> = t.lines().collect();
+            lines[lines.len().saturating_sub(25)..].join("\n")
+        };
+        format!("--- proxy.log\n{}\n--- gateway.log\n{}", tail("litellm/proxy.log"), tail("gateways/gw/gateway.log"))
+    };
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{point}: the re-apply failed\n{}\n{}", r.all(), logs());
+    let r = w.fleet(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{point}: one re-apply did not converge\n{}\n{}", r.all(), logs());
+    let stray = untracked(&data);
+    assert!(stray.is_empty(), "{point}: processes of the fleet that the state does not record: {stray:?}");
+    let listed = rpc(&data, gw_port, "agents.list", serde_json::json!({}));
+    let ids: Vec<&str> = listed["agents"].as_array().unwrap().iter().filter_map(|a| a["id"].as_str()).collect();
+    let unique: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), unique.len(), "{point}: an agent is listed twice: {ids:?}");
+    for a in agents {
+        assert!(unique.contains(a), "{point}: {a} is missing: {ids:?}");
+        let h = rpc(
+            &data,
+            gw_port,
+            "chat.history",
+            serde_json::json!({"sessionKey": format!("agent:{a}:main"), "agentId": a, "limit": 1000}),
+        );
+        let wakes = h["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "user" && m["idempotencyKey"].as_str().is_some_and(|k| k.starts_with("fleet-")))
+            .count();
+        assert_eq!(wakes, 1, "{point}: {a} was woken {wakes} times");
+    }
+}
+
+fn assert_destroyed(w: &World, point: &str) {
+    let r = w.fleet(&["destroy"]);
+    assert_eq!(r.code, 0, "{point}: destroy failed\n{}", r.all());
+    let left = processes_in(&w.data_dir(FLEET));
+    assert!(left.is_empty(), "{point}: destroy left processes running: {left:?}");
+}
+
+/// Where to kill: after the first line containing the text, plus a seeded delay below the bound.
+const APPLY_POINTS: [(&str, u64); 20] = [
+    ("", 300),
+    ("Applying", 0),
+    ("Applying", 800),
+    ("litellm.config: created", 0),
+    ("litellm.proxy: started pid", 0),
+    ("litellm.proxy: started pid", 2000),
+    ("litellm.proxy: started pid", 5000),
+    ("gateway.gw: started", 0),
+    ("gateway.gw: started", 3000),
+    ("gateway.gw: started", 8000),
+    ("key.a1: created", 0),
+    ("litellm.proxy: created", 0),
+    ("gateway.gw: created", 0),
+    ("gateway.gw: created", 1500),
+    ("gateway.gw.models: created", 0),
+    ("agent.a2: created", 0),
+    ("agent.a4: created", 300),
+    ("wake.", 0),
+    ("wake.", 2000),
+    ("wake.", 4000),
+];
+
+fn sweep_world(agents: &[&str]) -> (World, u16, u16) {
+    let w = World::new();
+    let (proxy, gw) = (free_port(), free_port());
+    w.write("fleet.kdl", &fleet_file(agents, proxy, gw));
+    (w, proxy, gw)
+}
+
+#[test]
+fn a_cold_apply_killed_anywhere_converges_on_the_next_run() {
+    let agents = ["a1", "a2", "a3", "a4"];
+    let (w, _proxy, gw) = sweep_world(&agents);
+    let mut rng = Lcg(0x5eed_0001);
+    let (mut tried, mut killed) = (0, 0);
+    for (after, bound) in APPLY_POINTS {
+        let delay = Duration::from_millis(if bound == 0 { 0 } else { rng.next(bound) + bound / 2 });
+        let point = format!("apply killed {delay:?} after {after:?}");
+        tried += 1;
+        killed += kill_during(&w, &["apply"], after, delay) as usize;
+        assert_settled(&w, &point, &agents, gw);
+        assert_destroyed(&w, &point);
+    }
+    eprintln!("apply sweep: {tried} points, {killed} killed mid-run, all converged");
+    assert!(killed >= 15, "most points must land inside the run ({killed} of {tried})");
+}
+
+#[test]
+#[ignore = "issue 9 stays open: killed right after it began, a removal leaves the gateway in a state where the next \
+            run's patch needs a recovery restart, and OpenClaw 2026.9.6 fails that restart ('agent database is \
+            unavailable while agent a3 is deleted') and exits; see docs/reliability.md"]
+fn a_removal_killed_anywhere_converges_and_the_removed_keys_are_refused() {
+    let all = ["a1", "a2", "a3", "a4"];
+    let kept = ["a1", "a2"];
+    let (w, proxy, gw) = sweep_world(&all);
+    let points: [(&str, u64); 10] = [
+        ("", 200),
+        ("Applying", 0),
+        ("Applying", 600),
+        ("agent.a3: deleted", 0),
+        ("agent.a4: deleted", 0),
+        ("gateway.gw.models", 0),
+        ("gateway.gw.models", 800),
+        ("key.a3: deleted", 0),
+        ("key.a4: deleted", 0),
+        ("wake.a3: deleted", 0),
+    ];
+    let mut rng = Lcg(0x5eed_0002);
+    let mut killed = 0;
+    for (after, bound) in points {
+        w.write("fleet.kdl", &fleet_file(&all, proxy, gw));
+        let r = w.fleet(&["apply"]);
+        assert_eq!(r.code, 0, "setup: {}", r.all());
+        let data = w.data_dir(FLEET);
+        let keys: Vec<String> =
+            ["a3", "a4"].iter().map(|a| crate::support::env_key(&data.join(format!("agents/{a}/env")))).collect();
+        w.write("fleet.kdl", &fleet_file(&kept, proxy, gw));
+        let delay = Duration::from_millis(if bound == 0 { 0 } else { rng.next(bound) + bound / 2 });
+        let point = format!("removal killed {delay:?} after {after:?}");
+        killed += kill_during(&w, &["apply"], after, delay) as usize;
+        assert_settled(&w, &point, &kept, gw);
+        for key in keys {
+            let (status, _) = crate::proxy::Proxy { url: format!("http://127.0.0.1:{proxy}") }.chat(&key, "demo-small");
+            assert!(status == 401 || status == 403, "{point}: a removed agent's key got {status}");
+        }
+    }
+    assert_destroyed(&w, "after the removal sweep");
+    assert!(killed >= 6, "most points must land inside the run ({killed} of 10)");
+}
+
+#[test]
+fn a_destroy_killed_anywhere_is_finished_by_the_next() {
+    let agents = ["a1", "a2"];
+    let (w, _proxy, _gw) = sweep_world(&agents);
+    let points: [(&str, u64); 5] =
+        [("", 300), ("Applying", 0), ("Applying", 700), ("agent.a1: deleted", 0), ("gateway.gw: deleted", 0)];
+    let mut rng = Lcg(0x5eed_0003);
+    for (after, bound) in points {
+        let r = w.fleet(&["apply"]);
+        assert_eq!(r.code, 0, "setup: {}", r.all());
+        let delay = Duration::from_millis(if bound == 0 { 0 } else { rng.next(bound) + bound / 2 });
+        let point = format!("destroy killed {delay:?} after {after:?}");
+        kill_during(&w, &["destroy"], after, delay);
+        assert_destroyed(&w, &point);
+        let r: Run = w.fleet(&["plan", "--json"]);
+        assert_eq!(r.code, 0, "{point}: {}", r.all());
+    }
+}
+
+#[test]
+fn ctrl_c_stops_new_steps_records_the_run_cancelled_and_leaves_nothing_untracked() {
+    let agents = ["a1", "a2"];
+    let (w, _proxy, gw) = sweep_world(&agents);
+    let mut child = w.cmd(&["apply"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let t0 = Instant::now();
+    let mut lines = Vec::new();
+    while t0.elapsed() < Duration::from_secs(120) {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(50)) {
+            let go = line.contains("gateway.gw: started");
+            lines.push(line);
+            if go {
+                break;
+            }
+        }
+    }
+    // SAFETY: kill(2) with SIGINT on the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    lines.extend(rx.try_iter());
+    let text = lines.join("\n");
+    assert_eq!(status.code(), Some(130), "{text}");
+    assert!(text.contains("+ gateway.gw: created"), "the running gateway step finished: {text}");
+    assert!(text.contains("skipped: cancelled"), "{text}");
+    assert!(text.contains("Cancelled:"), "{text}");
+    let data = w.data_dir(FLEET);
+    let stray = untracked(&data);
+    assert!(stray.is_empty(), "processes the state does not record: {stray:?}");
+    let state = w.fleet(&["state"]).ok();
+    assert!(state.stdout.contains("apply    cancelled"), "{}", state.stdout);
+    // The next apply goes on without force-unlock.
+    assert_settled(&w, "after Ctrl-C", &agents, gw);
+    assert_destroyed(&w, "after Ctrl-C");
+}
