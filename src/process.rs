@@ -68,10 +68,7 @@ impl Pid {
     /// The leader of this process's session (fleet starts every child as a session leader, so
     /// stopping the leader's group stops its workers too).
     pub fn session_leader(&self) -> Option<Pid> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // After the command name: state ppid pgrp session …
-        let sid: u32 = stat[stat.rfind(')')? + 2..].split(' ').nth(3)?.parse().ok()?;
-        Pid::of(sid)
+        Pid::of(stat_fields(self.pid)?.get(STAT_SESSION)?.parse().ok()?)
     }
 
     /// Whether the process works inside `dir`: its working directory is under it, or its
@@ -100,19 +97,27 @@ fn signal_group(pid: u32, sig: i32) {
     }
 }
 
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
-        .unwrap_or(true)
+/// Indexes into `stat_fields`: field 3 (state), 4 (ppid), 6 (session) and 22 (start time) of
+/// /proc/<pid>/stat.
+pub const STAT_STATE: usize = 0;
+pub const STAT_PPID: usize = 1;
+pub const STAT_SESSION: usize = 3;
+const STAT_START: usize = 19;
+
+/// The fields of /proc/<pid>/stat after the command name (None when there is no such process). The
+/// name (field 2) may contain spaces and parentheses, so the split is after the last ')'.
+pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(stat[stat.rfind(')')? + 2..].split(' ').map(str::to_string).collect())
 }
 
-/// Field 22 of /proc/<pid>/stat, or None when there is no such process.
+fn is_zombie(pid: u32) -> bool {
+    stat_fields(pid).is_none_or(|f| f.get(STAT_STATE).is_some_and(|s| s == "Z"))
+}
+
+/// Field 22 of /proc/<pid>/stat (start time in clock ticks), or None when there is no such process.
 pub fn proc_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    stat_fields(pid)?.get(STAT_START)?.parse().ok()
 }
 
 pub fn cmdline(pid: u32) -> String {

@@ -401,9 +401,9 @@ mod tests {
         assert!(petgraph::algo::toposort(&g, None).is_ok(), "the older record's edge is dropped, not looped");
     }
 
-    #[test]
-    fn a_removed_agent_leaves_before_its_gateways_patch_drops_its_provider() {
-        let plan = Plan {
+    /// carol leaves: her agent, key and wake go; the gateway's models patch stays, minus carol.
+    fn carol_leaves() -> Plan {
+        Plan {
             changes: vec![
                 change("agent.carol", Action::Delete),
                 change("gateway.main.models", Action::Update),
@@ -411,7 +411,21 @@ mod tests {
                 change("wake.carol", Action::Delete),
             ],
             ..Plan::default()
-        };
+        }
+    }
+
+    /// What stays desired when carol leaves: the gateway's models patch.
+    fn patch_stays() -> Desired {
+        [(
+            "gateway.main.models".to_string(),
+            Resource::new(Address::GatewayModels("main".into()), &Value::Null, vec![Address::Gateway("main".into())]),
+        )]
+        .into()
+    }
+
+    #[test]
+    fn a_removed_agent_leaves_before_its_gateways_patch_drops_its_provider() {
+        let plan = carol_leaves();
         let prior: BTreeMap<String, Record> = [
             record("agent.carol", &["gateway.main", "gateway.main.models"]),
             record("gateway.main.models", &["gateway.main", "litellm.proxy", "key.carol"]),
@@ -419,12 +433,7 @@ mod tests {
             record("wake.carol", &["gateway.main.models", "agent.carol"]),
         ]
         .into();
-        let desired: Desired = [(
-            "gateway.main.models".to_string(),
-            Resource::new(Address::GatewayModels("main".into()), &Value::Null, vec![Address::Gateway("main".into())]),
-        )]
-        .into();
-        let g = step_graph(&plan, &desired, &prior);
+        let g = step_graph(&plan, &patch_stays(), &prior);
         assert!(before(&g, 0, 1), "agents.delete before the patch that drops carol's provider");
         assert!(before(&g, 1, 2), "the patch drops her provider before her key is revoked");
         assert!(before(&g, 3, 0), "the wake goes before the agent");
@@ -433,16 +442,7 @@ mod tests {
 
     #[test]
     fn what_depended_on_a_deleted_resource_lets_go_first() {
-        // carol leaves: her key and agent go; the gateway's models patch stays, minus carol.
-        let plan = Plan {
-            changes: vec![
-                change("agent.carol", Action::Delete),
-                change("gateway.main.models", Action::Update),
-                change("key.carol", Action::Delete),
-                change("wake.carol", Action::Delete),
-            ],
-            ..Plan::default()
-        };
+        let plan = carol_leaves();
         let prior: BTreeMap<String, Record> = [
             record("agent.carol", &["gateway.main", "key.carol"]),
             record("gateway.main.models", &["gateway.main", "agent.carol", "key.carol"]),
@@ -450,12 +450,7 @@ mod tests {
             record("wake.carol", &["gateway.main.models", "agent.carol"]),
         ]
         .into();
-        let desired: Desired = [(
-            "gateway.main.models".to_string(),
-            Resource::new(Address::GatewayModels("main".into()), &Value::Null, vec![Address::Gateway("main".into())]),
-        )]
-        .into();
-        let g = step_graph(&plan, &desired, &prior);
+        let g = step_graph(&plan, &patch_stays(), &prior);
         assert!(before(&g, 1, 0), "the models patch drops carol before agents.delete");
         assert!(before(&g, 1, 2), "and before her key is revoked");
         assert!(before(&g, 3, 0), "the wake goes before the agent");

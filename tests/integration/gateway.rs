@@ -260,10 +260,8 @@ fn session_members(leader: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        // Fields after the command name: state ppid pgrp session …
-        let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-        if rest.get(3).and_then(|s| s.parse::<u32>().ok()) == Some(leader) {
+        let Some(f) = fleet::process::stat_fields(pid) else { continue };
+        if f.get(fleet::process::STAT_SESSION).and_then(|s| s.parse::<u32>().ok()) == Some(leader) {
             out.push(pid);
         }
     }

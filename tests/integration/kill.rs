@@ -12,6 +12,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use fleet::process::{stat_fields, STAT_PPID, STAT_SESSION, STAT_STATE};
 use serde_json::Value;
 
 use crate::support::{free_port, Run, World};
@@ -77,8 +78,7 @@ fn processes_in(dir: &Path) -> BTreeSet<u32> {
         if pid == std::process::id() {
             continue;
         }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.rfind(')').is_some_and(|i| stat[i + 2..].starts_with('Z')) {
+        if stat_fields(pid).is_some_and(|f| f[STAT_STATE] == "Z") {
             continue; // a zombie holds nothing
         }
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
@@ -95,9 +95,8 @@ fn processes_in(dir: &Path) -> BTreeSet<u32> {
 
 /// (parent, session) of a process.
 fn parent_and_session(pid: u32) -> Option<(u32, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let f: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-    Some((f.get(1)?.parse().ok()?, f.get(3)?.parse().ok()?))
+    let f = stat_fields(pid)?;
+    Some((f.get(STAT_PPID)?.parse().ok()?, f.get(STAT_SESSION)?.parse().ok()?))
 }
 
 /// Whether `pid` is one of `recorded`, in one's session, or descends from one (OpenClaw's spawn
