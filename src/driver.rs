@@ -63,6 +63,12 @@ pub trait Driver: Send + Sync {
     async fn observe_unrecorded(&self, _desired: &Resource) -> Option<String> {
         None
     }
+    /// After an apply: what the record's outputs should say now, when a step of another resource
+    /// changed what this one's record describes (a gateway that a models patch made restart, and
+    /// that was started again, has a new pid). None: the record stands.
+    async fn refreshed(&self, _rec: &Record) -> Option<Outputs> {
+        None
+    }
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs>;
     async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs>;
     async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()>;
@@ -107,6 +113,19 @@ impl Drivers {
     }
     pub fn for_record(&self, rec: &Record) -> Option<&Arc<dyn Driver>> {
         Kind::parse(&rec.kind).and_then(|k| self.get(k))
+    }
+
+    /// Brings recorded outputs up to date after an apply (`Driver::refreshed`).
+    pub async fn refresh_outputs(&self, records: BTreeMap<String, Record>) -> Vec<Record> {
+        let mut out = Vec::new();
+        for mut rec in records.into_values().filter(|r| !r.is_pending()) {
+            let Some(d) = self.for_record(&rec) else { continue };
+            if let Some(outputs) = d.refreshed(&rec).await.filter(|o| *o != rec.outputs) {
+                rec.outputs = outputs;
+                out.push(rec);
+            }
+        }
+        out
     }
 
     /// Observes every desired resource: a recorded one for drift, an unrecorded (or unfinished)

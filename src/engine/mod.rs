@@ -174,6 +174,9 @@ impl Session {
         }
         .run()
         .await;
+        for rec in p.drivers.refresh_outputs(store.load().into_diagnostic()?).await {
+            store.put(&rec).into_diagnostic()?;
+        }
         let status = match (summary.cancelled, summary.success()) {
             (true, _) => "cancelled",
             (false, true) => "ok",

@@ -61,24 +61,6 @@ impl GatewayRef {
         let c = self.try_connect(Duration::from_secs(3)).await?;
         c.agent_ids().await.ok()
     }
-
-    /// Waits (up to two minutes) until the gateway answers `health` from a boot other than `old_boot`.
-    pub async fn wait_restarted(&self, old_boot: &str) -> miette::Result<()> {
-        let t0 = Instant::now();
-        if old_boot.is_empty() {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-        while t0.elapsed() < Duration::from_secs(120) {
-            if let Some(c) = self.try_connect(Duration::from_secs(5)).await {
-                // (A gateway that does not say its boot id is taken back once healthy.)
-                if (old_boot.is_empty() || c.boot_id() != old_boot) && c.healthy().await.unwrap_or(false) {
-                    return Ok(());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        Err(miette!("gateway {} did not come back within 120 s after restarting to apply the patch", self.name))
-    }
 }
 
 /// A workspace file as the gateway has it.
@@ -267,6 +249,24 @@ impl GatewayClient {
             .is_some_and(|m| m.iter().any(|m| m["idempotencyKey"].as_str().is_some_and(|k| k.starts_with(key)))))
     }
 
+    /// `chat.send` into a session with the idempotency key `key`: true when a run started, false
+    /// when the gateway knew the key already (it runs nothing twice).
+    pub async fn send(&self, agent_id: &str, session: &str, message: &str, key: &str) -> Result<bool, RpcError> {
+        let params = json!({"sessionKey": session, "agentId": agent_id, "message": message, "idempotencyKey": key});
+        Ok(self.rpc.req("chat.send", params).await?["status"] == "started")
+    }
+
+    /// The last messages of a session, oldest first (`chat.history`).
+    pub async fn history(&self, agent_id: &str, session: &str, limit: usize) -> Result<Vec<Value>, RpcError> {
+        let v =
+            self.rpc.req("chat.history", json!({"sessionKey": session, "agentId": agent_id, "limit": limit})).await?;
+        Ok(v["messages"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.rpc.is_closed()
+    }
+
     /// `agent.wait`: how a run ended (`ok`, `error`, or `timeout` when it did not end in time or the
     /// gateway does not know it).
     pub async fn wait_run(&self, run_id: &str, timeout: Duration) -> miette::Result<String> {
@@ -304,21 +304,78 @@ impl GatewayClient {
             if ev.name != "chat" || ev.payload["runId"] != key {
                 continue;
             }
-            match ev.payload["state"].as_str() {
-                Some("final") => {
-                    let text = ev.payload["message"]["content"]
-                        .as_array()
-                        .map(|parts| parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(""))
-                        .unwrap_or_default();
-                    return Ok(Some(text));
-                }
-                Some("error") | Some("aborted") => {
-                    let why = ev.payload["errorMessage"].as_str().unwrap_or("the run failed");
-                    return Err(miette!("{agent_id}: {why}"));
-                }
-                _ => {}
+            match terminal(&ev.payload) {
+                Some(Terminal::Reply(text)) => return Ok(Some(text)),
+                Some(Terminal::Failed(why)) => return Err(miette!("{agent_id}: {why}")),
+                None => {}
             }
         }
+    }
+}
+
+/// How a run ended, as its `chat` event says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Terminal {
+    /// `final`: the reply's text.
+    Reply(String),
+    /// `error` or `aborted`: why.
+    Failed(String),
+}
+
+/// The text of a message's `content` (a string, or parts with `text`).
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(""),
+        _ => String::new(),
+    }
+}
+
+/// The terminal state a `chat` event payload carries, if it is one.
+pub fn terminal(payload: &Value) -> Option<Terminal> {
+    match payload["state"].as_str()? {
+        "final" => Some(Terminal::Reply(content_text(&payload["message"]["content"]))),
+        "error" => Some(Terminal::Failed(payload["errorMessage"].as_str().unwrap_or("the run failed").to_string())),
+        "aborted" => Some(Terminal::Failed(format!(
+            "the run was aborted ({})",
+            payload["stopReason"].as_str().unwrap_or("no reason given")
+        ))),
+        _ => None,
+    }
+}
+
+/// In a session's history (oldest first): how the run of the user message sent with idempotency
+/// key `key` ended — the assistant's reply after it, or the failure OpenClaw recorded — or None
+/// when the session does not hold it yet (or holds no answer yet).
+pub fn answer_in_history(messages: &[Value], key: &str) -> Option<Terminal> {
+    let user_key = format!("{key}:user");
+    let at = messages.iter().position(|m| m["idempotencyKey"].as_str() == Some(user_key.as_str()))?;
+    for m in &messages[at + 1..] {
+        match m["role"].as_str() {
+            Some("assistant") => {
+                let text = content_text(&m["content"]);
+                if !text.is_empty() || m["stopReason"].as_str() == Some("stop") {
+                    return Some(Terminal::Reply(text));
+                }
+            }
+            Some("custom") if m["customType"].as_str().is_some_and(|t| t.starts_with("run-failed")) => {
+                return Some(Terminal::Failed(
+                    m["content"].as_str().map(str::to_string).unwrap_or_else(|| "the run failed".into()),
+                ))
+            }
+            Some("user") => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The session a conversation thread of an agent lives in: `main` is the agent's main session.
+pub fn thread_session(agent_id: &str, thread: &str) -> String {
+    if thread == "main" {
+        format!("agent:{agent_id}:main")
+    } else {
+        format!("agent:{agent_id}:thread-{thread}")
     }
 }
 
@@ -354,6 +411,33 @@ mod tests {
         assert_ne!(once_key("alice", "hi"), once_key("bob", "hi"));
         assert_ne!(once_key("alice", "hi"), once_key("alice", "hi!"));
         assert!(once_key("alice", "hi").starts_with("fleet-"));
+    }
+
+    #[test]
+    fn a_run_ends_as_its_chat_event_says() {
+        let fin = json!({"state": "final", "message": {"content": [{"type": "text", "text": "Hel"}, {"text": "lo"}]}});
+        assert_eq!(terminal(&fin), Some(Terminal::Reply("Hello".into())));
+        let err = json!({"state": "error", "errorMessage": "HTTP 401"});
+        assert_eq!(terminal(&err), Some(Terminal::Failed("HTTP 401".into())));
+        assert!(matches!(terminal(&json!({"state": "aborted"})), Some(Terminal::Failed(_))));
+        assert_eq!(terminal(&json!({"state": "delta"})), None);
+    }
+
+    #[test]
+    fn the_answer_to_a_message_is_found_in_the_history() {
+        let h = vec![
+            json!({"role": "user", "content": "a", "idempotencyKey": "k1:user"}),
+            json!({"role": "assistant", "content": [{"type": "text", "text": "A"}], "stopReason": "stop"}),
+            json!({"role": "user", "content": "b", "idempotencyKey": "k2:user"}),
+            json!({"role": "custom", "customType": "run-failed-before-reply", "content": "provider down"}),
+            json!({"role": "user", "content": "c", "idempotencyKey": "k3:user"}),
+        ];
+        assert_eq!(answer_in_history(&h, "k1"), Some(Terminal::Reply("A".into())));
+        assert_eq!(answer_in_history(&h, "k2"), Some(Terminal::Failed("provider down".into())));
+        assert_eq!(answer_in_history(&h, "k3"), None, "no answer yet");
+        assert_eq!(answer_in_history(&h, "k4"), None, "never received");
+        assert_eq!(thread_session("alice", "main"), "agent:alice:main");
+        assert_eq!(thread_session("alice", "ops-1"), "agent:alice:thread-ops-1");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! the file the gateway itself also writes); changing them restarts the gateway,
 //! nothing else does. Ready when the `health` RPC answers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use miette::{miette, IntoDiagnostic, WrapErr};
@@ -79,7 +79,14 @@ impl GatewayDriver {
     }
 
     fn pid_file(g: &GatewayInputs) -> PathBuf {
-        g.launch.log.with_extension("handle")
+        handle_path(&g.token_file)
+    }
+
+    /// Writes the handle file: the handle, how the gateway was launched (so a step other than the
+    /// gateway's own can start it again), and whether it is still `starting`.
+    fn write_handle(g: &GatewayInputs, mut doc: Value) -> std::io::Result<()> {
+        doc["inputs"] = serde_json::to_value(g).unwrap_or(Value::Null);
+        write_atomic(&Self::pid_file(g), doc.to_string().as_bytes(), 0o644)
     }
 
     fn logs(g: &GatewayInputs) -> String {
@@ -167,8 +174,7 @@ impl GatewayDriver {
         write_config(g)?;
         let handle = rt.start(&g.launch).await?;
         // Intent before waiting: from here on, a crash leaves a gateway the next run finds and adopts or stops.
-        let starting = json!({"handle": handle, "starting": true});
-        if let Err(e) = write_atomic(&Self::pid_file(g), starting.to_string().as_bytes(), 0o644) {
+        if let Err(e) = Self::write_handle(g, json!({"handle": handle, "starting": true})) {
             let _ = rt.stop(&g.launch, &handle).await;
             return Err(e).into_diagnostic().wrap_err("cannot record the gateway's handle");
         }
@@ -206,7 +212,7 @@ impl GatewayDriver {
         }
         let out =
             json!({"handle": handle, "boot_id": client.boot_id(), "version": client.server_version(), "url": gref.url});
-        write_atomic(&Self::pid_file(g), out.to_string().as_bytes(), 0o644).into_diagnostic()?;
+        Self::write_handle(g, out.clone()).into_diagnostic()?;
         Ok(out)
     }
 
@@ -246,6 +252,13 @@ impl Driver for GatewayDriver {
         }
     }
 
+    /// A gateway started again by its models step (see `await_restart`) is recorded by its new handle.
+    async fn refreshed(&self, rec: &Record) -> Option<Outputs> {
+        let g = rec.inputs_as::<GatewayInputs>().ok()?;
+        let live = live_outputs(&g, &rec.outputs);
+        (live.get("handle") != rec.outputs.get("handle") && self.unhealthy(&g, &live).await.is_none()).then_some(live)
+    }
+
     async fn observe_unrecorded(&self, desired: &Resource) -> Option<String> {
         let g = desired.inputs_as::<GatewayInputs>().ok()?;
         let h = self.strays(&g).await.into_iter().next()?;
@@ -269,8 +282,9 @@ impl Driver for GatewayDriver {
                     ctx.progress("adopting the running gateway");
                     if let Some(o) = prev.as_object_mut() {
                         o.remove("starting");
+                        o.remove("inputs");
                     }
-                    write_atomic(&Self::pid_file(&g), prev.to_string().as_bytes(), 0o644).into_diagnostic()?;
+                    Self::write_handle(&g, prev.clone()).into_diagnostic()?;
                     return Ok(prev);
                 }
             }
@@ -296,6 +310,67 @@ impl Driver for GatewayDriver {
         let _ = std::fs::remove_file(Self::pid_file(&g));
         Ok(())
     }
+}
+
+/// The handle file of the gateway whose token is `token_file` (both live in the gateway's dir).
+pub fn handle_path(token_file: &Path) -> PathBuf {
+    token_file.with_file_name("gateway.handle")
+}
+
+/// What the gateway's process is now: the handle file when it names a gateway that finished
+/// starting (a step other than the gateway's own may have started it again, see
+/// `await_restart`), else what the record says.
+fn live_outputs(g: &GatewayInputs, recorded: &Value) -> Value {
+    match GatewayDriver::handle_file(g) {
+        Some(mut h) if h.get("handle").is_some() && h["starting"] != true => {
+            if let Some(o) = h.as_object_mut() {
+                o.remove("inputs");
+            }
+            h
+        }
+        _ => recorded.clone(),
+    }
+}
+
+/// Waits for a gateway that restarts itself to apply a config patch to come back (a new boot,
+/// healthy). OpenClaw can fail such a restart and exit (e.g. while an agent it was deleting is
+/// half gone: "agent database is unavailable while agent … is deleted"); fleet runs gateways
+/// without OpenClaw's respawn, so the gateway is then started again here, as its own step would,
+/// from the launch its handle file records. A gateway that neither comes back nor exits within
+/// two minutes is an error.
+pub async fn await_restart(gref: &GatewayRef, old_boot: &str, ctx: &StepCtx) -> miette::Result<()> {
+    let t0 = Instant::now();
+    if old_boot.is_empty() {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let recorded = std::fs::read(handle_path(&gref.token_file))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|h| {
+            Some((serde_json::from_value::<GatewayInputs>(h.get("inputs")?.clone()).ok()?, h["handle"].clone()))
+        });
+    let d = GatewayDriver;
+    while t0.elapsed() < Duration::from_secs(120) {
+        if let Some(c) = gref.try_connect(Duration::from_secs(5)).await {
+            // (A gateway that does not say its boot id is taken back once healthy.)
+            if (old_boot.is_empty() || c.boot_id() != old_boot) && c.healthy().await.unwrap_or(false) {
+                return Ok(());
+            }
+        }
+        if let Some((g, handle)) = &recorded {
+            if !d.runtime(g)?.running(handle).await {
+                ctx.progress(&format!(
+                    "gateway {} exited instead of restarting (its log: {}); starting it again",
+                    gref.name,
+                    g.launch.log.display()
+                ));
+                d.start(g, ctx).await?;
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(miette!("gateway {} did not come back within 120 s after restarting to apply the patch", gref.name))
 }
 
 /// "pid 123" or "container fleet-x-main", for messages.

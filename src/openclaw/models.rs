@@ -195,7 +195,7 @@ impl ModelsDriver {
             PatchOutcome::Restarting => {
                 // The agents' steps come next: they must talk to the restarted gateway, not the leaving one.
                 ctx.progress("the gateway restarts to apply this change; waiting for it");
-                want.gateway.wait_restarted(c.boot_id()).await?;
+                super::gateway::await_restart(&want.gateway, c.boot_id(), ctx).await?;
                 Ok(json!({"noop": false, "changed": Value::Null, "restart": true}))
             }
             PatchOutcome::Conflict => Err(miette!(

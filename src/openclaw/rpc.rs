@@ -232,6 +232,11 @@ impl Client {
         self.events.subscribe()
     }
 
+    /// Whether the connection is gone (the gateway closed it, or it broke).
+    pub fn is_closed(&self) -> bool {
+        self.out.is_closed()
+    }
+
     /// One request. A read the gateway answers with `UNAVAILABLE` (a handler caught mid-reload:
     /// "Plugin openai was reloaded or disabled", seen at 50 agents) is sent again after a short
     /// pause, a few times, within the same overall timeout. Writes are not: the gateway also says

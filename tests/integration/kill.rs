@@ -248,9 +248,6 @@ fn a_cold_apply_killed_anywhere_converges_on_the_next_run() {
 }
 
 #[test]
-#[ignore = "issue 9 stays open: killed right after it began, a removal leaves the gateway in a state where the next \
-            run's patch needs a recovery restart, and OpenClaw 2026.9.6 fails that restart ('agent database is \
-            unavailable while agent a3 is deleted') and exits; see docs/reliability.md"]
 fn a_removal_killed_anywhere_converges_and_the_removed_keys_are_refused() {
     let all = ["a1", "a2", "a3", "a4"];
     let kept = ["a1", "a2"];
