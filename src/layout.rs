@@ -29,6 +29,16 @@ impl Layout {
         Layout { data_dir, cache_dir: xdg("XDG_CACHE_HOME", ".cache").join("fleet") }
     }
 
+    /// The daemon's own files: token, conversations, pid file, log.
+    pub fn serve_dir(&self) -> PathBuf {
+        self.data_dir.join("serve")
+    }
+    pub fn serve_token(&self) -> PathBuf {
+        self.serve_dir().join("token")
+    }
+    pub fn conversations_db(&self) -> PathBuf {
+        self.serve_dir().join("conversations.db")
+    }
     pub fn state_db(&self) -> PathBuf {
         self.data_dir.join("state.db")
     }

@@ -3,8 +3,8 @@
 //! Floors, from the bottom: helpers (`clock`, `fsutil`, `netaddr`, `process`, `npm`,
 //! `layout`) → the fleet file (`syntax`, `fleetfile`) → the vocabulary (`resource`) and
 //! `state` → the driver interface (`driver`) → one module per external system (`litellm`,
-//! `openclaw`, `runtime`, `image`) → `desired` (model → resources) → `plan` and `exec` →
-//! `engine` → `cli`. No two files import each other; no floor imports one above it.
+//! `openclaw`, `runtime`, `image`) and the daemon (`serve`, which talks to gateways and reads
+//! state) → `desired` (model → resources) → `plan` and `exec` → `engine` → `cli`. No two files import each other; no floor imports one above it.
 
 pub mod cli;
 pub mod clock;
@@ -24,5 +24,6 @@ pub mod plan;
 pub mod process;
 pub mod resource;
 pub mod runtime;
+pub mod serve;
 pub mod state;
 pub mod syntax;

@@ -1,4 +1,6 @@
-//! `fleet chat AGENT MESSAGE`: one message through the agent's gateway, the final reply printed.
+//! `fleet chat AGENT MESSAGE`: one message to an agent, its reply printed. Through the daemon
+//! when it runs (the conversation is kept, `--thread` continues one); straight through the
+//! agent's gateway otherwise.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -7,12 +9,14 @@ use std::time::Duration;
 use miette::miette;
 
 use super::loaded::{load, runtime};
+use super::serve::Daemon;
 
 pub fn run(
     path: Option<&Path>,
     data_dir: Option<&Path>,
     agent: &str,
     message: &str,
+    thread: &str,
     timeout: u64,
 ) -> miette::Result<ExitCode> {
     let l = load(path, data_dir)?;
@@ -31,10 +35,24 @@ pub fn run(
         .find(|g| g.name.value == a.gateway.value)
         .ok_or_else(|| miette!("agent {agent} has no gateway"))?;
     let gw = crate::desired::gateway_ref(&l.spec, &l.layout, g);
-    let reply = runtime()?.block_on(async {
+    runtime()?.block_on(async {
+        if let Some(d) = Daemon::find(&l.spec, &l.layout).await {
+            let m = d.chat(agent, thread, message, timeout).await?;
+            return match m["role"].as_str() {
+                Some("agent") => {
+                    println!("{}", m["text"].as_str().unwrap_or_default());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(_) => Err(miette!("{}", m["text"].as_str().unwrap_or("no reply"))),
+                None => Err(miette!("no reply within {timeout} s (the daemon keeps waiting; see `fleet status`)")),
+            };
+        }
+        if thread != "main" {
+            return Err(miette!("threads are kept by the daemon, and it is not running (declare `serve` and apply)"));
+        }
         let c = gw.connect().await?;
-        c.chat(agent, message, Duration::from_secs(timeout)).await
-    })?;
-    println!("{reply}");
-    Ok(ExitCode::SUCCESS)
+        let reply = c.chat(agent, message, Duration::from_secs(timeout)).await?;
+        println!("{reply}");
+        Ok(ExitCode::SUCCESS)
+    })
 }

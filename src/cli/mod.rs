@@ -6,6 +6,7 @@ mod chat;
 mod image;
 mod loaded;
 mod progress;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,10 +64,14 @@ enum Cmd {
         #[command(flatten)]
         select: Select,
     },
-    /// Send a message to an agent through its gateway and print the reply
+    /// Send a message to an agent and print the reply (through the daemon when it runs, so the
+    /// conversation is kept; straight through the gateway otherwise)
     Chat {
         agent: String,
         message: String,
+        /// Continue this conversation thread (the daemon keeps threads)
+        #[arg(long, default_value = "main")]
+        thread: String,
         /// A fleet file or its directory [default: .]
         #[arg(long, short = 'f')]
         file: Option<PathBuf>,
@@ -85,6 +90,30 @@ enum Cmd {
         /// Only this resource and what depends on it (repeatable)
         #[arg(long, value_name = "ADDRESS")]
         target: Vec<Address>,
+    },
+    /// Run the daemon in the foreground: chat routing, conversations, the status page (docs/api.md)
+    Serve {
+        path: Option<PathBuf>,
+        /// IP:PORT to listen on [default: the file's `serve listen`, else 127.0.0.1:8700]
+        #[arg(long)]
+        listen: Option<String>,
+        /// Print a systemd unit that runs this daemon, and exit
+        #[arg(long)]
+        print_unit: bool,
+        /// Serve from the state in --data-dir alone, without a fleet file (how apply starts it)
+        #[arg(long, hide = true)]
+        from_state: bool,
+        #[arg(long, hide = true)]
+        fleet: Option<String>,
+        /// Seconds to wait for an agent's reply before a `system` message says none came
+        #[arg(long, hide = true)]
+        reply_timeout: Option<u64>,
+    },
+    /// The fleet as the daemon sees it: gateways, agents and their status, the login link
+    Status {
+        path: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
     /// Print the resource graph as Graphviz DOT
     Graph { path: Option<PathBuf> },
@@ -185,7 +214,19 @@ pub fn main() -> ExitCode {
                 false => apply::apply(req, jobs),
             }
         }
-        Cmd::Chat { agent, message, file, timeout } => chat::run(file.as_deref(), data_dir, &agent, &message, timeout),
+        Cmd::Chat { agent, message, thread, file, timeout } => {
+            chat::run(file.as_deref(), data_dir, &agent, &message, &thread, timeout)
+        }
+        Cmd::Serve { path, listen, print_unit, from_state, fleet, reply_timeout } => serve::serve(serve::ServeArgs {
+            path: path.as_deref(),
+            data_dir,
+            listen,
+            from_state,
+            fleet,
+            reply_timeout,
+            print_unit,
+        }),
+        Cmd::Status { path, json } => serve::status(path.as_deref(), data_dir, json),
         Cmd::Destroy { path, jobs, dry_run, target } => {
             let opts = Options { targets: target, ..Options::default() };
             let req = apply::Request { path: path.as_deref(), data_dir, goal: Goal::Destroy, opts };

@@ -36,5 +36,7 @@ pub fn drivers(spec: &FleetSpec, layout: &Layout, overwrite: bool) -> Drivers {
     d.insert(Kind::Agent, crate::openclaw::agent::driver(overwrite, listings.clone()));
     d.insert(Kind::GatewayModels, Arc::new(crate::openclaw::models::ModelsDriver { listings }));
     d.insert(Kind::Wake, Arc::new(crate::openclaw::models::WakeDriver));
+    d.insert(Kind::Serve, Arc::new(crate::serve::daemon::ServeDriver));
+    d.insert(Kind::AgentToken, Arc::new(crate::serve::agent_token::AgentTokenDriver));
     d
 }

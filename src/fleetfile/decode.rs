@@ -12,7 +12,8 @@ use crate::syntax::diagnostic::{choices_help, did_you_mean, Problem, Problems, S
 use crate::syntax::raw::{RawNode, RawValue};
 use crate::syntax::reader::Reader;
 
-pub const TOP_LEVEL: [&str; 8] = ["fleet", "image", "host", "litellm", "openclaw", "provider", "gateway", "agent"];
+pub const TOP_LEVEL: [&str; 9] =
+    ["fleet", "image", "host", "litellm", "openclaw", "provider", "gateway", "agent", "serve"];
 /// Node kinds that come many to a file, each with a name (`[agent.alice]` in TOML).
 pub const NAMED_KINDS: [&str; 5] = ["image", "host", "provider", "gateway", "agent"];
 
@@ -29,6 +30,8 @@ pub struct Decoded {
     pub providers: Vec<Provider>,
     pub gateways: Vec<GatewayRaw>,
     pub agents: Vec<AgentRaw>,
+    /// `serve`, with where it was declared (its port is checked against the others').
+    pub serve: Option<(Serve, SourceSpan)>,
     /// Nodes that are declared but did not decode (their problem is already reported),
     /// as (kind, name if known); models list what a broken provider offers. References
     /// to them are not reported again.
@@ -79,6 +82,7 @@ pub fn decode(nodes: &[RawNode], base: &Path, p: &mut Problems) -> Decoded {
     let mut fleet_span: Option<SourceSpan> = None;
     let mut litellm_span: Option<SourceSpan> = None;
     let mut openclaw_span: Option<SourceSpan> = None;
+    let mut serve_span: Option<SourceSpan> = None;
     for n in nodes {
         match n.name.as_str() {
             "fleet" => {
@@ -117,6 +121,18 @@ pub fn decode(nodes: &[RawNode], base: &Path, p: &mut Problems) -> Decoded {
                 }
                 openclaw_span = Some(n.name_span);
                 d.openclaw = Some(openclaw(n, p));
+            }
+            "serve" => {
+                if let Some(first) = serve_span {
+                    p.push(
+                        Problem::new("`serve` is declared twice", n.name_span, "second declaration")
+                            .also(first, "first declared here")
+                            .help("a fleet has one daemon; merge the two blocks"),
+                    );
+                    continue;
+                }
+                serve_span = Some(n.name_span);
+                d.serve = serve(n, p).map(|s| (s, n.name_span));
             }
             "image" => match image(n, base, p) {
                 Some(i) => d.images.push(i),
@@ -395,6 +411,41 @@ fn host(n: &RawNode, p: &mut Problems) -> Option<Host> {
         );
     }
     Some(Host { name, runtime: runtime?, remote: remote.map(|r| r.value), arch: arch? })
+}
+
+/// `serve { listen "127.0.0.1:8700"; reply-timeout "3m" }` (TOML: `[serve] listen = …`).
+fn serve(n: &RawNode, p: &mut Problems) -> Option<Serve> {
+    let mut r = Reader::new(n, p);
+    let listen = r.str_opt("listen");
+    let timeout = r.str_opt("reply-timeout");
+    r.finish();
+    let (bind, port) = match &listen {
+        None => crate::netaddr::split_listen(DEFAULT_SERVE_LISTEN)?,
+        Some(l) => match crate::netaddr::split_listen(&l.value) {
+            Some(hp) => hp,
+            None => {
+                p.push(
+                    Problem::new(format!("invalid listen address {:?}", l.value), l.span, "not IP:PORT")
+                        .help(format!("write an IP address and a port, e.g. {DEFAULT_SERVE_LISTEN:?}")),
+                );
+                return None;
+            }
+        },
+    };
+    let reply_timeout_s = match timeout {
+        None => DEFAULT_REPLY_TIMEOUT_S,
+        Some(t) => match parse_duration(&t.value) {
+            Some(s) => s,
+            None => {
+                p.push(
+                    Problem::new(format!("invalid duration {:?}", t.value), t.span, "not a duration")
+                        .help("write a number and a unit: \"90s\", \"3m\""),
+                );
+                return None;
+            }
+        },
+    };
+    Some(Serve { bind, port, reply_timeout_s })
 }
 
 fn litellm(n: &RawNode, base: &Path, p: &mut Problems) -> LitellmRaw {

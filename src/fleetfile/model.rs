@@ -42,6 +42,8 @@ pub struct FleetSpec {
     pub providers: Vec<Provider>,
     pub gateways: Vec<Gateway>,
     pub agents: Vec<Agent>,
+    /// The resident daemon (`serve { … }`), when the file declares one.
+    pub serve: Option<Serve>,
 }
 
 impl FleetSpec {
@@ -167,6 +169,29 @@ pub struct Litellm {
     pub callback: Option<Callback>,
     /// Seconds the proxy gets to become ready.
     pub start_timeout_s: u64,
+}
+
+pub const DEFAULT_SERVE_LISTEN: &str = "127.0.0.1:8700";
+/// How long the daemon waits for an agent's terminal reply before it stores a `system` message
+/// saying none came (OpenClaw retries a failing provider for a while first).
+pub const DEFAULT_REPLY_TIMEOUT_S: u64 = 180;
+
+/// `serve { listen "127.0.0.1:8700" }`: `fleet serve`, run by apply as the `serve` resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Serve {
+    pub bind: String,
+    pub port: u16,
+    pub reply_timeout_s: u64,
+}
+
+impl Serve {
+    pub fn listen(&self) -> String {
+        crate::netaddr::join_host_port(&self.bind, self.port)
+    }
+    /// Where agents and the CLI on this machine reach it.
+    pub fn url(&self) -> String {
+        crate::netaddr::http_url(&self.bind, self.port)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,7 +29,8 @@ pub fn assemble(
     p: &mut Problems,
 ) -> Option<FleetSpec> {
     let syntax = p.syntax;
-    let Decoded { fleet_declared, fleet, images, hosts, litellm, openclaw, providers, gateways, agents, broken } = d;
+    let Decoded { fleet_declared, fleet, images, hosts, litellm, openclaw, providers, gateways, agents, serve, broken } =
+        d;
     let is_broken =
         |kind: &str, name: &str| broken.iter().any(|(k, n)| *k == kind && n.as_deref().is_none_or(|n| n == name));
     let any_broken = |kind: &str| broken.iter().any(|(k, _)| *k == kind);
@@ -193,6 +194,28 @@ pub fn assemble(
         (litellm.host.value.clone(), litellm.port),
         PortOwner { who: "the LiteLLM proxy".into(), span: litellm_port_span },
     );
+    // The daemon runs on this machine: the process hosts' ports are its neighbours.
+    if let Some((sv, span)) = &serve {
+        for h in hosts.iter().filter(|h| h.runtime == Runtime::Process && h.remote.is_none()) {
+            let key = (h.name.value.clone(), sv.port);
+            match used_ports.get(&key) {
+                Some(owner) => p.push(
+                    Problem::new(
+                        format!("port {} is already used by {}", sv.port, owner.who),
+                        *span,
+                        "serve listens there",
+                    )
+                    .help(format!(
+                        "give serve another port: `{}`",
+                        syntax.pick("listen \"127.0.0.1:8701\"", "listen = \"127.0.0.1:8701\"")
+                    )),
+                ),
+                None => {
+                    used_ports.insert(key, PortOwner { who: "fleet serve".into(), span: Some(*span) });
+                }
+            }
+        }
+    }
     let mut placed = Vec::new();
     for GatewayRaw { name, host, host_attempted, image, image_attempted, port } in gateways {
         let host = resolve_host(p, host, host_attempted, &format!("gateway {:?}", name.value), name.span);
@@ -352,6 +375,7 @@ pub fn assemble(
         providers,
         gateways: gw_out,
         agents: agent_out,
+        serve: serve.map(|(s, _)| s),
     })
 }
 

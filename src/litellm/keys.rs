@@ -153,15 +153,62 @@ impl AgentEnv<'_> {
         )
     }
 
+    /// Writes the file, keeping the lines the daemon's token step owns (`serve_lines`).
     pub fn write(&self, path: &Path) -> miette::Result<()> {
-        let want = self.render();
-        if std::fs::read(path).ok().as_deref() == Some(want.as_bytes()) {
+        let now = std::fs::read_to_string(path).unwrap_or_default();
+        let want = self.render() + &serve_lines(&now);
+        if now.as_bytes() == want.as_bytes() {
             return Ok(());
         }
         write_atomic(path, want.as_bytes(), 0o600)
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot write env file {}", path.display()))
     }
+}
+
+/// The variables of an agent's env file that the daemon's token step writes (`FLEET_URL`,
+/// `FLEET_TOKEN`); the key step leaves them be.
+pub const SERVE_VARS: [&str; 2] = ["FLEET_URL=", "FLEET_TOKEN="];
+
+fn is_serve_line(l: &str) -> bool {
+    SERVE_VARS.iter().any(|v| l.starts_with(v))
+}
+
+/// The daemon's lines of an env file's text, each ending in a newline.
+pub fn serve_lines(text: &str) -> String {
+    text.lines().filter(|l| is_serve_line(l)).map(|l| format!("{l}\n")).collect()
+}
+
+/// The env file's text without the daemon's lines (what the key step compares).
+pub fn without_serve_lines(text: &str) -> String {
+    text.lines().filter(|l| !is_serve_line(l)).map(|l| format!("{l}\n")).collect()
+}
+
+/// Sets (or, with None, removes) the daemon's lines of an env file, keeping the rest (0600).
+pub fn set_serve_lines(path: &Path, serve: Option<(&str, &Secret)>) -> miette::Result<()> {
+    let now =
+        std::fs::read_to_string(path).into_diagnostic().wrap_err_with(|| format!("cannot read {}", path.display()))?;
+    let mut want = without_serve_lines(&now);
+    if let Some((url, token)) = serve {
+        want.push_str(&format!("FLEET_URL={url}\nFLEET_TOKEN={}\n", token.expose()));
+    }
+    if want != now {
+        write_atomic(path, want.as_bytes(), 0o600)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot write env file {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A variable of an env file (`NAME=value`), if set.
+pub fn read_env_var(path: &Path, name: &str) -> Option<Secret> {
+    let text = Secret::new(std::fs::read_to_string(path).ok()?);
+    let prefix = format!("{name}=");
+    text.expose()
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(|v| Secret::new(v.trim().to_string()))
+        .filter(|v| !v.expose().is_empty())
 }
 
 /// The raw key in an env file, if the file exists and has one.

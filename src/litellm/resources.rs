@@ -235,7 +235,8 @@ impl Driver for KeyDriver {
         if let Ok(want) = desired.inputs_as::<KeyInputs>() {
             if want.env_file == k.env_file {
                 let expect = AgentEnv { agent: k.agent(), base_url: &k.base_url, model: &k.model, key: &raw }.render();
-                if std::fs::read_to_string(&k.env_file).ok().as_deref() != Some(expect.as_str()) {
+                let now = std::fs::read_to_string(&k.env_file).ok().map(|t| super::keys::without_serve_lines(&t));
+                if now.as_deref() != Some(expect.as_str()) {
                     return Drift::Update(format!("{} changed outside fleet", k.env_file.display()));
                 }
             }

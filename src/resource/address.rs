@@ -37,12 +37,20 @@ pub enum Address {
     Image { name: String, arch: String },
     /// `import.<image>@<host>`
     Import { image: String, host: String },
+    /// `serve`: the daemon (`fleet serve`) as a process apply runs.
+    Serve,
+    /// `serve.admin-token`: the daemon's admin token, minted into a file.
+    ServeAdminToken,
+    /// `serve.token.<agent>`: the agent's own token for the daemon, in its env file.
+    AgentToken(String),
 }
 
 impl Address {
     pub fn kind(&self) -> Kind {
         match self {
-            Address::MasterKey | Address::CallbackToken | Address::GatewayToken(_) => Kind::Secret,
+            Address::MasterKey | Address::CallbackToken | Address::GatewayToken(_) | Address::ServeAdminToken => {
+                Kind::Secret
+            }
             Address::LitellmConfig => Kind::LitellmConfig,
             Address::LitellmInstall => Kind::LitellmInstall,
             Address::LitellmProxy => Kind::LitellmProxy,
@@ -54,13 +62,15 @@ impl Address {
             Address::Wake(_) => Kind::Wake,
             Address::Image { .. } => Kind::Image,
             Address::Import { .. } => Kind::Import,
+            Address::Serve => Kind::Serve,
+            Address::AgentToken(_) => Kind::AgentToken,
         }
     }
 
     /// The agent this address belongs to (`key.alice`, `agent.alice`, `wake.alice`).
     pub fn agent(&self) -> Option<&str> {
         match self {
-            Address::Key(a) | Address::Agent(a) | Address::Wake(a) => Some(a),
+            Address::Key(a) | Address::Agent(a) | Address::Wake(a) | Address::AgentToken(a) => Some(a),
             _ => None,
         }
     }
@@ -91,6 +101,9 @@ impl fmt::Display for Address {
             Address::Wake(a) => write!(f, "wake.{a}"),
             Address::Image { name, arch } => write!(f, "image.{name}[{arch}]"),
             Address::Import { image, host } => write!(f, "import.{image}@{host}"),
+            Address::Serve => f.write_str("serve"),
+            Address::ServeAdminToken => f.write_str("serve.admin-token"),
+            Address::AgentToken(a) => write!(f, "serve.token.{a}"),
         }
     }
 }
@@ -117,6 +130,8 @@ impl FromStr for Address {
             "litellm.install" => Some(Address::LitellmInstall),
             "litellm.proxy" => Some(Address::LitellmProxy),
             "openclaw.toolchain" => Some(Address::Toolchain),
+            "serve" => Some(Address::Serve),
+            "serve.admin-token" => Some(Address::ServeAdminToken),
             _ => None,
         };
         if let Some(a) = fixed {
@@ -128,6 +143,7 @@ impl FromStr for Address {
             "key" => named(Address::Key),
             "agent" => named(Address::Agent),
             "wake" => named(Address::Wake),
+            "serve" => rest.strip_prefix("token.").and_then(name).map(Address::AgentToken).ok_or_else(bad),
             "gateway" => match rest.split_once('.') {
                 None => named(Address::Gateway),
                 Some((g, "token")) => name(g).map(Address::GatewayToken).ok_or_else(bad),
@@ -173,6 +189,9 @@ mod tests {
             Address::LitellmInstall,
             Address::LitellmProxy,
             Address::Toolchain,
+            Address::Serve,
+            Address::ServeAdminToken,
+            Address::AgentToken("alice".into()),
             Address::Key("alice".into()),
             Address::Gateway("main".into()),
             Address::GatewayToken("main".into()),

@@ -14,6 +14,8 @@ pub enum Kind {
     Wake,
     Image,
     Import,
+    Serve,
+    AgentToken,
 }
 
 impl Kind {
@@ -31,6 +33,8 @@ impl Kind {
             Kind::Wake => "wake",
             Kind::Image => "image",
             Kind::Import => "import",
+            Kind::Serve => "serve",
+            Kind::AgentToken => "serve.token",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -47,6 +51,8 @@ impl Kind {
             Kind::Wake,
             Kind::Image,
             Kind::Import,
+            Kind::Serve,
+            Kind::AgentToken,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

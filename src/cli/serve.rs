@@ -1,0 +1,218 @@
+//! `fleet serve` (the daemon in the foreground, or as apply starts it), `fleet status`, and the
+//! daemon as `fleet chat` reaches it.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use miette::{miette, IntoDiagnostic, WrapErr};
+use serde_json::{json, Value};
+
+use super::loaded::{load, runtime};
+use crate::fleetfile::model::{DEFAULT_REPLY_TIMEOUT_S, DEFAULT_SERVE_LISTEN};
+use crate::layout::Layout;
+
+pub struct ServeArgs<'a> {
+    pub path: Option<&'a Path>,
+    pub data_dir: Option<&'a Path>,
+    pub listen: Option<String>,
+    /// Run from the state alone (how apply starts it): no fleet file is read.
+    pub from_state: bool,
+    pub fleet: Option<String>,
+    pub reply_timeout: Option<u64>,
+    pub print_unit: bool,
+}
+
+/// The admin token, minted (0600) if apply has not yet.
+fn admin_token(layout: &Layout) -> miette::Result<String> {
+    let path = layout.serve_token();
+    if let Some(t) = std::fs::read_to_string(&path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) {
+        return Ok(t);
+    }
+    let t = crate::litellm::keys::mint_raw("fleet-admin-");
+    crate::fsutil::write_atomic(&path, format!("{}\n", t.expose()).as_bytes(), 0o600)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot write {}", path.display()))?;
+    Ok(t.expose().to_string())
+}
+
+pub fn serve(a: ServeArgs) -> miette::Result<ExitCode> {
+    let (fleet, layout, listen, timeout, file) = if a.from_state {
+        let data_dir = a.data_dir.ok_or_else(|| miette!("--from-state needs --data-dir"))?;
+        let layout = Layout { data_dir: data_dir.to_path_buf(), cache_dir: PathBuf::new() };
+        let fleet = a
+            .fleet
+            .clone()
+            .unwrap_or_else(|| data_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        (fleet, layout, a.listen.clone().unwrap_or_else(|| DEFAULT_SERVE_LISTEN.into()), a.reply_timeout, None)
+    } else {
+        let l = load(a.path, a.data_dir)?;
+        let listen = a
+            .listen
+            .clone()
+            .or_else(|| l.spec.serve.as_ref().map(|s| s.listen()))
+            .unwrap_or_else(|| DEFAULT_SERVE_LISTEN.into());
+        let timeout = a.reply_timeout.or_else(|| l.spec.serve.as_ref().map(|s| s.reply_timeout_s));
+        let file = crate::fleetfile::locate(a.path).ok().and_then(|f| std::fs::canonicalize(f).ok());
+        (l.spec.name.clone(), l.layout, listen, timeout, file)
+    };
+    let (bind, port) =
+        crate::netaddr::split_listen(&listen).ok_or_else(|| miette!("invalid --listen {listen:?}: write IP:PORT"))?;
+    if a.print_unit {
+        print!("{}", unit(&fleet, file.as_deref(), &layout, &listen)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    std::fs::create_dir_all(layout.serve_dir()).into_diagnostic()?;
+    let token = admin_token(&layout)?;
+    let url = crate::netaddr::http_url(&bind, port);
+    let cfg = crate::serve::Config {
+        fleet: fleet.clone(),
+        data_dir: layout.data_dir.clone(),
+        reply_timeout: Duration::from_secs(timeout.unwrap_or(DEFAULT_REPLY_TIMEOUT_S)),
+    };
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(crate::netaddr::join_host_port(&bind, port))
+            .await
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot listen on {listen}"))?;
+        // The login link holds the admin token: shown on a terminal, never written to a log.
+        if std::io::stdout().is_terminal() {
+            println!("fleet serve: {fleet} on {url}\nstatus page: {url}/?token={token}");
+        } else {
+            println!(
+                "fleet serve: {fleet} on {url} (pid {}); `fleet status` prints the status page's login link",
+                std::process::id()
+            );
+        }
+        crate::serve::run(listener, cfg, stop_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stop_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// A systemd unit running this fleet's daemon in the foreground.
+fn unit(fleet: &str, file: Option<&Path>, layout: &Layout, listen: &str) -> miette::Result<String> {
+    let exe = std::env::current_exe().into_diagnostic()?;
+    let what = match file {
+        Some(f) => format!(
+            "{} serve {} --data-dir {} --listen {listen}",
+            exe.display(),
+            f.display(),
+            layout.data_dir.display()
+        ),
+        None => format!(
+            "{} serve --from-state --data-dir {} --listen {listen} --fleet {fleet}",
+            exe.display(),
+            layout.data_dir.display()
+        ),
+    };
+    Ok(format!(
+        "# fleet serve for fleet {fleet}: install as /etc/systemd/system/fleet-serve-{fleet}.service\n\
+         [Unit]\nDescription=fleet serve ({fleet}): chat routing and status for an OpenClaw fleet\nAfter=network.target\n\n\
+         [Service]\nExecStart={what}\nRestart=on-failure\nRestartSec=2\nKillSignal=SIGTERM\nTimeoutStopSec=10\n\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    ))
+}
+
+/// The running daemon of a fleet, as the CLI reaches it: its URL and the admin token.
+pub struct Daemon {
+    pub url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Daemon {
+    /// The daemon the fleet file declares, if it answers.
+    pub async fn find(spec: &crate::fleetfile::FleetSpec, layout: &Layout) -> Option<Daemon> {
+        let url = spec.serve.as_ref()?.url();
+        crate::serve::daemon::answering_pid(&url).await?;
+        let token = std::fs::read_to_string(layout.serve_token()).ok()?.trim().to_string();
+        Some(Daemon { url, token, http: reqwest::Client::new() })
+    }
+
+    pub async fn get(&self, path: &str) -> miette::Result<Value> {
+        let r = self.http.get(format!("{}{path}", self.url)).bearer_auth(&self.token).send().await.into_diagnostic()?;
+        answer(r).await
+    }
+
+    /// Posts a message and waits (at most `wait`) for its answer.
+    pub async fn chat(&self, agent: &str, thread: &str, text: &str, wait: u64) -> miette::Result<Value> {
+        let r = self
+            .http
+            .post(format!("{}/v1/agents/{agent}/messages?wait={wait}", self.url))
+            .bearer_auth(&self.token)
+            .json(&json!({"text": text, "thread": thread, "from": "fleet chat"}))
+            .timeout(Duration::from_secs(wait + 10))
+            .send()
+            .await
+            .into_diagnostic()?;
+        answer(r).await
+    }
+
+    pub fn login_url(&self) -> String {
+        format!("{}/?token={}", self.url, self.token)
+    }
+}
+
+async fn answer(r: reqwest::Response) -> miette::Result<Value> {
+    let status = r.status();
+    let v: Value = r.json().await.into_diagnostic()?;
+    if !status.is_success() {
+        return Err(miette!("the daemon answered {status}: {}", v["error"]["message"].as_str().unwrap_or("?")));
+    }
+    Ok(v)
+}
+
+pub fn status(path: Option<&Path>, data_dir: Option<&Path>, as_json: bool) -> miette::Result<ExitCode> {
+    let l = load(path, data_dir)?;
+    runtime()?.block_on(async {
+        let Some(d) = Daemon::find(&l.spec, &l.layout).await else {
+            return Err(miette!(
+                help = "declare `serve` in the fleet file and apply, or run `fleet serve`",
+                "the daemon of fleet {} is not running",
+                l.spec.name
+            ));
+        };
+        let v = d.get("/v1/status").await?;
+        if as_json {
+            println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!("fleet {}  ·  status page: {}", l.spec.name, d.login_url());
+        println!("\n{:<16} {:<14} {:<9} {:<12} AGENTS", "GATEWAY", "HOST", "HEALTH", "VERSION");
+        for g in v["gateways"].as_array().into_iter().flatten() {
+            println!(
+                "{:<16} {:<14} {:<9} {:<12} {}",
+                g["name"].as_str().unwrap_or(""),
+                g["host"].as_str().unwrap_or(""),
+                if g["healthy"] == true { "healthy" } else { "down" },
+                g["version"].as_str().unwrap_or(""),
+                g["agents"]
+            );
+        }
+        println!("\n{:<16} {:<13} {:<16} {:<12} LAST ACTIVITY", "AGENT", "STATUS", "MODEL", "GATEWAY");
+        for a in v["agents"].as_array().into_iter().flatten() {
+            println!(
+                "{:<16} {:<13} {:<16} {:<12} {}",
+                a["name"].as_str().unwrap_or(""),
+                a["status"].as_str().unwrap_or(""),
+                a["model"].as_str().unwrap_or(""),
+                a["gateway"].as_str().unwrap_or(""),
+                a["last_activity"].as_str().unwrap_or("—")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

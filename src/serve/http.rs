@@ -1,0 +1,327 @@
+//! The HTTP API (docs/api.md) and the status page's login. Every handler checks who is asking
+//! first (401 without a token, 403 on what the token may not touch), then the request (400 naming
+//! the field, 404 for an unknown agent, 413 for a body over 1 MiB), and only then stores anything.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router as Routes};
+use futures_util::Stream;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use super::api_error::ApiError;
+use super::auth::{self, Principal, Tokens};
+use super::request;
+use super::router::Router;
+use super::status::{agent_status, Health};
+use super::store::Message;
+
+pub struct App {
+    pub router: Arc<Router>,
+    pub tokens: RwLock<Tokens>,
+    pub health: RwLock<Health>,
+    pub fleet: String,
+}
+
+type Shared = Arc<App>;
+type Params = Query<HashMap<String, String>>;
+
+pub fn routes(app: Shared) -> Routes {
+    Routes::new()
+        .route("/healthz", get(|| async { Json(json!({"ok": true, "pid": std::process::id()})) }))
+        .route("/", get(super::page::page))
+        .route("/v1/agents", get(agents))
+        .route("/v1/status", get(status))
+        .route("/v1/agents/{agent}/messages", post(post_message).get(history))
+        .route("/v1/agents/{agent}/events", get(agent_events))
+        .route("/v1/events", get(all_events))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/api.md") })
+        .layer(DefaultBodyLimit::max(request::MAX_BODY))
+        .with_state(app)
+}
+
+impl App {
+    /// Who is asking: a bearer token, or the status page's session cookie.
+    pub fn principal(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        let tokens = self.tokens.read().expect("tokens");
+        let bearer = auth::bearer_of(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
+        let cookie = auth::cookie_of(headers.get(header::COOKIE).and_then(|v| v.to_str().ok()));
+        bearer
+            .and_then(|t| tokens.bearer(t))
+            .or_else(|| cookie.and_then(|c| tokens.cookie(c)))
+            .ok_or_else(ApiError::unauthorized)
+    }
+
+    /// The agent a request names, checked: a valid name, one the principal may touch, in the fleet.
+    fn agent<'a>(&self, who: &Principal, name: &'a str) -> Result<&'a str, ApiError> {
+        let name = request::agent_name(name)?;
+        if !who.may_touch(name) {
+            return Err(ApiError::forbidden(name));
+        }
+        if !self.router.view.read().expect("view").agents.contains_key(name) {
+            return Err(ApiError::unknown_agent(name));
+        }
+        Ok(name)
+    }
+
+    /// Every agent with its status, model, gateway, host and last activity.
+    pub async fn agents_json(&self, who: &Principal) -> Result<Vec<Value>, ApiError> {
+        let latest = self.router.messages.with(|s| s.latest_per_agent()).await.map_err(ApiError::internal)?;
+        let replied = self.router.messages.with(|s| s.agents_answered()).await.map_err(ApiError::internal)?;
+        let view = self.router.view.read().expect("view").clone();
+        let health = self.health.read().expect("health").clone();
+        Ok(view
+            .agents
+            .values()
+            .filter(|a| who.may_touch(&a.name))
+            .map(|a| {
+                let last = latest.iter().find(|m| m.agent == a.name);
+                let host = view.gateways.get(&a.gateway).map(|g| g.host.clone()).unwrap_or_default();
+                json!({
+                    "name": a.name,
+                    "model": a.model,
+                    "gateway": a.gateway,
+                    "host": host,
+                    "heartbeat": a.heartbeat,
+                    "status": agent_status(health.get(&a.gateway), a, replied.contains(&a.name)),
+                    "last_activity": last.map(|m| m.created_at.clone()),
+                    "last_message": last,
+                })
+            })
+            .collect())
+    }
+}
+
+async fn agents(State(app): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let who = app.principal(&headers)?;
+    Ok(Json(json!({"agents": app.agents_json(&who).await?})))
+}
+
+/// The fleet, its gateways (healthy?, version, agent count), every agent, the last runs (admin only).
+async fn status(State(app): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let who = app.principal(&headers)?;
+    if who != Principal::Admin {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the fleet's status needs the admin token"));
+    }
+    let agents = app.agents_json(&who).await?;
+    let view = app.router.view.read().expect("view").clone();
+    let health = app.health.read().expect("health").clone();
+    let gateways: Vec<Value> = view
+        .gateways
+        .values()
+        .map(|g| {
+            let h = health.get(&g.name);
+            json!({
+                "name": g.name,
+                "host": g.host,
+                "healthy": h.is_some_and(|h| h.healthy),
+                "version": h.map(|h| h.version.clone()).filter(|v| !v.is_empty()).unwrap_or_else(|| g.version.clone()),
+                "agents": view.agents.values().filter(|a| a.gateway == g.name).count(),
+                "problem": h.and_then(|h| h.problem.clone()),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"fleet": app.fleet, "gateways": gateways, "agents": agents, "runs": view.runs})))
+}
+
+async fn post_message(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(agent): Path<String>,
+    Query(q): Params,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let who = app.principal(&headers)?;
+    let agent = app.agent(&who, &agent)?.to_string();
+    let body = body.map_err(|r| match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is over {} bytes", request::MAX_BODY),
+        ),
+        s => ApiError::new(s, "invalid_body", r.body_text()),
+    })?;
+    let wait = request::wait_secs(q.get("wait").map(String::as_str))?;
+    let m = request::new_message(&body)?;
+    let from = m.from.clone().or_else(|| match &who {
+        Principal::Admin => None,
+        Principal::Agent(a) => Some(format!("agent:{a}")),
+    });
+    let mut answers = app.router.events.subscribe();
+    let (a, t) = (agent.clone(), m.thread.clone());
+    let stored = app
+        .router
+        .messages
+        .with(move |s| s.add_user(&a, &t, from.as_deref(), &m.text))
+        .await
+        .map_err(ApiError::internal)?;
+    // Committed: from here on the message is acknowledged, and delivered whatever happens.
+    let _ = app.router.events.send(stored.clone());
+    tokio::spawn(app.router.clone().deliver(stored.clone()));
+    let accepted = || (StatusCode::ACCEPTED, Json(json!({"id": stored.id, "thread": stored.thread}))).into_response();
+    let Some(secs) = wait else { return Ok(accepted()) };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match tokio::time::timeout_at(deadline, answers.recv()).await {
+            Err(_) => return Ok(accepted()),
+            Ok(Ok(m)) if m.reply_to.as_deref() == Some(stored.id.as_str()) => return Ok(Json(m).into_response()),
+            Ok(Ok(_)) => {}
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                let id = stored.id.clone();
+                let found = app.router.messages.with(move |s| s.answer_of(&id)).await.map_err(ApiError::internal)?;
+                if let Some(m) = found {
+                    return Ok(Json(m).into_response());
+                }
+            }
+            Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(accepted()),
+        }
+    }
+}
+
+/// `GET …/messages?thread=&after=&limit=`: a thread, oldest first; `after` is a message id.
+async fn history(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(agent): Path<String>,
+    Query(q): Params,
+) -> Result<Json<Value>, ApiError> {
+    let who = app.principal(&headers)?;
+    let agent = app.agent(&who, &agent)?.to_string();
+    let thread = request::thread_id(q.get("thread").map(String::as_str).unwrap_or("main"))?.to_string();
+    let limit = request::limit(q.get("limit").map(String::as_str))?;
+    let after = match q.get("after") {
+        None => None,
+        Some(id) => {
+            let id = id.clone();
+            let seq = app.router.messages.with(move |s| s.seq_of(&id)).await.map_err(ApiError::internal)?;
+            Some(seq.ok_or_else(|| ApiError::bad("unknown_message", "`after` names no stored message"))?)
+        }
+    };
+    let (a, t) = (agent, thread.clone());
+    let msgs =
+        app.router.messages.with(move |s| s.history(&a, &t, after, limit + 1)).await.map_err(ApiError::internal)?;
+    let more = msgs.len() > limit;
+    let msgs: Vec<Message> = msgs.into_iter().take(limit).collect();
+    let next = if more { msgs.last().map(|m| m.id.clone()) } else { None };
+    Ok(Json(json!({"thread": thread, "messages": msgs, "next_after": next})))
+}
+
+async fn all_events(State(app): State<Shared>, headers: HeaderMap, Query(q): Params) -> Result<Response, ApiError> {
+    let who = app.principal(&headers)?;
+    let scope = match who {
+        Principal::Admin => None,
+        Principal::Agent(a) => Some(a),
+    };
+    events(app, scope, &headers, &q)
+}
+
+async fn agent_events(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(agent): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    let who = app.principal(&headers)?;
+    let agent = app.agent(&who, &agent)?.to_string();
+    events(app, Some(agent), &headers, &q)
+}
+
+/// Server-Sent Events: every message stored after the client's `Last-Event-ID` (or `?after=`, an
+/// event id), then each new one as it is stored. `id:` is the message's `seq`.
+fn events(
+    app: Shared,
+    agent: Option<String>,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| q.get("after").cloned())
+        .map(|s| s.trim().parse::<i64>().map_err(|_| ApiError::bad("invalid_event_id", "an event id is a number")))
+        .transpose()?
+        .unwrap_or(0);
+    // Subscribed before the backlog is read: nothing stored in between is missed (duplicates are
+    // skipped by seq).
+    let rx = app.router.events.subscribe();
+    Ok(Sse::new(event_stream(app, agent, last, rx))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+struct Cursor {
+    app: Shared,
+    agent: Option<String>,
+    last: i64,
+    backlog: std::collections::VecDeque<Message>,
+    rx: broadcast::Receiver<Message>,
+    /// The backlog must be read from the store (at the start, and after the live feed lagged).
+    refill: bool,
+}
+
+fn event_stream(
+    app: Shared,
+    agent: Option<String>,
+    last: i64,
+    rx: broadcast::Receiver<Message>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let c = Cursor { app, agent, last, backlog: Default::default(), rx, refill: true };
+    futures_util::stream::unfold(c, |mut c| async move {
+        loop {
+            if c.refill {
+                let (after, agent) = (c.last, c.agent.clone());
+                let rows = c.app.router.messages.with(move |s| s.since(after, agent.as_deref(), 1000)).await.ok()?;
+                c.refill = rows.len() == 1000;
+                c.backlog.extend(rows);
+            }
+            if let Some(m) = c.backlog.pop_front() {
+                if m.seq > c.last {
+                    c.last = m.seq;
+                    return Some((Ok(sse(&m)), c));
+                }
+                continue;
+            }
+            match c.rx.recv().await {
+                Ok(m) if m.seq > c.last && c.agent.as_ref().is_none_or(|a| *a == m.agent) => {
+                    c.last = m.seq;
+                    return Some((Ok(sse(&m)), c));
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => c.refill = true,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+fn sse(m: &Message) -> Event {
+    Event::default().id(m.seq.to_string()).event("message").data(serde_json::to_string(m).unwrap_or_default())
+}
+
+/// `/?token=…`: the admin token once, for a session cookie (HttpOnly, SameSite=Strict), then `/`.
+pub fn login(app: &App, token: &str) -> Response {
+    if !app.tokens.read().expect("tokens").is_admin(token) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(super::page::login_page("That token is not this fleet's admin token.")),
+        )
+            .into_response();
+    }
+    let cookie = format!("{}={}; HttpOnly; SameSite=Strict; Path=/", auth::COOKIE, auth::session_value(token));
+    let mut r = Redirect::to("/").into_response();
+    if let Ok(v) = cookie.parse() {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}

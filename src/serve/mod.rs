@@ -1,0 +1,147 @@
+//! `fleet serve`: the resident daemon. Routes chat to agents and keeps every conversation
+//! (`store`, `router`), says who is alive (`status`), serves the API and the status page
+//! (`http`, `page`), knows who may do what (`auth`), and reads the fleet from its state (`view`).
+//! `run(listener, config, shutdown)` is the whole server, so tests bind port 0 and stop it.
+//! `daemon` is the `serve` resource apply runs it as; `agent_token` the agents' own tokens.
+
+pub mod agent_token;
+mod api_error;
+pub mod auth;
+pub mod daemon;
+mod http;
+mod page;
+mod request;
+pub mod router;
+mod status;
+pub mod store;
+pub mod view;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use miette::{IntoDiagnostic, WrapErr};
+use tokio::sync::broadcast;
+
+use self::auth::Tokens;
+use self::http::App;
+use self::router::Router;
+use self::status::GatewayHealth;
+use self::view::FleetView;
+
+/// What one daemon serves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub fleet: String,
+    pub data_dir: PathBuf,
+    pub reply_timeout: Duration,
+}
+
+impl Config {
+    fn layout(&self) -> crate::layout::Layout {
+        crate::layout::Layout { data_dir: self.data_dir.clone(), cache_dir: PathBuf::new() }
+    }
+}
+
+fn read_admin_token(path: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// Serves until `shutdown` resolves (then gives open requests two seconds).
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    cfg: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> miette::Result<()> {
+    let layout = cfg.layout();
+    std::fs::create_dir_all(layout.serve_dir()).into_diagnostic().wrap_err("cannot create the daemon's directory")?;
+    let db = layout.conversations_db();
+    let store =
+        tokio::task::spawn_blocking(move || store::Store::open(&db)).await.into_diagnostic()?.into_diagnostic()?;
+    let state_db = layout.state_db();
+    let view = {
+        let p = state_db.clone();
+        tokio::task::spawn_blocking(move || FleetView::load(&p)).await.into_diagnostic()??
+    };
+    let tokens = Tokens::new(read_admin_token(&layout.serve_token()).as_deref(), view.agent_tokens.clone());
+    let (events, _) = broadcast::channel(1024);
+    let router =
+        Arc::new(Router::new(store::Messages::new(store), Arc::new(RwLock::new(view)), events, cfg.reply_timeout));
+    let app = Arc::new(App {
+        router: router.clone(),
+        tokens: RwLock::new(tokens),
+        health: RwLock::new(Default::default()),
+        fleet: cfg.fleet.clone(),
+    });
+
+    let reconciled = router.reconcile().await;
+    if reconciled > 0 {
+        tracing::info!("delivering {reconciled} message(s) left pending by an earlier run");
+    }
+    let bg = [
+        tokio::spawn(reload_view(app.clone(), state_db, layout.serve_token())),
+        tokio::spawn(poll_health(app.clone())),
+    ];
+    let server = axum::serve(listener, http::routes(app));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let grace = async move {
+        shutdown.await;
+        let _ = tx.send(());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let result = tokio::select! {
+        r = server.with_graceful_shutdown(async { let _ = rx.await; }) => r.into_diagnostic(),
+        _ = grace => Ok(()),
+    };
+    for t in bg {
+        t.abort();
+    }
+    result
+}
+
+/// Reads the state again every two seconds: agents added or removed by apply, their tokens.
+async fn reload_view(app: Arc<App>, state_db: PathBuf, token_file: PathBuf) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let p = state_db.clone();
+        let Ok(Ok(mut v)) = tokio::task::spawn_blocking(move || FleetView::load(&p)).await else { continue };
+        let tokens = Tokens::new(read_admin_token(&token_file).as_deref(), v.agent_tokens.clone());
+        *app.tokens.write().expect("tokens") = tokens;
+        let mut current = app.router.view.write().expect("view");
+        std::mem::swap(&mut *current, &mut v);
+    }
+}
+
+/// Asks every gateway, every five seconds, whether it is healthy and which agents it lists.
+async fn poll_health(app: Arc<App>) {
+    loop {
+        let gateways: Vec<_> = app.router.view.read().expect("view").gateways.values().cloned().collect();
+        for g in gateways {
+            let h = match app.router.client(&g.gref).await {
+                Err(why) => GatewayHealth { problem: Some(why), ..Default::default() },
+                Ok(c) => {
+                    let healthy = c.healthy().await;
+                    let listed = c.agent_ids().await;
+                    match (healthy, listed) {
+                        (Ok(true), Ok(listed)) => GatewayHealth {
+                            healthy: true,
+                            listed,
+                            version: c.server_version().to_string(),
+                            ..Default::default()
+                        },
+                        (Ok(false), _) => {
+                            GatewayHealth { problem: Some("reports itself unhealthy".into()), ..Default::default() }
+                        }
+                        (Err(e), _) | (_, Err(e)) => {
+                            GatewayHealth { problem: Some(e.to_string()), ..Default::default() }
+                        }
+                    }
+                }
+            };
+            let h = GatewayHealth { checked_at: crate::clock::now(), ..h };
+            app.health.write().expect("health").insert(g.name.clone(), h);
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}

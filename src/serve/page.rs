@@ -1,0 +1,140 @@
+//! The status page: server-rendered HTML (assets compiled in, no build step) and a little vanilla
+//! JS for the chat pane, fed by the event stream. Logged in once with `/?token=…`.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::Value;
+
+use super::auth::Principal;
+use super::http::{login, App};
+
+const STYLE: &str = include_str!("page.css");
+const SCRIPT: &str = include_str!("page.js");
+
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn shell(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
+        esc(title)
+    )
+}
+
+pub fn login_page(why: &str) -> String {
+    shell(
+        "fleet — sign in",
+        &format!(
+            "<main class=\"login\"><h1>fleet</h1><p>{}</p><p>Open the link <code>fleet status</code> prints \
+             (<code>/?token=…</code>, the admin token from <code>&lt;data dir&gt;/serve/token</code>).</p></main>",
+            esc(why)
+        ),
+    )
+}
+
+pub async fn page(
+    State(app): State<std::sync::Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(t) = q.get("token") {
+        return login(&app, t);
+    }
+    match app.principal(&headers) {
+        Ok(Principal::Admin) => {}
+        _ => return (StatusCode::UNAUTHORIZED, Html(login_page("Sign in to see this fleet."))).into_response(),
+    }
+    let agents = app.agents_json(&Principal::Admin).await.unwrap_or_default();
+    let view = app.router.view.read().expect("view").clone();
+    let health = app.health.read().expect("health").clone();
+
+    let mut gw_rows = String::new();
+    for g in view.gateways.values() {
+        let h = health.get(&g.name);
+        let ok = h.is_some_and(|h| h.healthy);
+        let version = h.map(|h| h.version.clone()).filter(|v| !v.is_empty()).unwrap_or_else(|| g.version.clone());
+        let count = view.agents.values().filter(|a| a.gateway == g.name).count();
+        let problem = h.and_then(|h| h.problem.clone()).unwrap_or_default();
+        gw_rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td><span class=\"pill {}\">{}</span></td><td>{}</td><td>{count}</td><td class=\"dim\">{}</td></tr>",
+            esc(&g.name),
+            esc(&g.host),
+            if ok { "online" } else { "offline" },
+            if ok { "healthy" } else { "down" },
+            esc(&version),
+            esc(&problem)
+        ));
+    }
+    let mut agent_cards = String::new();
+    for a in &agents {
+        let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+        let status = a["status"].as_str().unwrap_or("offline");
+        let last = a["last_message"].get("text").and_then(Value::as_str).unwrap_or("—");
+        let last = if last.chars().count() > 90 {
+            format!("{}…", last.chars().take(90).collect::<String>())
+        } else {
+            last.to_string()
+        };
+        agent_cards.push_str(&format!(
+            "<button class=\"agent\" data-agent=\"{name}\"><div class=\"row\"><strong>{name}</strong>\
+             <span class=\"pill {status}\" data-status>{status}</span></div>\
+             <div class=\"dim\">{model} · gateway {gw} · {host}</div>\
+             <div class=\"last\" data-last>{last}</div><div class=\"dim small\" data-when>{when}</div></button>",
+            name = esc(&s("name")),
+            model = esc(&s("model")),
+            gw = esc(&s("gateway")),
+            host = esc(&s("host")),
+            last = esc(&last),
+            when = esc(a["last_activity"].as_str().unwrap_or("no activity yet")),
+        ));
+    }
+    let mut run_rows = String::new();
+    for r in &view.runs {
+        run_rows.push_str(&format!(
+            "<tr><td>#{}</td><td>{}</td><td>{}</td><td><span class=\"pill {}\">{}</span></td><td>{} steps{}</td></tr>",
+            r.id,
+            esc(&r.command),
+            esc(&r.started_at),
+            if r.status == "ok" {
+                "online"
+            } else if r.status == "running" {
+                "provisioning"
+            } else {
+                "offline"
+            },
+            esc(&r.status),
+            r.steps,
+            if r.failed > 0 { format!(", {} failed", r.failed) } else { String::new() }
+        ));
+    }
+    let body = format!(
+        "<header><h1>fleet <span class=\"dim\">{fleet}</span></h1><span class=\"dim\">{n} agents · {g} gateways</span></header>\
+         <main><section class=\"col\"><h2>Agents</h2><div class=\"agents\">{agent_cards}</div>\
+         <h2>Gateways</h2><table><thead><tr><th>gateway</th><th>host</th><th>health</th><th>version</th><th>agents</th><th></th></tr></thead><tbody>{gw_rows}</tbody></table>\
+         <h2>Last apply runs</h2><table><thead><tr><th>run</th><th>command</th><th>started</th><th>outcome</th><th></th></tr></thead><tbody>{run_rows}</tbody></table></section>\
+         <section class=\"chat\" id=\"chat\"><h2 id=\"chat-title\">Chat</h2><div id=\"log\" class=\"log\"><p class=\"dim\">Pick an agent to talk to it.</p></div>\
+         <form id=\"send\"><input id=\"text\" autocomplete=\"off\" placeholder=\"Message…\" disabled><button id=\"go\" disabled>Send</button></form></section></main>\
+         <script>{SCRIPT}</script>",
+        fleet = esc(&app.fleet),
+        n = agents.len(),
+        g = view.gateways.len(),
+    );
+    Html(shell(&format!("fleet — {}", app.fleet), &body)).into_response()
+}

@@ -1,0 +1,214 @@
+//! Chat routing: a stored user message goes to its agent through the agent's gateway
+//! (`chat.send` into the thread's session, idempotency key = the message id), and its answer is
+//! stored: the agent's reply, or a `system` message saying why there is none (agent gone,
+//! gateway down, the run failed, no reply in time). Never a hang, never nothing. One connection
+//! per gateway, shared by every message to it, opened again (with backoff) when it breaks; a
+//! message whose wait was cut off asks the gateway how its run ended (`agent.wait`, then the
+//! session's history), and a re-send is harmless (the gateway knows the key). On start, every
+//! message still pending is delivered this way: nothing acknowledged is dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, Mutex};
+
+use super::store::{Message, Messages, Role};
+use super::view::FleetView;
+use crate::openclaw::client::{answer_in_history, terminal, thread_session, GatewayClient, GatewayRef, Terminal};
+use crate::openclaw::rpc::RpcError;
+
+pub struct Router {
+    pub messages: Messages,
+    pub view: Arc<RwLock<FleetView>>,
+    pub events: broadcast::Sender<Message>,
+    pub reply_timeout: Duration,
+    conns: Mutex<HashMap<String, Arc<GatewayClient>>>,
+}
+
+/// How one attempt at an exchange ended.
+enum Attempt {
+    Done(Terminal),
+    /// The connection broke (after the message reached the gateway, when `sent`): connect again
+    /// and ask.
+    Broken {
+        why: String,
+        sent: bool,
+    },
+    TimedOut,
+}
+
+impl Router {
+    pub fn new(
+        messages: Messages,
+        view: Arc<RwLock<FleetView>>,
+        events: broadcast::Sender<Message>,
+        reply_timeout: Duration,
+    ) -> Self {
+        Router { messages, view, events, reply_timeout, conns: Mutex::new(HashMap::new()) }
+    }
+
+    /// The shared connection to a gateway, opened when there is none or it broke.
+    pub async fn client(&self, g: &GatewayRef) -> Result<Arc<GatewayClient>, String> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(&g.url).filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        conns.remove(&g.url);
+        match tokio::time::timeout(Duration::from_secs(5), g.connect()).await {
+            Ok(Ok(c)) => {
+                let c = Arc::new(c);
+                conns.insert(g.url.clone(), c.clone());
+                Ok(c)
+            }
+            Ok(Err(e)) => Err(crate::driver::error_chain(&e)),
+            Err(_) => Err(format!("gateway {} did not answer within 5 s", g.name)),
+        }
+    }
+
+    async fn forget(&self, g: &GatewayRef) {
+        self.conns.lock().await.remove(&g.url);
+    }
+
+    /// Stores the answer to `msg` and tells every listener (an answer stored before is kept).
+    async fn answer(&self, msg: &Message, role: Role, text: String) {
+        let id = msg.id.clone();
+        match self.messages.with(move |s| s.answer(&id, role, &text)).await {
+            Ok((m, true)) => {
+                let _ = self.events.send(m);
+            }
+            Ok((_, false)) => {}
+            Err(e) => tracing::error!("cannot store the answer to {}: {e}", msg.id),
+        }
+    }
+
+    /// Delivers a stored user message and stores its answer, whatever happens.
+    pub async fn deliver(self: Arc<Self>, msg: Message) {
+        let agent = self.view.read().expect("view").agents.get(&msg.agent).cloned();
+        let Some(agent) = agent else {
+            let text =
+                format!("agent {} is not part of this fleet (any more); the message was not delivered", msg.agent);
+            return self.answer(&msg, Role::System, text).await;
+        };
+        let deadline = Instant::now() + self.reply_timeout;
+        let session = thread_session(&msg.agent, &msg.thread);
+        let mut pause = Duration::from_millis(250);
+        let mut last_problem = String::new();
+        let mut sent = false;
+        loop {
+            if Instant::now() >= deadline {
+                let text = match last_problem.is_empty() {
+                    true => format!("no reply from {} within {} s", msg.agent, self.reply_timeout.as_secs()),
+                    false => {
+                        format!("no reply from {} within {} s: {last_problem}", msg.agent, self.reply_timeout.as_secs())
+                    }
+                };
+                return self.answer(&msg, Role::System, text).await;
+            }
+            let c = match self.client(&agent.gref).await {
+                Ok(c) => c,
+                Err(why) if !sent => {
+                    // A gateway that is down is said at once: the user is not left waiting for a
+                    // timeout for a message that never left.
+                    let text = format!(
+                        "{} did not get this message: gateway {} is unreachable ({why})",
+                        msg.agent, agent.gateway
+                    );
+                    return self.answer(&msg, Role::System, text).await;
+                }
+                Err(why) => {
+                    // It has the message (and may be restarting): wait for it within the timeout.
+                    last_problem = format!("gateway {} is unreachable ({why})", agent.gateway);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            match self.attempt(&c, &msg, &session, deadline).await {
+                Attempt::Done(Terminal::Reply(text)) => return self.answer(&msg, Role::Agent, text).await,
+                Attempt::Done(Terminal::Failed(why)) => {
+                    return self.answer(&msg, Role::System, format!("{}'s run failed: {why}", msg.agent)).await
+                }
+                Attempt::TimedOut => {
+                    let text = format!("no reply from {} within {} s", msg.agent, self.reply_timeout.as_secs());
+                    return self.answer(&msg, Role::System, text).await;
+                }
+                Attempt::Broken { why, sent: s } => {
+                    sent |= s;
+                    last_problem = why;
+                    self.forget(&agent.gref).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// One exchange on one connection: send (or find the message already sent), then wait for the
+    /// run's end on the event stream, or — the run started before this connection — by asking.
+    async fn attempt(&self, c: &GatewayClient, msg: &Message, session: &str, deadline: Instant) -> Attempt {
+        let mut events = c.events();
+        let started = match c.send(&msg.agent, session, &msg.text, &msg.id).await {
+            Ok(s) => s,
+            Err(RpcError::Remote { message, .. }) => {
+                return Attempt::Done(Terminal::Failed(format!("the gateway refused the message: {message}")))
+            }
+            Err(e) => return Attempt::Broken { why: e.to_string(), sent: false },
+        };
+        if !started {
+            return self.ask(c, msg, session, deadline).await;
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, events.recv()).await {
+                Err(_) => return Attempt::TimedOut,
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => return self.ask(c, msg, session, deadline).await,
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    return Attempt::Broken { why: "the gateway closed the connection".into(), sent: true }
+                }
+                Ok(Ok(ev)) if ev.name == "chat" && ev.payload["runId"] == msg.id.as_str() => {
+                    if let Some(t) = terminal(&ev.payload) {
+                        return Attempt::Done(t);
+                    }
+                }
+                Ok(Ok(ev)) if ev.name == "shutdown" => {
+                    return Attempt::Broken { why: "the gateway is restarting".into(), sent: true }
+                }
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// A run this connection did not see start: how it ended, from the session's history, waiting
+    /// for it (`agent.wait`) while it has not.
+    async fn ask(&self, c: &GatewayClient, msg: &Message, session: &str, deadline: Instant) -> Attempt {
+        loop {
+            match c.history(&msg.agent, session, 200).await {
+                Ok(h) => {
+                    if let Some(t) = answer_in_history(&h, &msg.id) {
+                        return Attempt::Done(t);
+                    }
+                }
+                Err(e) => return Attempt::Broken { why: e.to_string(), sent: true },
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Attempt::TimedOut;
+            }
+            let wait = left.min(Duration::from_secs(10));
+            if let Err(e) = c.wait_run(&msg.id, wait).await {
+                return Attempt::Broken { why: crate::driver::error_chain(&e), sent: true };
+            }
+        }
+    }
+
+    /// Delivers every message still pending (after a restart), each on its own task.
+    pub async fn reconcile(self: &Arc<Self>) -> usize {
+        let pending = self.messages.with(|s| s.pending()).await.unwrap_or_default();
+        let n = pending.len();
+        for m in pending {
+            tokio::spawn(self.clone().deliver(m));
+        }
+        n
+    }
+}

@@ -1,0 +1,135 @@
+//! What the daemon knows of the fleet: read from `state.db` (read-only; apply's lock never blocks
+//! it), reloaded as the state changes. Agents with their gateway and model, the gateways, the
+//! agents' token hashes, the last runs. It never parses the fleet file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::openclaw::client::GatewayRef;
+use crate::openclaw::gateway::GatewayInputs;
+use crate::openclaw::models::ModelsInputs;
+use crate::state::{Record, Store};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    pub name: String,
+    pub gateway: String,
+    pub model: String,
+    /// `30m`, as OpenClaw takes it; None: no heartbeat.
+    pub heartbeat: Option<String>,
+    /// Whether apply sent it its first (wake) message.
+    pub woken: bool,
+    /// How the daemon reaches its gateway (the same reference apply used).
+    #[serde(skip)]
+    pub gref: GatewayRef,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayView {
+    pub name: String,
+    /// `process`, or `incus` (with its remote).
+    pub host: String,
+    pub version: String,
+    #[serde(skip)]
+    pub gref: GatewayRef,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    pub id: i64,
+    pub command: String,
+    pub started_at: String,
+    pub status: String,
+    pub steps: i64,
+    pub failed: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FleetView {
+    pub agents: BTreeMap<String, AgentView>,
+    pub gateways: BTreeMap<String, GatewayView>,
+    /// Agent → the sha256 (hex) of its daemon token.
+    pub agent_tokens: BTreeMap<String, String>,
+    pub runs: Vec<RunView>,
+}
+
+impl FleetView {
+    /// Reads the state database (an absent one is an empty fleet).
+    pub fn load(state_db: &Path) -> miette::Result<FleetView> {
+        let Some(store) = Store::open_existing_readonly(state_db).map_err(|e| miette::miette!("{e}"))? else {
+            return Ok(FleetView::default());
+        };
+        let records = store.load().map_err(|e| miette::miette!("{e}"))?;
+        let runs = store.runs(10).map_err(|e| miette::miette!("{e}"))?;
+        let mut v = FleetView::from_records(records.values());
+        v.runs = runs
+            .into_iter()
+            .map(|r| RunView {
+                id: r.id,
+                command: r.command,
+                started_at: r.started_at,
+                status: r.status,
+                steps: r.steps,
+                failed: r.failed,
+            })
+            .collect();
+        Ok(v)
+    }
+
+    /// The view of a set of records (pending ones, intents only, are left out).
+    pub fn from_records<'a>(records: impl Iterator<Item = &'a Record>) -> FleetView {
+        let mut v = FleetView::default();
+        let records: Vec<&Record> = records.filter(|r| !r.is_pending()).collect();
+        let woken: Vec<&str> =
+            records.iter().filter(|r| r.kind == "wake").filter_map(|r| r.address.strip_prefix("wake.")).collect();
+        for r in &records {
+            match r.kind.as_str() {
+                "gateway.models" => {
+                    let Ok(m) = r.inputs_as::<ModelsInputs>() else { continue };
+                    for (id, a) in &m.agents {
+                        v.agents.insert(
+                            id.clone(),
+                            AgentView {
+                                name: id.clone(),
+                                gateway: m.gateway.name.clone(),
+                                model: a.primary.clone(),
+                                heartbeat: a.heartbeat.clone(),
+                                woken: woken.contains(&id.as_str()),
+                                gref: m.gateway.clone(),
+                            },
+                        );
+                    }
+                }
+                "gateway" => {
+                    let Ok(g) = r.inputs_as::<GatewayInputs>() else { continue };
+                    let host = match &g.launch.container {
+                        Some(c) => format!("incus:{}", c.remote.as_deref().unwrap_or("local")),
+                        None => g.runtime.clone(),
+                    };
+                    let url = r.outputs.get("url").and_then(|u| u.as_str()).unwrap_or_default().to_string();
+                    let name = g.launch.gateway.clone();
+                    v.gateways.insert(
+                        name.clone(),
+                        GatewayView {
+                            name: name.clone(),
+                            host,
+                            version: r.outputs["version"].as_str().unwrap_or_default().to_string(),
+                            gref: GatewayRef { name, url, token_file: g.token_file.clone() },
+                        },
+                    );
+                }
+                "serve.token" => {
+                    let agent = r.address.strip_prefix("serve.token.").unwrap_or_default();
+                    if let Some(h) = r.outputs.get("sha256").and_then(|h| h.as_str()) {
+                        v.agent_tokens.insert(agent.to_string(), h.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+        // An agent whose models step has not run yet has no entry: it is not routable.
+        v
+    }
+}
