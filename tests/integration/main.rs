@@ -8,5 +8,6 @@ mod image;
 mod incus;
 mod kill;
 mod proxy;
+mod serve;
 mod spine;
 mod support;

@@ -59,7 +59,7 @@ impl Drop for World {
         for pid_file in self.pid_files() {
             let v: serde_json::Value =
                 std::fs::read_to_string(&pid_file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
-            // proxy.pid: {"pid": {"pid": N}}; gateway.handle: {"handle": {"pid": {"pid": N}}}.
+            // proxy.pid, serve.pid: {"pid": {"pid": N}}; gateway.handle: {"handle": {"pid": {"pid": N}}}.
             if let Some(pid) = v["pid"]["pid"].as_u64().or_else(|| v["handle"]["pid"]["pid"].as_u64()) {
                 // SAFETY: plain kill(2) on a process group this test started.
                 unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
@@ -80,6 +80,7 @@ impl World {
         let w = World::new();
         w.example("quickstart");
         w.edit("fleet.kdl", "port=4000", &format!("port={}", free_port()));
+        w.edit("fleet.kdl", "127.0.0.1:8700", &format!("127.0.0.1:{}", free_port()));
         w.edit(
             "fleet.kdl",
             "gateway \"main\" host=\"local\"",
@@ -94,8 +95,13 @@ impl World {
         let w = World::new();
         w.example("quickstart");
         w.edit("fleet.kdl", "port=4000", &format!("port={}", free_port()));
-        let text =
+        w.edit("fleet.kdl", "127.0.0.1:8700", &format!("127.0.0.1:{}", free_port()));
+        let mut text =
             w.read("fleet.kdl").replace("gateway \"main\" host=\"local\"\n", "").replace(" gateway=\"main\"", "");
+        // No daemon either: it routes chat to gateways.
+        if let Some(at) = text.find("\n// The resident daemon") {
+            text.truncate(at + 1);
+        }
         w.write("fleet.kdl", &text);
         w
     }
@@ -104,7 +110,7 @@ impl World {
     pub fn pid_files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         walk(self.root(), &mut |p| {
-            if p.file_name().is_some_and(|n| n == "proxy.pid" || n == "gateway.handle") {
+            if p.file_name().is_some_and(|n| n == "proxy.pid" || n == "gateway.handle" || n == "serve.pid") {
                 out.push(p.to_path_buf());
             }
         });

@@ -1,0 +1,334 @@
+//! `fleet serve` for real: the quickstart applied (LiteLLM mock model, a real OpenClaw gateway),
+//! the daemon started by apply, spoken to over HTTP as a script or a browser would.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::World;
+
+const FLEET: &str = "quickstart";
+
+struct Daemon {
+    port: u16,
+    admin: String,
+}
+
+impl Daemon {
+    fn of(w: &World) -> Daemon {
+        let kdl = w.read("fleet.kdl");
+        let at = kdl.find("listen \"127.0.0.1:").unwrap() + "listen \"127.0.0.1:".len();
+        let port: u16 = kdl[at..].split('"').next().unwrap().parse().unwrap();
+        let admin = std::fs::read_to_string(w.data_dir(FLEET).join("serve/token")).unwrap().trim().to_string();
+        Daemon { port, admin }
+    }
+
+    /// One HTTP/1.1 request, raw: (status, body as JSON or a string).
+    fn raw(&self, request: &[u8]) -> (u16, Value) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        s.write_all(request).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status: u16 = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        (status, serde_json::from_str(body).unwrap_or(Value::String(body.to_string())))
+    }
+
+    fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+        if let Some(t) = token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        if let Some(b) = body {
+            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()));
+        } else {
+            req.push_str("\r\n");
+        }
+        self.raw(req.as_bytes())
+    }
+
+    fn post(&self, agent: &str, body: &str, wait: Option<u64>) -> (u16, Value) {
+        let q = wait.map(|w| format!("?wait={w}")).unwrap_or_default();
+        self.request("POST", &format!("/v1/agents/{agent}/messages{q}"), Some(&self.admin), Some(body))
+    }
+
+    fn thread(&self, agent: &str, thread: &str) -> Vec<Value> {
+        let (s, v) = self.request(
+            "GET",
+            &format!("/v1/agents/{agent}/messages?thread={thread}&limit=1000"),
+            Some(&self.admin),
+            None,
+        );
+        assert_eq!(s, 200, "{v}");
+        v["messages"].as_array().unwrap().clone()
+    }
+
+    /// Opens an event stream (with `Last-Event-ID` when given) and collects `want` events, at most
+    /// `within`. Calls `then` once the stream is open.
+    fn events(&self, last: Option<i64>, want: usize, within: Duration, then: impl FnOnce()) -> Vec<(i64, Value)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut req = format!(
+            "GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n",
+            self.admin
+        );
+        if let Some(l) = last {
+            req.push_str(&format!("Last-Event-ID: {l}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        // The status line and headers.
+        loop {
+            line.clear();
+            if r.read_line(&mut line).is_ok() && line == "\r\n" {
+                break;
+            }
+        }
+        then();
+        let t0 = Instant::now();
+        let (mut out, mut id) = (Vec::new(), None);
+        while out.len() < want && t0.elapsed() < within {
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => continue,
+            }
+            // Chunked transfer: size lines interleave; keep only the SSE fields.
+            if let Some(v) = line.trim_end().strip_prefix("id:") {
+                id = v.trim().parse::<i64>().ok();
+            } else if let Some(d) = line.trim_end().strip_prefix("data:") {
+                out.push((id.unwrap_or(-1), serde_json::from_str(d.trim()).unwrap_or(Value::Null)));
+            }
+        }
+        out
+    }
+}
+
+fn rows(w: &World) -> i64 {
+    let db = rusqlite::Connection::open(w.data_dir(FLEET).join("serve/conversations.db")).unwrap();
+    db.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).unwrap()
+}
+
+fn agent_token(w: &World, agent: &str) -> String {
+    let env = std::fs::read_to_string(w.data_dir(FLEET).join(format!("agents/{agent}/env"))).unwrap();
+    env.lines().find_map(|l| l.strip_prefix("FLEET_TOKEN=")).unwrap().to_string()
+}
+
+fn roles(msgs: &[Value]) -> Vec<String> {
+    msgs.iter().map(|m| m["role"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn the_daemon_routes_chat_keeps_threads_and_streams_events() {
+    let w = World::quickstart();
+    w.fleet(&["apply"]).ok();
+    let d = Daemon::of(&w);
+    let mode = |p: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(w.data_dir(FLEET).join(p)).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode("serve/token"), 0o600);
+    assert_eq!(mode("agents/alice/env"), 0o600);
+
+    // Who may do what.
+    let (s, v) = d.request("GET", "/v1/agents", None, None);
+    assert_eq!((s, v["error"]["code"].as_str()), (401, Some("unauthorized")), "{v}");
+    let alice = agent_token(&w, "alice");
+    let (s, v) = d.request("GET", "/v1/agents/bob/messages", Some(&alice), None);
+    assert_eq!((s, v["error"]["code"].as_str()), (403, Some("forbidden")), "{v}");
+    let (s, v) = d.request("GET", "/v1/agents", Some(&alice), None);
+    assert_eq!(s, 200);
+    let names: Vec<&str> = v["agents"].as_array().unwrap().iter().filter_map(|a| a["name"].as_str()).collect();
+    assert_eq!(names, ["alice"], "an agent's token sees that agent only");
+    let db = rusqlite::Connection::open(w.data_dir(FLEET).join("state.db")).unwrap();
+    let stored: String =
+        db.query_row("SELECT outputs FROM resources WHERE address = 'serve.token.alice'", [], |r| r.get(0)).unwrap();
+    assert!(!stored.contains(&alice), "state holds the token's hash only");
+
+    // A message, answered by the mock model through LiteLLM and OpenClaw.
+    let (s, reply) = d.post("alice", r#"{"text":"hi there","from":"ops"}"#, Some(60));
+    assert_eq!(s, 200, "{reply}");
+    assert_eq!(reply["role"], "agent");
+    assert_eq!(reply["text"], "Hello from the demo model.");
+    let main = d.thread("alice", "main");
+    assert_eq!(roles(&main), ["user", "agent"]);
+    assert_eq!(main[0]["from"], "ops");
+    assert_eq!(main[1]["reply_to"], main[0]["id"]);
+    // An agent writes to its own conversation with its own token.
+    let (s, v) =
+        d.request("POST", "/v1/agents/alice/messages?wait=60", Some(&alice), Some(r#"{"text":"note to self"}"#));
+    assert_eq!(s, 200, "{v}");
+
+    // Threads: another session of the same agent; `fleet chat --thread` continues it.
+    let (s, v) = d.post("bob", r#"{"text":"first","thread":"ops-1"}"#, Some(60));
+    assert_eq!((s, v["role"].as_str()), (200, Some("agent")), "{v}");
+    let r = w.fleet(&["chat", "bob", "second", "--thread", "ops-1"]).ok();
+    assert_eq!(r.stdout.trim(), "Hello from the demo model.");
+    assert_eq!(roles(&d.thread("bob", "ops-1")), ["user", "agent", "user", "agent"]);
+    assert!(d.thread("bob", "main").iter().all(|m| m["thread"] == "main"));
+
+    // Events: a client sees the message and its reply; reconnecting with Last-Event-ID it gets
+    // exactly what it missed.
+    let seen = d.events(None, 2, Duration::from_secs(90), || {
+        let (s, v) = d.post("bob", r#"{"text":"streamed"}"#, None);
+        assert_eq!(s, 202, "{v}");
+        assert!(v["id"].as_str().unwrap().starts_with("msg_"));
+    });
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!((seen[0].1["role"].as_str(), seen[0].1["text"].as_str()), (Some("user"), Some("streamed")));
+    assert_eq!(seen[1].1["role"], "agent");
+    assert!(seen[0].0 < seen[1].0);
+    let again = d.events(Some(seen[0].0), 1, Duration::from_secs(10), || {});
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].0, seen[1].0, "only what was missed");
+
+    // Status: both agents online.
+    let r = w.fleet(&["status", "--json"]).ok();
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let st: Vec<(&str, &str)> = v["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap(), a["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(st, [("alice", "online"), ("bob", "online")], "{v}");
+    assert_eq!(v["gateways"][0]["healthy"], true);
+
+    // A converged fleet with its daemon stays converged.
+    let r = w.fleet(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+}
+
+#[test]
+fn bad_requests_get_their_status_and_store_nothing() {
+    let w = World::quickstart();
+    w.fleet(&["apply"]).ok();
+    let d = Daemon::of(&w);
+    let before = rows(&w);
+    let huge = format!(r#"{{"text":"{}"}}"#, "x".repeat(1 << 20));
+    let a = d.admin.clone();
+    let post = |path: &str, body: &str| d.request("POST", path, Some(&a), Some(body));
+    let cases: Vec<(&str, (u16, Value), u16, &str)> = vec![
+        ("bad JSON", post("/v1/agents/alice/messages", "{"), 400, "invalid_json"),
+        ("not an object", post("/v1/agents/alice/messages", "[1]"), 400, "invalid_body"),
+        ("no text", post("/v1/agents/alice/messages", "{}"), 400, "missing_field"),
+        ("text a number", post("/v1/agents/alice/messages", r#"{"text":5}"#), 400, "invalid_field"),
+        ("empty text", post("/v1/agents/alice/messages", r#"{"text":"   "}"#), 400, "empty_text"),
+        ("unknown field", post("/v1/agents/alice/messages", r#"{"text":"x","admin":true}"#), 400, "unknown_field"),
+        ("bad thread", post("/v1/agents/alice/messages", r#"{"text":"x","thread":"a b"}"#), 400, "invalid_thread"),
+        ("thread traversal", post("/v1/agents/alice/messages", r#"{"text":"x","thread":"../../etc"}"#), 400, "invalid_thread"),
+        ("thread a list", post("/v1/agents/alice/messages", r#"{"text":"x","thread":[]}"#), 400, "invalid_field"),
+        ("header injection in from", post("/v1/agents/alice/messages", r#"{"text":"x","from":"a\r\nX-Evil: 1"}"#), 400, "invalid_field"),
+        ("huge body", post("/v1/agents/alice/messages", &huge), 413, "body_too_large"),
+        ("unknown agent", post("/v1/agents/carol/messages", r#"{"text":"x"}"#), 404, "unknown_agent"),
+        ("agent traversal", post("/v1/agents/..%2F..%2Fetc/messages", r#"{"text":"x"}"#), 400, "invalid_agent"),
+        ("agent upper case", post("/v1/agents/ALICE/messages", r#"{"text":"x"}"#), 400, "invalid_agent"),
+        ("bad wait", post("/v1/agents/alice/messages?wait=forever", r#"{"text":"x"}"#), 400, "invalid_wait"),
+        ("wait too long", post("/v1/agents/alice/messages?wait=100000", r#"{"text":"x"}"#), 400, "invalid_wait"),
+        ("bad limit", d.request("GET", "/v1/agents/alice/messages?limit=0", Some(&a), None), 400, "invalid_limit"),
+        ("unknown after", d.request("GET", "/v1/agents/alice/messages?after=msg_nope", Some(&a), None), 400, "unknown_message"),
+        ("bad event id", d.raw(format!("GET /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {a}\r\nLast-Event-ID: abc\r\n\r\n").as_bytes()), 400, "invalid_event_id"),
+        ("wrong token", d.request("POST", "/v1/agents/alice/messages", Some("fleet-admin-nope"), Some(r#"{"text":"x"}"#)), 401, "unauthorized"),
+        ("no such endpoint", d.request("GET", "/v1/nothing", Some(&a), None), 404, "not_found"),
+    ];
+    for (what, (status, body), want, code) in &cases {
+        assert_eq!(*status, *want, "{what}: {body}");
+        assert_eq!(body["error"]["code"].as_str(), Some(*code), "{what}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {body}");
+    }
+    assert!(cases.len() >= 15);
+    assert_eq!(rows(&w), before, "a refused request stores nothing");
+    let (s, v) = d.request("GET", "/healthz", None, None);
+    assert_eq!((s, v["ok"].as_bool()), (200, Some(true)));
+}
+
+/// kill -9 of the daemon at several points between a POST and its reply: the next apply starts it
+/// again, and every thread ends with the reply or a system message; nothing acknowledged is lost.
+#[test]
+fn a_daemon_killed_while_a_reply_is_pending_loses_nothing() {
+    let w = World::quickstart();
+    w.fleet(&["apply"]).ok();
+    let d = Daemon::of(&w);
+    let serve_pid = || -> u32 {
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(w.data_dir(FLEET).join("serve/serve.pid")).unwrap()).unwrap();
+        v["pid"]["pid"].as_u64().unwrap() as u32
+    };
+    let mut acknowledged = Vec::new();
+    for (i, delay_ms) in [0u64, 50, 300, 1000, 2500].into_iter().enumerate() {
+        let thread = format!("kill-{i}");
+        let (s, v) = d.post("alice", &format!(r#"{{"text":"hello {i}","thread":"{thread}"}}"#), None);
+        assert_eq!(s, 202, "{v}");
+        acknowledged.push((thread, v["id"].as_str().unwrap().to_string()));
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // SAFETY: kill(2) on the daemon this test's apply started.
+        unsafe { libc::kill(serve_pid() as i32, libc::SIGKILL) };
+        let r = w.fleet(&["apply"]).ok();
+        assert!(r.stdout.contains("serve"), "apply restarts the daemon: {}", r.stdout);
+    }
+    // Every message acknowledged before a kill is there, and answered.
+    let t0 = Instant::now();
+    for (thread, id) in &acknowledged {
+        let msgs = loop {
+            let msgs = d.thread("alice", thread);
+            if msgs.len() >= 2 || t0.elapsed() > Duration::from_secs(120) {
+                break msgs;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        assert_eq!(msgs[0]["id"].as_str(), Some(id.as_str()), "{thread}: {msgs:?}");
+        assert_eq!(msgs.len(), 2, "{thread}: one answer, no more: {msgs:?}");
+        let answer = &msgs[1];
+        assert_eq!(answer["reply_to"].as_str(), Some(id.as_str()));
+        let ok = answer["role"] == "agent" && answer["text"] == "Hello from the demo model.";
+        let lost = answer["role"] == "system";
+        assert!(ok || lost, "{thread}: {answer}");
+        eprintln!("{thread}: {} {}", answer["role"], answer["text"]);
+    }
+}
+
+/// A gateway killed under the daemon: its agents' messages get a system reply, the status says
+/// offline; apply brings the gateway back and the next message is answered.
+#[test]
+fn a_dead_gateway_gives_a_system_reply_and_shows_offline() {
+    let w = World::quickstart();
+    w.fleet(&["apply"]).ok();
+    let d = Daemon::of(&w);
+    let (s, v) = d.post("alice", r#"{"text":"before"}"#, Some(60));
+    assert_eq!((s, v["role"].as_str()), (200, Some("agent")), "{v}");
+    let handle: Value =
+        serde_json::from_str(&std::fs::read_to_string(w.data_dir(FLEET).join("gateways/main/gateway.handle")).unwrap())
+            .unwrap();
+    let pid = handle["handle"]["pid"]["pid"].as_u64().unwrap() as i32;
+    // SAFETY: kill(2) on the gateway's process group, started by this test's apply.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    let (s, v) = d.post("alice", r#"{"text":"anyone there?"}"#, Some(60));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["role"], "system", "{v}");
+    assert!(v["text"].as_str().unwrap().contains("unreachable"), "{v}");
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    // The status follows within a few polls.
+    let t0 = Instant::now();
+    let offline = loop {
+        let v: Value = serde_json::from_str(&w.fleet(&["status", "--json"]).ok().stdout).unwrap();
+        let st = v["agents"][0]["status"].as_str().unwrap_or_default().to_string();
+        if st == "offline" || t0.elapsed() > Duration::from_secs(30) {
+            break (st, v);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(offline.0, "offline", "{}", offline.1);
+    assert_eq!(offline.1["gateways"][0]["healthy"], false);
+    w.fleet(&["apply"]).ok();
+    let (s, v) = d.post("alice", r#"{"text":"back?"}"#, Some(60));
+    assert_eq!((s, v["role"].as_str()), (200, Some("agent")), "{v}");
+}
