@@ -1,4 +1,4 @@
-//! `fleet bench plan`: validate, plan and apply a generated fleet of N agents.
+//! `fleet bench plan|proxy|gateway`: the spine, the proxy and gateways measured (`serve`: `bench_serve`).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -38,6 +38,21 @@ pub enum BenchCmd {
         /// Keys minted one after another (median reported)
         #[arg(long, default_value_t = 20)]
         samples: usize,
+    },
+    /// The daemon: routing overhead against chat.send, SSE fan-out, concurrent POSTs, memory
+    Serve {
+        #[arg(long, default_value_t = 50)]
+        agents: usize,
+        /// Messages timed through the daemon and straight through the gateway, each
+        #[arg(long, default_value_t = 50)]
+        messages: usize,
+        /// Event-stream clients
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        #[arg(long, default_value_t = 1000)]
+        posts: usize,
+        #[arg(long, default_value_t = 20)]
+        concurrency: usize,
     },
 }
 
@@ -82,7 +97,7 @@ fn time_n(runs: usize, mut f: impl FnMut() -> miette::Result<()>) -> miette::Res
     Ok(median(v))
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
@@ -101,7 +116,7 @@ fn cli_apply(runs: usize, data: &Path, file: &Path) -> miette::Result<Duration> 
     })
 }
 
-fn free_port() -> miette::Result<u16> {
+pub(crate) fn free_port() -> miette::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0").into_diagnostic()?.local_addr().into_diagnostic()?.port())
 }
 
@@ -136,6 +151,9 @@ pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {
         BenchCmd::Plan { agents, runs } => plan_bench(agents, runs),
         BenchCmd::Proxy { samples } => proxy_bench(samples),
         BenchCmd::Gateway { agents } => gateway_bench(&agents),
+        BenchCmd::Serve { agents, messages, clients, posts, concurrency } => {
+            super::bench_serve::run(super::bench_serve::ServeBench { agents, messages, clients, posts, concurrency })
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod apply;
 pub(crate) mod bench;
+mod bench_serve;
 mod chat;
 mod image;
 mod loaded;
