@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use miette::{miette, IntoDiagnostic};
 
+use super::bench_kit::{apply_in_process, free_port, ms, Quiet};
 use super::loaded::runtime;
 use crate::engine::{Goal, Options, Session};
-use crate::exec::{Reporter, StepOutcome};
 use crate::layout::Layout;
-use crate::plan::Action;
 use crate::resource::Address;
 
 #[derive(Subcommand)]
@@ -56,12 +55,6 @@ pub enum BenchCmd {
     },
 }
 
-struct Quiet;
-impl Reporter for Quiet {
-    fn started(&self, _: &str, _: Action) {}
-    fn finished(&self, _: &StepOutcome) {}
-}
-
 /// A keys-only fleet (no gateway: the agents get LiteLLM keys and env files) of `agents` agents, for the
 /// spine's and the proxy's benchmarks; the gateway benchmark has its own fleet.
 pub fn generated_fleet(agents: usize, port: u16) -> String {
@@ -97,10 +90,6 @@ fn time_n(runs: usize, mut f: impl FnMut() -> miette::Result<()>) -> miette::Res
     Ok(median(v))
 }
 
-pub(crate) fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
 /// Median time of `runs` end-to-end `fleet apply` runs (this very binary) against a data dir.
 fn cli_apply(runs: usize, data: &Path, file: &Path) -> miette::Result<Duration> {
     let exe = std::env::current_exe().into_diagnostic()?;
@@ -114,36 +103,6 @@ fn cli_apply(runs: usize, data: &Path, file: &Path) -> miette::Result<Duration> 
             .into_diagnostic()?;
         status.success().then_some(()).ok_or_else(|| miette!("fleet apply exited with {status}"))
     })
-}
-
-pub(crate) fn free_port() -> miette::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0").into_diagnostic()?.local_addr().into_diagnostic()?.port())
-}
-
-/// Applies (or destroys) in process, quietly; fails unless every step succeeded. The session
-/// releases the apply lock on every way out, errors included.
-pub(crate) fn apply_in_process(
-    rt: &tokio::runtime::Runtime,
-    file: &Path,
-    layout: &Layout,
-    goal: Goal,
-) -> miette::Result<usize> {
-    let spec = crate::fleetfile::load(file)?;
-    let session = Session::open(layout, "bench")?;
-    let p = rt.block_on(session.plan(&spec, layout, goal, &Options::default()))?;
-    let summary = rt.block_on(session.apply(&p, spec.parallelism, Arc::new(Quiet)))?;
-    if !summary.success() {
-        let why: Vec<String> = summary
-            .outcomes
-            .iter()
-            .filter_map(|o| match &o.status {
-                crate::exec::Status::Failed(e) => Some(format!("{}: {e}", o.address)),
-                _ => None,
-            })
-            .collect();
-        return Err(miette!("apply failed: {}", why.join("; ")));
-    }
-    Ok(p.plan.changes.len())
 }
 
 pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {

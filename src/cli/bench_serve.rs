@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use miette::{miette, IntoDiagnostic};
 use serde_json::{json, Value};
 
-use super::bench::{apply_in_process, free_port, ms};
+use super::bench_kit::{apply_in_process, free_port, ms};
 use super::loaded::runtime;
 use crate::engine::Goal;
 use crate::layout::Layout;

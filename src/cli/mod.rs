@@ -1,7 +1,8 @@
 //! The command line: parse arguments, call the core, print. Nothing else.
 
 mod apply;
-pub(crate) mod bench;
+mod bench;
+pub(crate) mod bench_kit;
 mod bench_serve;
 mod chat;
 mod image;

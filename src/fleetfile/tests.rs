@@ -337,3 +337,29 @@ fn secret_references_are_resolved_for_plan_at_their_span() {
     )
     .is_ok());
 }
+
+#[test]
+fn serve_is_optional_defaults_and_reads_the_same_in_toml() {
+    assert!(kdl(KDL).unwrap().serve.is_none());
+    let s = kdl(&format!("{KDL}serve\n")).unwrap().serve.unwrap();
+    assert_eq!((s.listen(), s.reply_timeout_s), ("127.0.0.1:8700".to_string(), 180));
+    let k = kdl(&format!("{KDL}serve {{ listen \"0.0.0.0:9000\"; reply-timeout \"90s\" }}\n")).unwrap().serve.unwrap();
+    let t =
+        toml(&format!("{TOML}\n[serve]\nlisten = \"0.0.0.0:9000\"\nreply-timeout = \"90s\"\n")).unwrap().serve.unwrap();
+    assert_eq!(k, t);
+    assert_eq!((k.url(), k.reply_timeout_s), ("http://127.0.0.1:9000".to_string(), 90));
+}
+
+#[test]
+fn serve_mistakes_are_named_at_their_span() {
+    let (msg, at, help) = kdl_only("serve { listen \"localhost:8700\" }");
+    assert_eq!((msg.as_str(), at.as_str()), ("invalid listen address \"localhost:8700\"", "\"localhost:8700\""));
+    assert!(help.contains("127.0.0.1:8700"), "{help}");
+    let (msg, at, _) = kdl_only("serve { reply-timeout \"soon\" }");
+    assert_eq!((msg.as_str(), at.as_str()), ("invalid duration \"soon\"", "\"soon\""));
+    let (msg, at, help) = kdl_only("litellm port=8700\nserve");
+    assert_eq!((msg.as_str(), at.as_str()), ("port 8700 is already used by the LiteLLM proxy", "serve"));
+    assert!(help.contains("listen"), "{help}");
+    let e = kdl(&format!("{KDL}serve\nserve\n")).unwrap_err();
+    assert_eq!(messages(e), ["`serve` is declared twice"]);
+}

@@ -12,7 +12,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router as Routes};
 use futures_util::Stream;
@@ -33,13 +33,13 @@ pub struct App {
     pub fleet: String,
 }
 
-type Shared = Arc<App>;
+pub type Shared = Arc<App>;
 type Params = Query<HashMap<String, String>>;
 
-pub fn routes(app: Shared) -> Routes {
+/// The API's routes (the page adds its own, and the state, in `serve::run`).
+pub fn routes() -> Routes<Shared> {
     Routes::new()
         .route("/healthz", get(|| async { Json(json!({"ok": true, "pid": std::process::id()})) }))
-        .route("/", get(super::page::page))
         .route("/v1/agents", get(agents))
         .route("/v1/status", get(status))
         .route("/v1/agents/{agent}/messages", post(post_message).get(history))
@@ -47,7 +47,10 @@ pub fn routes(app: Shared) -> Routes {
         .route("/v1/events", get(all_events))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/api.md") })
         .layer(DefaultBodyLimit::max(request::MAX_BODY))
-        .with_state(app)
+        // Method and path only: a query may hold the admin token (`/?token=…`), headers a bearer token.
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(
+            |r: &axum::http::Request<axum::body::Body>| tracing::debug_span!("request", method = %r.method(), path = %r.uri().path()),
+        ))
 }
 
 impl App {
@@ -311,21 +314,4 @@ fn event_stream(
 
 fn sse(m: &Message) -> Event {
     Event::default().id(m.seq.to_string()).event("message").data(serde_json::to_string(m).unwrap_or_default())
-}
-
-/// `/?token=…`: the admin token once, for a session cookie (HttpOnly, SameSite=Strict), then `/`.
-pub fn login(app: &App, token: &str) -> Response {
-    if !app.tokens.read().expect("tokens").is_admin(token) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Html(super::page::login_page("That token is not this fleet's admin token.")),
-        )
-            .into_response();
-    }
-    let cookie = format!("{}={}; HttpOnly; SameSite=Strict; Path=/", auth::COOKIE, auth::session_value(token));
-    let mut r = Redirect::to("/").into_response();
-    if let Ok(v) = cookie.parse() {
-        r.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    r
 }

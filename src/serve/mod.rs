@@ -83,7 +83,8 @@ pub async fn run(
         tokio::spawn(reload_view(app.clone(), state_db, layout.serve_token())),
         tokio::spawn(poll_health(app.clone())),
     ];
-    let server = axum::serve(listener, http::routes(app));
+    let routes = http::routes().route("/", axum::routing::get(page::page)).with_state(app);
+    let server = axum::serve(listener, routes);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let grace = async move {
         shutdown.await;

@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde_json::Value;
 
-use super::auth::Principal;
-use super::http::{login, App};
+use super::auth::{self, Principal};
+use super::http::App;
 
 const STYLE: &str = include_str!("page.css");
 const SCRIPT: &str = include_str!("page.js");
@@ -137,4 +137,18 @@ pub async fn page(
         g = view.gateways.len(),
     );
     Html(shell(&format!("fleet — {}", app.fleet), &body)).into_response()
+}
+
+/// `/?token=…`: the admin token once, for a session cookie (HttpOnly, SameSite=Strict), then `/`.
+pub fn login(app: &App, token: &str) -> Response {
+    if !app.tokens.read().expect("tokens").is_admin(token) {
+        return (StatusCode::UNAUTHORIZED, Html(login_page("That token is not this fleet's admin token.")))
+            .into_response();
+    }
+    let cookie = format!("{}={}; HttpOnly; SameSite=Strict; Path=/", auth::COOKIE, auth::session_value(token));
+    let mut r = Redirect::to("/").into_response();
+    if let Ok(v) = cookie.parse() {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
 }

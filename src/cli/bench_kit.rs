@@ -1,0 +1,53 @@
+//! What the benchmarks share: a quiet in-process apply, a free port, milliseconds as text.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use miette::{miette, IntoDiagnostic};
+
+use crate::engine::{Goal, Options, Session};
+use crate::exec::{Reporter, StepOutcome};
+use crate::layout::Layout;
+use crate::plan::Action;
+
+/// A reporter that says nothing.
+pub struct Quiet;
+impl Reporter for Quiet {
+    fn started(&self, _: &str, _: Action) {}
+    fn finished(&self, _: &StepOutcome) {}
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+pub fn free_port() -> miette::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0").into_diagnostic()?.local_addr().into_diagnostic()?.port())
+}
+
+/// Applies (or destroys) in process, quietly; fails unless every step succeeded. The session
+/// releases the apply lock on every way out, errors included.
+pub fn apply_in_process(
+    rt: &tokio::runtime::Runtime,
+    file: &Path,
+    layout: &Layout,
+    goal: Goal,
+) -> miette::Result<usize> {
+    let spec = crate::fleetfile::load(file)?;
+    let session = Session::open(layout, "bench")?;
+    let p = rt.block_on(session.plan(&spec, layout, goal, &Options::default()))?;
+    let summary = rt.block_on(session.apply(&p, spec.parallelism, Arc::new(Quiet)))?;
+    if !summary.success() {
+        let why: Vec<String> = summary
+            .outcomes
+            .iter()
+            .filter_map(|o| match &o.status {
+                crate::exec::Status::Failed(e) => Some(format!("{}: {e}", o.address)),
+                _ => None,
+            })
+            .collect();
+        return Err(miette!("apply failed: {}", why.join("; ")));
+    }
+    Ok(p.plan.changes.len())
+}
