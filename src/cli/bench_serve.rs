@@ -198,6 +198,15 @@ async fn measure(b: &ServeBench, layout: &Layout, port: u16) -> miette::Result<(
         conn.query_row("SELECT COUNT(*) FROM messages a JOIN messages u ON a.reply_to = u.id WHERE u.text LIKE 'load %' AND a.role = 'system'", [], |r| r.get(0))
             .into_diagnostic()?
     };
+    let why: Vec<(String, i64)> = {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).into_diagnostic()?;
+        let mut stmt = conn
+            .prepare("SELECT substr(a.text, 1, 160), COUNT(*) FROM messages a JOIN messages u ON a.reply_to = u.id WHERE u.text LIKE 'load %' AND a.role = 'system' GROUP BY 1 ORDER BY 2 DESC LIMIT 3")
+            .into_diagnostic()?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).into_diagnostic()?;
+        rows.collect::<Result<_, _>>().into_diagnostic()?
+    };
     println!("\n{} POSTs from {} concurrent clients over {} agents:", b.posts, b.concurrency, b.agents);
     println!("- acknowledged (202) in {} ({:.0} POSTs/s)", ms(acked), b.posts as f64 / acked.as_secs_f64());
     println!(
@@ -208,6 +217,9 @@ async fn measure(b: &ServeBench, layout: &Layout, port: u16) -> miette::Result<(
         (users - ids.len() as i64).max(0)
     );
     println!("- answered: {answered} ({system} of them system messages), all within {}", ms(all_answered));
+    for (text, n) in why {
+        println!("  - {n}× {text}");
+    }
 
     // The fan-out: for each posted message's user event, how long after its POST each client had it.
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -300,6 +300,9 @@ fn event_stream(
                 continue;
             }
             match c.rx.recv().await {
+                // Messages are committed in seq order but published by many tasks, so they can reach
+                // the channel out of order: anything but the next seq is read back from the store.
+                Ok(m) if m.seq > c.last + 1 => c.refill = true,
                 Ok(m) if m.seq > c.last && c.agent.as_ref().is_none_or(|a| *a == m.agent) => {
                     c.last = m.seq;
                     return Some((Ok(sse(&m)), c));

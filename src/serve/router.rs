@@ -36,6 +36,9 @@ enum Attempt {
         sent: bool,
     },
     TimedOut,
+    /// The gateway turned the message away for now ("The server is busy"): it was not taken; send
+    /// it again after a pause.
+    Busy(String),
 }
 
 impl Router {
@@ -133,6 +136,11 @@ impl Router {
                     let text = format!("no reply from {} within {} s", msg.agent, self.reply_timeout.as_secs());
                     return self.answer(&msg, Role::System, text).await;
                 }
+                Attempt::Busy(why) => {
+                    last_problem = format!("gateway {} is busy ({why})", agent.gateway);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
                 Attempt::Broken { why, sent: s } => {
                     sent |= s;
                     last_problem = why;
@@ -150,6 +158,9 @@ impl Router {
         let mut events = c.events();
         let started = match c.send(&msg.agent, session, &msg.text, &msg.id).await {
             Ok(s) => s,
+            Err(RpcError::Remote { message, code, .. }) if code == "UNAVAILABLE" || message.contains("busy") => {
+                return Attempt::Busy(message)
+            }
             Err(RpcError::Remote { message, .. }) => {
                 return Attempt::Done(Terminal::Failed(format!("the gateway refused the message: {message}")))
             }
