@@ -21,6 +21,11 @@ pub struct Pid {
 }
 
 impl Pid {
+    /// The process a resource's outputs record (`{"pid": N, "start": T, …}`).
+    pub fn recorded_in(outputs: &serde_json::Value) -> Option<Pid> {
+        Some(Pid { pid: outputs.get("pid")?.as_u64()? as u32, start: outputs.get("start")?.as_u64()? })
+    }
+
     /// Whether this very process (not a later one that reused the pid) still runs.
     pub fn alive(&self) -> bool {
         proc_start(self.pid) == Some(self.start) && !is_zombie(self.pid)
@@ -184,6 +189,19 @@ pub fn spawn_detached(mut cmd: Command, log: &Path, what: &str) -> std::io::Resu
     });
     let start = proc_start(pid).unwrap_or(0);
     Ok(Pid { pid, start })
+}
+
+/// A service's processes of this fleet that its record may not know: the one its pid file names
+/// and whoever listens on its port, each only when `ours` says it belongs to this fleet (never a
+/// process by name alone).
+pub fn strays(pid_file: Option<Pid>, port: u16, ours: impl Fn(Pid) -> bool) -> Vec<Pid> {
+    let mut out: Vec<Pid> = pid_file.filter(|p| ours(*p)).into_iter().collect();
+    if let Some(p) = listener_pid(port).and_then(Pid::of).filter(|p| ours(*p)) {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// The last `lines` lines of a log file (at most 64 KiB read).

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use miette::{miette, IntoDiagnostic};
 
-use super::bench_kit::{apply_in_process, free_port, ms, Quiet};
+use super::bench_kit::{apply_in_process, free_port, gateway_fleet, ms, Quiet};
 use super::loaded::runtime;
 use crate::engine::{Goal, Options, Session};
 use crate::layout::Layout;
@@ -258,19 +258,6 @@ fn proxy_bench(samples: usize) -> miette::Result<ExitCode> {
     result?;
     cleanup?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// A fleet of one gateway and `n` agents on a mock model, on ports of its own.
-fn gateway_fleet(n: usize, proxy_port: u16, gw_port: u16) -> String {
-    let mut s = format!(
-        "fleet \"bench\" {{ parallelism 8 }}\nlitellm port={proxy_port}\n\
-         provider \"demo\" type=\"mock\" {{ model \"demo-small\" response=\"Hello from the demo model.\" }}\n\
-         gateway \"main\" port={gw_port}\n"
-    );
-    for i in 0..n {
-        s.push_str(&format!("agent \"agent-{i:03}\" model=\"demo-small\"\n"));
-    }
-    s
 }
 
 fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {

@@ -51,3 +51,16 @@ pub fn apply_in_process(
     }
     Ok(p.plan.changes.len())
 }
+
+/// A fleet of one gateway and `n` agents on a mock model, on ports of its own.
+pub fn gateway_fleet(n: usize, proxy_port: u16, gw_port: u16) -> String {
+    let mut s = format!(
+        "fleet \"bench\" {{ parallelism 8 }}\nlitellm port={proxy_port}\n\
+         provider \"demo\" type=\"mock\" {{ model \"demo-small\" response=\"Hello from the demo model.\" }}\n\
+         gateway \"main\" port={gw_port}\n"
+    );
+    for i in 0..n {
+        s.push_str(&format!("agent \"agent-{i:03}\" model=\"demo-small\"\n"));
+    }
+    s
+}

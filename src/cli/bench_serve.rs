@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use miette::{miette, IntoDiagnostic};
 use serde_json::{json, Value};
 
-use super::bench_kit::{apply_in_process, free_port, ms};
+use super::bench_kit::{apply_in_process, free_port, gateway_fleet, ms};
 use super::loaded::runtime;
 use crate::engine::Goal;
 use crate::layout::Layout;
@@ -25,16 +25,9 @@ pub struct ServeBench {
     pub concurrency: usize,
 }
 
+/// `gateway_fleet` with the daemon declared.
 fn fleet(n: usize, proxy: u16, gw: u16, serve: u16) -> String {
-    let mut s = format!(
-        "fleet \"bench\" {{ parallelism 8 }}\nlitellm port={proxy}\n\
-         provider \"demo\" type=\"mock\" {{ model \"demo-small\" response=\"Hello from the demo model.\" }}\n\
-         gateway \"main\" port={gw}\nserve {{ listen \"127.0.0.1:{serve}\"; reply-timeout \"10m\" }}\n"
-    );
-    for i in 0..n {
-        s.push_str(&format!("agent \"agent-{i:03}\" model=\"demo-small\"\n"));
-    }
-    s
+    format!("{}serve {{ listen \"127.0.0.1:{serve}\"; reply-timeout \"10m\" }}\n", gateway_fleet(n, proxy, gw))
 }
 
 fn pct(v: &mut [Duration], p: f64) -> Duration {

@@ -24,16 +24,9 @@ pub struct ServeArgs<'a> {
     pub print_unit: bool,
 }
 
-/// The admin token, minted (0600) if apply has not yet.
+/// The admin token, minted (0600) if apply has not yet (as the `serve.admin-token` step would).
 fn admin_token(layout: &Layout) -> miette::Result<String> {
-    let path = layout.serve_token();
-    if let Some(t) = std::fs::read_to_string(&path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) {
-        return Ok(t);
-    }
-    let t = crate::litellm::keys::mint_raw("fleet-admin-");
-    crate::fsutil::write_atomic(&path, format!("{}\n", t.expose()).as_bytes(), 0o600)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot write {}", path.display()))?;
+    let t = crate::litellm::resources::ensure_secret_file(&layout.serve_token(), "fleet-admin-")?;
     Ok(t.expose().to_string())
 }
 

@@ -104,10 +104,6 @@ impl ProxyDriver {
         json!({"pid": pid.pid, "start": pid.start, "url": k.url(), "env_sha256": env_sha, "config_sha256": k.config_sha256})
     }
 
-    fn recorded_pid(outputs: &Value) -> Option<Pid> {
-        Some(Pid { pid: outputs.get("pid")?.as_u64()? as u32, start: outputs.get("start")?.as_u64()? })
-    }
-
     /// A proxy this fleet started (its command line names our config).
     fn ours(pid: Pid, k: &ProxyInputs) -> bool {
         pid.alive() && pid.cmdline().contains(&k.config.display().to_string())
@@ -126,13 +122,7 @@ impl ProxyDriver {
     /// is spawned, before it is ready) and whoever listens on the port with this fleet's config on
     /// its command line (a proxy started just before a crash).
     fn strays(k: &ProxyInputs) -> Vec<Pid> {
-        let mut out: Vec<Pid> = Self::pid_file(k).map(|pf| pf.pid).filter(|p| Self::ours(*p, k)).into_iter().collect();
-        if let Some(p) = listener_pid(k.port).and_then(Pid::of).filter(|p| Self::ours(*p, k)) {
-            if !out.contains(&p) {
-                out.push(p);
-            }
-        }
-        out
+        crate::process::strays(Self::pid_file(k).map(|pf| pf.pid), k.port, |p| Self::ours(p, k))
     }
 
     async fn stop_strays(k: &ProxyInputs, ctx: &StepCtx) -> miette::Result<()> {
@@ -241,7 +231,7 @@ impl ProxyDriver {
 impl Driver for ProxyDriver {
     async fn observe(&self, prior: &Record, desired: &Resource) -> Drift {
         let Ok(k) = prior.inputs_as::<ProxyInputs>() else { return Drift::Update("unreadable record".into()) };
-        let Some(pid) = Self::recorded_pid(&prior.outputs) else { return Drift::Update("no pid recorded".into()) };
+        let Some(pid) = Pid::recorded_in(&prior.outputs) else { return Drift::Update("no pid recorded".into()) };
         if !pid.alive() {
             return Drift::Update(format!("the proxy (pid {}) is not running", pid.pid));
         }
@@ -294,7 +284,7 @@ impl Driver for ProxyDriver {
 
     async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
         let k = r.inputs_as::<ProxyInputs>()?;
-        if let (Some(pid), Ok(old)) = (Self::recorded_pid(&prior.outputs), prior.inputs_as::<ProxyInputs>()) {
+        if let (Some(pid), Ok(old)) = (Pid::recorded_in(&prior.outputs), prior.inputs_as::<ProxyInputs>()) {
             if pid.alive() {
                 ctx.progress(&format!("stopping the proxy (pid {}) to restart it", pid.pid));
             }
@@ -306,7 +296,7 @@ impl Driver for ProxyDriver {
     /// Stops the recorded proxy and any other of this fleet's (a crash may have left one).
     async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()> {
         let k = prior.inputs_as::<ProxyInputs>()?;
-        if let Some(pid) = Self::recorded_pid(&prior.outputs) {
+        if let Some(pid) = Pid::recorded_in(&prior.outputs) {
             Self::stop(pid, &k).await?;
         }
         Self::stop_strays(&k, ctx).await?;

@@ -1,7 +1,7 @@
 //! Drivers for `litellm.master-key`, `litellm.config` and `key.<agent>`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use miette::{IntoDiagnostic, WrapErr};
@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::keys::{hash_key, mint_raw, read_env_key, AgentEnv, KeyStore};
 use crate::driver::{Drift, Driver, Outputs, StepCtx};
+use crate::fleetfile::secret::Secret;
 use crate::fsutil::{sha256_hex, write_atomic};
 use crate::resource::Resource;
 use crate::state::Record;
@@ -39,17 +40,22 @@ pub struct ConfigInputs {
 /// gateway tokens). An existing file is adopted: replacing it by hand rotates the secret.
 pub struct SecretFileDriver;
 
+/// The secret in `path`, minted (`prefix` + 32 random bytes, 0600) when the file is absent or empty.
+pub fn ensure_secret_file(path: &Path, prefix: &str) -> miette::Result<Secret> {
+    if let Some(existing) = std::fs::read_to_string(path).ok().filter(|s| !s.trim().is_empty()) {
+        return Ok(Secret::new(existing.trim().to_string()));
+    }
+    let key = mint_raw(prefix);
+    write_atomic(path, format!("{}\n", key.expose()).as_bytes(), 0o600)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot write {}", path.display()))?;
+    Ok(key)
+}
+
 impl SecretFileDriver {
     fn ensure(r: &Resource) -> miette::Result<Outputs> {
-        let SecretInputs { file: path, prefix } = r.inputs_as()?;
-        if let Some(existing) = std::fs::read_to_string(&path).ok().filter(|s| !s.trim().is_empty()) {
-            return Ok(json!({"sha256": hash_key(existing.trim())}));
-        }
-        let key = mint_raw(&prefix);
-        write_atomic(&path, format!("{}\n", key.expose()).as_bytes(), 0o600)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("cannot write {}", path.display()))?;
-        Ok(json!({"sha256": hash_key(key.expose())}))
+        let SecretInputs { file, prefix } = r.inputs_as()?;
+        Ok(json!({"sha256": hash_key(ensure_secret_file(&file, &prefix)?.expose())}))
     }
 }
 

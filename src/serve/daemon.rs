@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::fsutil::write_atomic;
-use crate::process::{listener_pid, log_tail, port_holder, port_open, spawn_detached, Pid};
+use crate::process::{log_tail, port_holder, port_open, spawn_detached, Pid};
 use crate::resource::Resource;
 use crate::state::Record;
 
@@ -83,13 +83,7 @@ impl ServeDriver {
     }
 
     fn strays(s: &ServeInputs) -> Vec<Pid> {
-        let mut out: Vec<Pid> = Self::pid_file(s).map(|f| f.pid).filter(|p| Self::ours(*p, s)).into_iter().collect();
-        if let Some(p) = listener_pid(s.port).and_then(Pid::of).filter(|p| Self::ours(*p, s)) {
-            if !out.contains(&p) {
-                out.push(p);
-            }
-        }
-        out
+        crate::process::strays(Self::pid_file(s).map(|f| f.pid), s.port, |p| Self::ours(p, s))
     }
 
     async fn stop_strays(s: &ServeInputs, ctx: &StepCtx) -> miette::Result<()> {
@@ -164,17 +158,13 @@ impl ServeDriver {
         Self::write_pid_file(s, pid, true)?;
         Ok(Self::outputs(s, pid))
     }
-
-    fn recorded(outputs: &Value) -> Option<Pid> {
-        Some(Pid { pid: outputs.get("pid")?.as_u64()? as u32, start: outputs.get("start")?.as_u64()? })
-    }
 }
 
 #[async_trait::async_trait]
 impl Driver for ServeDriver {
     async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
         let Ok(s) = prior.inputs_as::<ServeInputs>() else { return Drift::Update("unreadable record".into()) };
-        let Some(pid) = Self::recorded(&prior.outputs) else { return Drift::Update("no pid recorded".into()) };
+        let Some(pid) = Pid::recorded_in(&prior.outputs) else { return Drift::Update("no pid recorded".into()) };
         if !pid.alive() {
             return Drift::Update(format!("the daemon (pid {}) is not running", pid.pid));
         }
@@ -209,7 +199,7 @@ impl Driver for ServeDriver {
 
     async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
         let s = r.inputs_as::<ServeInputs>()?;
-        if let (Some(pid), Ok(old)) = (Self::recorded(&prior.outputs), prior.inputs_as::<ServeInputs>()) {
+        if let (Some(pid), Ok(old)) = (Pid::recorded_in(&prior.outputs), prior.inputs_as::<ServeInputs>()) {
             if Self::ours(pid, &old) {
                 ctx.progress(&format!("stopping the daemon (pid {}) to restart it", pid.pid));
                 pid.stop_async(Duration::from_secs(10)).await;
@@ -220,7 +210,7 @@ impl Driver for ServeDriver {
 
     async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()> {
         let s = prior.inputs_as::<ServeInputs>()?;
-        if let Some(pid) = Self::recorded(&prior.outputs).filter(|p| Self::ours(*p, &s)) {
+        if let Some(pid) = Pid::recorded_in(&prior.outputs).filter(|p| Self::ours(*p, &s)) {
             if !pid.stop_async(Duration::from_secs(10)).await {
                 return Err(miette!("the daemon (pid {}) did not stop", pid.pid));
             }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::openclaw::client::GatewayRef;
 use crate::openclaw::gateway::GatewayInputs;
 use crate::openclaw::models::ModelsInputs;
-use crate::state::{Record, Store};
+use crate::state::{Record, RunRow, Store};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentView {
@@ -36,23 +36,13 @@ pub struct GatewayView {
     pub gref: GatewayRef,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct RunView {
-    pub id: i64,
-    pub command: String,
-    pub started_at: String,
-    pub status: String,
-    pub steps: i64,
-    pub failed: i64,
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct FleetView {
     pub agents: BTreeMap<String, AgentView>,
     pub gateways: BTreeMap<String, GatewayView>,
     /// Agent → the sha256 (hex) of its daemon token.
     pub agent_tokens: BTreeMap<String, String>,
-    pub runs: Vec<RunView>,
+    pub runs: Vec<RunRow>,
 }
 
 impl FleetView {
@@ -63,19 +53,7 @@ impl FleetView {
         };
         let records = store.load().map_err(|e| miette::miette!("{e}"))?;
         let runs = store.runs(10).map_err(|e| miette::miette!("{e}"))?;
-        let mut v = FleetView::from_records(records.values());
-        v.runs = runs
-            .into_iter()
-            .map(|r| RunView {
-                id: r.id,
-                command: r.command,
-                started_at: r.started_at,
-                status: r.status,
-                steps: r.steps,
-                failed: r.failed,
-            })
-            .collect();
-        Ok(v)
+        Ok(FleetView { runs, ..FleetView::from_records(records.values()) })
     }
 
     /// The view of a set of records (pending ones, intents only, are left out).

@@ -320,7 +320,7 @@ pub struct StepRow {
     pub error: Option<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct RunRow {
     pub id: i64,
     pub command: String,
