@@ -93,6 +93,38 @@ impl Pid {
     }
 }
 
+/// The session leaders (fleet starts every child as one) of processes working inside `dir` — a
+/// process spawned just before a crash, before anything recorded it or it listened anywhere. A
+/// leader descending from another one found (a worker a gateway started in a session of its own)
+/// is left out: stopping its ancestor's group stops it.
+pub fn leaders_working_in(dir: &Path) -> Vec<Pid> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return found };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Some(p) = Pid::of(pid).filter(|p| p.alive() && p.works_in(dir)) else { continue };
+        if let Some(leader) = p.session_leader().filter(|l| l.works_in(dir)) {
+            if !found.contains(&leader) {
+                found.push(leader);
+            }
+        }
+    }
+    let ancestors = |p: &Pid| {
+        let mut up = Vec::new();
+        let mut at = p.pid;
+        while let Some(ppid) = stat_fields(at).and_then(|f| f.get(STAT_PPID)?.parse::<u32>().ok()).filter(|pp| *pp > 1)
+        {
+            up.push(ppid);
+            at = ppid;
+            if up.len() > 64 {
+                break;
+            }
+        }
+        up
+    };
+    found.iter().filter(|p| !ancestors(p).iter().any(|a| found.iter().any(|f| f.pid == *a))).copied().collect()
+}
+
 fn signal_group(pid: u32, sig: i32) {
     // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
     unsafe {

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::client::{read_token, GatewayClient, GatewayRef};
 use crate::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::fsutil::write_atomic;
-use crate::process::{listener_pid, log_tail, Pid};
+use crate::process::log_tail;
 use crate::resource::Resource;
 use crate::runtime::{Launch, Runtime};
 use crate::state::Record;
@@ -105,8 +105,8 @@ impl GatewayDriver {
     }
 
     /// This fleet's processes for the gateway that the record may not know: the handle file's, and on
-    /// the process runtime whoever listens on its port from inside its home (never a process that
-    /// merely has the same name).
+    /// the process runtime every session working inside its home (never a process that merely has
+    /// the same name).
     async fn strays(&self, g: &GatewayInputs) -> Vec<Value> {
         let Ok(rt) = self.runtime(g) else { return Vec::new() };
         let mut out = Vec::new();
@@ -116,8 +116,11 @@ impl GatewayDriver {
             }
         }
         if g.launch.container.is_none() {
-            let holder = listener_pid(g.launch.port).and_then(Pid::of).and_then(|p| p.session_leader());
-            if let Some(p) = holder.filter(|p| p.works_in(&g.launch.home)) {
+            // Whoever works inside its home: found even before it listens, or when a kill landed
+            // between the spawn and the handle file.
+            let home = g.launch.home.clone();
+            let found = tokio::task::spawn_blocking(move || crate::process::leaders_working_in(&home)).await;
+            for p in found.unwrap_or_default() {
                 let h = json!({"pid": p});
                 if !out.contains(&h) {
                     out.push(h);

@@ -25,12 +25,16 @@ use super::request;
 use super::router::Router;
 use super::status::{agent_status, Health};
 use super::store::Message;
+use super::view::FleetView;
 
 pub struct App {
     pub router: Arc<Router>,
     pub tokens: RwLock<Tokens>,
     pub health: RwLock<Health>,
     pub fleet: String,
+    /// Where the fleet and the admin token are read from (`reload`).
+    pub state_db: std::path::PathBuf,
+    pub token_file: std::path::PathBuf,
 }
 
 pub type Shared = Arc<App>;
@@ -54,25 +58,48 @@ pub fn routes() -> Routes<Shared> {
 }
 
 impl App {
-    /// Who is asking: a bearer token, or the status page's session cookie.
-    pub fn principal(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    /// Reads the fleet (agents, their tokens) and the admin token again from the state.
+    pub async fn reload(&self) {
+        let p = self.state_db.clone();
+        let Ok(Ok(v)) = tokio::task::spawn_blocking(move || FleetView::load(&p)).await else { return };
+        let admin =
+            std::fs::read_to_string(&self.token_file).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        *self.tokens.write().expect("tokens") = Tokens::new(admin.as_deref(), v.agent_tokens.clone());
+        *self.router.view.write().expect("view") = v;
+    }
+
+    fn principal_now(&self, headers: &HeaderMap) -> Option<Principal> {
         let tokens = self.tokens.read().expect("tokens");
         let bearer = auth::bearer_of(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
         let cookie = auth::cookie_of(headers.get(header::COOKIE).and_then(|v| v.to_str().ok()));
-        bearer
-            .and_then(|t| tokens.bearer(t))
-            .or_else(|| cookie.and_then(|c| tokens.cookie(c)))
-            .ok_or_else(ApiError::unauthorized)
+        bearer.and_then(|t| tokens.bearer(t)).or_else(|| cookie.and_then(|c| tokens.cookie(c)))
     }
 
-    /// The agent a request names, checked: a valid name, one the principal may touch, in the fleet.
-    fn agent<'a>(&self, who: &Principal, name: &'a str) -> Result<&'a str, ApiError> {
+    /// Who is asking: a bearer token, or the status page's session cookie. A token not known yet
+    /// (an agent an apply added a moment ago) is looked up again in the state before it is refused.
+    pub async fn principal(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        if let Some(p) = self.principal_now(headers) {
+            return Ok(p);
+        }
+        if headers.contains_key(header::AUTHORIZATION) || headers.contains_key(header::COOKIE) {
+            self.reload().await;
+        }
+        self.principal_now(headers).ok_or_else(ApiError::unauthorized)
+    }
+
+    /// The agent a request names, checked: a valid name, one the principal may touch, in the fleet
+    /// (read again from the state before an agent is called unknown: apply may have just added it).
+    async fn agent<'a>(&self, who: &Principal, name: &'a str) -> Result<&'a str, ApiError> {
         let name = request::agent_name(name)?;
         if !who.may_touch(name) {
             return Err(ApiError::forbidden(name));
         }
-        if !self.router.view.read().expect("view").agents.contains_key(name) {
-            return Err(ApiError::unknown_agent(name));
+        let known = || self.router.view.read().expect("view").agents.contains_key(name);
+        if !known() {
+            self.reload().await;
+            if !known() {
+                return Err(ApiError::unknown_agent(name));
+            }
         }
         Ok(name)
     }
@@ -106,13 +133,13 @@ impl App {
 }
 
 async fn agents(State(app): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let who = app.principal(&headers)?;
+    let who = app.principal(&headers).await?;
     Ok(Json(json!({"agents": app.agents_json(&who).await?})))
 }
 
 /// The fleet, its gateways (healthy?, version, agent count), every agent, the last runs (admin only).
 async fn status(State(app): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let who = app.principal(&headers)?;
+    let who = app.principal(&headers).await?;
     if who != Principal::Admin {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the fleet's status needs the admin token"));
     }
@@ -144,8 +171,8 @@ async fn post_message(
     Query(q): Params,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let who = app.principal(&headers)?;
-    let agent = app.agent(&who, &agent)?.to_string();
+    let who = app.principal(&headers).await?;
+    let agent = app.agent(&who, &agent).await?.to_string();
     let body = body.map_err(|r| match r.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -198,8 +225,8 @@ async fn history(
     Path(agent): Path<String>,
     Query(q): Params,
 ) -> Result<Json<Value>, ApiError> {
-    let who = app.principal(&headers)?;
-    let agent = app.agent(&who, &agent)?.to_string();
+    let who = app.principal(&headers).await?;
+    let agent = app.agent(&who, &agent).await?.to_string();
     let thread = request::thread_id(q.get("thread").map(String::as_str).unwrap_or("main"))?.to_string();
     let limit = request::limit(q.get("limit").map(String::as_str))?;
     let after = match q.get("after") {
@@ -220,7 +247,7 @@ async fn history(
 }
 
 async fn all_events(State(app): State<Shared>, headers: HeaderMap, Query(q): Params) -> Result<Response, ApiError> {
-    let who = app.principal(&headers)?;
+    let who = app.principal(&headers).await?;
     let scope = match who {
         Principal::Admin => None,
         Principal::Agent(a) => Some(a),
@@ -234,8 +261,8 @@ async fn agent_events(
     Path(agent): Path<String>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
-    let who = app.principal(&headers)?;
-    let agent = app.agent(&who, &agent)?.to_string();
+    let who = app.principal(&headers).await?;
+    let agent = app.agent(&who, &agent).await?.to_string();
     events(app, Some(agent), &headers, &q).await
 }
 

@@ -73,16 +73,15 @@ pub async fn run(
         tokens: RwLock::new(tokens),
         health: RwLock::new(Default::default()),
         fleet: cfg.fleet.clone(),
+        state_db: layout.state_db(),
+        token_file: layout.serve_token(),
     });
 
     let reconciled = router.reconcile().await;
     if reconciled > 0 {
         tracing::info!("delivering {reconciled} message(s) left pending by an earlier run");
     }
-    let bg = [
-        tokio::spawn(reload_view(app.clone(), state_db, layout.serve_token())),
-        tokio::spawn(poll_health(app.clone())),
-    ];
+    let bg = [tokio::spawn(reload_view(app.clone())), tokio::spawn(poll_health(app.clone()))];
     let routes = http::routes().route("/", axum::routing::get(page::page)).with_state(app);
     let server = axum::serve(listener, routes);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -102,15 +101,10 @@ pub async fn run(
 }
 
 /// Reads the state again every two seconds: agents added or removed by apply, their tokens.
-async fn reload_view(app: Arc<App>, state_db: PathBuf, token_file: PathBuf) {
+async fn reload_view(app: Arc<App>) {
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let p = state_db.clone();
-        let Ok(Ok(mut v)) = tokio::task::spawn_blocking(move || FleetView::load(&p)).await else { continue };
-        let tokens = Tokens::new(read_admin_token(&token_file).as_deref(), v.agent_tokens.clone());
-        *app.tokens.write().expect("tokens") = tokens;
-        let mut current = app.router.view.write().expect("view");
-        std::mem::swap(&mut *current, &mut v);
+        app.reload().await;
     }
 }
 

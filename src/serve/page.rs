@@ -57,7 +57,7 @@ pub async fn page(
     if let Some(t) = q.get("token") {
         return login(&app, t);
     }
-    match app.principal(&headers) {
+    match app.principal(&headers).await {
         Ok(Principal::Admin) => {}
         _ => return (StatusCode::UNAUTHORIZED, Html(login_page("Sign in to see this fleet."))).into_response(),
     }
