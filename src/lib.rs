@@ -27,3 +27,4 @@ pub mod runtime;
 pub mod serve;
 pub mod state;
 pub mod syntax;
+pub mod trace;
