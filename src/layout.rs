@@ -60,6 +60,14 @@ impl Layout {
     pub fn agent_home(&self, agent: &str) -> PathBuf {
         self.data_dir.join("agents").join(agent)
     }
+    /// The agent's trace: hourly buckets, in its home so they travel with it.
+    pub fn agent_trace(&self, agent: &str) -> PathBuf {
+        self.agent_home(agent).join("trace")
+    }
+    /// Trace events of no agent of this fleet (a call with the master key, an unknown key).
+    pub fn other_trace(&self, agent: Option<&str>) -> PathBuf {
+        self.serve_dir().join("trace").join(agent.unwrap_or("-none"))
+    }
     pub fn agent_env(&self, agent: &str) -> PathBuf {
         self.agent_home(agent).join("env")
     }

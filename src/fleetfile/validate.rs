@@ -135,6 +135,9 @@ pub fn assemble(
             Some(l) => (l.callback.clone(), l.start_timeout_s),
             None => (None, None),
         };
+        // With a daemon, the proxy's call events go to its trace ingest unless the file says where.
+        let callback = callback
+            .or_else(|| serve.as_ref().map(|(sv, _)| Callback { url: format!("{}/v1/trace", sv.url()), token: None }));
         let keys_url_span = raw.as_ref().and_then(|l| l.keys_url_span);
         let (host, host_attempted, port, bind, version, path, keys, master_key, default_model) = match raw {
             Some(l) => {

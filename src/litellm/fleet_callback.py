@@ -9,9 +9,13 @@ JSON to $FLEET_CALLBACK_URL with "Authorization: Bearer $FLEET_CALLBACK_TOKEN".
 FLEET_CALLBACK_URL unset or empty: the callback does nothing.
 
 Delivery never fails or slows a request: the LiteLLM hooks only copy a few plain
-fields and enqueue them (non-blocking, bounded queue); daemon threads build and
-POST the events with a 2 s timeout. A sink that is down, slow or answering 5xx
-loses events, logged once per outage (not per call). Events are never retried.
+fields and enqueue them (non-blocking, bounded queue). A thread builds the events
+and appends them, fsync'd, to a spool file beside this module
+($FLEET_CALLBACK_SPOOL, default callback-spool.jsonl); another sends the spool,
+oldest first, in batches of up to 500 ({"events": [...]}, 2 s timeout), and
+advances the acknowledged offset only after a 2xx. A sink that is down, slow or
+answering 5xx/401/403 is retried with backoff (logged once per outage); nothing is
+dropped. A resend repeats event ids: the daemon's ingest is idempotent by id.
 
 Who called: the key's metadata `agent`, else its alias minus a leading "fleet-".
 On proxy-rejected calls (401/403) LiteLLM does not fill the key's alias/metadata
@@ -48,7 +52,6 @@ except Exception:  # pragma: no cover - older/newer litellm layouts
     _log = logging.getLogger("fleet_callback")
 
 _TIMEOUT_S = 2.0
-_WORKERS = 4
 _QUEUE_MAX = 2000
 _DEDUP_MAX = 10000
 _MSG_MAX = 200
@@ -185,17 +188,111 @@ class _KeyFile:
             return self._index.get(key_hash.lower())
 
 
+class _Spool:
+    """Append-only JSON-lines spool beside this module, plus the byte offset the sink acknowledged.
+
+    Every event is appended (and fsync'd) before it is sent; the offset advances only after a 2xx,
+    so a sink that is down, or a proxy restart, loses nothing; a resend after a crash repeats
+    events, which the daemon deduplicates by id. Compaction (all acknowledged) writes offset 0
+    first, then truncates: a crash in between resends, never skips.
+    """
+
+    def __init__(self):
+        base = os.environ.get("FLEET_CALLBACK_SPOOL") or os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "callback-spool.jsonl"
+        )
+        self.path = base
+        self.offset_path = base + ".offset"
+        self.lock = threading.Lock()
+
+    def append(self, events):
+        data = b"".join(json.dumps(e, separators=(",", ":"), default=str).encode("utf-8") + b"\n" for e in events)
+        with self.lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def offset(self):
+        try:
+            with open(self.offset_path, "rb") as f:
+                n = int(f.read().strip() or b"0")
+        except (OSError, ValueError):
+            n = 0
+        try:
+            size = os.stat(self.path).st_size
+        except OSError:
+            size = 0
+        return n if 0 <= n <= size else 0
+
+    def _set_offset(self, n):
+        tmp = self.offset_path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, str(n).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.offset_path)
+
+    def read(self, offset, max_events):
+        """Complete lines from offset: (events, bytes consumed). A torn last line waits."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                chunk = f.read(8 << 20)
+        except OSError:
+            return [], 0
+        events, used = [], 0
+        for line in chunk.splitlines(keepends=True):
+            if not line.endswith(b"\n") or len(events) >= max_events:
+                break
+            used += len(line)
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                pass  # a line torn by a crash mid-append (never sent): skipped
+        return events, used
+
+    def acknowledge(self, offset):
+        with self.lock:
+            try:
+                size = os.stat(self.path).st_size
+            except OSError:
+                size = 0
+            if offset >= size and size > 0:
+                self._set_offset(0)
+                with open(self.path, "r+b") as f:
+                    f.truncate(0)
+                    os.fsync(f.fileno())
+            else:
+                self._set_offset(offset)
+
+    def pending(self):
+        try:
+            return os.stat(self.path).st_size - self.offset()
+        except OSError:
+            return 0
+
+
+_BATCH = 500
+
+
 class _Sender:
-    """Bounded queue + daemon worker threads POSTing with a short timeout."""
+    """Hooks enqueue (bounded, non-blocking); a writer thread builds events and appends them to
+    the spool; a shipper thread sends the spool, oldest first, in batches."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._pid = None
         self._q = None
         self._client = None
+        self._wake = threading.Event()
         self._ok = True  # False while the sink is failing (logged once per outage)
-        self._lost = 0
         self._keys = _KeyFile()
+        self._spool = None
 
     def _start(self):
         # Lazily, and again after a fork (uvicorn workers): threads do not survive fork.
@@ -206,14 +303,14 @@ class _Sender:
             if self._pid == pid:
                 return
             self._q = queue.Queue(maxsize=_QUEUE_MAX)
+            self._spool = _Spool()
             self._client = httpx.Client(
                 timeout=httpx.Timeout(_TIMEOUT_S),
-                limits=httpx.Limits(max_connections=_WORKERS, max_keepalive_connections=_WORKERS),
                 follow_redirects=False,
                 trust_env=False,  # never send events through an HTTP(S)_PROXY
             )
-            for i in range(_WORKERS):
-                threading.Thread(target=self._run, name="fleet-callback-%d" % i, daemon=True).start()
+            threading.Thread(target=self._write_loop, name="fleet-callback-spool", daemon=True).start()
+            threading.Thread(target=self._ship_loop, name="fleet-callback-ship", daemon=True).start()
             self._pid = pid
 
     def submit(self, item):
@@ -221,57 +318,94 @@ class _Sender:
             self._start()
             self._q.put_nowait(item)
         except queue.Full:
-            self._failed("queue full (%d events pending)" % _QUEUE_MAX)
+            # Rare (the spool writer is thousands of events behind): keep it anyway, here.
+            try:
+                self._spool.append([_build_event(item, self._keys)])
+                self._wake.set()
+            except Exception as e:
+                _log.warning("fleet_callback: an event could not be spooled (%s)", type(e).__name__)
         except Exception as e:  # never let reporting break a request
-            self._failed(type(e).__name__)
+            _log.warning("fleet_callback: an event could not be queued (%s)", type(e).__name__)
+
+    def _write_loop(self):
+        while True:
+            items = [self._q.get()]
+            while len(items) < _BATCH:
+                try:
+                    items.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._spool.append([_build_event(i, self._keys) for i in items])
+            except Exception as e:
+                _log.warning("fleet_callback: %d event(s) could not be spooled (%s)", len(items), type(e).__name__)
+            self._wake.set()
 
     def _failed(self, why):
         with self._lock:
-            self._lost += 1
             if not self._ok:
                 return
             self._ok = False
         _log.warning(
-            "fleet_callback: cannot deliver call events to %s (%s); "
-            "events are dropped and further failures are not logged until it recovers",
+            "fleet_callback: cannot deliver call events to %s (%s); they are kept in %s and sent when it answers",
             _clean_url(os.environ.get("FLEET_CALLBACK_URL")),
             why,
+            self._spool.path,
         )
 
     def _recovered(self):
         with self._lock:
             if self._ok:
                 return
-            self._ok, lost, self._lost = True, self._lost, 0
-        _log.warning("fleet_callback: call event sink reachable again; %d event(s) were lost", lost)
+            self._ok = True
+        _log.warning("fleet_callback: call event sink reachable again; sending what was kept")
 
-    def _run(self):
+    def _ship_loop(self):
+        pause = 0.25
         while True:
-            item = self._q.get()
             try:
-                self._deliver(item)
+                offset = self._spool.offset()
+                events, used = self._spool.read(offset, _BATCH)
+                if not used:
+                    self._wake.wait(1.0)
+                    self._wake.clear()
+                    continue
+                verdict = self._post(events) if events else "skip"
+                if verdict in ("ok", "skip"):
+                    self._spool.acknowledge(offset + used)
+                    pause = 0.25
+                else:
+                    time.sleep(pause)
+                    pause = min(pause * 2, 5.0)
             except Exception as e:
                 self._failed(type(e).__name__)
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
-    def _deliver(self, item):
+    def _post(self, events):
+        """ok (acknowledged), skip (refused for good: 400/413/422, logged), or retry."""
         url = os.environ.get("FLEET_CALLBACK_URL")
         if not url:
-            return
-        event = _build_event(item, self._keys)
+            return "retry"
         headers = {"Content-Type": "application/json"}
         token = os.environ.get("FLEET_CALLBACK_TOKEN")
         if token:
             headers["Authorization"] = "Bearer " + token
-        body = json.dumps(event, separators=(",", ":"), default=str).encode("utf-8")
+        body = json.dumps({"events": events}, separators=(",", ":"), default=str).encode("utf-8")
         try:
             r = self._client.post(url, content=body, headers=headers)
         except httpx.HTTPError as e:
             self._failed(type(e).__name__)
-            return
-        if r.status_code >= 300:
-            self._failed("HTTP %d" % r.status_code)
-        else:
+            return "retry"
+        if r.status_code < 300:
             self._recovered()
+            return "ok"
+        if r.status_code in (400, 413, 422):
+            _log.warning("fleet_callback: the sink refused %d event(s) for good (HTTP %d): %s",
+                         len(events), r.status_code, _redact(r.text))
+            return "skip"
+        self._failed("HTTP %d" % r.status_code)  # 401/403 (a token being rotated), 5xx: again later
+        return "retry"
 
 
 def _extract(kwargs, status, start_time, end_time):

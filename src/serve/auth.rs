@@ -1,6 +1,7 @@
 //! Who is asking: the admin (the token apply minted at `serve/token`, or the session cookie the
-//! status page's login sets) or one agent (its own token, from its env file). Only hashes are
-//! held; every comparison is constant time. Pure.
+//! status page's login sets), one agent (its own token, from its env file), or a sender of trace
+//! events only: the proxy's callback (its callback token) or a gateway (its own gateway token, for
+//! its own agents). Only hashes are held; every comparison is constant time. Pure.
 
 use std::collections::BTreeMap;
 
@@ -10,14 +11,19 @@ use sha2::{Digest, Sha256};
 pub enum Principal {
     Admin,
     Agent(String),
+    /// The LiteLLM proxy's callback: posts `llm_call` events of any agent, reads nothing.
+    Callback,
+    /// A gateway's plugin: posts trace events of the gateway's agents, reads nothing.
+    Gateway(String),
 }
 
 impl Principal {
-    /// Whether this principal may read and write `agent`'s conversations.
+    /// Whether this principal may read and write `agent`'s conversations and read its trace.
     pub fn may_touch(&self, agent: &str) -> bool {
         match self {
             Principal::Admin => true,
             Principal::Agent(a) => a == agent,
+            Principal::Callback | Principal::Gateway(_) => false,
         }
     }
 }
@@ -47,14 +53,22 @@ pub struct Tokens {
     session: Option<Hash>,
     /// Token hash (hex, as state records it) → agent.
     agents: BTreeMap<String, String>,
+    /// Token hash (hex) → the callback or a gateway.
+    services: BTreeMap<String, Principal>,
 }
 
 impl Tokens {
-    pub fn new(admin_token: Option<&str>, agents: BTreeMap<String, String>) -> Self {
+    /// `agents`: agent → token hash; `services`: token hash → the callback or a gateway.
+    pub fn new(
+        admin_token: Option<&str>,
+        agents: BTreeMap<String, String>,
+        services: BTreeMap<String, Principal>,
+    ) -> Self {
         Tokens {
             admin: admin_token.map(hash),
             session: admin_token.map(|t| hash(&session_value(t))),
             agents: agents.into_iter().map(|(agent, h)| (h, agent)).collect(),
+            services,
         }
     }
 
@@ -69,6 +83,12 @@ impl Tokens {
             let mut stored = [0u8; 32];
             if hex::decode_to_slice(hex_hash, &mut stored).is_ok() && ct_eq(&stored, &h) {
                 found = Some(Principal::Agent(agent.clone()));
+            }
+        }
+        for (hex_hash, who) in &self.services {
+            let mut stored = [0u8; 32];
+            if hex::decode_to_slice(hex_hash, &mut stored).is_ok() && ct_eq(&stored, &h) {
+                found = found.or_else(|| Some(who.clone()));
             }
         }
         found
@@ -103,7 +123,12 @@ mod tests {
 
     fn tokens() -> Tokens {
         let agents = [("alice".to_string(), hex::encode(hash("fa-alice")))].into();
-        Tokens::new(Some("admin-secret"), agents)
+        let services = [
+            (hex::encode(hash("cb-secret")), Principal::Callback),
+            (hex::encode(hash("gw-secret")), Principal::Gateway("main".into())),
+        ]
+        .into();
+        Tokens::new(Some("admin-secret"), agents, services)
     }
 
     #[test]
@@ -112,6 +137,9 @@ mod tests {
         assert_eq!(t.bearer("admin-secret"), Some(Principal::Admin));
         assert_eq!(t.bearer("fa-alice"), Some(Principal::Agent("alice".into())));
         assert_eq!(t.bearer("fa-bob"), None);
+        assert_eq!(t.bearer("cb-secret"), Some(Principal::Callback));
+        assert_eq!(t.bearer("gw-secret"), Some(Principal::Gateway("main".into())));
+        assert!(!Principal::Callback.may_touch("alice") && !Principal::Gateway("main".into()).may_touch("alice"));
         assert_eq!(t.bearer(""), None);
         assert!(Principal::Agent("alice".into()).may_touch("alice"));
         assert!(!Principal::Agent("alice".into()).may_touch("bob"));

@@ -25,6 +25,7 @@ use super::request;
 use super::router::Router;
 use super::status::{agent_status, Health};
 use super::store::Message;
+use super::trace_api;
 use super::view::FleetView;
 
 pub struct App {
@@ -35,6 +36,8 @@ pub struct App {
     /// Where the fleet and the admin token are read from (`reload`).
     pub state_db: std::path::PathBuf,
     pub token_file: std::path::PathBuf,
+    pub data_dir: std::path::PathBuf,
+    pub traces: crate::trace::writer::TraceWriter,
 }
 
 pub type Shared = Arc<App>;
@@ -49,6 +52,13 @@ pub fn routes() -> Routes<Shared> {
         .route("/v1/agents/{agent}/messages", post(post_message).get(history))
         .route("/v1/agents/{agent}/events", get(agent_events))
         .route("/v1/events", get(all_events))
+        .route(
+            "/v1/trace",
+            post(trace_api::ingest).layer(DefaultBodyLimit::max(trace_api::BODY_MAX)),
+        )
+        .route("/v1/agents/{agent}/trace", get(trace_api::read))
+        .route("/v1/agents/{agent}/usage", get(trace_api::agent_usage))
+        .route("/v1/usage", get(trace_api::usage))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/api.md") })
         .layer(DefaultBodyLimit::max(request::MAX_BODY))
         // Method and path only: a query may hold the admin token (`/?token=…`), headers a bearer token.
@@ -64,7 +74,7 @@ impl App {
         let Ok(Ok(v)) = tokio::task::spawn_blocking(move || FleetView::load(&p)).await else { return };
         let admin =
             std::fs::read_to_string(&self.token_file).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-        *self.tokens.write().expect("tokens") = Tokens::new(admin.as_deref(), v.agent_tokens.clone());
+        *self.tokens.write().expect("tokens") = v.tokens(admin.as_deref());
         *self.router.view.write().expect("view") = v;
     }
 
@@ -89,7 +99,7 @@ impl App {
 
     /// The agent a request names, checked: a valid name, one the principal may touch, in the fleet
     /// (read again from the state before an agent is called unknown: apply may have just added it).
-    async fn agent<'a>(&self, who: &Principal, name: &'a str) -> Result<&'a str, ApiError> {
+    pub(super) async fn agent<'a>(&self, who: &Principal, name: &'a str) -> Result<&'a str, ApiError> {
         let name = request::agent_name(name)?;
         if !who.may_touch(name) {
             return Err(ApiError::forbidden(name));
@@ -102,6 +112,30 @@ impl App {
             }
         }
         Ok(name)
+    }
+
+    pub fn layout(&self) -> crate::layout::Layout {
+        crate::layout::Layout { data_dir: self.data_dir.clone(), cache_dir: std::path::PathBuf::new() }
+    }
+
+    /// Where an event of `agent` posted by `who` is kept; None: `who` may not post it (or, before
+    /// the state was read again, the agent is not known yet).
+    pub fn trace_dir(&self, who: &Principal, agent: Option<&str>, reloaded: bool) -> Option<std::path::PathBuf> {
+        let view = self.router.view.read().expect("view");
+        match (who, agent) {
+            (_, Some(a)) if view.agents.contains_key(a) => {
+                let allowed = match who {
+                    Principal::Admin | Principal::Callback => true,
+                    Principal::Agent(x) => x == a,
+                    Principal::Gateway(g) => view.agents[a].gateway == *g,
+                };
+                allowed.then(|| self.layout().agent_trace(a))
+            }
+            (Principal::Admin | Principal::Callback, _) if reloaded || agent.is_none() => {
+                Some(self.layout().other_trace(agent))
+            }
+            _ => None,
+        }
     }
 
     /// Every agent with its status, model, gateway, host and last activity.
@@ -184,8 +218,8 @@ async fn post_message(
     let wait = request::wait_secs(q.get("wait").map(String::as_str))?;
     let m = request::new_message(&body)?;
     let from = m.from.clone().or_else(|| match &who {
-        Principal::Admin => None,
         Principal::Agent(a) => Some(format!("agent:{a}")),
+        _ => None,
     });
     let mut answers = app.router.events.subscribe();
     let (a, t) = (agent.clone(), m.thread.clone());
@@ -251,6 +285,9 @@ async fn all_events(State(app): State<Shared>, headers: HeaderMap, Query(q): Par
     let scope = match who {
         Principal::Admin => None,
         Principal::Agent(a) => Some(a),
+        Principal::Callback | Principal::Gateway(_) => {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this token may only post trace events"))
+        }
     };
     events(app, scope, &headers, &q).await
 }

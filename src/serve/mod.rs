@@ -14,6 +14,7 @@ mod request;
 pub mod router;
 mod status;
 pub mod store;
+mod trace_api;
 pub mod view;
 
 use std::future::Future;
@@ -24,7 +25,6 @@ use std::time::Duration;
 use miette::{IntoDiagnostic, WrapErr};
 use tokio::sync::broadcast;
 
-use self::auth::Tokens;
 use self::http::App;
 use self::router::Router;
 use self::status::GatewayHealth;
@@ -64,10 +64,13 @@ pub async fn run(
         let p = state_db.clone();
         tokio::task::spawn_blocking(move || FleetView::load(&p)).await.into_diagnostic()??
     };
-    let tokens = Tokens::new(read_admin_token(&layout.serve_token()).as_deref(), view.agent_tokens.clone());
+    let tokens = view.tokens(read_admin_token(&layout.serve_token()).as_deref());
     let (events, _) = broadcast::channel(1024);
-    let router =
-        Arc::new(Router::new(store::Messages::new(store), Arc::new(RwLock::new(view)), events, cfg.reply_timeout));
+    let traces = crate::trace::writer::TraceWriter::start(Box::new(crate::clock::now_ms));
+    let router = Arc::new(
+        Router::new(store::Messages::new(store), Arc::new(RwLock::new(view)), events, cfg.reply_timeout)
+            .with_traces(traces.clone(), layout.clone()),
+    );
     let app = Arc::new(App {
         router: router.clone(),
         tokens: RwLock::new(tokens),
@@ -75,13 +78,19 @@ pub async fn run(
         fleet: cfg.fleet.clone(),
         state_db: layout.state_db(),
         token_file: layout.serve_token(),
+        data_dir: cfg.data_dir.clone(),
+        traces,
     });
 
     let reconciled = router.reconcile().await;
     if reconciled > 0 {
         tracing::info!("delivering {reconciled} message(s) left pending by an earlier run");
     }
-    let bg = [tokio::spawn(reload_view(app.clone())), tokio::spawn(poll_health(app.clone()))];
+    let bg = [
+        tokio::spawn(reload_view(app.clone())),
+        tokio::spawn(poll_health(app.clone())),
+        tokio::spawn(seal_traces(app.clone())),
+    ];
     let routes = http::routes().route("/", axum::routing::get(page::page)).with_state(app);
     let server = axum::serve(listener, routes);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -105,6 +114,22 @@ async fn reload_view(app: Arc<App>) {
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         app.reload().await;
+    }
+}
+
+/// Seals the trace buckets whose time has come: at start, then every five minutes.
+async fn seal_traces(app: Arc<App>) {
+    loop {
+        let layout = app.layout();
+        let mut dirs: Vec<PathBuf> =
+            app.router.view.read().expect("view").agents.keys().map(|a| layout.agent_trace(a)).collect();
+        let others = layout.serve_dir().join("trace");
+        let more = tokio::task::spawn_blocking(move || -> Vec<PathBuf> {
+            std::fs::read_dir(others).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default()
+        });
+        dirs.extend(more.await.unwrap_or_default());
+        app.traces.seal(dirs);
+        tokio::time::sleep(Duration::from_secs(300)).await;
     }
 }
 

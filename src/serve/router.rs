@@ -15,8 +15,12 @@ use tokio::sync::{broadcast, Mutex};
 
 use super::store::{Message, Messages, Role};
 use super::view::FleetView;
+use crate::layout::Layout;
 use crate::openclaw::client::{answer_in_history, terminal, thread_session, GatewayClient, GatewayRef, Terminal};
 use crate::openclaw::rpc::RpcError;
+use crate::trace::envelope::Envelope;
+use crate::trace::store::Item;
+use crate::trace::writer::TraceWriter;
 
 pub struct Router {
     pub messages: Messages,
@@ -24,6 +28,8 @@ pub struct Router {
     pub events: broadcast::Sender<Message>,
     pub reply_timeout: Duration,
     conns: Mutex<HashMap<String, Arc<GatewayClient>>>,
+    /// Where the router's own `message_in`/`message_out`/`error` trace events go.
+    traces: Option<(TraceWriter, Layout)>,
 }
 
 /// How one attempt at an exchange ended.
@@ -48,7 +54,49 @@ impl Router {
         events: broadcast::Sender<Message>,
         reply_timeout: Duration,
     ) -> Self {
-        Router { messages, view, events, reply_timeout, conns: Mutex::new(HashMap::new()) }
+        Router { messages, view, events, reply_timeout, conns: Mutex::new(HashMap::new()), traces: None }
+    }
+
+    /// Records the router's side of every turn in the agents' traces.
+    pub fn with_traces(mut self, writer: TraceWriter, layout: Layout) -> Self {
+        self.traces = Some((writer, layout));
+        self
+    }
+
+    /// One trace event of a routed message (ids shared with the gateway plugin's, so the two
+    /// views of one turn are one event). Best effort: the conversation itself is already stored.
+    async fn trace(&self, msg: &Message, kind: &str, suffix: &str, text: &str, error: Option<&str>) {
+        let Some((writer, layout)) = &self.traces else { return };
+        let root = format!("oc:{}:in", msg.id);
+        let id = format!("oc:{}:{suffix}", msg.id);
+        let event = Envelope {
+            v: 1,
+            parent_id: (id != root).then(|| root.clone()),
+            id,
+            trace_id: Some(msg.id.clone()),
+            created_at: if kind == "message_in" {
+                msg.created_at.clone()
+            } else {
+                crate::clock::format_rfc3339_ms(crate::clock::now_ms())
+            },
+            agent_name: Some(msg.agent.clone()),
+            kind: kind.into(),
+            channel_id: Some("fleet".into()),
+            thread_id: Some(thread_session(&msg.agent, &msg.thread)),
+            backend_name: Some("fleet".into()),
+            model: None,
+            duration_ms: None,
+            tokens_in: None,
+            tokens_out: None,
+            cost_usd: None,
+            error: error.map(str::to_string),
+            payload: serde_json::json!({"text": text, "message_id": msg.id, "from": msg.sender}),
+        };
+        let Ok(ms) = event.check() else { return };
+        let item = Item { dir: layout.agent_trace(&msg.agent), ms, event };
+        if let Err(e) = writer.write(vec![item]).await {
+            tracing::warn!("trace of message {}: {e}", msg.id);
+        }
     }
 
     /// The shared connection to a gateway, opened when there is none or it broke.
@@ -76,9 +124,14 @@ impl Router {
     /// Stores the answer to `msg` and tells every listener (an answer stored before is kept).
     async fn answer(&self, msg: &Message, role: Role, text: String) {
         let id = msg.id.clone();
-        match self.messages.with(move |s| s.answer(&id, role, &text)).await {
+        let t = text.clone();
+        match self.messages.with(move |s| s.answer(&id, role, &t)).await {
             Ok((m, true)) => {
                 let _ = self.events.send(m);
+                match role {
+                    Role::Agent => self.trace(msg, "message_out", "out", &text, None).await,
+                    _ => self.trace(msg, "error", "error", &text, Some("not_answered")).await,
+                }
             }
             Ok((_, false)) => {}
             Err(e) => tracing::error!("cannot store the answer to {}: {e}", msg.id),
@@ -87,6 +140,7 @@ impl Router {
 
     /// Delivers a stored user message and stores its answer, whatever happens.
     pub async fn deliver(self: Arc<Self>, msg: Message) {
+        self.trace(&msg, "message_in", "in", &msg.text, None).await;
         let agent = self.view.read().expect("view").agents.get(&msg.agent).cloned();
         let Some(agent) = agent else {
             let text =

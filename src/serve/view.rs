@@ -42,6 +42,10 @@ pub struct FleetView {
     pub gateways: BTreeMap<String, GatewayView>,
     /// Agent → the sha256 (hex) of its daemon token.
     pub agent_tokens: BTreeMap<String, String>,
+    /// The sha256 (hex) of the proxy's callback token.
+    pub callback_token: Option<String>,
+    /// Gateway → the sha256 (hex) of its own token (its plugin posts trace events with it).
+    pub gateway_tokens: BTreeMap<String, String>,
     pub runs: Vec<RunRow>,
 }
 
@@ -98,6 +102,14 @@ impl FleetView {
                         },
                     );
                 }
+                "secret" => {
+                    let h = r.outputs.get("sha256").and_then(|h| h.as_str()).map(str::to_string);
+                    if r.address == "litellm.callback-token" {
+                        v.callback_token = h;
+                    } else if let Some(g) = r.address.strip_prefix("gateway.").and_then(|a| a.strip_suffix(".token")) {
+                        v.gateway_tokens.extend(h.map(|h| (g.to_string(), h)));
+                    }
+                }
                 "serve.token" => {
                     let agent = r.address.strip_prefix("serve.token.").unwrap_or_default();
                     if let Some(h) = r.outputs.get("sha256").and_then(|h| h.as_str()) {
@@ -109,5 +121,14 @@ impl FleetView {
         }
         // An agent whose models step has not run yet has no entry: it is not routable.
         v
+    }
+
+    /// The daemon's tokens: admin (given), agents', the callback's and the gateways'.
+    pub fn tokens(&self, admin: Option<&str>) -> crate::serve::auth::Tokens {
+        use crate::serve::auth::Principal;
+        let mut services: BTreeMap<String, Principal> =
+            self.gateway_tokens.iter().map(|(g, h)| (h.clone(), Principal::Gateway(g.clone()))).collect();
+        services.extend(self.callback_token.clone().map(|h| (h, Principal::Callback)));
+        crate::serve::auth::Tokens::new(admin, self.agent_tokens.clone(), services)
     }
 }

@@ -143,7 +143,8 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Envelope)>)> = vec![
+        type Breaker = Box<dyn Fn(&mut Envelope)>;
+        let cases: Vec<(&str, Breaker)> = vec![
             ("v", Box::new(|e| e.v = 2)),
             ("id", Box::new(|e| e.id.clear())),
             ("kind", Box::new(|e| e.kind = "chat".into())),

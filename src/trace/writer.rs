@@ -9,8 +9,10 @@ use tokio::sync::oneshot;
 
 use super::store::{Item, TraceError, Writer, Written};
 
+type Reply = oneshot::Sender<Result<Vec<Written>, TraceError>>;
+
 enum Job {
-    Write(Vec<Item>, oneshot::Sender<Result<Vec<Written>, TraceError>>),
+    Write(Vec<Item>, Reply),
     Seal(Vec<PathBuf>),
 }
 
@@ -48,7 +50,7 @@ impl TraceWriter {
 
 fn run(mut w: Writer, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
-        let mut round: Vec<(Vec<Item>, oneshot::Sender<Result<Vec<Written>, TraceError>>)> = Vec::new();
+        let mut round: Vec<(Vec<Item>, Reply)> = Vec::new();
         let mut seals = Vec::new();
         let mut n = 0;
         let mut next = Some(first);

@@ -209,21 +209,26 @@ fn destroy_stops_the_proxy_and_revokes_everything() {
 
 type Events = std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>;
 
-/// A trace sink: records each POSTed event with its Authorization header.
+/// A trace sink: records each event POSTed (`{"events": [...]}`) with its Authorization header.
 fn sink(rt: &tokio::runtime::Runtime) -> (u16, Events, tokio::sync::oneshot::Sender<()>) {
+    sink_on(rt, 0, Default::default())
+}
+
+fn sink_on(rt: &tokio::runtime::Runtime, port: u16, events: Events) -> (u16, Events, tokio::sync::oneshot::Sender<()>) {
     use axum::{extract::State, http::HeaderMap, routing::post, Json, Router};
-    let events: Events = Default::default();
     let app = Router::new()
         .route(
             "/v1/events",
             post(|State(ev): State<Events>, h: HeaderMap, Json(v): Json<Value>| async move {
                 let auth = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-                ev.lock().unwrap().push((auth, v));
+                for e in v["events"].as_array().cloned().unwrap_or_default() {
+                    ev.lock().unwrap().push((auth.clone(), e));
+                }
                 "ok"
             }),
         )
         .with_state(events.clone());
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port))).unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     rt.spawn(async move {
@@ -249,7 +254,7 @@ fn wait_for(events: &Events, what: impl Fn(&[(String, Value)]) -> bool) -> bool 
 }
 
 #[test]
-fn every_call_is_reported_as_an_llm_call_event_and_a_dead_sink_costs_nothing() {
+fn every_call_is_reported_as_an_llm_call_event_and_a_dead_sink_costs_nothing_and_loses_nothing() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let (port, events, stop) = sink(&rt);
     let w = world();
@@ -304,13 +309,26 @@ fn every_call_is_reported_as_an_llm_call_event_and_a_dead_sink_costs_nothing() {
     let ok = ev.iter().find(|(_, e)| e["error"].is_null()).unwrap();
     assert!(ok.1["tokens_in"].as_u64().is_some() && ok.1["duration_ms"].as_u64().is_some(), "{}", ok.1);
 
-    // The sink goes away: calls still succeed.
+    // The sink goes away: calls still succeed, and their events wait in the spool.
     stop.send(()).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     for _ in 0..3 {
         let (code, body) = p.chat(&alice, "demo-small");
         assert_eq!((code, answer(&body)), (200, "Hello from the demo model."));
     }
+    std::thread::sleep(Duration::from_secs(1));
+    let spool = w.data_dir("quickstart").join("litellm/callback-spool.jsonl");
+    assert!(std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0) > 0, "events kept in {}", spool.display());
+    // It comes back on the same address: every kept event arrives, once, oldest first.
+    let (_, events, _stop) = sink_on(&rt, port, events);
+    assert!(wait_for(&events, |ev| ev.len() >= 6), "events after the outage: {}", events.lock().unwrap().len());
+    std::thread::sleep(Duration::from_secs(1));
+    let ev = events.lock().unwrap().clone();
+    let mut ids: Vec<&str> = ev.iter().map(|(_, e)| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ev.len(), 6, "three before, three after the outage");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "no event twice");
     drop(rt);
 }
 

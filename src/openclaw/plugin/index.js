@@ -1,0 +1,534 @@
+// fleet-trace: an OpenClaw plugin owned by fleet. It turns every agent run of this gateway into
+// fleet "envelope v1" trace events, appends them to a spool file in the gateway's home and ships
+// them to the fleet daemon. Plain ESM, no dependencies, no build step.
+//
+// Envelope v1 (every event has exactly these fields):
+//   v: 1, id, trace_id (= OpenClaw runId), parent_id, created_at (RFC3339 UTC, ms), agent_name
+//   (OpenClaw agentId), kind, channel_id, thread_id (sessionKey), backend_name ("openclaw"), model,
+//   duration_ms, tokens_in, tokens_out, cost_usd, error, payload.
+// Ids are deterministic, so a resend or a duplicate delivery yields the same id:
+//   message_in   oc:<runId>:in              root of the turn, parent_id null
+//                payload {text}             (the user's message; for a heartbeat run the heartbeat prompt)
+//   lifecycle    oc:<runId>:lifecycle:<phase>
+//                payload {phase: "start"|"end"|"error", heartbeat: bool, stop_reason?, aborted?}
+//   llm_call     oc:<runId>:llm:<n>         n = 1, 2, … in call order within the run
+//                payload {provider, model, usage: {input, output, cache_read, cache_write, total},
+//                         stop_reason, call_id, outcome, error_category?, ttfb_ms?}
+//                model/duration_ms/tokens_in/tokens_out set; backend_name stays "openclaw" (the
+//                gateway side of the call; LiteLLM reports its own side separately).
+//   tool_call    oc:<runId>:tool_call:<toolCallId>    payload {tool, tool_call_id, args}
+//   tool_result  oc:<runId>:tool_result:<toolCallId>  payload {tool, tool_call_id, result (JSON text
+//                truncated to 16 KiB when larger, with truncated: true), is_error}; duration_ms, error
+//   reasoning    oc:<runId>:reasoning:<n>   payload {text}
+//   message_out  oc:<runId>:out             payload {text, stop_reason}
+//   error        oc:<runId>:error           payload {message, kind?}; error set
+// Every event but the root has parent_id oc:<runId>:in.
+//
+// Durability: hooks only enqueue (no I/O on the agent's path). A 100 ms timer appends the queue to
+// <home>/.fleet/trace-spool.jsonl (one event per line) and fsyncs it. A single shipper POSTs
+// {"events":[…]} (≤ 500 events) from the acknowledged offset to `url` with the gateway token as
+// Bearer, and advances the offset (<home>/.fleet/trace-spool.offset, tmp + fsync + rename) only
+// after a 2xx. When everything is acknowledged the spool is compacted: offset 0 is committed first,
+// then the file is truncated — a crash in between re-sends (same ids), never loses.
+// Failures: network errors, 5xx, 408, 429 retry with backoff (200 ms doubling, cap 5 s). 401/403
+// also retry (the token may be rotating; the token is re-read from the config file meanwhile).
+// Other 4xx (400, 404, 413, 422 …) can never succeed for that content: the batch is split in
+// halves until the failing event is alone, which is then logged once and skipped.
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import http from "node:http";
+import https from "node:https";
+import path from "node:path";
+
+const PLUGIN_ID = "fleet-trace";
+const MAX_BATCH = 500;
+const FLUSH_MS = 100;
+const SHIP_MS = 200;
+const BACKOFF_CAP_MS = 5000;
+const RESULT_CAP = 16 * 1024;
+const TEXT_CAP = 64 * 1024;
+const GLOBAL = Symbol.for("fleet.trace.plugin");
+
+// ---------- small helpers ----------
+const iso = (ms) => new Date(typeof ms === "number" && Number.isFinite(ms) ? ms : Date.now()).toISOString();
+const str = (v) => (typeof v === "string" && v.length ? v : undefined);
+const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
+function cap(s, n) {
+  if (typeof s !== "string") return s;
+  return s.length > n ? s.slice(0, n) : s;
+}
+function jsonText(v) {
+  if (v === undefined) return null;
+  if (typeof v === "string") return v;
+  try {
+    return JSON.stringify(v);
+  } catch {
+    return String(v);
+  }
+}
+function textOf(content) {
+  if (typeof content === "string") return content;
+  if (Array.isArray(content))
+    return content
+      .map((c) => (typeof c === "string" ? c : c && c.type === "text" && typeof c.text === "string" ? c.text : ""))
+      .join("");
+  return undefined;
+}
+
+// ---------- process-wide state: survives a hot reload of this module ----------
+// After a reload OpenClaw can deliver each event to the old and the new registration; the old
+// one turns inert (generation check) and ids are remembered process-wide, so nothing is spooled twice.
+const G = (globalThis[GLOBAL] ??= { generation: 0, seen: new Map(), runs: new Map(), spool: null });
+const SEEN_MAX = 20000;
+function firstTime(key) {
+  if (G.seen.has(key)) return false;
+  G.seen.set(key, 1);
+  if (G.seen.size > SEEN_MAX) for (const k of G.seen.keys()) { G.seen.delete(k); if (G.seen.size <= SEEN_MAX * 0.9) break; }
+  return true;
+}
+
+// ---------- spool + shipper ----------
+class Spool {
+  constructor({ dir, url, token, log, reloadToken }) {
+    this.file = path.join(dir, "trace-spool.jsonl");
+    this.offFile = path.join(dir, "trace-spool.offset");
+    this.dir = dir;
+    this.url = new URL(url);
+    this.token = token;
+    this.reloadToken = reloadToken;
+    this.log = log;
+    this.queue = []; // serialized lines not yet on disk
+    this.chain = Promise.resolve(); // serializes every file operation
+    this.written = 0; // bytes on disk (complete lines)
+    this.acked = 0; // bytes acknowledged by the daemon
+    this.inflight = false;
+    this.failures = 0;
+    this.batchLimit = MAX_BATCH;
+    this.retryAt = 0;
+    this.warned = new Set();
+    this.stopped = false;
+    this.agent = new (this.url.protocol === "https:" ? https : http).Agent({ keepAlive: true, maxSockets: 1 });
+  }
+  op(fn) {
+    const p = this.chain.then(fn);
+    this.chain = p.catch((e) => this.warn("io", `fleet-trace: spool I/O failed: ${e && e.message}`));
+    return p;
+  }
+  warn(key, msg) {
+    if (this.warned.has(key)) return;
+    this.warned.add(key);
+    this.log.warn?.(msg);
+  }
+  async open() {
+    await fsp.mkdir(this.dir, { recursive: true });
+    this.fh = await fsp.open(this.file, "a+");
+    let size = (await this.fh.stat()).size;
+    // A crash mid-append can leave a partial last line: cut it (it was never fully written).
+    if (size > 0) {
+      const tailLen = Math.min(size, 1 << 20);
+      const buf = Buffer.alloc(tailLen);
+      await this.fh.read(buf, 0, tailLen, size - tailLen);
+      const nl = buf.lastIndexOf(10);
+      const keep = nl < 0 ? (tailLen === size ? 0 : size) : size - tailLen + nl + 1;
+      if (keep !== size) {
+        await this.fh.truncate(keep);
+        await this.fh.sync();
+        size = keep;
+      }
+    }
+    this.written = size;
+    let off = 0;
+    try {
+      off = Number(JSON.parse(await fsp.readFile(this.offFile, "utf8")).offset) || 0;
+    } catch {}
+    this.acked = off >= 0 && off <= size ? off : 0; // beyond the end: resend everything rather than skip
+    this.flushTimer = setInterval(() => this.flush(), FLUSH_MS);
+    this.shipTimer = setInterval(() => this.ship(), SHIP_MS);
+    this.flushTimer.unref?.();
+    this.shipTimer.unref?.();
+    if (this.acked < this.written) this.log.info?.(`fleet-trace: resuming, ${this.written - this.acked} bytes to ship`);
+  }
+  push(ev) {
+    if (this.stopped) return;
+    this.queue.push(JSON.stringify(ev) + "\n");
+    if (this.queue.length >= MAX_BATCH) queueMicrotask(() => this.flush());
+  }
+  flush() {
+    if (!this.queue.length || !this.fh) return this.chain;
+    const lines = this.queue;
+    this.queue = [];
+    return this.op(async () => {
+      const buf = Buffer.from(lines.join(""));
+      await this.fh.write(buf, 0, buf.length, null);
+      await this.fh.datasync();
+      this.written += buf.length;
+    }).catch(() => {
+      this.queue = lines.concat(this.queue); // keep them; the next flush tries again
+    });
+  }
+  async writeOffset(n) {
+    const tmp = this.offFile + ".tmp";
+    const fh = await fsp.open(tmp, "w");
+    try {
+      await fh.writeFile(JSON.stringify({ offset: n }));
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, this.offFile);
+  }
+  async readBatch() {
+    const out = [];
+    let pos = this.acked;
+    let bytes = 0;
+    const chunk = Buffer.alloc(256 * 1024);
+    let carry = "";
+    while (pos < this.written && out.length < this.batchLimit && bytes < 4 * 1024 * 1024) {
+      const n = Math.min(chunk.length, this.written - pos);
+      const { bytesRead } = await this.fh.read(chunk, 0, n, pos);
+      if (!bytesRead) break;
+      pos += bytesRead;
+      let s = carry + chunk.toString("utf8", 0, bytesRead);
+      let i;
+      while ((i = s.indexOf("\n")) >= 0 && out.length < this.batchLimit) {
+        const line = s.slice(0, i);
+        s = s.slice(i + 1);
+        bytes += Buffer.byteLength(line) + 1;
+        if (line.trim()) out.push(line);
+      }
+      carry = s;
+      if (out.length >= this.batchLimit) break;
+    }
+    return { lines: out, bytes };
+  }
+  ship() {
+    if (this.inflight || this.stopped || !this.fh || Date.now() < this.retryAt) return;
+    if (this.acked >= this.written) return;
+    this.inflight = true;
+    (async () => {
+      const { lines, bytes } = await this.op(() => this.readBatch());
+      if (!lines.length) return;
+      const status = await this.post('{"events":[' + lines.join(",") + "]}");
+      if (status >= 200 && status < 300) {
+        this.failures = 0;
+        this.batchLimit = Math.min(MAX_BATCH, this.batchLimit * 2);
+        await this.advance(bytes);
+        return;
+      }
+      const permanent = status >= 400 && status < 500 && ![401, 403, 408, 429].includes(status);
+      if (permanent && lines.length > 1) {
+        this.batchLimit = Math.ceil(lines.length / 2); // isolate the event the daemon refuses
+        return;
+      }
+      if (permanent) {
+        let id = "?";
+        try { id = JSON.parse(lines[0]).id; } catch {}
+        this.log.warn?.(`fleet-trace: the daemon refused event ${id} with HTTP ${status}; skipped`);
+        this.batchLimit = MAX_BATCH;
+        await this.advance(bytes);
+        return;
+      }
+      this.failures++;
+      if (status === 401 || status === 403) {
+        const t = this.reloadToken();
+        if (t) this.token = t;
+      }
+      const delay = Math.min(BACKOFF_CAP_MS, 200 * 2 ** Math.min(this.failures - 1, 10));
+      this.retryAt = Date.now() + delay * (0.8 + Math.random() * 0.4);
+      if (this.failures === 1 || this.failures % 50 === 0)
+        this.log.warn?.(`fleet-trace: shipping failed (${status || "no connection"}); spooling, retrying with backoff`);
+    })()
+      .catch((e) => this.warn("ship", `fleet-trace: shipper error: ${e && e.message}`))
+      .finally(() => {
+        this.inflight = false;
+      });
+  }
+  advance(bytes) {
+    return this.op(async () => {
+      this.acked += bytes;
+      if (this.acked >= this.written && this.queue.length === 0) {
+        // Compact: commit offset 0 first, then truncate. A crash between the two re-sends the
+        // (already acknowledged) file; the reverse order could skip events appended later.
+        await this.writeOffset(0);
+        await this.fh.truncate(0);
+        await this.fh.sync();
+        this.acked = 0;
+        this.written = 0;
+      } else {
+        await this.writeOffset(this.acked);
+      }
+    });
+  }
+  post(body) {
+    return new Promise((resolve) => {
+      const u = this.url;
+      const req = (u.protocol === "https:" ? https : http).request(
+        {
+          hostname: u.hostname,
+          port: u.port || undefined,
+          path: u.pathname + u.search,
+          method: "POST",
+          agent: this.agent,
+          timeout: 15000,
+          headers: {
+            "content-type": "application/json",
+            "content-length": Buffer.byteLength(body),
+            ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+          },
+        },
+        (res) => {
+          res.resume();
+          res.on("end", () => resolve(res.statusCode || 0));
+          res.on("error", () => resolve(0));
+        },
+      );
+      req.on("timeout", () => req.destroy(new Error("timeout")));
+      req.on("error", () => resolve(0));
+      req.end(body);
+    });
+  }
+  async stop() {
+    this.stopped = true;
+    clearInterval(this.flushTimer);
+    clearInterval(this.shipTimer);
+    this.flushTimer = this.shipTimer = undefined;
+    const rest = this.queue;
+    this.queue = [];
+    if (rest.length && this.fh) {
+      this.queue = rest;
+      this.stopped = false;
+      await this.flush();
+      this.stopped = true;
+    }
+    await this.chain.catch(() => {});
+    await this.fh?.close().catch(() => {});
+    this.fh = undefined;
+    this.agent.destroy();
+  }
+}
+
+// ---------- config ----------
+function gatewayHome() {
+  return process.env.OPENCLAW_HOME || process.env.HOME || process.cwd();
+}
+function tokenFromConfig(cfg) {
+  const t = cfg && cfg.gateway && cfg.gateway.auth && cfg.gateway.auth.token;
+  return typeof t === "string" && t && !t.includes("${") ? t : undefined;
+}
+function tokenFromFile() {
+  const p = process.env.OPENCLAW_CONFIG_PATH || path.join(gatewayHome(), ".openclaw", "openclaw.json");
+  try {
+    return tokenFromConfig(JSON.parse(fs.readFileSync(p, "utf8")));
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------- per-run state ----------
+function run(runId) {
+  let r = G.runs.get(runId);
+  if (!r) {
+    r = { runId, llm: 0, reasoning: 0, calls: new Map(), pendingOut: null };
+    G.runs.set(runId, r);
+    if (G.runs.size > 2000) G.runs.delete(G.runs.keys().next().value);
+  }
+  return r;
+}
+function learn(r, src) {
+  if (!src) return;
+  r.agentId ??= str(src.agentId);
+  r.sessionKey ??= str(src.sessionKey);
+  const ch = str(src.channelId) || str(src.channel) || str(src.messageProvider);
+  if (ch) r.channel ??= ch;
+  if (src.trigger === "heartbeat" || src.isHeartbeat === true) r.heartbeat = true;
+}
+function agentFromKey(key) {
+  const m = typeof key === "string" && /^agent:([^:]+):/.exec(key);
+  return m ? m[1] : undefined;
+}
+
+// ---------- the plugin ----------
+export default {
+  id: PLUGIN_ID,
+  name: "fleet trace",
+  description: "Ships every agent run to fleet's trace store",
+  register(api) {
+    if (api.registrationMode && api.registrationMode !== "full") return;
+    const log = api.logger || console;
+    const cfg = api.pluginConfig || {};
+    const url = str(cfg.url);
+    if (!url) {
+      log.info?.("fleet-trace: no url configured; not tracing");
+      return;
+    }
+    const gen = ++G.generation;
+    if (cfg.debugRaw) try { fs.mkdirSync(path.join(gatewayHome(), ".fleet"), { recursive: true }); fs.appendFileSync(path.join(gatewayHome(), ".fleet", "trace-raw.jsonl"), JSON.stringify({ t: Date.now(), hook: "register", gen, mode: api.registrationMode, pid: process.pid, stack: new Error().stack.split("\n").slice(2, 12).join(" | ") }) + "\n"); } catch {}
+    const live = () => G.generation === gen;
+    const home = gatewayHome();
+    const dir = path.join(home, ".fleet");
+    const rawFile = cfg.debugRaw ? path.join(dir, "trace-raw.jsonl") : null;
+    const raw = (name, event, ctx) => {
+      if (!rawFile) return;
+      try {
+        const slim = (o) =>
+          JSON.parse(
+            JSON.stringify(o ?? null, (k, v) =>
+              ["historyMessages", "systemPrompt", "messages", "tools"].includes(k)
+                ? `[${Array.isArray(v) ? v.length : typeof v}]`
+                : typeof v === "string" && v.length > 2000 ? v.slice(0, 2000) + "…" : v,
+            ),
+          );
+        fs.appendFileSync(rawFile, JSON.stringify({ t: Date.now(), hook: name, event: slim(event), ctx: slim(ctx) }) + "\n");
+      } catch {}
+    };
+
+    // The queue exists from registration on; the service opens the file and starts shipping.
+    const token = tokenFromConfig(api.config) || tokenFromFile();
+    let spool = new Spool({ dir, url, token, log, reloadToken: tokenFromFile });
+    const emit = (r, kind, idTail, fields) => {
+      if (!spool || !live()) return;
+      const id = `oc:${r.runId}:${idTail}`;
+      if (!firstTime(id)) return;
+      const root = `oc:${r.runId}:in`;
+      spool.push({
+        v: 1,
+        id,
+        trace_id: r.runId,
+        parent_id: kind === "message_in" ? null : root,
+        created_at: iso(fields.at),
+        agent_name: r.agentId ?? agentFromKey(r.sessionKey) ?? null,
+        kind,
+        channel_id: r.heartbeat ? "heartbeat" : r.channel ?? null,
+        thread_id: r.sessionKey ?? null,
+        backend_name: "openclaw",
+        model: fields.model ?? null,
+        duration_ms: fields.duration_ms ?? null,
+        tokens_in: fields.tokens_in ?? null,
+        tokens_out: fields.tokens_out ?? null,
+        cost_usd: fields.cost_usd ?? null,
+        error: fields.error ?? null,
+        payload: fields.payload ?? {},
+      });
+    };
+    const root = (r, text, at) => emit(r, "message_in", "in", { at, payload: { text: text ?? null } });
+
+    // Typed hooks: observation only, never throw, never await I/O.
+    const on = (name, fn) =>
+      api.on(name, (event, ctx) => {
+        raw(name, event, { ...ctx, _gen: gen, _live: live() });
+        if (!live()) return;
+        try {
+          fn(event || {}, ctx || {});
+        } catch (e) {
+          log.warn?.(`fleet-trace: ${name} handler: ${e && e.message}`);
+        }
+      });
+
+    on("llm_input", (e, ctx) => {
+      const runId = str(e.runId) || str(ctx.runId);
+      if (!runId) return;
+      const r = run(runId);
+      learn(r, ctx);
+      if (!r.rootText) r.rootText = str(e.prompt);
+      root(r, r.rootText);
+    });
+    on("model_call_started", (e, ctx) => {
+      const runId = str(e.runId) || str(ctx.runId);
+      if (!runId) return;
+      const r = run(runId);
+      learn(r, ctx);
+      learn(r, e);
+      if (!r.calls.has(e.callId)) r.calls.set(e.callId, { n: ++r.llm, startedAt: Date.now() });
+    });
+    on("model_call_ended", (e, ctx) => {
+      const runId = str(e.runId) || str(ctx.runId);
+      if (!runId) return;
+      const r = run(runId);
+      learn(r, ctx);
+      learn(r, e);
+      let c = r.calls.get(e.callId);
+      if (!c) r.calls.set(e.callId, (c = { n: ++r.llm, startedAt: Date.now() - (num(e.durationMs) ?? 0) }));
+      c.ended = e;
+      r.lastCall = c;
+    });
+    on("llm_output", (e, ctx) => {
+      const runId = str(e.runId) || str(ctx.runId);
+      if (!runId) return;
+      const r = run(runId);
+      learn(r, ctx);
+      r.llmOutputs = (r.llmOutputs || 0) + 1;
+      r.lastOutput = e;
+    });
+    on("before_tool_call", (e, ctx) => {
+      const runId = str(e.runId) || str(ctx.runId);
+      const id = str(e.toolCallId) || str(ctx.toolCallId);
+      if (!runId || !id) return;
+      const r = run(runId);
+      learn(r, ctx);
+      emit(r, "tool_call", `tool_call:${id}`, { payload: { tool: e.toolName ?? ctx.toolName ?? null, tool_call_id: id, args: e.params ?? null } });
+    });
+    on("after_tool_call", (e, ctx) => {
+      const runId = str(e.runId) || str(ctx.runId);
+      const id = str(e.toolCallId) || str(ctx.toolCallId);
+      if (!runId || !id) return;
+      const r = run(runId);
+      learn(r, ctx);
+      let text = e.error !== undefined && e.result === undefined ? e.error : jsonText(e.result);
+      const truncated = typeof text === "string" && text.length > RESULT_CAP;
+      if (truncated) text = text.slice(0, RESULT_CAP);
+      emit(r, "tool_result", `tool_result:${id}`, {
+        duration_ms: num(e.durationMs),
+        error: str(e.error),
+        payload: { tool: e.toolName ?? ctx.toolName ?? null, tool_call_id: id, result: text, is_error: !!e.error, ...(truncated ? { truncated: true } : {}) },
+      });
+    });
+    on("agent_end", (e, ctx) => {
+      const runId = str(e.runId) || str(ctx.runId);
+      if (!runId) return;
+      const r = run(runId);
+      learn(r, ctx);
+    });
+    on("message_received", () => {
+      if (!cfg.debugRaw) return;
+      const st = globalThis[Symbol.for("openclaw.plugins.hook-runner-global-state")];
+      const hr = st && st.hookRunner;
+      raw("probe", { hasLlmInput: hr?.hasHooks?.("llm_input"), hasTool: hr?.hasHooks?.("before_tool_call"), hasRecv: hr?.hasHooks?.("message_received"),
+        regTyped: st?.registry?.typedHooks?.filter((h) => h.pluginId === PLUGIN_ID).map((h) => h.hookName) });
+    });
+    on("message_sent", () => {});
+    on("session_start", () => {});
+    on("session_end", () => {});
+
+    const onAgentEvent = (evt) => {
+      if (!live() || !evt || !str(evt.runId)) return;
+      if (!firstTime(`seq:${evt.runId}:${evt.seq}`)) return;
+      raw("agent_event", evt);
+    };
+    let unsubscribe;
+    try {
+      unsubscribe = api.runtime?.events?.onAgentEvent?.(onAgentEvent);
+    } catch (e) {
+      log.warn?.(`fleet-trace: onAgentEvent unavailable: ${e && e.message}`);
+    }
+    api.lifecycle?.onDispose?.(() => {
+      try { unsubscribe?.(); } catch {}
+    });
+
+    api.registerService({
+      id: "fleet-trace-shipper",
+      start: async () => {
+        if (!live() || !spool) return;
+        if (G.spool && G.spool !== spool) await G.spool.stop().catch(() => {});
+        G.spool = spool;
+        await spool.open();
+        log.info?.(`fleet-trace: shipping to ${url}`);
+      },
+      stop: async () => {
+        const s = spool;
+        spool = null;
+        if (s) await s.stop();
+        if (G.spool === s) G.spool = null;
+      },
+    });
+  },
+};

@@ -1,0 +1,262 @@
+//! The trace endpoints: `POST /v1/trace` (ingest, idempotent by event id), `GET
+//! /v1/agents/{agent}/trace` (filters, pages), `GET /v1/usage` and `GET /v1/agents/{agent}/usage`.
+//! A batch is checked whole — every envelope valid, every event one the token may post — before
+//! any of it is written; a 200 means every event is durable.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::api_error::ApiError;
+use super::auth::Principal;
+use super::http::Shared;
+use crate::trace::envelope::Envelope;
+use crate::trace::query::{cursor_of, parse_cursor, Order, Query as TraceQuery, LIMIT_DEFAULT, LIMIT_MAX};
+use crate::trace::store::{self, Item, Written};
+
+/// A batch's limits: 1000 events, 8 MiB.
+pub const BATCH_MAX: usize = 1000;
+pub const BODY_MAX: usize = 8 << 20;
+
+/// `{"events": [...]}`, a bare array, or one envelope.
+fn envelopes(body: &[u8]) -> Result<Vec<Envelope>, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad("invalid_json", format!("the body is not JSON: {e}")))?;
+    let list = match v {
+        Value::Object(mut m) if m.contains_key("events") => match m.remove("events") {
+            Some(Value::Array(a)) => a,
+            _ => return Err(ApiError::bad("invalid_field", "`events` must be an array of envelopes")),
+        },
+        Value::Array(a) => a,
+        one @ Value::Object(_) => vec![one],
+        _ => return Err(ApiError::bad("invalid_body", "the body is {\"events\": [envelope, …]} or one envelope")),
+    };
+    if list.len() > BATCH_MAX {
+        return Err(ApiError::bad(
+            "batch_too_large",
+            format!("{} events; a batch holds at most {BATCH_MAX}", list.len()),
+        ));
+    }
+    list.into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            serde_json::from_value::<Envelope>(v).map_err(|e| {
+                ApiError::bad("invalid_event", format!("events[{i}]: {e} (envelope v1: see docs/trace.md)"))
+            })
+        })
+        .collect()
+}
+
+pub async fn ingest(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let who = app.principal(&headers).await?;
+    let body = body.map_err(|r| match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is over {BODY_MAX} bytes"))
+        }
+        s => ApiError::new(s, "invalid_body", r.body_text()),
+    })?;
+    let events = envelopes(&body)?;
+    let mut times = Vec::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        let ms = e
+            .check()
+            .map_err(|bad| ApiError::bad("invalid_event", format!("events[{i}].{}: {}", bad.field, bad.why)))?;
+        times.push(ms);
+    }
+    let mut reloaded = false;
+    let mut items = Vec::with_capacity(events.len());
+    for (i, (e, ms)) in events.into_iter().zip(times).enumerate() {
+        let mut dir = app.trace_dir(&who, e.agent_name.as_deref(), reloaded);
+        if dir.is_none() && !reloaded {
+            // An agent (or a gateway's agent) an apply added a moment ago.
+            app.reload().await;
+            reloaded = true;
+            dir = app.trace_dir(&who, e.agent_name.as_deref(), reloaded);
+        }
+        let dir = dir.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "events[{i}]: this token may not post events of agent {:?}",
+                    e.agent_name.as_deref().unwrap_or("(none)")
+                ),
+            )
+        })?;
+        items.push(Item { dir, ms, event: e });
+    }
+    let n = items.len();
+    let written = app.traces.write(items).await.map_err(|e| {
+        tracing::error!("{e}");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the trace store could not keep this batch; nothing was acknowledged: send it again",
+        )
+    })?;
+    let dup = written.iter().filter(|w| **w == Written::Duplicate).count();
+    Ok(Json(json!({"accepted": n, "duplicates": dup})))
+}
+
+/// `since`/`until`: an RFC 3339 time, or a duration back from now (`90s`, `15m`, `1h`, `2d`).
+pub fn when(name: &'static str, s: Option<&String>, now_ms: i64) -> Result<Option<i64>, ApiError> {
+    let Some(s) = s else { return Ok(None) };
+    if let Some(ms) = crate::clock::parse_rfc3339_ms(s) {
+        return Ok(Some(ms));
+    }
+    match crate::fleetfile::decode::parse_duration(s) {
+        Some(secs) => Ok(Some(now_ms - secs as i64 * 1000)),
+        None => Err(ApiError::bad(
+            "invalid_time",
+            format!("`{name}` is an RFC 3339 time (2026-11-29T14:00:00Z) or a duration ago (90s, 15m, 1h, 2d)"),
+        )),
+    }
+}
+
+fn trace_query(q: &HashMap<String, String>) -> Result<TraceQuery, ApiError> {
+    let now = crate::clock::now_ms();
+    let kinds: Vec<String> =
+        q.get("kind").map(|k| k.split(',').map(str::trim).map(str::to_string).collect()).unwrap_or_default();
+    if let Some(k) = kinds.iter().find(|k| !crate::trace::envelope::KINDS.contains(&k.as_str())) {
+        return Err(ApiError::bad(
+            "invalid_kind",
+            format!("`kind` {k:?} is not one of {}", crate::trace::envelope::KINDS.join(", ")),
+        ));
+    }
+    let limit = match q.get("limit") {
+        None => LIMIT_DEFAULT,
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|n| (1..=LIMIT_MAX).contains(n))
+            .ok_or_else(|| ApiError::bad("invalid_limit", format!("`limit` is 1–{LIMIT_MAX}")))?,
+    };
+    let order = match q.get("order").map(String::as_str) {
+        None | Some("desc") => Order::Desc,
+        Some("asc") => Order::Asc,
+        Some(_) => return Err(ApiError::bad("invalid_order", "`order` is asc or desc")),
+    };
+    let after = match q.get("cursor") {
+        None => None,
+        Some(c) => Some(
+            parse_cursor(c)
+                .ok_or_else(|| ApiError::bad("invalid_cursor", "`cursor` is a next_cursor from an earlier page"))?,
+        ),
+    };
+    Ok(TraceQuery {
+        kinds,
+        since: when("since", q.get("since"), now)?,
+        until: when("until", q.get("until"), now)?,
+        thread: q.get("thread").cloned(),
+        trace_id: q.get("trace_id").cloned(),
+        limit,
+        order,
+        after,
+    })
+}
+
+pub async fn read(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(agent): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let who = app.principal(&headers).await?;
+    let agent = app.agent(&who, &agent).await?.to_string();
+    let tq = trace_query(&q)?;
+    let dir = app.layout().agent_trace(&agent);
+    let limit = tq.limit;
+    let page = tokio::task::spawn_blocking(move || store::read(&dir, &tq))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let next = (page.len() == limit).then(|| page.last().map(|(ms, e)| cursor_of(*ms, &e.id))).flatten();
+    let events: Vec<Envelope> = page.into_iter().map(|(_, e)| e).collect();
+    Ok(Json(json!({"agent": agent, "events": events, "next_cursor": next})))
+}
+
+/// Usage rows of the agents `who` may see, since/until.
+async fn usage_of(app: &Shared, agents: Vec<String>, q: &HashMap<String, String>) -> Result<Vec<Value>, ApiError> {
+    let now = crate::clock::now_ms();
+    let since = when("since", q.get("since"), now)?;
+    let until = when("until", q.get("until"), now)?;
+    let layout = app.layout();
+    let dirs: Vec<(String, PathBuf)> = agents.into_iter().map(|a| (a.clone(), layout.agent_trace(&a))).collect();
+    let rows = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, store::TraceError> {
+        let mut out = Vec::new();
+        for (agent, dir) in dirs {
+            for r in store::usage(&dir, since, until)? {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                v["agent"] = json!(agent);
+                out.push(v);
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    Ok(rows)
+}
+
+/// `GET /v1/usage?since=&until=`: calls, tokens and cost per agent, model and UTC day (admin: every
+/// agent; an agent: itself).
+pub async fn usage(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let who = app.principal(&headers).await?;
+    let agents: Vec<String> =
+        app.router.view.read().expect("view").agents.keys().filter(|a| who.may_touch(a)).cloned().collect();
+    if agents.is_empty() && !matches!(who, Principal::Admin | Principal::Agent(_)) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this token may only post trace events"));
+    }
+    Ok(Json(json!({"rows": usage_of(&app, agents, &q).await?})))
+}
+
+pub async fn agent_usage(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(agent): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let who = app.principal(&headers).await?;
+    let agent = app.agent(&who, &agent).await?.to_string();
+    Ok(Json(json!({"agent": agent.clone(), "rows": usage_of(&app, vec![agent], &q).await?})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_an_object_with_events_an_array_or_one_envelope() {
+        let one = r#"{"v":1,"id":"a","trace_id":null,"created_at":"2026-11-29T14:00:00Z","agent_name":"alice","kind":"lifecycle"}"#;
+        assert_eq!(envelopes(format!(r#"{{"events":[{one}]}}"#).as_bytes()).unwrap().len(), 1);
+        assert_eq!(envelopes(format!("[{one},{one}]").as_bytes()).unwrap().len(), 2);
+        assert_eq!(envelopes(one.as_bytes()).unwrap().len(), 1);
+        let e = envelopes(br#"{"events":[{"v":1}]}"#).unwrap_err();
+        assert!(e.message.starts_with("events[0]: missing field"), "{}", e.message);
+        assert_eq!(envelopes(b"7").unwrap_err().code, "invalid_body");
+    }
+
+    #[test]
+    fn times_are_instants_or_durations_ago() {
+        let now = 10_000_000;
+        assert_eq!(when("since", Some(&"1h".to_string()), now).unwrap(), Some(now - 3_600_000));
+        assert_eq!(when("since", Some(&"1970-01-01T00:00:01Z".to_string()), now).unwrap(), Some(1000));
+        assert_eq!(when("since", Some(&"soon".to_string()), now).unwrap_err().code, "invalid_time");
+        assert_eq!(when("since", None, now).unwrap(), None);
+    }
+}
