@@ -12,3 +12,4 @@ mod proxy;
 mod serve;
 mod spine;
 mod support;
+mod trace;

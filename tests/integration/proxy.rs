@@ -66,7 +66,7 @@ fn master(w: &World) -> String {
     std::fs::read_to_string(w.data_dir("quickstart").join("litellm/master.key")).unwrap().trim().to_string()
 }
 
-fn key_of(w: &World, agent: &str) -> String {
+pub fn key_of(w: &World, agent: &str) -> String {
     env_key(&w.data_dir("quickstart").join(format!("agents/{agent}/env")))
 }
 

@@ -11,13 +11,13 @@ use crate::support::World;
 
 const FLEET: &str = "quickstart";
 
-struct Daemon {
-    port: u16,
-    admin: String,
+pub struct Daemon {
+    pub port: u16,
+    pub admin: String,
 }
 
 impl Daemon {
-    fn of(w: &World) -> Daemon {
+    pub fn of(w: &World) -> Daemon {
         let kdl = w.read("fleet.kdl");
         let at = kdl.find("listen \"127.0.0.1:").unwrap() + "listen \"127.0.0.1:".len();
         let port: u16 = kdl[at..].split('"').next().unwrap().parse().unwrap();
@@ -38,7 +38,7 @@ impl Daemon {
         (status, serde_json::from_str(body).unwrap_or(Value::String(body.to_string())))
     }
 
-    fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+    pub fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
         if let Some(t) = token {
             req.push_str(&format!("Authorization: Bearer {t}\r\n"));
@@ -51,7 +51,7 @@ impl Daemon {
         self.raw(req.as_bytes())
     }
 
-    fn post(&self, agent: &str, body: &str, wait: Option<u64>) -> (u16, Value) {
+    pub fn post(&self, agent: &str, body: &str, wait: Option<u64>) -> (u16, Value) {
         let q = wait.map(|w| format!("?wait={w}")).unwrap_or_default();
         self.request("POST", &format!("/v1/agents/{agent}/messages{q}"), Some(&self.admin), Some(body))
     }
@@ -116,7 +116,7 @@ fn rows(w: &World) -> i64 {
     db.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).unwrap()
 }
 
-fn agent_token(w: &World, agent: &str) -> String {
+pub fn agent_token(w: &World, agent: &str) -> String {
     let env = std::fs::read_to_string(w.data_dir(FLEET).join(format!("agents/{agent}/env"))).unwrap();
     env.lines().find_map(|l| l.strip_prefix("FLEET_TOKEN=")).unwrap().to_string()
 }

@@ -325,10 +325,25 @@ function tokenFromFile() {
 }
 
 // ---------- per-run state ----------
+// OpenClaw 2026.9.6 runs the agent loop in an execution frame whose hook registry does not hold
+// plugins loaded from plugins.load.paths: llm_input/llm_output/model_call_*/before|after_tool_call/
+// agent_end never fire for them (hasHooks() is false inside the run). api.runtime.events.onAgentEvent
+// does deliver every run's events (webchat, heartbeat, any channel), so it is the primary source.
+// message_received (gateway side) supplies the user's text. The other typed hooks are registered
+// too: should a future release dispatch them, they fill the same deterministic ids (first wins).
+const ROUTING = Symbol.for("openclaw.agentEvents.executionContext");
+function routingOf(runId) {
+  // Best effort, internal: the run's routing record (isHeartbeat) from OpenClaw's event context.
+  try {
+    return globalThis[ROUTING]?.getStore?.()?.routingByRun?.get(runId)?.routing;
+  } catch {
+    return undefined;
+  }
+}
 function run(runId) {
   let r = G.runs.get(runId);
   if (!r) {
-    r = { runId, llm: 0, reasoning: 0, calls: new Map(), pendingOut: null };
+    r = { runId, llm: 0, reasoning: "", out: 0, call: null, tools: 0, assistant: "", done: false };
     G.runs.set(runId, r);
     if (G.runs.size > 2000) G.runs.delete(G.runs.keys().next().value);
   }
@@ -336,15 +351,33 @@ function run(runId) {
 }
 function learn(r, src) {
   if (!src) return;
-  r.agentId ??= str(src.agentId);
-  r.sessionKey ??= str(src.sessionKey);
+  if (!r.agentId) r.agentId = str(src.agentId);
+  if (!r.sessionKey) r.sessionKey = str(src.sessionKey);
   const ch = str(src.channelId) || str(src.channel) || str(src.messageProvider);
-  if (ch) r.channel ??= ch;
+  if (ch && !r.channel) r.channel = ch;
   if (src.trigger === "heartbeat" || src.isHeartbeat === true) r.heartbeat = true;
 }
 function agentFromKey(key) {
   const m = typeof key === "string" && /^agent:([^:]+):/.exec(key);
   return m ? m[1] : undefined;
+}
+function heartbeatPrompt(cfg, agentId) {
+  const entry = cfg?.agents?.entries?.[agentId] ?? (Array.isArray(cfg?.agents?.list) ? cfg.agents.list.find((a) => a && a.id === agentId) : undefined);
+  return str(entry?.heartbeat?.prompt) ?? str(cfg?.agents?.defaults?.heartbeat?.prompt);
+}
+
+// Inbound texts by runId / messageId / sessionKey, waiting for their run to start.
+const INBOX_TTL_MS = 10 * 60 * 1000;
+function remember(map, key, value) {
+  if (!key) return;
+  map.set(key, { value, at: Date.now() });
+  if (map.size > 1000) for (const [k, v] of map) if (Date.now() - v.at > INBOX_TTL_MS || map.size > 1000) map.delete(k); else break;
+}
+function take(map, key) {
+  const e = key && map.get(key);
+  if (!e) return undefined;
+  map.delete(key);
+  return Date.now() - e.at < INBOX_TTL_MS ? e.value : undefined;
 }
 
 // ---------- the plugin ----------
@@ -362,7 +395,6 @@ export default {
       return;
     }
     const gen = ++G.generation;
-    if (cfg.debugRaw) try { fs.mkdirSync(path.join(gatewayHome(), ".fleet"), { recursive: true }); fs.appendFileSync(path.join(gatewayHome(), ".fleet", "trace-raw.jsonl"), JSON.stringify({ t: Date.now(), hook: "register", gen, mode: api.registrationMode, pid: process.pid, stack: new Error().stack.split("\n").slice(2, 12).join(" | ") }) + "\n"); } catch {}
     const live = () => G.generation === gen;
     const home = gatewayHome();
     const dir = path.join(home, ".fleet");
@@ -384,17 +416,18 @@ export default {
 
     // The queue exists from registration on; the service opens the file and starts shipping.
     const token = tokenFromConfig(api.config) || tokenFromFile();
-    let spool = new Spool({ dir, url, token, log, reloadToken: tokenFromFile });
+    const spool = new Spool({ dir, url, token, log, reloadToken: tokenFromFile });
+    const inbox = { byRun: new Map(), bySession: new Map() };
+
     const emit = (r, kind, idTail, fields) => {
-      if (!spool || !live()) return;
+      if (!live()) return;
       const id = `oc:${r.runId}:${idTail}`;
       if (!firstTime(id)) return;
-      const root = `oc:${r.runId}:in`;
       spool.push({
         v: 1,
         id,
         trace_id: r.runId,
-        parent_id: kind === "message_in" ? null : root,
+        parent_id: kind === "message_in" ? null : `oc:${r.runId}:in`,
         created_at: iso(fields.at),
         agent_name: r.agentId ?? agentFromKey(r.sessionKey) ?? null,
         kind,
@@ -410,54 +443,162 @@ export default {
         payload: fields.payload ?? {},
       });
     };
-    const root = (r, text, at) => emit(r, "message_in", "in", { at, payload: { text: text ?? null } });
+    const emitRoot = (r, at) => {
+      if (r.rooted) return;
+      r.rooted = true;
+      let text = r.inText;
+      if (text === undefined && r.heartbeat) text = heartbeatPrompt(api.config, r.agentId);
+      emit(r, "message_in", "in", { at, payload: { text: text === undefined ? null : cap(text, TEXT_CAP) } });
+    };
+    // A model call ends at the next boundary (next call, finishing, end, error): only then is it
+    // known whether it asked for tools, and how many output tokens it added.
+    const closeCall = (r, at, stopReason, error) => {
+      const c = r.call;
+      if (!c) return;
+      r.call = null;
+      const out = r.outputTokens !== undefined && c.tokensBefore !== undefined ? r.outputTokens - c.tokensBefore : undefined;
+      emit(r, "llm_call", `llm:${c.n}`, {
+        at: c.at,
+        model: c.model,
+        duration_ms: Math.max(0, (c.endAt ?? at) - c.at),
+        tokens_out: out,
+        error,
+        payload: {
+          provider: c.provider ?? null,
+          model: c.model ?? null,
+          usage: { input: null, output: out ?? null },
+          stop_reason: r.tools > c.toolsBefore ? "tool_calls" : stopReason ?? null,
+        },
+      });
+      if (r.reasoning) {
+        emit(r, "reasoning", `reasoning:${c.n}`, { at: c.at, payload: { text: cap(r.reasoning, TEXT_CAP) } });
+        r.reasoning = "";
+      }
+    };
 
-    // Typed hooks: observation only, never throw, never await I/O.
+    const onAgentEvent = (evt) => {
+      if (!live() || !evt || !str(evt.runId)) return;
+      if (!firstTime(`seq:${evt.runId}:${evt.seq}`)) return; // duplicate delivery (reload)
+      raw("agent_event", evt);
+      const r = run(evt.runId);
+      learn(r, evt);
+      if (r.heartbeat === undefined) {
+        const routing = routingOf(evt.runId);
+        if (routing) {
+          r.heartbeat = routing.isHeartbeat === true;
+          learn(r, routing);
+        }
+      }
+      const d = evt.data || {};
+      const at = num(evt.ts) ?? Date.now();
+      switch (evt.stream) {
+        case "lifecycle": {
+          if (d.phase === "start") {
+            if (r.inText === undefined) r.inText = take(inbox.byRun, evt.runId) ?? take(inbox.bySession, r.sessionKey);
+            emitRoot(r, num(d.startedAt) ?? at);
+            emit(r, "lifecycle", "lifecycle:start", { at, payload: { phase: "start", heartbeat: !!r.heartbeat } });
+          } else if (d.phase === "model") {
+            if (!str(d.provider) && !str(d.model)) break; // a post-run bookkeeping event
+            emitRoot(r, at);
+            closeCall(r, at);
+            r.call = { n: ++r.llm, at, provider: str(d.provider), model: str(d.model), tokensBefore: r.outputTokens ?? 0, toolsBefore: r.tools };
+          } else if (d.phase === "finishing" || d.phase === "end" || d.phase === "error") {
+            emitRoot(r, at);
+            const err = d.phase === "error" ? str(d.error) ?? str(d.errorMessage) ?? str(d.message) ?? "error" : undefined;
+            closeCall(r, at, str(d.stopReason), err);
+            if (d.phase === "finishing") break;
+            if (d.phase === "end") {
+              const reply = d.terminalReply && typeof d.terminalReply.text === "string" ? d.terminalReply.text : r.assistant || null;
+              if (reply !== null || str(d.stopReason))
+                emit(r, "message_out", "out", { at, payload: { text: reply === null ? null : cap(reply, TEXT_CAP), stop_reason: str(d.stopReason) ?? null } });
+            } else {
+              emit(r, "error", "error", { at, error: err, payload: { message: err, kind: str(d.errorKind) ?? null } });
+            }
+            const started = num(d.startedAt);
+            emit(r, "lifecycle", `lifecycle:${d.phase}`, {
+              at,
+              duration_ms: started !== undefined ? Math.max(0, (num(d.endedAt) ?? at) - started) : undefined,
+              error: err,
+              payload: { phase: d.phase, heartbeat: !!r.heartbeat, stop_reason: str(d.stopReason) ?? null, aborted: d.aborted === true },
+            });
+            r.done = true;
+          }
+          break;
+        }
+        case "usage":
+          if (num(d.outputTokens) !== undefined) r.outputTokens = d.outputTokens;
+          if (r.call) r.call.endAt = at;
+          break;
+        case "assistant":
+          if (typeof d.text === "string") r.assistant = d.text;
+          if (r.call) r.call.endAt = at;
+          break;
+        case "thinking":
+          if (typeof d.delta === "string") r.reasoning += d.delta;
+          else if (typeof d.text === "string") r.reasoning = d.text;
+          break;
+        case "tool": {
+          const id = str(d.toolCallId);
+          if (!id) break;
+          emitRoot(r, at);
+          if (d.phase === "start") {
+            r.tools++;
+            if (r.call && !r.call.endAt) r.call.endAt = at;
+            (r.toolStart ??= new Map()).set(id, at);
+            emit(r, "tool_call", `tool_call:${id}`, { at, payload: { tool: str(d.name) ?? null, tool_call_id: id, args: d.args ?? null } });
+          } else if (d.phase === "result") {
+            let text = jsonText(d.result);
+            const truncated = typeof text === "string" && text.length > RESULT_CAP;
+            if (truncated) text = text.slice(0, RESULT_CAP);
+            const t0 = r.toolStart?.get(id);
+            r.toolStart?.delete(id);
+            emit(r, "tool_result", `tool_result:${id}`, {
+              at,
+              duration_ms: t0 !== undefined ? Math.max(0, at - t0) : undefined,
+              error: d.isError ? cap(text ?? "tool error", 2000) : undefined,
+              payload: { tool: str(d.name) ?? null, tool_call_id: id, result: text, is_error: d.isError === true, ...(truncated ? { truncated: true } : {}) },
+            });
+          }
+          break;
+        }
+        case "error": {
+          const msg = str(d.message) ?? str(d.error) ?? jsonText(d);
+          emit(r, "error", `error:${evt.seq}`, { at, error: msg, payload: { message: msg, kind: str(d.kind) ?? null } });
+          break;
+        }
+      }
+      if (r.done) G.runs.delete(evt.runId);
+    };
+
+    // Typed hooks: observation only, never throw, never do I/O.
     const on = (name, fn) =>
       api.on(name, (event, ctx) => {
-        raw(name, event, { ...ctx, _gen: gen, _live: live() });
         if (!live()) return;
         try {
+          raw(name, event, ctx);
           fn(event || {}, ctx || {});
         } catch (e) {
           log.warn?.(`fleet-trace: ${name} handler: ${e && e.message}`);
         }
       });
-
+    on("message_received", (e, ctx) => {
+      const text = typeof e.content === "string" ? e.content : textOf(e.content);
+      if (text === undefined) return;
+      const runId = str(e.runId) || str(ctx.runId);
+      // chat.send: runId = idempotencyKey = messageId. Channels: the session's next run.
+      remember(inbox.byRun, runId || str(e.messageId) || str(ctx.messageId), text);
+      remember(inbox.bySession, str(e.sessionKey) || str(ctx.sessionKey), text);
+      const r = runId && G.runs.get(runId);
+      if (r && !r.rooted) r.inText = text;
+      const ch = str(ctx.channelId);
+      if (ch) remember(inbox.byRun, "ch:" + (runId || str(e.messageId) || ""), ch);
+    });
     on("llm_input", (e, ctx) => {
       const runId = str(e.runId) || str(ctx.runId);
       if (!runId) return;
       const r = run(runId);
       learn(r, ctx);
-      if (!r.rootText) r.rootText = str(e.prompt);
-      root(r, r.rootText);
-    });
-    on("model_call_started", (e, ctx) => {
-      const runId = str(e.runId) || str(ctx.runId);
-      if (!runId) return;
-      const r = run(runId);
-      learn(r, ctx);
-      learn(r, e);
-      if (!r.calls.has(e.callId)) r.calls.set(e.callId, { n: ++r.llm, startedAt: Date.now() });
-    });
-    on("model_call_ended", (e, ctx) => {
-      const runId = str(e.runId) || str(ctx.runId);
-      if (!runId) return;
-      const r = run(runId);
-      learn(r, ctx);
-      learn(r, e);
-      let c = r.calls.get(e.callId);
-      if (!c) r.calls.set(e.callId, (c = { n: ++r.llm, startedAt: Date.now() - (num(e.durationMs) ?? 0) }));
-      c.ended = e;
-      r.lastCall = c;
-    });
-    on("llm_output", (e, ctx) => {
-      const runId = str(e.runId) || str(ctx.runId);
-      if (!runId) return;
-      const r = run(runId);
-      learn(r, ctx);
-      r.llmOutputs = (r.llmOutputs || 0) + 1;
-      r.lastOutput = e;
+      if (r.inText === undefined && typeof e.prompt === "string") r.inText = e.prompt;
     });
     on("before_tool_call", (e, ctx) => {
       const runId = str(e.runId) || str(ctx.runId);
@@ -465,69 +606,44 @@ export default {
       if (!runId || !id) return;
       const r = run(runId);
       learn(r, ctx);
-      emit(r, "tool_call", `tool_call:${id}`, { payload: { tool: e.toolName ?? ctx.toolName ?? null, tool_call_id: id, args: e.params ?? null } });
+      emit(r, "tool_call", `tool_call:${id}`, { payload: { tool: str(e.toolName) ?? null, tool_call_id: id, args: e.params ?? null } });
     });
-    on("after_tool_call", (e, ctx) => {
-      const runId = str(e.runId) || str(ctx.runId);
-      const id = str(e.toolCallId) || str(ctx.toolCallId);
-      if (!runId || !id) return;
-      const r = run(runId);
-      learn(r, ctx);
-      let text = e.error !== undefined && e.result === undefined ? e.error : jsonText(e.result);
-      const truncated = typeof text === "string" && text.length > RESULT_CAP;
-      if (truncated) text = text.slice(0, RESULT_CAP);
-      emit(r, "tool_result", `tool_result:${id}`, {
-        duration_ms: num(e.durationMs),
-        error: str(e.error),
-        payload: { tool: e.toolName ?? ctx.toolName ?? null, tool_call_id: id, result: text, is_error: !!e.error, ...(truncated ? { truncated: true } : {}) },
-      });
-    });
-    on("agent_end", (e, ctx) => {
-      const runId = str(e.runId) || str(ctx.runId);
-      if (!runId) return;
-      const r = run(runId);
-      learn(r, ctx);
-    });
-    on("message_received", () => {
-      if (!cfg.debugRaw) return;
-      const st = globalThis[Symbol.for("openclaw.plugins.hook-runner-global-state")];
-      const hr = st && st.hookRunner;
-      raw("probe", { hasLlmInput: hr?.hasHooks?.("llm_input"), hasTool: hr?.hasHooks?.("before_tool_call"), hasRecv: hr?.hasHooks?.("message_received"),
-        regTyped: st?.registry?.typedHooks?.filter((h) => h.pluginId === PLUGIN_ID).map((h) => h.hookName) });
-    });
-    on("message_sent", () => {});
-    on("session_start", () => {});
-    on("session_end", () => {});
 
-    const onAgentEvent = (evt) => {
-      if (!live() || !evt || !str(evt.runId)) return;
-      if (!firstTime(`seq:${evt.runId}:${evt.seq}`)) return;
-      raw("agent_event", evt);
-    };
     let unsubscribe;
     try {
-      unsubscribe = api.runtime?.events?.onAgentEvent?.(onAgentEvent);
+      unsubscribe = api.runtime?.events?.onAgentEvent?.((evt) => {
+        try {
+          // The channel of a chat.send run: message_received saw it first.
+          if (evt && evt.runId && !G.runs.has(evt.runId)) {
+            const ch = take(inbox.byRun, "ch:" + evt.runId);
+            if (ch) run(evt.runId).channel = ch;
+          }
+          onAgentEvent(evt);
+        } catch (e) {
+          log.warn?.(`fleet-trace: agent event: ${e && e.message}`);
+        }
+      });
     } catch (e) {
       log.warn?.(`fleet-trace: onAgentEvent unavailable: ${e && e.message}`);
     }
     api.lifecycle?.onDispose?.(() => {
-      try { unsubscribe?.(); } catch {}
+      try {
+        unsubscribe?.();
+      } catch {}
     });
 
     api.registerService({
       id: "fleet-trace-shipper",
       start: async () => {
-        if (!live() || !spool) return;
+        if (!live()) return;
         if (G.spool && G.spool !== spool) await G.spool.stop().catch(() => {});
         G.spool = spool;
         await spool.open();
         log.info?.(`fleet-trace: shipping to ${url}`);
       },
       stop: async () => {
-        const s = spool;
-        spool = null;
-        if (s) await s.stop();
-        if (G.spool === s) G.spool = null;
+        await spool.stop();
+        if (G.spool === spool) G.spool = null;
       },
     });
   },
