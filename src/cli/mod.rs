@@ -9,6 +9,7 @@ mod image;
 mod loaded;
 mod progress;
 mod serve;
+mod trace;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,6 +115,40 @@ enum Cmd {
     /// The fleet as the daemon sees it: gateways, agents and their status, the login link
     Status {
         path: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// An agent's trace: messages, LLM calls, tool calls and results, heartbeats (docs/trace.md)
+    Trace {
+        agent: String,
+        /// Only these kinds (repeatable): message_in, message_out, llm_call, tool_call, tool_result,
+        /// reasoning, error, lifecycle
+        #[arg(long = "kind", value_name = "KIND")]
+        kinds: Vec<String>,
+        /// Only events since: a duration ago (90s, 15m, 1h, 2d) or an RFC 3339 time
+        #[arg(long)]
+        since: Option<String>,
+        /// How many of the latest events
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Keep printing events as they arrive
+        #[arg(long)]
+        follow: bool,
+        /// One envelope (JSON) per line
+        #[arg(long)]
+        json: bool,
+        /// A fleet file or its directory [default: .]
+        #[arg(long, short = 'f')]
+        file: Option<PathBuf>,
+    },
+    /// LLM calls, tokens and cost, per agent, model or day (as the proxy priced them)
+    Usage {
+        path: Option<PathBuf>,
+        /// Since: a duration ago (1h, 7d) or an RFC 3339 time
+        #[arg(long, default_value = "1d")]
+        since: String,
+        #[arg(long, value_enum, default_value = "agent")]
+        by: trace::By,
         #[arg(long)]
         json: bool,
     },
@@ -229,6 +264,17 @@ pub fn main() -> ExitCode {
             print_unit,
         }),
         Cmd::Status { path, json } => serve::status(path.as_deref(), data_dir, json),
+        Cmd::Trace { agent, kinds, since, limit, follow, json, file } => trace::trace(trace::TraceArgs {
+            path: file.as_deref(),
+            data_dir,
+            agent: &agent,
+            kinds,
+            since: since.as_deref(),
+            limit,
+            follow,
+            json,
+        }),
+        Cmd::Usage { path, since, by, json } => trace::usage(path.as_deref(), data_dir, Some(&since), by, json),
         Cmd::Destroy { path, jobs, dry_run, target } => {
             let opts = Options { targets: target, ..Options::default() };
             let req = apply::Request { path: path.as_deref(), data_dir, goal: Goal::Destroy, opts };

@@ -163,6 +163,20 @@ fn a_routed_turn_is_traced_and_ingest_checks_every_batch() {
         .map(|r| r["calls"].as_i64().unwrap())
         .sum();
     assert!(alice_calls >= 1, "{v}");
+
+    // The CLI reads the same store (and works while the daemon is down).
+    let r = w.fleet(&["trace", "alice", "--json", "--kind", "message_in"]).ok();
+    let lines: Vec<Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{}", r.stdout);
+    assert_eq!(lines[0]["id"].as_str(), Some(root.as_str()));
+    let r = w.fleet(&["trace", "alice"]).ok();
+    assert!(r.stdout.contains("llm_call") && r.stdout.contains("demo-small"), "{}", r.stdout);
+    let r = w.fleet(&["trace", "alice", "--kind", "chat"]);
+    assert_ne!(r.code, 0);
+    let r = w.fleet(&["usage", "--json"]).ok();
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let row = v["rows"].as_array().unwrap().iter().find(|r| r["key"] == "alice").cloned().unwrap();
+    assert_eq!(row["calls"].as_i64(), Some(alice_calls), "{v}");
 }
 
 /// Four senders post batches while the daemon is SIGKILLed five times (apply restarts it); every

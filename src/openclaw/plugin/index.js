@@ -494,7 +494,11 @@ export default {
       switch (evt.stream) {
         case "lifecycle": {
           if (d.phase === "start") {
-            if (r.inText === undefined) r.inText = take(inbox.byRun, evt.runId) ?? take(inbox.bySession, r.sessionKey);
+            if (r.inText === undefined && !r.heartbeat) {
+              r.inText = take(inbox.byRun, evt.runId);
+              const s = take(inbox.bySession, r.sessionKey); // consumed either way: one text, one run
+              if (r.inText === undefined) r.inText = s;
+            }
             emitRoot(r, num(d.startedAt) ?? at);
             emit(r, "lifecycle", "lifecycle:start", { at, payload: { phase: "start", heartbeat: !!r.heartbeat } });
           } else if (d.phase === "model") {
