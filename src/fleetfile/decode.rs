@@ -12,8 +12,8 @@ use crate::syntax::diagnostic::{choices_help, did_you_mean, Problem, Problems, S
 use crate::syntax::raw::{RawNode, RawValue};
 use crate::syntax::reader::Reader;
 
-pub const TOP_LEVEL: [&str; 9] =
-    ["fleet", "image", "host", "litellm", "openclaw", "provider", "gateway", "agent", "serve"];
+pub const TOP_LEVEL: [&str; 10] =
+    ["fleet", "image", "host", "litellm", "openclaw", "provider", "gateway", "agent", "serve", "trace"];
 /// Node kinds that come many to a file, each with a name (`[agent.alice]` in TOML).
 pub const NAMED_KINDS: [&str; 5] = ["image", "host", "provider", "gateway", "agent"];
 
@@ -32,6 +32,8 @@ pub struct Decoded {
     pub agents: Vec<AgentRaw>,
     /// `serve`, with where it was declared (its port is checked against the others').
     pub serve: Option<(Serve, SourceSpan)>,
+    /// `trace { … }`, with where it was declared (it needs `serve`).
+    pub trace: Option<(TraceExport, SourceSpan)>,
     /// Nodes that are declared but did not decode (their problem is already reported),
     /// as (kind, name if known); models list what a broken provider offers. References
     /// to them are not reported again.
@@ -133,6 +135,17 @@ pub fn decode(nodes: &[RawNode], base: &Path, p: &mut Problems) -> Decoded {
                 }
                 serve_span = Some(n.name_span);
                 d.serve = serve(n, p).map(|s| (s, n.name_span));
+            }
+            "trace" => {
+                if let Some((_, first)) = &d.trace {
+                    p.push(
+                        Problem::new("`trace` is declared twice", n.name_span, "second declaration")
+                            .also(*first, "first declared here")
+                            .help("merge the two blocks"),
+                    );
+                    continue;
+                }
+                d.trace = trace_export(n, base, p).map(|t| (t, n.name_span));
             }
             "image" => match image(n, base, p) {
                 Some(i) => d.images.push(i),
@@ -445,7 +458,41 @@ fn serve(n: &RawNode, p: &mut Problems) -> Option<Serve> {
             }
         },
     };
-    Some(Serve { bind, port, reply_timeout_s })
+    Some(Serve { bind, port, reply_timeout_s, export: None })
+}
+
+fn trace_export(n: &RawNode, base: &Path, p: &mut Problems) -> Option<TraceExport> {
+    let mut r = Reader::new(n, p);
+    let span = r.span();
+    let example =
+        r.syntax().pick("otlp \"http://127.0.0.1:4318/v1/traces\"", "otlp = \"http://127.0.0.1:4318/v1/traces\"");
+    let otlp = r.str_opt("otlp");
+    let headers = secret(&mut r, "headers", base, "OTLP_HEADERS");
+    let capture_content = r.bool_opt("capture-content").map(|b| b.value).unwrap_or(false);
+    let project = r.str_opt("project").map(|s| s.value);
+    let attempted = r.attempted("otlp");
+    r.finish();
+    match otlp {
+        Some(u) if u.value.starts_with("http://") || u.value.starts_with("https://") => {
+            Some(TraceExport { otlp: u.value, headers: headers.map(|h| h.value), capture_content, project })
+        }
+        Some(u) => {
+            p.push(
+                Problem::new("`otlp` must be an http:// or https:// URL", u.span, "not an http URL")
+                    .help(format!("the receiver's OTLP/HTTP traces endpoint: `{example}`")),
+            );
+            None
+        }
+        None => {
+            if !attempted {
+                p.push(
+                    Problem::new("`trace` says nowhere to export to", span, "no `otlp`")
+                        .help(format!("add the receiver's OTLP/HTTP traces endpoint: `{example}`")),
+                );
+            }
+            None
+        }
+    }
 }
 
 fn litellm(n: &RawNode, base: &Path, p: &mut Problems) -> LitellmRaw {

@@ -182,6 +182,19 @@ pub struct Serve {
     pub bind: String,
     pub port: u16,
     pub reply_timeout_s: u64,
+    /// `trace { otlp … }`: the daemon exports every turn as OpenTelemetry spans.
+    pub export: Option<TraceExport>,
+}
+
+/// `trace { otlp "http://host:4318/v1/traces"; headers "env:…"; capture-content #false; project "…" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceExport {
+    pub otlp: String,
+    /// `k=v,k2=v2` (as OTEL_EXPORTER_OTLP_HEADERS), a secret reference.
+    pub headers: Option<SecretRef>,
+    pub capture_content: bool,
+    /// The receiver's project (`openinference.project.name`).
+    pub project: Option<String>,
 }
 
 impl Serve {

@@ -29,8 +29,20 @@ pub fn assemble(
     p: &mut Problems,
 ) -> Option<FleetSpec> {
     let syntax = p.syntax;
-    let Decoded { fleet_declared, fleet, images, hosts, litellm, openclaw, providers, gateways, agents, serve, broken } =
-        d;
+    let Decoded {
+        fleet_declared,
+        fleet,
+        images,
+        hosts,
+        litellm,
+        openclaw,
+        providers,
+        gateways,
+        agents,
+        mut serve,
+        trace,
+        broken,
+    } = d;
     let is_broken =
         |kind: &str, name: &str| broken.iter().any(|(k, n)| *k == kind && n.as_deref().is_none_or(|n| n == name));
     let any_broken = |kind: &str| broken.iter().any(|(k, _)| *k == kind);
@@ -127,6 +139,19 @@ pub fn assemble(
         }
     };
 
+    // `trace { otlp … }`: the daemon exports; without one there is nothing to export from.
+    match (&mut serve, trace) {
+        (Some((sv, _)), Some((t, _))) => sv.export = Some(t),
+        (None, Some((_, span))) => p.push(
+            Problem::new("`trace` export needs the daemon: there is no `serve`", span, "nothing to export from").help(
+                format!(
+                    "declare it: `{}`",
+                    syntax.pick("serve { listen \"127.0.0.1:8700\" }", "[serve] listen = \"127.0.0.1:8700\"")
+                ),
+            ),
+        ),
+        _ => {}
+    }
     let litellm = {
         let raw = litellm;
         let declared = raw.is_some();

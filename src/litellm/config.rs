@@ -43,8 +43,16 @@ fn litellm_params(p: &Provider, model: &str, response: Option<&str>) -> Value {
         ProviderKind::Ollama => "ollama",
     };
     params.insert("model".into(), json!(format!("{prefix}/{model}")));
-    if let Some((var, _)) = provider_key_env(p) {
-        params.insert("api_key".into(), json!(format!("os.environ/{var}")));
+    match provider_key_env(p) {
+        Some((var, _)) => {
+            params.insert("api_key".into(), json!(format!("os.environ/{var}")));
+        }
+        // A local OpenAI-style server that asks for no key: LiteLLM's OpenAI client still needs one
+        // to build a request (without it every call fails before it is sent).
+        None if p.kind == ProviderKind::OpenAiCompatible => {
+            params.insert("api_key".into(), json!("no-key"));
+        }
+        None => {}
     }
     match (p.kind, &p.url) {
         (_, Some(url)) => {

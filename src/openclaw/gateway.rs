@@ -29,6 +29,9 @@ pub struct GatewayInputs {
     /// What the gateway's image is (its sha256 or recipe fingerprint): a new one restarts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// fleet's trace plugin (its digest), written into the home before the gateway starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
 }
 
 /// Merges `patch` into `base`: objects key by key, everything else replaced.
@@ -57,6 +60,9 @@ fn config_now_and_wanted(g: &GatewayInputs) -> miette::Result<(Value, Value)> {
 
 /// Writes the fleet-owned settings (and the token) into openclaw.json, keeping what the gateway added.
 pub fn write_config(g: &GatewayInputs) -> miette::Result<()> {
+    if g.plugin.is_some() {
+        super::plugin::install(&g.launch.home).into_diagnostic().wrap_err("cannot write fleet's trace plugin")?;
+    }
     let path = g.launch.config_file();
     let (_, doc) = config_now_and_wanted(g)?;
     let bytes = serde_json::to_vec_pretty(&doc).into_diagnostic()?;

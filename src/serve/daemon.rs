@@ -29,6 +29,9 @@ pub struct ServeInputs {
     pub reply_timeout_s: u64,
     pub log: PathBuf,
     pub pid_file: PathBuf,
+    /// `trace { otlp … }`: where the daemon exports spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<super::export::ExportInputs>,
 }
 
 impl ServeInputs {
@@ -126,6 +129,11 @@ impl ServeDriver {
             .env_clear()
             .envs(crate::process::passed_env())
             .env("HOME", std::env::var_os("HOME").unwrap_or_else(|| "/".into()));
+        // The export's headers, when they come from the environment: that one variable, no other.
+        let header_var = s.export.as_ref().and_then(|e| e.headers.as_deref()).and_then(|h| h.strip_prefix("env:"));
+        if let Some(v) = header_var.and_then(|n| std::env::var_os(n).map(|v| (n, v))) {
+            cmd.env(v.0, v.1);
+        }
         if let Some(filter) = std::env::var_os("FLEET_SERVE_LOG") {
             cmd.env("RUST_LOG", filter);
         }

@@ -38,6 +38,8 @@ pub struct App {
     pub token_file: std::path::PathBuf,
     pub data_dir: std::path::PathBuf,
     pub traces: crate::trace::writer::TraceWriter,
+    /// Accepted events the OpenTelemetry export may have passed already.
+    pub late: super::export::Late,
 }
 
 pub type Shared = Arc<App>;

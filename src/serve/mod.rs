@@ -8,6 +8,7 @@ pub mod agent_token;
 mod api_error;
 pub mod auth;
 pub mod daemon;
+pub mod export;
 mod http;
 mod page;
 mod request;
@@ -80,6 +81,7 @@ pub async fn run(
         token_file: layout.serve_token(),
         data_dir: cfg.data_dir.clone(),
         traces,
+        late: Default::default(),
     });
 
     let reconciled = router.reconcile().await;
@@ -90,6 +92,7 @@ pub async fn run(
         tokio::spawn(reload_view(app.clone())),
         tokio::spawn(poll_health(app.clone())),
         tokio::spawn(seal_traces(app.clone())),
+        tokio::spawn(export::run(app.clone())),
     ];
     let routes = http::routes().route("/", axum::routing::get(page::page)).with_state(app);
     let server = axum::serve(listener, routes);

@@ -96,6 +96,7 @@ pub async fn ingest(
         items.push(Item { dir, ms, event: e });
     }
     let n = items.len();
+    let offered: Vec<(i64, Envelope)> = items.iter().map(|it| (it.ms, it.event.clone())).collect();
     let written = app.traces.write(items).await.map_err(|e| {
         tracing::error!("{e}");
         ApiError::new(
@@ -105,6 +106,11 @@ pub async fn ingest(
         )
     })?;
     let dup = written.iter().filter(|w| **w == Written::Duplicate).count();
+    for ((ms, e), w) in offered.iter().zip(&written) {
+        if *w != Written::Duplicate {
+            app.late.offer(*ms, e);
+        }
+    }
     Ok(Json(json!({"accepted": n, "duplicates": dup})))
 }
 

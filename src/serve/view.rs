@@ -46,6 +46,8 @@ pub struct FleetView {
     pub callback_token: Option<String>,
     /// Gateway → the sha256 (hex) of its own token (its plugin posts trace events with it).
     pub gateway_tokens: BTreeMap<String, String>,
+    /// `trace { otlp … }`, as the `serve` record holds it.
+    pub export: Option<crate::serve::export::ExportInputs>,
     pub runs: Vec<RunRow>,
 }
 
@@ -109,6 +111,9 @@ impl FleetView {
                     } else if let Some(g) = r.address.strip_prefix("gateway.").and_then(|a| a.strip_suffix(".token")) {
                         v.gateway_tokens.extend(h.map(|h| (g.to_string(), h)));
                     }
+                }
+                "serve" => {
+                    v.export = r.inputs_as::<crate::serve::daemon::ServeInputs>().ok().and_then(|s| s.export);
                 }
                 "serve.token" => {
                     let agent = r.address.strip_prefix("serve.token.").unwrap_or_default();

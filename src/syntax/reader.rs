@@ -210,6 +210,26 @@ impl<'a, 'p> Reader<'a, 'p> {
         self.string_of(e, &format!("`{key}`"))
     }
 
+    pub fn bool_opt(&mut self, key: &'static str) -> Option<Spanned<bool>> {
+        let e = self.setting(key)?;
+        match &e.value {
+            RawValue::Bool(b) => Some(Spanned::new(*b, e.span)),
+            other => {
+                let (kdl, toml) = (format!("{key} #true"), format!("{key} = true"));
+                let example = self.syntax().pick(&kdl, &toml).to_string();
+                self.problems.push(
+                    Problem::new(
+                        format!("`{key}` must be true or false, found {}", other.type_name()),
+                        e.span,
+                        "expected a boolean",
+                    )
+                    .help(format!("write `{example}`")),
+                );
+                None
+            }
+        }
+    }
+
     pub fn int_opt(&mut self, key: &'static str, min: i128, max: i128) -> Option<Spanned<i128>> {
         let e = self.setting(key)?;
         match &e.value {

@@ -278,3 +278,130 @@ fn no_acknowledged_event_is_lost_when_the_daemon_dies() {
     });
     assert_eq!(after, Some(before + 5), "every call made while the daemon was down arrives, once");
 }
+
+/// The scripted upstream (tests/fixtures/tool_upstream.py): a tool call first, then text.
+struct Upstream(std::process::Child, u16);
+
+impl Upstream {
+    fn start() -> Upstream {
+        let port = crate::support::free_port();
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tool_upstream.py");
+        let child = std::process::Command::new("python3").arg(script).arg(port.to_string()).spawn().unwrap();
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the scripted upstream did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Upstream(child, port)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every event of one turn: one trace id, every event but the root pointing at the root.
+fn turn(events: &[Value], trace: &str) -> Vec<Value> {
+    events.iter().filter(|e| e["trace_id"] == trace).cloned().collect()
+}
+
+fn count(events: &[Value], kind: &str, backend: &str) -> usize {
+    events.iter().filter(|e| e["kind"] == kind && e["backend_name"] == backend).count()
+}
+
+/// The gateway's plugin: a chat turn with a tool call, and a heartbeat run (woken over the RPC),
+/// each reconstructed from alice's trace; the proxy's llm_calls beside them.
+#[test]
+fn the_plugin_traces_tool_calls_of_chat_turns_and_heartbeats() {
+    let w = World::quickstart();
+    let up = Upstream::start();
+    w.edit(
+        "fleet.kdl",
+        "provider \"demo\" type=\"mock\" {",
+        &format!(
+            "provider \"scripted\" type=\"openai-compatible\" url=\"http://127.0.0.1:{}/v1\" {{\n    model \"tool-model\"\n}}\n\nprovider \"demo\" type=\"mock\" {{",
+            up.1
+        ),
+    );
+    w.edit(
+        "fleet.kdl",
+        "agent \"alice\" gateway=\"main\" model=\"demo-small\"",
+        "agent \"alice\" gateway=\"main\" model=\"tool-model\"",
+    );
+    w.fleet(&["apply"]).ok();
+    let d = Daemon::of(&w);
+    let (s, reply) = d.post("alice", r#"{"text":"check your status"}"#, Some(120));
+    assert_eq!((s, reply["role"].as_str()), (200, Some("agent")), "{reply}");
+    assert!(reply["text"].as_str().unwrap().starts_with("Done"), "{reply}");
+    let msg = reply["reply_to"].as_str().unwrap().to_string();
+    let root = format!("oc:{msg}:in");
+
+    let events = wait_until(Duration::from_secs(30), || {
+        let ev = turn(&trace_of(&d, "alice", ""), &msg);
+        (count(&ev, "tool_result", "openclaw") >= 1
+            && count(&ev, "message_out", "openclaw") + count(&ev, "message_out", "fleet") >= 1)
+            .then_some(ev)
+    })
+    .unwrap_or_else(|| panic!("turn {msg}: {:#?}", trace_of(&d, "alice", "")));
+    let k = kinds(&events);
+    for want in ["message_in", "llm_call", "tool_call", "tool_result", "message_out"] {
+        assert!(k.contains(want), "{want} missing from {k:?}");
+    }
+    assert!(count(&events, "llm_call", "openclaw") >= 2, "two model calls around the tool: {events:#?}");
+    for e in &events {
+        if e["id"] == root.as_str() {
+            assert!(e["parent_id"].is_null());
+        } else {
+            assert_eq!(e["parent_id"].as_str(), Some(root.as_str()), "{e}");
+        }
+    }
+    let call = events.iter().find(|e| e["kind"] == "tool_call").unwrap();
+    let result = events.iter().find(|e| e["kind"] == "tool_result").unwrap();
+    assert_eq!(call["payload"]["tool_call_id"], result["payload"]["tool_call_id"]);
+    assert!(call["payload"]["tool"].as_str().is_some(), "{call}");
+    let llm = events.iter().find(|e| e["kind"] == "llm_call").unwrap();
+    assert_eq!(llm["model"].as_str().map(|m| m.ends_with("tool-model")), Some(true), "{llm}");
+    // The proxy saw the same two calls, with their tokens.
+    let proxied =
+        trace_of(&d, "alice", "&kind=llm_call").into_iter().filter(|e| e["backend_name"] == "litellm").count();
+    assert!(proxied >= 2, "the proxy's llm_call events: {proxied}");
+
+    // A heartbeat run: hidden from plain RPC clients, seen by the plugin with its tool call.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let gw_port: u16 = {
+        let kdl = w.read("fleet.kdl");
+        let at =
+            kdl.find("gateway \"main\" host=\"local\" port=").unwrap() + "gateway \"main\" host=\"local\" port=".len();
+        kdl[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    let gref = fleet::openclaw::client::GatewayRef {
+        name: "main".into(),
+        url: format!("ws://127.0.0.1:{gw_port}"),
+        token_file: w.data_dir(FLEET).join("gateways/main/token"),
+    };
+    rt.block_on(async {
+        let c = gref.connect().await.unwrap();
+        c.rpc()
+            .call(
+                "wake",
+                json!({"mode": "now", "text": "heartbeat check", "sessionKey": "agent:alice:main", "agentId": "alice"}),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    });
+    let hb = wait_until(Duration::from_secs(120), || {
+        let ev = trace_of(&d, "alice", "");
+        let hb: Vec<Value> = ev.iter().filter(|e| e["channel_id"] == "heartbeat").cloned().collect();
+        (hb.iter().any(|e| e["kind"] == "tool_result") && hb.iter().any(|e| e["kind"] == "message_out")).then_some(hb)
+    })
+    .unwrap_or_else(|| panic!("no heartbeat run in {:#?}", trace_of(&d, "alice", "")));
+    let trace = hb[0]["trace_id"].as_str().unwrap();
+    assert!(hb.iter().all(|e| e["trace_id"] == trace), "one trace id per heartbeat run");
+    assert!(hb.iter().any(|e| e["kind"] == "tool_call"), "{hb:#?}");
+    let r = w.fleet(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+}

@@ -6,23 +6,33 @@
 //   v: 1, id, trace_id (= OpenClaw runId), parent_id, created_at (RFC3339 UTC, ms), agent_name
 //   (OpenClaw agentId), kind, channel_id, thread_id (sessionKey), backend_name ("openclaw"), model,
 //   duration_ms, tokens_in, tokens_out, cost_usd, error, payload.
-// Ids are deterministic, so a resend or a duplicate delivery yields the same id:
-//   message_in   oc:<runId>:in              root of the turn, parent_id null
-//                payload {text}             (the user's message; for a heartbeat run the heartbeat prompt)
-//   lifecycle    oc:<runId>:lifecycle:<phase>
-//                payload {phase: "start"|"end"|"error", heartbeat: bool, stop_reason?, aborted?}
-//   llm_call     oc:<runId>:llm:<n>         n = 1, 2, … in call order within the run
-//                payload {provider, model, usage: {input, output, cache_read, cache_write, total},
-//                         stop_reason, call_id, outcome, error_category?, ttfb_ms?}
-//                model/duration_ms/tokens_in/tokens_out set; backend_name stays "openclaw" (the
-//                gateway side of the call; LiteLLM reports its own side separately).
+// Sources (OpenClaw 2026.9.6): api.runtime.events.onAgentEvent for everything a run does (it
+// carries runId, seq, ts, agentId, sessionKey on lifecycle events, data); the typed hook
+// message_received for the user's text (webchat: its messageId is the chat.send idempotencyKey =
+// runId). Ids are deterministic, so a resend or a duplicate delivery yields the same id:
+//   message_in   oc:<runId>:in  (parent_id null)  payload {text}: the inbound text; for a heartbeat
+//                run the configured heartbeat prompt (agents.entries.<id>.heartbeat.prompt or
+//                agents.defaults.heartbeat.prompt), else null. Emitted at lifecycle start.
+//   lifecycle    oc:<runId>:lifecycle:<start|end|error>
+//                payload {phase, heartbeat: bool, stop_reason?, aborted?}; duration_ms on end/error
+//   llm_call     oc:<runId>:llm:<n>  n = 1, 2, … (lifecycle "model" events, in order)
+//                payload {provider, model, usage: {input: null, output}, stop_reason ("tool_calls"
+//                when tools followed, else the run's stopReason)}; model, duration_ms, tokens_out
+//                (delta of the run's cumulative usage.outputTokens). Input tokens and cost are not
+//                in agent events: tokens_in/cost_usd stay null (LiteLLM has them). backend_name is
+//                "openclaw" like every event here: this is the gateway's side of the call.
 //   tool_call    oc:<runId>:tool_call:<toolCallId>    payload {tool, tool_call_id, args}
-//   tool_result  oc:<runId>:tool_result:<toolCallId>  payload {tool, tool_call_id, result (JSON text
-//                truncated to 16 KiB when larger, with truncated: true), is_error}; duration_ms, error
-//   reasoning    oc:<runId>:reasoning:<n>   payload {text}
-//   message_out  oc:<runId>:out             payload {text, stop_reason}
-//   error        oc:<runId>:error           payload {message, kind?}; error set
-// Every event but the root has parent_id oc:<runId>:in.
+//   tool_result  oc:<runId>:tool_result:<toolCallId>  payload {tool, tool_call_id, result (JSON
+//                text, cut to 16 KiB with truncated: true), is_error}; duration_ms; error when is_error
+//   reasoning    oc:<runId>:reasoning:<n>   payload {text} (the "thinking" stream of call n)
+//   message_out  oc:<runId>:out             payload {text (terminalReply.text), stop_reason}
+//   error        oc:<runId>:error (lifecycle error) / oc:<runId>:error:<seq> (error stream)
+//                payload {message, kind}; error set
+// Every event but the root has parent_id oc:<runId>:in. channel_id: "heartbeat" for heartbeat
+// runs, else the channel message_received reported ("webchat" for chat.send), else null.
+// thread_id: the sessionKey. agent_name: the agentId.
+// Config (plugins.entries.fleet-trace.config): {url, debugRaw?}; no url → the plugin does nothing.
+// debugRaw appends every raw hook/agent event to <home>/.fleet/trace-raw.jsonl (lab use only).
 //
 // Durability: hooks only enqueue (no I/O on the agent's path). A 100 ms timer appends the queue to
 // <home>/.fleet/trace-spool.jsonl (one event per line) and fsyncs it. A single shipper POSTs
@@ -241,6 +251,8 @@ class Spool {
       .catch((e) => this.warn("ship", `fleet-trace: shipper error: ${e && e.message}`))
       .finally(() => {
         this.inflight = false;
+        // A backlog drains batch after batch, not one batch per tick.
+        if (!this.failures && this.acked < this.written) setImmediate(() => this.ship());
       });
   }
   advance(bytes) {

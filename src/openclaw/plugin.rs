@@ -1,0 +1,70 @@
+//! `fleet-trace`, fleet's own OpenClaw plugin (JavaScript under `plugin/`, shipped inside fleet's
+//! binary): written into each gateway's home, enabled by the gateway's settings, covered by the
+//! gateway's inputs (a new plugin restarts the gateway). It turns every run of every agent —
+//! chat, heartbeat, any channel — into trace events, spools them in the home and ships them to the
+//! daemon's `POST /v1/trace` with the gateway's own token (docs/trace.md).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::fsutil::{sha256_hex, write_atomic};
+
+pub const ID: &str = "fleet-trace";
+
+const FILES: &[(&str, &str)] = &[
+    ("index.js", include_str!("plugin/index.js")),
+    ("openclaw.plugin.json", include_str!("plugin/openclaw.plugin.json")),
+    ("package.json", include_str!("plugin/package.json")),
+];
+
+/// What this build's plugin is: a new one restarts the gateways that load it.
+pub fn digest() -> String {
+    let all: Vec<u8> = FILES.iter().flat_map(|(n, c)| [n.as_bytes(), b"\0", c.as_bytes(), b"\0"].concat()).collect();
+    sha256_hex(&all)
+}
+
+/// Where the plugin lives in a gateway home.
+pub fn dir(home: &Path) -> PathBuf {
+    home.join(".fleet/plugins").join(ID)
+}
+
+/// Writes the plugin's files into a gateway home (only what differs).
+pub fn install(home: &Path) -> std::io::Result<()> {
+    let d = dir(home);
+    std::fs::create_dir_all(&d)?;
+    for (name, content) in FILES {
+        let p = d.join(name);
+        if std::fs::read(&p).ok().as_deref() != Some(content.as_bytes()) {
+            write_atomic(&p, content.as_bytes(), 0o644)?;
+        }
+    }
+    Ok(())
+}
+
+/// The gateway's `plugins` settings: load fleet-trace from the home (as the gateway sees it),
+/// let it see conversations, ship to `url`.
+pub fn settings(home_inside: &Path, url: &str) -> Value {
+    json!({
+        "load": {"paths": [dir(home_inside)]},
+        "entries": {ID: {"enabled": true, "hooks": {"allowConversationAccess": true}, "config": {"url": url}}},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_writes_every_file_once() {
+        let d = tempfile::tempdir().unwrap();
+        install(d.path()).unwrap();
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(dir(d.path()).join("openclaw.plugin.json")).unwrap()).unwrap();
+        assert_eq!(manifest["id"], ID);
+        let before = std::fs::metadata(dir(d.path()).join("index.js")).unwrap().modified().unwrap();
+        install(d.path()).unwrap();
+        assert_eq!(std::fs::metadata(dir(d.path()).join("index.js")).unwrap().modified().unwrap(), before);
+        assert_eq!(digest().len(), 64);
+    }
+}
