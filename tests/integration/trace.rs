@@ -405,3 +405,132 @@ fn the_plugin_traces_tool_calls_of_chat_turns_and_heartbeats() {
     let r = w.fleet(&["plan", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "{}", r.all());
 }
+
+/// Arize Phoenix, a real OpenTelemetry receiver (installed by tests/run-all.sh), offline on
+/// loopback with a fresh database.
+struct Phoenix {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Phoenix {
+    fn start() -> Phoenix {
+        let exe = std::env::var("FLEET_TEST_PHOENIX")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| crate::support::shared_cache().join("tools/phoenix-20.26.1/bin/phoenix"));
+        assert!(exe.exists(), "{} is missing: tests/run-all.sh installs Arize Phoenix", exe.display());
+        let dir = tempfile::tempdir().unwrap();
+        let (port, grpc) = (crate::support::free_port(), crate::support::free_port());
+        let log = std::fs::File::create(dir.path().join("phoenix.log")).unwrap();
+        let child = std::process::Command::new(exe)
+            .arg("serve")
+            .env("PHOENIX_WORKING_DIR", dir.path())
+            .env("PHOENIX_HOST", "127.0.0.1")
+            .env("PHOENIX_PORT", port.to_string())
+            .env("PHOENIX_GRPC_PORT", grpc.to_string())
+            .env("PHOENIX_TELEMETRY_ENABLED", "false")
+            // Otherwise it fetches a sandbox binary from GitHub before it is ready.
+            .env("PHOENIX_ALLOW_EXTERNAL_RESOURCES", "false")
+            .env("PHOENIX_ALLOWED_SANDBOX_PROVIDERS", "NONE")
+            .env("PHOENIX_DISABLE_AGENT_ASSISTANT", "true")
+            .env("PHOENIX_ENABLE_AUTH", "false")
+            .env("PHOENIX_LOG_MIGRATIONS", "false")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let p = Phoenix { child, port, _dir: dir };
+        let ready = wait_until(Duration::from_secs(90), || (p.get("/readyz").0 == 200).then_some(()));
+        assert!(
+            ready.is_some(),
+            "phoenix not ready: {}",
+            std::fs::read_to_string(p._dir.path().join("phoenix.log")).unwrap_or_default()
+        );
+        p
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            match reqwest::Client::new().get(format!("http://127.0.0.1:{}{path}", self.port)).send().await {
+                Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or(Value::Null)),
+                Err(_) => (0, Value::Null),
+            }
+        })
+    }
+}
+
+impl Drop for Phoenix {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `trace { otlp … }`: a chat turn with a tool call shows up in Phoenix as `invoke_agent alice`
+/// with `chat` and `execute_tool` children, GenAI attributes filled.
+#[test]
+fn turns_are_exported_to_phoenix_as_genai_spans() {
+    let phoenix = Phoenix::start();
+    let w = World::quickstart();
+    let up = Upstream::start();
+    w.edit(
+        "fleet.kdl",
+        "provider \"demo\" type=\"mock\" {",
+        &format!(
+            "provider \"scripted\" type=\"openai-compatible\" url=\"http://127.0.0.1:{}/v1\" {{\n    model \"tool-model\"\n}}\n\nprovider \"demo\" type=\"mock\" {{",
+            up.1
+        ),
+    );
+    w.edit(
+        "fleet.kdl",
+        "agent \"alice\" gateway=\"main\" model=\"demo-small\"",
+        "agent \"alice\" gateway=\"main\" model=\"tool-model\"",
+    );
+    let kdl = w.read("fleet.kdl");
+    w.write(
+        "fleet.kdl",
+        &format!(
+            "{kdl}\ntrace {{\n    otlp \"http://127.0.0.1:{}/v1/traces\"\n    project \"fleet-test\"\n}}\n",
+            phoenix.port
+        ),
+    );
+    w.fleet(&["apply"]).ok();
+    let d = Daemon::of(&w);
+    let (s, reply) = d.post("alice", r#"{"text":"check your status"}"#, Some(120));
+    assert_eq!((s, reply["role"].as_str()), (200, Some("agent")), "{reply}");
+    let msg = reply["reply_to"].as_str().unwrap().to_string();
+    let trace_hex = &crate::support::sha256(&format!("trace\0{msg}"))[..32];
+
+    let spans = wait_until(Duration::from_secs(60), || {
+        let (s, v) = phoenix.get(&format!("/v1/projects/fleet-test/spans?limit=1000&trace_id={trace_hex}"));
+        let spans = v["data"].as_array().cloned().unwrap_or_default();
+        let names: Vec<&str> = spans.iter().filter_map(|s| s["name"].as_str()).collect();
+        let done = s == 200
+            && names.contains(&"invoke_agent alice")
+            && names.iter().filter(|n| n.starts_with("chat ")).count() >= 2
+            && names.iter().any(|n| n.starts_with("execute_tool "));
+        done.then_some(spans)
+    })
+    .unwrap_or_else(|| panic!("spans of {trace_hex}: {}", phoenix.get("/v1/projects/fleet-test/spans?limit=100").1));
+    let root = spans.iter().find(|s| s["name"] == "invoke_agent alice").unwrap();
+    assert!(root["parent_id"].is_null(), "{root}");
+    let root_id = root["context"]["span_id"].as_str().unwrap();
+    assert_eq!(root["attributes"]["gen_ai.agent.name"], "alice", "{root}");
+    assert_eq!(root["attributes"]["gen_ai.operation.name"], "invoke_agent");
+    assert!(root["attributes"]["session.id"].as_str().is_some_and(|s| s.contains("alice")), "{root}");
+    for child in spans.iter().filter(|s| s["name"] != "invoke_agent alice") {
+        assert_eq!(child["parent_id"].as_str(), Some(root_id), "{child}");
+    }
+    let chat = spans.iter().find(|s| s["name"].as_str().is_some_and(|n| n.starts_with("chat "))).unwrap();
+    assert_eq!(chat["attributes"]["gen_ai.operation.name"], "chat");
+    assert!(chat["attributes"]["gen_ai.request.model"].as_str().is_some(), "{chat}");
+    let tool = spans.iter().find(|s| s["name"].as_str().is_some_and(|n| n.starts_with("execute_tool "))).unwrap();
+    assert!(
+        tool["attributes"]["gen_ai.tool.name"].as_str().is_some()
+            && tool["attributes"]["gen_ai.tool.call.id"].as_str().is_some(),
+        "{tool}"
+    );
+    assert!(tool["attributes"].get("gen_ai.tool.call.arguments").is_none(), "no content without capture-content");
+}
