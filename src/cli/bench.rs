@@ -53,6 +53,21 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 20)]
         concurrency: usize,
     },
+    /// Traces: ingest over HTTP (concurrent senders, batches), reads of the newest page of a large store
+    Trace {
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long, default_value_t = 4)]
+        senders: usize,
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Events stored for the read benchmark
+        #[arg(long, default_value_t = 1_000_000)]
+        stored: usize,
+        /// Hourly buckets they are spread over
+        #[arg(long, default_value_t = 48)]
+        hours: usize,
+    },
 }
 
 /// A keys-only fleet (no gateway: the agents get LiteLLM keys and env files) of `agents` agents, for the
@@ -112,6 +127,9 @@ pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {
         BenchCmd::Gateway { agents } => gateway_bench(&agents),
         BenchCmd::Serve { agents, messages, clients, posts, concurrency } => {
             super::bench_serve::run(super::bench_serve::ServeBench { agents, messages, clients, posts, concurrency })
+        }
+        BenchCmd::Trace { events, senders, batch, stored, hours } => {
+            super::bench_trace::run(super::bench_trace::TraceBench { events, senders, batch, stored, hours })
         }
     }
 }

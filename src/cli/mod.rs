@@ -4,6 +4,7 @@ mod apply;
 mod bench;
 pub(crate) mod bench_kit;
 mod bench_serve;
+mod bench_trace;
 mod chat;
 mod image;
 mod loaded;

@@ -40,6 +40,8 @@ pub struct App {
     pub traces: crate::trace::writer::TraceWriter,
     /// Accepted events the OpenTelemetry export may have passed already.
     pub late: super::export::Late,
+    /// When a request last made the state be read again (`reload_soon`).
+    pub last_reload: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 pub type Shared = Arc<App>;
@@ -78,6 +80,19 @@ impl App {
             std::fs::read_to_string(&self.token_file).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         *self.tokens.write().expect("tokens") = v.tokens(admin.as_deref());
         *self.router.view.write().expect("view") = v;
+    }
+
+    /// Reads the state again for a request that names something unknown — at most once a second,
+    /// so a flood of events for agents that are gone does not read the state for each.
+    pub async fn reload_soon(&self) {
+        {
+            let mut last = self.last_reload.lock().expect("last reload");
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        self.reload().await;
     }
 
     fn principal_now(&self, headers: &HeaderMap) -> Option<Principal> {

@@ -82,6 +82,7 @@ pub async fn run(
         data_dir: cfg.data_dir.clone(),
         traces,
         late: Default::default(),
+        last_reload: Default::default(),
     });
 
     let reconciled = router.reconcile().await;

@@ -79,7 +79,7 @@ pub async fn ingest(
         let mut dir = app.trace_dir(&who, e.agent_name.as_deref(), reloaded);
         if dir.is_none() && !reloaded {
             // An agent (or a gateway's agent) an apply added a moment ago.
-            app.reload().await;
+            app.reload_soon().await;
             reloaded = true;
             dir = app.trace_dir(&who, e.agent_name.as_deref(), reloaded);
         }

@@ -418,7 +418,7 @@ impl Phoenix {
     fn start() -> Phoenix {
         let exe = std::env::var("FLEET_TEST_PHOENIX")
             .map(std::path::PathBuf::from)
-            .unwrap_or_else(|_| crate::support::shared_cache().join("tools/phoenix-20.26.1/bin/phoenix"));
+            .unwrap_or_else(|_| crate::support::shared_cache().join("fleet/tools/phoenix-20.26.1/bin/phoenix"));
         assert!(exe.exists(), "{} is missing: tests/run-all.sh installs Arize Phoenix", exe.display());
         let dir = tempfile::tempdir().unwrap();
         let (port, grpc) = (crate::support::free_port(), crate::support::free_port());
