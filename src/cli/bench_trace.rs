@@ -161,6 +161,7 @@ fn read(b: &TraceBench, root: &Path) -> miette::Result<()> {
             .collect();
         w.write(&items).into_diagnostic()?;
     }
+    drop(w);
     let mut sealer = Writer::new(Box::new(crate::clock::now_ms));
     let sealed = sealer.seal_due(&dir).into_diagnostic()?.len();
     println!(
