@@ -155,17 +155,48 @@ impl App {
         }
     }
 
+    /// Per agent: today's (UTC) calls, tokens and cost as the proxy priced them, and its last turns.
+    async fn trace_summaries(&self, agents: Vec<String>) -> std::collections::BTreeMap<String, (Value, Value)> {
+        let layout = self.layout();
+        tokio::task::spawn_blocking(move || {
+            let now = crate::clock::now_ms();
+            let midnight = now - now.rem_euclid(86_400_000);
+            let mut out = std::collections::BTreeMap::new();
+            for a in agents {
+                let dir = layout.agent_trace(&a);
+                let rows = crate::trace::store::usage(&dir, Some(midnight), None).unwrap_or_default();
+                let today = json!({
+                    "calls": rows.iter().map(|r| r.calls).sum::<i64>(),
+                    "tokens_in": rows.iter().map(|r| r.tokens_in).sum::<i64>(),
+                    "tokens_out": rows.iter().map(|r| r.tokens_out).sum::<i64>(),
+                    "cost_usd": rows.iter().map(|r| r.cost_usd).sum::<f64>(),
+                });
+                let q = crate::trace::query::Query { limit: 300, ..Default::default() };
+                let events: Vec<_> =
+                    crate::trace::store::read(&dir, &q).unwrap_or_default().into_iter().map(|(_, e)| e).collect();
+                let turns = serde_json::to_value(crate::trace::summary::last_turns(&events, 3)).unwrap_or_default();
+                out.insert(a, (today, turns));
+            }
+            out
+        })
+        .await
+        .unwrap_or_default()
+    }
+
     /// Every agent with its status, model, gateway, host and last activity.
     pub async fn agents_json(&self, who: &Principal) -> Result<Vec<Value>, ApiError> {
         let latest = self.router.messages.with(|s| s.latest_per_agent()).await.map_err(ApiError::internal)?;
         let replied = self.router.messages.with(|s| s.agents_answered()).await.map_err(ApiError::internal)?;
         let view = self.router.view.read().expect("view").clone();
         let health = self.health.read().expect("health").clone();
+        let names: Vec<String> = view.agents.keys().filter(|a| who.may_touch(a)).cloned().collect();
+        let traces = self.trace_summaries(names).await;
         Ok(view
             .agents
             .values()
             .filter(|a| who.may_touch(&a.name))
             .map(|a| {
+                let (today, turns) = traces.get(&a.name).cloned().unwrap_or_default();
                 let last = latest.iter().find(|m| m.agent == a.name);
                 let host = view.gateways.get(&a.gateway).map(|g| g.host.clone()).unwrap_or_default();
                 json!({
@@ -177,6 +208,8 @@ impl App {
                     "status": agent_status(health.get(&a.gateway), a, replied.contains(&a.name)),
                     "last_activity": last.map(|m| m.created_at.clone()),
                     "last_message": last,
+                    "today": today,
+                    "turns": turns,
                 })
             })
             .collect())

@@ -92,11 +92,35 @@ pub async fn page(
         } else {
             last.to_string()
         };
+        let t = &a["today"];
+        let today = format!(
+            "today: {} calls · {} tok in / {} out · ${:.4}",
+            t["calls"].as_i64().unwrap_or(0),
+            t["tokens_in"].as_i64().unwrap_or(0),
+            t["tokens_out"].as_i64().unwrap_or(0),
+            t["cost_usd"].as_f64().unwrap_or(0.0)
+        );
+        let mut turns = String::new();
+        for turn in a["turns"].as_array().into_iter().flatten() {
+            let tools =
+                turn["tools"].as_array().map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "));
+            let tools = tools.filter(|t| !t.is_empty()).map(|t| format!(" <span class=\"tools\">⚙ {}</span>", esc(&t)));
+            let out = turn["text_out"].as_str().or(turn["error"].as_str()).unwrap_or("…");
+            turns.push_str(&format!(
+                "<li data-turn><span class=\"dim\">{ch}</span> {inp}{tools} → {out}</li>",
+                ch = esc(turn["channel"].as_str().unwrap_or("")),
+                inp = esc(turn["text_in"].as_str().unwrap_or("")),
+                tools = tools.unwrap_or_default(),
+                out = esc(out),
+            ));
+        }
         agent_cards.push_str(&format!(
             "<button class=\"agent\" data-agent=\"{name}\"><div class=\"row\"><strong>{name}</strong>\
              <span class=\"pill {status}\" data-status>{status}</span></div>\
              <div class=\"dim\">{model} · gateway {gw} · {host}</div>\
-             <div class=\"last\" data-last>{last}</div><div class=\"dim small\" data-when>{when}</div></button>",
+             <div class=\"last\" data-last>{last}</div><div class=\"dim small\" data-when>{when}</div>\
+             <div class=\"dim small\" data-today>{today}</div><ul class=\"turns small\">{turns}</ul></button>",
+            today = esc(&today),
             name = esc(&s("name")),
             model = esc(&s("model")),
             gw = esc(&s("gateway")),

@@ -7,4 +7,5 @@ pub mod envelope;
 pub mod otlp;
 pub mod query;
 pub mod store;
+pub mod summary;
 pub mod writer;

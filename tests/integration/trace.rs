@@ -342,6 +342,7 @@ fn the_plugin_traces_tool_calls_of_chat_turns_and_heartbeats() {
     let events = wait_until(Duration::from_secs(30), || {
         let ev = turn(&trace_of(&d, "alice", ""), &msg);
         (count(&ev, "tool_result", "openclaw") >= 1
+            && count(&ev, "llm_call", "openclaw") >= 2
             && count(&ev, "message_out", "openclaw") + count(&ev, "message_out", "fleet") >= 1)
             .then_some(ev)
     })
@@ -368,6 +369,17 @@ fn the_plugin_traces_tool_calls_of_chat_turns_and_heartbeats() {
     let proxied =
         trace_of(&d, "alice", "&kind=llm_call").into_iter().filter(|e| e["backend_name"] == "litellm").count();
     assert!(proxied >= 2, "the proxy's llm_call events: {proxied}");
+
+    // The status: today's calls and the last turns with their tools (API and page).
+    let (s, v) = d.request("GET", "/v1/agents", Some(&d.admin), None);
+    assert_eq!(s, 200);
+    let a = v["agents"].as_array().unwrap().iter().find(|a| a["name"] == "alice").unwrap().clone();
+    assert!(a["today"]["calls"].as_i64().unwrap() >= 2, "{a}");
+    assert_eq!(a["turns"][0]["trace_id"].as_str(), Some(msg.as_str()), "{a}");
+    assert!(!a["turns"][0]["tools"].as_array().unwrap().is_empty(), "{a}");
+    let (s, page) = d.request("GET", "/", Some(&d.admin), None);
+    let page = page.as_str().unwrap_or_default().to_string();
+    assert!(s == 200 && page.contains("data-turn") && page.contains("⚙") && page.contains("today: "), "{page}");
 
     // A heartbeat run: hidden from plain RPC clients, seen by the plugin with its tool call.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
