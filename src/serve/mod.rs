@@ -7,6 +7,7 @@
 pub mod agent_token;
 mod api_error;
 pub mod auth;
+mod backstop;
 pub mod daemon;
 pub mod export;
 mod http;
@@ -94,6 +95,7 @@ pub async fn run(
         tokio::spawn(poll_health(app.clone())),
         tokio::spawn(seal_traces(app.clone())),
         tokio::spawn(export::run(app.clone())),
+        tokio::spawn(backstop::run(app.clone())),
     ];
     let routes = http::routes().route("/", axum::routing::get(page::page)).with_state(app);
     let server = axum::serve(listener, routes);

@@ -8,4 +8,5 @@ pub mod otlp;
 pub mod query;
 pub mod store;
 pub mod summary;
+pub mod transcript;
 pub mod writer;

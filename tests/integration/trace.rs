@@ -546,3 +546,66 @@ fn turns_are_exported_to_phoenix_as_genai_spans() {
     );
     assert!(tool["attributes"].get("gen_ai.tool.call.arguments").is_none(), "no content without capture-content");
 }
+
+/// The transcript backstop: turns a gateway ran before the daemon (and its plugin) existed are
+/// read back from the gateway's transcript, with the plugin's ids.
+#[test]
+fn turns_from_before_the_daemon_are_read_back_from_the_transcript() {
+    let w = World::quickstart();
+    let up = Upstream::start();
+    w.edit(
+        "fleet.kdl",
+        "provider \"demo\" type=\"mock\" {",
+        &format!(
+            "provider \"scripted\" type=\"openai-compatible\" url=\"http://127.0.0.1:{}/v1\" {{\n    model \"tool-model\"\n}}\n\nprovider \"demo\" type=\"mock\" {{",
+            up.1
+        ),
+    );
+    w.edit(
+        "fleet.kdl",
+        "agent \"alice\" gateway=\"main\" model=\"demo-small\"",
+        "agent \"alice\" gateway=\"main\" model=\"tool-model\"",
+    );
+    let with_daemon = w.read("fleet.kdl");
+    let at = with_daemon.find("\n// The resident daemon").unwrap();
+    w.write("fleet.kdl", &with_daemon[..at + 1]);
+    w.fleet(&["apply"]).ok();
+    // Straight through the gateway: no daemon, no plugin.
+    let r = w.fleet(&["chat", "alice", "before the daemon"]).ok();
+    assert!(r.stdout.starts_with("Done"), "{}", r.all());
+    assert!(!w.data_dir(FLEET).join("agents/alice/trace").exists(), "nothing traced yet");
+
+    w.write("fleet.kdl", &with_daemon);
+    w.fleet(&["apply"]).ok();
+    let d = Daemon::of(&w);
+    let events = wait_until(Duration::from_secs(60), || {
+        let ev = trace_of(&d, "alice", "");
+        let m_in = ev.iter().find(|e| e["kind"] == "message_in" && e["payload"]["text"] == "before the daemon")?;
+        let trace = m_in["trace_id"].as_str()?.to_string();
+        let turn = turn(&ev, &trace);
+        (kinds(&turn).len() >= 5).then_some(turn)
+    })
+    .unwrap_or_else(|| panic!("no back-filled turn in {:#?}", trace_of(&d, "alice", "")));
+    let trace = events[0]["trace_id"].as_str().unwrap().to_string();
+    let k = kinds(&events);
+    for want in ["message_in", "llm_call", "tool_call", "tool_result", "message_out"] {
+        assert!(k.contains(want), "{want} missing from {k:?}");
+    }
+    let call = events.iter().find(|e| e["kind"] == "tool_call").unwrap();
+    let id = call["payload"]["tool_call_id"].as_str().unwrap();
+    assert_eq!(call["id"].as_str(), Some(format!("oc:{trace}:tool_call:{id}").as_str()), "the plugin's id");
+    let llm = events.iter().find(|e| e["kind"] == "llm_call").unwrap();
+    assert!(llm["tokens_in"].as_i64().unwrap_or(0) > 0, "{llm}");
+
+    // A turn now: the plugin and the backstop both see it; the store keeps one copy of each event.
+    let (s, reply) = d.post("alice", r#"{"text":"after the daemon"}"#, Some(120));
+    assert_eq!(s, 200, "{reply}");
+    let msg = reply["reply_to"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_secs(3));
+    let now = turn(&trace_of(&d, "alice", ""), &msg);
+    // Both sources name the same things alike, so each is kept once (a different id would show twice).
+    for (kind, n) in [("message_in", 1), ("tool_call", 1), ("tool_result", 1), ("message_out", 1)] {
+        assert_eq!(now.iter().filter(|e| e["kind"] == kind).count(), n, "{kind}: {now:#?}");
+    }
+    assert_eq!(count(&now, "llm_call", "openclaw"), 2, "{now:#?}");
+}
