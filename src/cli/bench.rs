@@ -53,6 +53,11 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 20)]
         concurrency: usize,
     },
+    /// The trace plugin's cost inside the gateway: the same turns without and with it
+    Plugin {
+        #[arg(long, default_value_t = 50)]
+        turns: usize,
+    },
     /// Traces: ingest over HTTP (concurrent senders, batches), reads of the newest page of a large store
     Trace {
         #[arg(long, default_value_t = 200_000)]
@@ -128,6 +133,7 @@ pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {
         BenchCmd::Serve { agents, messages, clients, posts, concurrency } => {
             super::bench_serve::run(super::bench_serve::ServeBench { agents, messages, clients, posts, concurrency })
         }
+        BenchCmd::Plugin { turns } => super::bench_plugin::run(turns),
         BenchCmd::Trace { events, senders, batch, stored, hours } => {
             super::bench_trace::run(super::bench_trace::TraceBench { events, senders, batch, stored, hours })
         }

@@ -3,6 +3,7 @@
 mod apply;
 mod bench;
 pub(crate) mod bench_kit;
+mod bench_plugin;
 mod bench_serve;
 mod bench_trace;
 mod chat;
