@@ -50,9 +50,10 @@ fn measure(turns: usize, traced: bool) -> miette::Result<(Duration, Vec<Duration
     });
     // What the plugin shipped (the daemon's store): proof it ran.
     std::thread::sleep(Duration::from_secs(2));
-    let stored = crate::trace::store::read(&layout.agent_trace("agent-000"), &Query { limit: usize::MAX, ..Query::default() })
-        .map(|v| v.iter().filter(|(_, e)| e.backend_name.as_deref() == Some("openclaw")).count())
-        .unwrap_or(0);
+    let stored =
+        crate::trace::store::read(&layout.agent_trace("agent-000"), &Query { limit: usize::MAX, ..Query::default() })
+            .map(|v| v.iter().filter(|(_, e)| e.backend_name.as_deref() == Some("openclaw")).count())
+            .unwrap_or(0);
     let cleanup = apply_in_process(&rt, &file, &layout, Goal::Destroy);
     let (total, each) = result?;
     cleanup?;
@@ -68,7 +69,12 @@ pub fn run(turns: usize) -> miette::Result<ExitCode> {
     }
     println!("| {turns} mock-model turns, chat.send straight to the gateway | total | p50 | p99 |");
     println!("|---|---|---|---|");
-    println!("| without the plugin (no daemon) | {} | {} | {} |", ms(plain), ms(pct(&mut p_each, 0.5)), ms(pct(&mut p_each, 0.99)));
+    println!(
+        "| without the plugin (no daemon) | {} | {} | {} |",
+        ms(plain),
+        ms(pct(&mut p_each, 0.5)),
+        ms(pct(&mut p_each, 0.99))
+    );
     println!(
         "| with the plugin (daemon declared; {t_events} events shipped) | {} | {} | {} |",
         ms(traced),

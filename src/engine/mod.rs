@@ -64,6 +64,8 @@ pub struct Options {
 /// One engine session over a fleet's state. Locked sessions hold the apply lock until dropped.
 pub struct Session {
     store: Option<Store>,
+    /// Where applied steps leave `lifecycle` events in agents' traces (a locked session only).
+    layout: Option<Layout>,
     /// The lock's owner token, when this session holds it.
     owner: Option<String>,
     command: String,
@@ -77,7 +79,12 @@ impl Session {
             .wrap_err_with(|| format!("cannot create data dir {}", layout.data_dir.display()))?;
         let mut store = Store::open(&layout.state_db()).into_diagnostic()?;
         match store.lock(command) {
-            Ok(me) => Ok(Session { store: Some(store), owner: Some(me.owner), command: command.to_string() }),
+            Ok(me) => Ok(Session {
+                store: Some(store),
+                layout: Some(layout.clone()),
+                owner: Some(me.owner),
+                command: command.to_string(),
+            }),
             Err(StateError::Locked(h)) => Err(miette!(
                 help =
                     "wait for it to finish; if that process is gone for good on another host, run `fleet force-unlock`",
@@ -91,7 +98,7 @@ impl Session {
     /// has no state and plans from nothing.
     pub fn read_only(layout: &Layout) -> miette::Result<Session> {
         let store = Store::open_existing_readonly(&layout.state_db()).into_diagnostic()?;
-        Ok(Session { store, owner: None, command: "plan".into() })
+        Ok(Session { store, layout: None, owner: None, command: "plan".into() })
     }
 
     /// The lock's owner token, when this session holds the lock (for releasing it from a signal
@@ -183,6 +190,7 @@ impl Session {
                 }
             }
         }
+        self.record_lifecycle(run_id, &summary).await;
         let status = match (summary.cancelled, summary.success()) {
             (true, _) => "cancelled",
             (false, true) => "ok",
@@ -190,6 +198,35 @@ impl Session {
         };
         store.finish_run(run_id, status).into_diagnostic()?;
         Ok(summary)
+    }
+}
+
+impl Session {
+    /// `lifecycle` events (provisioned, updated, removed, woken) in the traces of the agents this
+    /// run's steps touched. Best effort: the run itself is already recorded.
+    async fn record_lifecycle(&self, run_id: i64, summary: &Summary) {
+        let Some(layout) = self.layout.clone() else { return };
+        let now = crate::clock::now_ms();
+        let items: Vec<crate::trace::store::Item> = summary
+            .outcomes
+            .iter()
+            .filter(|o| o.status == crate::exec::Status::Ok)
+            .filter_map(|o| crate::trace::lifecycle::event(run_id, &o.address, o.action.as_str(), now))
+            .filter(|(_, e)| {
+                e.payload["phase"] != "removed" || layout.agent_home(e.agent_name.as_deref().unwrap_or("")).exists()
+            })
+            .map(|(agent, event)| crate::trace::store::Item { dir: layout.agent_trace(&agent), ms: now, event })
+            .collect();
+        if items.is_empty() {
+            return;
+        }
+        let r = tokio::task::spawn_blocking(move || {
+            crate::trace::store::Writer::new(Box::new(crate::clock::now_ms)).write(&items).map(drop)
+        })
+        .await;
+        if let Ok(Err(e)) = r {
+            tracing::warn!("lifecycle events: {e}");
+        }
     }
 }
 

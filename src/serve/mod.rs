@@ -123,6 +123,39 @@ async fn reload_view(app: Arc<App>) {
     }
 }
 
+/// A gateway went down or came back: a `lifecycle` event in the trace of each of its agents.
+async fn gateway_changed(app: &App, gateway: &str, up: bool, problem: Option<&str>) {
+    let agents: Vec<String> = app
+        .router
+        .view
+        .read()
+        .expect("view")
+        .agents
+        .values()
+        .filter(|a| a.gateway == gateway)
+        .map(|a| a.name.clone())
+        .collect();
+    let now = crate::clock::now_ms();
+    let phase = if up { "gateway_up" } else { "gateway_down" };
+    let layout = app.layout();
+    let items: Vec<crate::trace::store::Item> = agents
+        .into_iter()
+        .filter_map(|a| {
+            let event: crate::trace::envelope::Envelope = serde_json::from_value(serde_json::json!({
+                "v": 1, "id": format!("fleet:{gateway}:{phase}:{now}:{a}"), "trace_id": null,
+                "created_at": crate::clock::format_rfc3339_ms(now), "agent_name": a, "kind": "lifecycle",
+                "channel_id": "daemon", "backend_name": "fleet", "error": problem,
+                "payload": {"phase": phase, "gateway": gateway, "problem": problem},
+            }))
+            .ok()?;
+            Some(crate::trace::store::Item { dir: layout.agent_trace(&a), ms: now, event })
+        })
+        .collect();
+    if let Err(e) = app.traces.write(items).await {
+        tracing::warn!("lifecycle events of gateway {gateway}: {e}");
+    }
+}
+
 /// Seals the trace buckets whose time has come: at start, then every five minutes.
 async fn seal_traces(app: Arc<App>) {
     loop {
@@ -166,6 +199,10 @@ async fn poll_health(app: Arc<App>) {
                 }
             };
             let h = GatewayHealth { checked_at: crate::clock::now(), ..h };
+            let was = app.health.read().expect("health").get(&g.name).map(|o| o.healthy);
+            if was.is_some_and(|w| w != h.healthy) {
+                gateway_changed(&app, &g.name, h.healthy, h.problem.as_deref()).await;
+            }
             app.health.write().expect("health").insert(g.name.clone(), h);
         }
         tokio::time::sleep(Duration::from_secs(5)).await;

@@ -4,6 +4,7 @@
 
 pub mod bucket;
 pub mod envelope;
+pub mod lifecycle;
 pub mod otlp;
 pub mod query;
 pub mod store;
