@@ -24,7 +24,7 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
         reply_timeout_s: sv.reply_timeout_s,
         log: layout.serve_dir().join("serve.log"),
         pid_file: layout.serve_dir().join("serve.pid"),
-        export: sv.export.as_ref().map(|e| crate::serve::export::ExportInputs {
+        export: sv.export.as_ref().map(|e| crate::serve::daemon::ExportInputs {
             url: e.otlp.clone(),
             headers: e.headers.as_ref().map(|h| h.to_string()),
             capture_content: e.capture_content,

@@ -55,6 +55,10 @@ fn config_now_and_wanted(g: &GatewayInputs) -> miette::Result<(Value, Value)> {
     settings["gateway"]["auth"]["token"] = json!(read_token(&g.token_file)?);
     let mut wanted = now.clone();
     merge(&mut wanted, &settings);
+    if g.plugin.is_none() {
+        // No daemon (any more): fleet's trace plugin is not loaded.
+        super::plugin::unload(&mut wanted);
+    }
     Ok((now, wanted))
 }
 

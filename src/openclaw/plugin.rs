@@ -51,6 +51,18 @@ pub fn settings(home_inside: &Path, url: &str) -> Value {
     })
 }
 
+/// Takes fleet's plugin out of an openclaw.json (its entry and its load path), leaving the rest.
+pub fn unload(config: &mut Value) {
+    let Some(plugins) = config.get_mut("plugins").and_then(Value::as_object_mut) else { return };
+    if let Some(entries) = plugins.get_mut("entries").and_then(Value::as_object_mut) {
+        entries.remove(ID);
+    }
+    if let Some(paths) = plugins.get_mut("load").and_then(|l| l.get_mut("paths")).and_then(Value::as_array_mut) {
+        let ours = format!(".fleet/plugins/{ID}");
+        paths.retain(|p| !p.as_str().is_some_and(|p| p.ends_with(&ours)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +78,16 @@ mod tests {
         install(d.path()).unwrap();
         assert_eq!(std::fs::metadata(dir(d.path()).join("index.js")).unwrap().modified().unwrap(), before);
         assert_eq!(digest().len(), 64);
+    }
+
+    #[test]
+    fn unload_takes_out_only_fleets_plugin() {
+        let mut c = json!({"plugins": settings(Path::new("/root"), "http://x/v1/trace"), "gateway": {"port": 1}});
+        c["plugins"]["entries"]["other"] = json!({"enabled": true});
+        c["plugins"]["load"]["paths"].as_array_mut().unwrap().push(json!("/opt/other"));
+        unload(&mut c);
+        assert_eq!(c["plugins"]["entries"], json!({"other": {"enabled": true}}));
+        assert_eq!(c["plugins"]["load"]["paths"], json!(["/opt/other"]));
+        assert_eq!(c["gateway"]["port"], 1);
     }
 }

@@ -31,7 +31,20 @@ pub struct ServeInputs {
     pub pid_file: PathBuf,
     /// `trace { otlp … }`: where the daemon exports spans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub export: Option<super::export::ExportInputs>,
+    pub export: Option<ExportInputs>,
+}
+
+/// `trace { otlp … }` as the daemon exports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportInputs {
+    pub url: String,
+    /// A secret reference (`env:`/`file:`) to `k=v,k2=v2` headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<String>,
+    #[serde(default)]
+    pub capture_content: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
 }
 
 impl ServeInputs {

@@ -7,13 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
-use serde::{Deserialize, Serialize};
 
+use super::daemon::ExportInputs;
 use super::http::App;
 use crate::fleetfile::secret::SecretRef;
 use crate::trace::envelope::Envelope;
@@ -21,50 +20,8 @@ use crate::trace::otlp::{request, span_of, Options};
 use crate::trace::query::{Order, Query};
 use crate::trace::store;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExportInputs {
-    pub url: String,
-    /// A secret reference (`env:`/`file:`) to `k=v,k2=v2` headers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<String>,
-    #[serde(default)]
-    pub capture_content: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub project: Option<String>,
-}
-
 const SETTLE_MS: i64 = 5000;
 const PAGE: usize = 500;
-
-/// Events accepted with a time at or before the exporter's horizon (what its cursors may have
-/// passed already): exported from here. One may be sent twice (a span with the same id), none
-/// skipped.
-#[derive(Default)]
-pub struct Late {
-    events: Mutex<Vec<(i64, Envelope)>>,
-    horizon: AtomicI64,
-}
-
-impl Late {
-    /// Called by ingest for every newly stored event.
-    pub fn offer(&self, ms: i64, e: &Envelope) {
-        if ms <= self.horizon.load(Ordering::SeqCst) {
-            self.push(ms, e.clone());
-        }
-    }
-    fn push(&self, ms: i64, e: Envelope) {
-        let mut v = self.events.lock().expect("late");
-        if v.len() < 100_000 {
-            v.push((ms, e));
-        }
-    }
-    fn take(&self) -> Vec<(i64, Envelope)> {
-        std::mem::take(&mut *self.events.lock().expect("late"))
-    }
-    fn raise(&self, ms: i64) {
-        self.horizon.fetch_max(ms, Ordering::SeqCst);
-    }
-}
 
 type Cursors = BTreeMap<String, (i64, String)>;
 

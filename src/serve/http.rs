@@ -25,7 +25,6 @@ use super::request;
 use super::router::Router;
 use super::status::{agent_status, Health};
 use super::store::Message;
-use super::trace_api;
 use super::view::FleetView;
 
 pub struct App {
@@ -39,7 +38,7 @@ pub struct App {
     pub data_dir: std::path::PathBuf,
     pub traces: crate::trace::writer::TraceWriter,
     /// Accepted events the OpenTelemetry export may have passed already.
-    pub late: super::export::Late,
+    pub late: super::late::Late,
     /// When a request last made the state be read again (`reload_soon`).
     pub last_reload: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -47,7 +46,7 @@ pub struct App {
 pub type Shared = Arc<App>;
 type Params = Query<HashMap<String, String>>;
 
-/// The API's routes (the page adds its own, and the state, in `serve::run`).
+/// The API's routes (the trace endpoints and the page add theirs, and the state, in `serve::run`).
 pub fn routes() -> Routes<Shared> {
     Routes::new()
         .route("/healthz", get(|| async { Json(json!({"ok": true, "pid": std::process::id()})) }))
@@ -56,13 +55,6 @@ pub fn routes() -> Routes<Shared> {
         .route("/v1/agents/{agent}/messages", post(post_message).get(history))
         .route("/v1/agents/{agent}/events", get(agent_events))
         .route("/v1/events", get(all_events))
-        .route(
-            "/v1/trace",
-            post(trace_api::ingest).layer(DefaultBodyLimit::max(trace_api::BODY_MAX)),
-        )
-        .route("/v1/agents/{agent}/trace", get(trace_api::read))
-        .route("/v1/agents/{agent}/usage", get(trace_api::agent_usage))
-        .route("/v1/usage", get(trace_api::usage))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/api.md") })
         .layer(DefaultBodyLimit::max(request::MAX_BODY))
         // Method and path only: a query may hold the admin token (`/?token=…`), headers a bearer token.

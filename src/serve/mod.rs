@@ -11,6 +11,7 @@ mod backstop;
 pub mod daemon;
 pub mod export;
 mod http;
+mod late;
 mod page;
 mod request;
 pub mod router;
@@ -97,7 +98,7 @@ pub async fn run(
         tokio::spawn(export::run(app.clone())),
         tokio::spawn(backstop::run(app.clone())),
     ];
-    let routes = http::routes().route("/", axum::routing::get(page::page)).with_state(app);
+    let routes = http::routes().merge(trace_api::routes()).route("/", axum::routing::get(page::page)).with_state(app);
     let server = axum::serve(listener, routes);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let grace = async move {

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
+use axum::routing::{get, post};
+use axum::{Json, Router as Routes};
 use serde_json::{json, Value};
 
 use super::api_error::ApiError;
@@ -23,6 +24,15 @@ use crate::trace::store::{self, Item, Written};
 /// A batch's limits: 1000 events, 8 MiB.
 pub const BATCH_MAX: usize = 1000;
 pub const BODY_MAX: usize = 8 << 20;
+
+/// The trace routes (their own body limit: batches are larger than messages).
+pub fn routes() -> Routes<Shared> {
+    Routes::new()
+        .route("/v1/trace", post(ingest).layer(DefaultBodyLimit::max(BODY_MAX)))
+        .route("/v1/agents/{agent}/trace", get(read))
+        .route("/v1/agents/{agent}/usage", get(agent_usage))
+        .route("/v1/usage", get(usage))
+}
 
 /// `{"events": [...]}`, a bare array, or one envelope.
 fn envelopes(body: &[u8]) -> Result<Vec<Envelope>, ApiError> {

@@ -47,7 +47,7 @@ pub struct FleetView {
     /// Gateway → the sha256 (hex) of its own token (its plugin posts trace events with it).
     pub gateway_tokens: BTreeMap<String, String>,
     /// `trace { otlp … }`, as the `serve` record holds it.
-    pub export: Option<crate::serve::export::ExportInputs>,
+    pub export: Option<crate::serve::daemon::ExportInputs>,
     pub runs: Vec<RunRow>,
 }
 
