@@ -140,7 +140,9 @@ impl App {
                 };
                 allowed.then(|| self.layout().agent_trace(a))
             }
-            (Principal::Admin | Principal::Callback, _) if reloaded || agent.is_none() => {
+            // Events of no agent of this fleet (OpenClaw's own `main`, an agent removed since) are kept
+            // apart, never in an agent's trace; a sender is not left retrying them forever.
+            (Principal::Admin | Principal::Callback | Principal::Gateway(_), _) if reloaded || agent.is_none() => {
                 Some(self.layout().other_trace(agent))
             }
             _ => None,
