@@ -609,3 +609,99 @@ fn turns_from_before_the_daemon_are_read_back_from_the_transcript() {
     }
     assert_eq!(count(&now, "llm_call", "openclaw"), 2, "{now:#?}");
 }
+
+/// Real turns while the daemon is SIGKILLed three times: every run's plugin-only events
+/// (lifecycle start and end) and its tool call arrive, each stored exactly once.
+#[test]
+fn the_plugins_events_survive_daemon_kills_during_turns() {
+    let w = World::quickstart();
+    let up = Upstream::start();
+    w.edit(
+        "fleet.kdl",
+        "provider \"demo\" type=\"mock\" {",
+        &format!(
+            "provider \"scripted\" type=\"openai-compatible\" url=\"http://127.0.0.1:{}/v1\" {{\n    model \"tool-model\"\n}}\n\nprovider \"demo\" type=\"mock\" {{",
+            up.1
+        ),
+    );
+    w.edit(
+        "fleet.kdl",
+        "agent \"alice\" gateway=\"main\" model=\"demo-small\"",
+        "agent \"alice\" gateway=\"main\" model=\"tool-model\"",
+    );
+    w.fleet(&["apply"]).ok();
+    let d = Daemon::of(&w);
+    let gw_port: u16 = {
+        let kdl = w.read("fleet.kdl");
+        let at =
+            kdl.find("gateway \"main\" host=\"local\" port=").unwrap() + "gateway \"main\" host=\"local\" port=".len();
+        kdl[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    let token_file = w.data_dir(FLEET).join("gateways/main/token");
+    // Turns straight to the gateway (not through the daemon, which is being killed).
+    let turns = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let gref = fleet::openclaw::client::GatewayRef {
+                name: "main".into(),
+                url: format!("ws://127.0.0.1:{gw_port}"),
+                token_file,
+            };
+            let c = gref.connect().await.unwrap();
+            let mut runs = Vec::new();
+            for i in 0..8 {
+                let key = format!("killrun-{i}");
+                c.chat_keyed("alice", &format!("turn {i}"), &key, Duration::from_secs(120)).await.unwrap();
+                runs.push(key);
+            }
+            runs
+        })
+    });
+    for delay in [1500u64, 2500, 3500] {
+        std::thread::sleep(Duration::from_millis(delay));
+        // SAFETY: kill(2) on the daemon this test's apply started.
+        unsafe { libc::kill(serve_pid(&w), libc::SIGKILL) };
+        std::thread::sleep(Duration::from_millis(500));
+        w.fleet(&["apply"]).ok();
+    }
+    let runs = turns.join().unwrap();
+    let want: Vec<String> = runs
+        .iter()
+        .flat_map(|r| {
+            [
+                format!("oc:{r}:lifecycle:start"),
+                format!("oc:{r}:lifecycle:end"),
+                format!("oc:{r}:in"),
+                format!("oc:{r}:out"),
+            ]
+        })
+        .collect();
+    let got = wait_until(Duration::from_secs(60), || {
+        let ids: BTreeSet<String> =
+            trace_of(&d, "alice", "").iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+        want.iter().all(|w| ids.contains(w)).then_some(ids)
+    });
+    let ids = got.unwrap_or_else(|| {
+        let ids: BTreeSet<String> =
+            trace_of(&d, "alice", "").iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+        panic!("missing: {:?}", want.iter().filter(|w| !ids.contains(*w)).collect::<Vec<_>>())
+    });
+    for r in &runs {
+        assert!(ids.iter().any(|i| i.starts_with(&format!("oc:{r}:tool_call:"))), "{r}: no tool call");
+    }
+    // Exactly once: rows in the files themselves.
+    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+    for entry in std::fs::read_dir(w.data_dir(FLEET).join("agents/alice/trace")).unwrap().flatten() {
+        let p = entry.path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        if name.ends_with(".db") {
+            let db = rusqlite::Connection::open(&p).unwrap();
+            let mut st = db.prepare("SELECT id FROM events WHERE id LIKE 'oc:killrun-%'").unwrap();
+            for id in st.query_map([], |r| r.get::<_, String>(0)).unwrap() {
+                *copies.entry(id.unwrap()).or_default() += 1;
+            }
+        }
+    }
+    assert!(copies.values().all(|n| *n == 1), "{:?}", copies.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
+    eprintln!("{} events of {} runs across 3 daemon kills, each stored once", copies.len(), runs.len());
+}
