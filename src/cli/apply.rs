@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use miette::IntoDiagnostic;
+use miette::{miette, IntoDiagnostic};
 
 use super::loaded::{load, runtime};
 use super::progress;
@@ -84,8 +84,12 @@ pub fn apply(r: Request, jobs: Option<usize>) -> miette::Result<ExitCode> {
         println!("\n{verb} complete: {} done in {secs:.2} s.", summary.ok());
         Ok(ExitCode::SUCCESS)
     } else {
+        let (verb, again) = match r.goal {
+            Goal::Converge => ("Apply", "apply"),
+            Goal::Destroy => ("Destroy", "destroy"),
+        };
         println!(
-            "\nApply failed: {} done, {} failed, {} skipped ({secs:.2} s). Fix the causes above and apply again; finished steps are kept.",
+            "\n{verb} failed: {} done, {} failed, {} skipped ({secs:.2} s). Fix the causes above and {again} again; finished steps are kept.",
             summary.ok(),
             summary.failed(),
             summary.skipped()
@@ -143,6 +147,33 @@ pub fn state(path: Option<&Path>, data_dir: Option<&Path>) -> miette::Result<Exi
             r.id, r.started_at, r.command, r.status, r.steps, r.failed
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fleet state forget ADDRESS`: removes one record, under the apply lock.
+pub fn forget(
+    path: Option<&Path>,
+    data_dir: Option<&Path>,
+    address: &crate::resource::Address,
+) -> miette::Result<ExitCode> {
+    let l = load(path, data_dir)?;
+    if !l.layout.state_db().exists() {
+        return Err(miette!("{}: never applied (no state in {})", l.spec.name, l.layout.data_dir.display()));
+    }
+    let session = Session::open(&l.layout, "state forget")?;
+    let store = session.store().ok_or_else(|| miette!("no state"))?;
+    let records = store.load().into_diagnostic()?;
+    let addr = address.to_string();
+    if !records.contains_key(&addr) {
+        let known: Vec<&String> = records.keys().collect();
+        return Err(miette!(
+            help = format!("recorded: {}", known.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")),
+            "{addr} is not in the state of fleet {}",
+            l.spec.name
+        ));
+    }
+    store.remove(&addr).into_diagnostic()?;
+    println!("forgot {addr}: fleet no longer manages it; nothing was stopped or deleted (the next plan creates it again if the file still declares it)");
     Ok(ExitCode::SUCCESS)
 }
 

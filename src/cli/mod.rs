@@ -156,8 +156,13 @@ enum Cmd {
     },
     /// Print the resource graph as Graphviz DOT
     Graph { path: Option<PathBuf> },
-    /// List recorded resources and recent runs
-    State { path: Option<PathBuf> },
+    /// List recorded resources and recent runs; `fleet state forget ADDRESS` for hand repairs
+    #[command(args_conflicts_with_subcommands = true)]
+    State {
+        #[command(subcommand)]
+        cmd: Option<StateCmd>,
+        path: Option<PathBuf>,
+    },
     /// Remove the apply lock left by a process that cannot release it (e.g. on another host)
     ForceUnlock { path: Option<PathBuf> },
     /// Images: build from recipes
@@ -213,6 +218,13 @@ fn init_miette() {
         }
         Box::new(opts.build())
     }));
+}
+
+#[derive(Subcommand)]
+enum StateCmd {
+    /// Stop managing a resource: its record is removed from the state; nothing is stopped or
+    /// deleted (for what cannot be reached any more, e.g. an agent of a gateway that is gone)
+    Forget { address: Address, path: Option<PathBuf> },
 }
 
 pub fn main() -> ExitCode {
@@ -290,7 +302,10 @@ pub fn main() -> ExitCode {
             print!("{}", crate::plan::dot::dot(&l.spec.name, &d));
             Ok(ExitCode::SUCCESS)
         }),
-        Cmd::State { path } => apply::state(path.as_deref(), data_dir),
+        Cmd::State { cmd: None, path } => apply::state(path.as_deref(), data_dir),
+        Cmd::State { cmd: Some(StateCmd::Forget { address, path }), .. } => {
+            apply::forget(path.as_deref(), data_dir, &address)
+        }
         Cmd::ForceUnlock { path } => apply::force_unlock(path.as_deref(), data_dir),
         Cmd::Bench(b) => bench::run(b),
         Cmd::Image(c) => image::run(c),

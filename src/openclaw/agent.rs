@@ -174,7 +174,7 @@ impl Driver for AgentDriver {
         let moved_from = old.filter(|o| o.gateway.url != new.gateway.url);
         let out = self.provision(r, moved_from.is_some(), ctx).await?;
         if let Some(old) = moved_from {
-            match remove(&old).await {
+            match remove(&old, ctx).await {
                 Ok(()) => ctx.progress(&format!("removed from gateway {}", old.gateway.name)),
                 // A gateway that is gone or broken cannot hold it back from its new one.
                 Err(e) => ctx.progress(&format!(
@@ -188,14 +188,32 @@ impl Driver for AgentDriver {
     }
 
     /// Removes the agent from its gateway; its workspace files stay on disk.
-    async fn delete(&self, prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
-        remove(&prior.inputs_as()?).await
+    async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()> {
+        remove(&prior.inputs_as()?, ctx).await
     }
 }
 
-/// `agents.delete` with its files kept; an agent already gone is fine.
-async fn remove(a: &AgentInputs) -> miette::Result<()> {
-    let c = a.gateway.connect().await?;
+/// `agents.delete` with its files kept; an agent already gone is fine. A gateway that is not
+/// running (destroy after it died) cannot be asked: the agent is taken out of its config on disk,
+/// which is what the gateway would read when started again.
+async fn remove(a: &AgentInputs, ctx: &StepCtx) -> miette::Result<()> {
+    if let Some(config) = super::gateway::config_if_down(&a.gateway.token_file).await {
+        super::offline::forget_agent(&config, &a.id)?;
+        ctx.progress(&format!(
+            "gateway {} is not running: {} taken out of {} instead",
+            a.gateway.name,
+            a.id,
+            config.display()
+        ));
+        return Ok(());
+    }
+    let c = a.gateway.connect().await.map_err(|e| {
+        e.wrap_err(format!(
+            "cannot remove agent {} (fleet cannot tell whether gateway {} is gone for good); start it and run \
+             again, or `fleet state forget agent.{}` if it is",
+            a.id, a.gateway.name, a.id
+        ))
+    })?;
     Ok(c.delete_agent(&a.id).await?)
 }
 

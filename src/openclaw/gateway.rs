@@ -325,6 +325,22 @@ impl Driver for GatewayDriver {
     }
 }
 
+/// The config file of a gateway that is not running — no process of it (handle file and, on the
+/// process runtime, any session working in its home) and nothing listening on its port — so its
+/// openclaw.json may be edited on disk. None: it runs, or fleet cannot tell (no handle file, a
+/// home not on this machine).
+pub async fn config_if_down(token_file: &Path) -> Option<PathBuf> {
+    let doc: Value = serde_json::from_slice(&std::fs::read(handle_path(token_file)).ok()?).ok()?;
+    let g: GatewayInputs = serde_json::from_value(doc.get("inputs")?.clone()).ok()?;
+    if g.launch.container.as_ref().is_some_and(|c| c.remote.is_some()) {
+        return None;
+    }
+    if !GatewayDriver.strays(&g).await.is_empty() || crate::process::port_open("127.0.0.1", g.launch.port) {
+        return None;
+    }
+    Some(g.launch.config_file()).filter(|p| p.exists())
+}
+
 /// The handle file of the gateway whose token is `token_file` (both live in the gateway's dir).
 pub fn handle_path(token_file: &Path) -> PathBuf {
     token_file.with_file_name("gateway.handle")

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod client;
 pub mod gateway;
 pub mod models;
+pub mod offline;
 pub mod plugin;
 pub mod roster;
 pub mod rpc;

@@ -76,9 +76,7 @@ pub struct ModelsInputs {
     pub state_db: Option<PathBuf>,
 }
 
-pub fn provider_id(agent: &str) -> String {
-    format!("fleet-{agent}")
-}
+pub use super::offline::provider_id;
 
 /// Where agents without a model of their own (OpenClaw's `main`) point: nowhere usable, so they
 /// never borrow another agent's key.

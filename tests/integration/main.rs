@@ -7,6 +7,7 @@ mod house;
 mod image;
 mod incus;
 mod kill;
+mod lifecycle;
 mod page;
 mod proxy;
 mod serve;
