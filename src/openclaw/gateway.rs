@@ -314,15 +314,38 @@ impl Driver for GatewayDriver {
         self.start(&g, ctx).await
     }
 
-    /// Stops the gateway, and any unrecorded process of it a crash left. Its home (config, state,
-    /// workspaces) is kept.
+    /// Stops the gateway, and any unrecorded process of it a crash left, and removes the copies of
+    /// its config OpenClaw keeps (they hold agents' keys). Its home (config, state, workspaces) is
+    /// kept: a replace starts the gateway again on it.
     async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()> {
         let g = prior.inputs_as::<GatewayInputs>()?;
         self.stop_recorded(&g, &prior.outputs).await?;
         self.stop_strays(&g, ctx).await?;
         let _ = std::fs::remove_file(Self::pid_file(&g));
+        remove_config_copies(&g.launch.config_file())
+            .into_diagnostic()
+            .wrap_err("cannot remove the copies of the gateway's config")?;
         Ok(())
     }
+}
+
+/// Removes every copy OpenClaw keeps beside a stopped gateway's openclaw.json (`.bak*`,
+/// `.last-good`, …): older configs, with keys fleet has since revoked and taken out of the config.
+fn remove_config_copies(config: &Path) -> std::io::Result<()> {
+    let (Some(dir), Some(name)) = (config.parent(), config.file_name().and_then(|n| n.to_str())) else { return Ok(()) };
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in rd.flatten() {
+        let n = entry.file_name();
+        let n = n.to_string_lossy();
+        if n.starts_with(&format!("{name}.")) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// The config file of a gateway that is not running — no process of it (handle file and, on the

@@ -28,6 +28,10 @@ fn destroy_finishes_when_the_gateway_is_already_dead() {
     let w = World::quickstart();
     w.fleet(&["apply"]).ok();
     assert!(keys_in_file(&w) >= 2);
+    let raw: Vec<String> = ["alice", "bob"]
+        .iter()
+        .map(|a| crate::support::env_key(&w.data_dir(FLEET).join(format!("agents/{a}/env"))))
+        .collect();
     let pid = gateway_pid(&w);
     // SAFETY: kill(2) on the gateway's process group, started by this test's apply.
     unsafe { libc::kill(-pid, libc::SIGKILL) };
@@ -41,12 +45,20 @@ fn destroy_finishes_when_the_gateway_is_already_dead() {
     assert!(r.stdout.contains("Destroy complete"), "{}", r.stdout);
     assert!(t0.elapsed() < Duration::from_secs(60), "no 30 s waits on a dead gateway: {:?}", t0.elapsed());
     assert_eq!(keys_in_file(&w), 0, "every key revoked");
-    let config = std::fs::read_to_string(w.data_dir(FLEET).join("gateways/main/home/openclaw.json")).unwrap();
-    let doc: Value = serde_json::from_str(&config).unwrap();
-    for a in ["alice", "bob"] {
-        assert!(doc["agents"]["entries"].get(a).is_none(), "{a} taken out of the stopped gateway's config");
-        assert!(doc["models"]["providers"].get(format!("fleet-{a}")).is_none(), "{a}'s provider (and key) too");
-    }
+    // The agents are out of the stopped gateway's config, and its copies are gone: no revoked key is
+    // left on disk.
+    let home = w.data_dir(FLEET).join("gateways/main/home");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(home.join("openclaw.json")).unwrap()).unwrap();
+    assert!(doc["agents"]["entries"].get("alice").is_none() && doc["agents"]["entries"].get("bob").is_none(), "{doc}");
+    let mut leaks = Vec::new();
+    crate::support::walk(&home, &mut |p| {
+        let bytes = std::fs::read(p).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        if raw.iter().any(|k| text.contains(k.as_str())) {
+            leaks.push(p.to_path_buf());
+        }
+    });
+    assert!(leaks.is_empty(), "raw keys left in {leaks:?}");
     let s = w.fleet(&["state"]).ok();
     assert!(!s.stdout.contains("agent.") && !s.stdout.contains("key."), "{}", s.stdout);
 }
