@@ -57,7 +57,9 @@ impl Cursors {
 
 /// Watches every gateway of the fleet (one task each, started as gateways appear).
 pub async fn run(app: Arc<App>) {
-    let cursors = Arc::new(Cursors::load(app.layout().serve_dir().join("transcript-cursors.json")));
+    let file = app.layout().serve_dir().join("transcript-cursors.json");
+    let Ok(cursors) = tokio::task::spawn_blocking(move || Cursors::load(file)).await else { return };
+    let cursors = Arc::new(cursors);
     let mut watching: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         let gateways: Vec<GatewayView> = app.router.view.read().expect("view").gateways.values().cloned().collect();
