@@ -176,8 +176,12 @@ impl Exporter {
 /// The export loop: idle while the fleet declares no export.
 pub async fn run(app: Arc<App>) {
     let cursor_file = app.layout().serve_dir().join("otlp-cursor.json");
-    let cursors: Cursors =
-        std::fs::read(&cursor_file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let f = cursor_file.clone();
+    let cursors: Cursors = tokio::task::spawn_blocking(move || {
+        std::fs::read(f).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default();
     let http = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
     app.late.raise(cursors.values().map(|(ms, _)| *ms).max().unwrap_or(0));
     let mut x = Exporter { app, http, cursor_file, cursors, failing: false };
