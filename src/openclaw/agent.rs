@@ -198,7 +198,10 @@ impl Driver for AgentDriver {
 /// which is what the gateway would read when started again.
 async fn remove(a: &AgentInputs, ctx: &StepCtx) -> miette::Result<()> {
     if let Some(config) = super::gateway::config_if_down(&a.gateway.token_file).await {
-        super::offline::forget_agent(&config, &a.id)?;
+        let (file, id) = (config.clone(), a.id.clone());
+        tokio::task::spawn_blocking(move || super::offline::forget_agent(&file, &id))
+            .await
+            .map_err(|e| miette!("{e}"))??;
         ctx.progress(&format!(
             "gateway {} is not running: {} taken out of {} instead",
             a.gateway.name,

@@ -23,8 +23,13 @@ pub fn forget_in(doc: &mut Value, id: &str) -> bool {
     changed
 }
 
+/// One edit of a config file at a time: an apply removes several agents of one stopped gateway at
+/// once, and each edit reads, changes and writes back the whole file.
+static EDITS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// `forget_in` on a stopped gateway's openclaw.json (written back atomically, 0600).
 pub fn forget_agent(config: &Path, id: &str) -> miette::Result<()> {
+    let _one = EDITS.lock().unwrap_or_else(|p| p.into_inner());
     let mut doc: Value = serde_json::from_slice(&std::fs::read(config).into_diagnostic()?)
         .into_diagnostic()
         .wrap_err_with(|| format!("{} is not JSON", config.display()))?;
