@@ -23,7 +23,7 @@ use super::api_error::ApiError;
 use super::auth::{self, Principal, Tokens};
 use super::request;
 use super::router::Router;
-use super::status::{agent_status, Health};
+use super::status::{agent_status, heartbeat_overdue, AgentStatus, Health};
 use super::store::Message;
 use super::view::FleetView;
 
@@ -44,6 +44,16 @@ pub struct App {
 }
 
 pub type Shared = Arc<App>;
+
+/// What the status shows of an agent's trace.
+#[derive(Debug, Clone, Default)]
+struct Traced {
+    today: Value,
+    turns: Value,
+    last_heartbeat: Option<i64>,
+    /// When apply last provisioned, updated or woke it.
+    last_apply: Option<i64>,
+}
 type Params = Query<HashMap<String, String>>;
 
 /// The API's routes (the trace endpoints and the page add theirs, and the state, in `serve::run`).
@@ -150,7 +160,7 @@ impl App {
     }
 
     /// Per agent: today's (UTC) calls, tokens and cost as the proxy priced them, and its last turns.
-    async fn trace_summaries(&self, agents: Vec<String>) -> std::collections::BTreeMap<String, (Value, Value)> {
+    async fn trace_summaries(&self, agents: Vec<String>) -> std::collections::BTreeMap<String, Traced> {
         let layout = self.layout();
         tokio::task::spawn_blocking(move || {
             let now = crate::clock::now_ms();
@@ -169,7 +179,15 @@ impl App {
                 let events: Vec<_> =
                     crate::trace::store::read(&dir, &q).unwrap_or_default().into_iter().map(|(_, e)| e).collect();
                 let turns = serde_json::to_value(crate::trace::summary::last_turns(&events, 3)).unwrap_or_default();
-                out.insert(a, (today, turns));
+                let newest = |channel: &str| {
+                    let q =
+                        crate::trace::query::Query { channel: Some(channel.into()), limit: 1, ..Default::default() };
+                    crate::trace::store::read(&dir, &q).ok().and_then(|v| v.first().map(|(ms, _)| *ms))
+                };
+                out.insert(
+                    a,
+                    Traced { today, turns, last_heartbeat: newest("heartbeat"), last_apply: newest("apply") },
+                );
             }
             out
         })
@@ -190,7 +208,13 @@ impl App {
             .values()
             .filter(|a| who.may_touch(&a.name))
             .map(|a| {
-                let (today, turns) = traces.get(&a.name).cloned().unwrap_or_default();
+                let t = traces.get(&a.name).cloned().unwrap_or_default();
+                let mut status = agent_status(health.get(&a.gateway), a, replied.contains(&a.name));
+                let silent =
+                    heartbeat_overdue(a.heartbeat.as_deref(), t.last_heartbeat, t.last_apply, crate::clock::now_ms());
+                if status == AgentStatus::Online && silent.is_some() {
+                    status = AgentStatus::Offline;
+                }
                 let last = latest.iter().find(|m| m.agent == a.name);
                 let host = view.gateways.get(&a.gateway).map(|g| g.host.clone()).unwrap_or_default();
                 json!({
@@ -199,11 +223,13 @@ impl App {
                     "gateway": a.gateway,
                     "host": host,
                     "heartbeat": a.heartbeat,
-                    "status": agent_status(health.get(&a.gateway), a, replied.contains(&a.name)),
+                    "status": status,
+                    "silent": silent,
+                    "last_heartbeat": t.last_heartbeat.map(crate::clock::format_rfc3339_ms),
                     "last_activity": last.map(|m| m.created_at.clone()),
                     "last_message": last,
-                    "today": today,
-                    "turns": turns,
+                    "today": t.today,
+                    "turns": t.turns,
                 })
             })
             .collect())

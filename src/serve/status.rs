@@ -46,6 +46,24 @@ pub fn agent_status(gw: Option<&GatewayHealth>, agent: &AgentView, replied: bool
 
 pub type Health = BTreeMap<String, GatewayHealth>;
 
+/// Why an agent with a heartbeat is silent: no heartbeat run for more than twice its interval
+/// (and a minute) since its last one — or, before its first, since apply provisioned or woke it.
+/// None: not overdue, no heartbeat, or nothing to judge by.
+pub fn heartbeat_overdue(
+    every: Option<&str>,
+    last_ms: Option<i64>,
+    since_ms: Option<i64>,
+    now_ms: i64,
+) -> Option<String> {
+    let secs = crate::fleetfile::decode::parse_duration(every?)? as i64;
+    let from = last_ms.or(since_ms)?;
+    let quiet = now_ms - from;
+    (quiet > 2 * secs * 1000 + 60_000).then(|| {
+        let what = if last_ms.is_some() { "no heartbeat run" } else { "no heartbeat run yet" };
+        format!("{what} for {} min (every {})", quiet / 60_000, every.unwrap_or_default())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +78,17 @@ mod tests {
             woken,
             gref: GatewayRef { name: "main".into(), url: "ws://x".into(), token_file: "/t".into() },
         }
+    }
+
+    #[test]
+    fn a_heartbeat_is_overdue_after_twice_its_interval() {
+        let min = 60_000;
+        assert_eq!(heartbeat_overdue(Some("30m"), Some(0), None, 60 * min), None);
+        assert!(heartbeat_overdue(Some("30m"), Some(0), None, 62 * min).unwrap().contains("62 min"));
+        assert!(heartbeat_overdue(Some("30m"), None, Some(0), 62 * min).unwrap().contains("yet"));
+        assert_eq!(heartbeat_overdue(None, Some(0), None, 999 * min), None, "no heartbeat, no judgement");
+        assert_eq!(heartbeat_overdue(Some("30m"), None, None, 999 * min), None, "nothing to judge by");
+        assert_eq!(heartbeat_overdue(Some("30m"), Some(62 * min), Some(0), 63 * min), None, "the last run counts");
     }
 
     #[test]

@@ -175,6 +175,7 @@ fn trace_query(q: &HashMap<String, String>) -> Result<TraceQuery, ApiError> {
         until: when("until", q.get("until"), now)?,
         thread: q.get("thread").cloned(),
         trace_id: q.get("trace_id").cloned(),
+        channel: q.get("channel").cloned(),
         limit,
         order,
         after,

@@ -21,6 +21,8 @@ pub struct Query {
     pub until: Option<i64>,
     pub thread: Option<String>,
     pub trace_id: Option<String>,
+    /// Only events of this channel (`heartbeat`, `webchat`, `apply`, …).
+    pub channel: Option<String>,
     pub limit: usize,
     pub order: Order,
     /// Continue after this (ms, id), in `order`.
@@ -48,9 +50,11 @@ impl Query {
         }
     }
 
-    /// Whether an event with these fields passes the filters (cursor included).
-    pub fn matches(&self, ms: i64, id: &str, kind: &str, thread: Option<&str>, trace: Option<&str>) -> bool {
+    /// Whether an event passes the filters (cursor included).
+    pub fn matches(&self, ms: i64, e: &super::envelope::Envelope) -> bool {
+        let (id, kind, thread, trace) = (e.id.as_str(), e.kind.as_str(), e.thread_id.as_deref(), e.trace_id.as_deref());
         (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind))
+            && self.channel.as_deref().is_none_or(|c| e.channel_id.as_deref() == Some(c))
             && self.since.is_none_or(|s| ms >= s)
             && self.until.is_none_or(|u| ms < u)
             && self.thread.as_deref().is_none_or(|t| thread == Some(t))
@@ -80,13 +84,23 @@ mod tests {
         assert!(q.past_cursor(10, "c") && q.past_cursor(11, "a") && !q.past_cursor(10, "b"));
     }
 
+    fn ev(kind: &str, thread: Option<&str>, channel: Option<&str>) -> crate::trace::envelope::Envelope {
+        serde_json::from_value(serde_json::json!({"v": 1, "id": "x", "trace_id": null,
+            "created_at": "2026-11-29T14:00:00Z", "agent_name": "a", "kind": kind, "thread_id": thread,
+            "channel_id": channel}))
+        .unwrap()
+    }
+
     #[test]
     fn filters_combine() {
         let q =
             Query { kinds: vec!["tool_call".into()], thread: Some("main".into()), since: Some(5), ..Query::default() };
-        assert!(q.matches(5, "x", "tool_call", Some("main"), None));
-        assert!(!q.matches(4, "x", "tool_call", Some("main"), None));
-        assert!(!q.matches(5, "x", "llm_call", Some("main"), None));
-        assert!(!q.matches(5, "x", "tool_call", None, None));
+        assert!(q.matches(5, &ev("tool_call", Some("main"), None)));
+        assert!(!q.matches(4, &ev("tool_call", Some("main"), None)));
+        assert!(!q.matches(5, &ev("llm_call", Some("main"), None)));
+        assert!(!q.matches(5, &ev("tool_call", None, None)));
+        let q = Query { channel: Some("heartbeat".into()), ..Query::default() };
+        assert!(q.matches(5, &ev("lifecycle", None, Some("heartbeat"))));
+        assert!(!q.matches(5, &ev("lifecycle", None, None)));
     }
 }

@@ -265,7 +265,7 @@ fn read_jsonl(path: &Path, q: &Query, out: &mut Vec<(i64, Envelope)>) -> Result<
         // A torn last line (a crash mid-append, never acknowledged) is skipped.
         let Ok(e) = serde_json::from_str::<Envelope>(&line) else { continue };
         let Ok(ms) = e.check() else { continue };
-        if q.matches(ms, &e.id, &e.kind, e.thread_id.as_deref(), e.trace_id.as_deref()) {
+        if q.matches(ms, &e) {
             out.push((ms, e));
         }
     }
@@ -302,6 +302,10 @@ fn read_db(path: &Path, q: &Query, out: &mut Vec<(i64, Envelope)>) -> Result<(),
     if let Some(t) = &q.trace_id {
         sql.push_str(" AND trace_id = ?");
         args.push(t.clone().into());
+    }
+    if let Some(c) = &q.channel {
+        sql.push_str(" AND json_extract(body, '$.channel_id') = ?");
+        args.push(c.clone().into());
     }
     sql.push_str(if q.order == Order::Asc { " ORDER BY ts, id" } else { " ORDER BY ts DESC, id DESC" });
     sql.push_str(&format!(" LIMIT {}", q.limit.clamp(1, i64::MAX as usize)));

@@ -415,6 +415,12 @@ fn the_plugin_traces_tool_calls_of_chat_turns_and_heartbeats() {
     let trace = hb[0]["trace_id"].as_str().unwrap();
     assert!(hb.iter().all(|e| e["trace_id"] == trace), "one trace id per heartbeat run");
     assert!(hb.iter().any(|e| e["kind"] == "tool_call"), "{hb:#?}");
+    let (_, v) = d.request("GET", "/v1/agents", Some(&d.admin), None);
+    let a = v["agents"].as_array().unwrap().iter().find(|a| a["name"] == "alice").unwrap().clone();
+    assert!(a["last_heartbeat"].as_str().is_some() && a["silent"].is_null(), "{a}");
+    let (s, v) = d.request("GET", "/v1/agents/alice/trace?channel=heartbeat&limit=1000", Some(&d.admin), None);
+    assert_eq!(s, 200);
+    assert!(v["events"].as_array().unwrap().iter().all(|e| e["channel_id"] == "heartbeat"), "{v}");
     let r = w.fleet(&["plan", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "{}", r.all());
 }
