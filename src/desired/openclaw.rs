@@ -40,7 +40,11 @@ fn launch(spec: &FleetSpec, layout: &Layout, g: &Gateway, image: Option<&ImageUs
     let host = spec.hosts.iter().find(|h| h.name.value == g.host.value);
     let container = match (runtime, &g.image, host) {
         (Runtime::Incus, Some(img_name), Some(host)) => {
-            let forward = if spec.litellm.host.value == host.name.value { vec![spec.litellm.port] } else { vec![] };
+            let mut forward = if spec.litellm.host.value == host.name.value { vec![spec.litellm.port] } else { vec![] };
+            // The daemon runs on this machine: a container here reaches its trace ingest the same way.
+            if let (Some(sv), None) = (&spec.serve, &host.remote) {
+                forward.push(sv.port);
+            }
             Some(Container {
                 name: format!("fleet-{}-{gw}", spec.name),
                 image: img_name.value.clone(),

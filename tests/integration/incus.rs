@@ -76,14 +76,17 @@ agent "alice" gateway="main" model="demo-small"
 }
 
 /// The same fleet plus a process gateway on this machine running the same image (from the
-/// process host's image store instead of the cached toolchain).
+/// process host's image store instead of the cached toolchain), and the daemon (the container's
+/// trace plugin reaches it through a forwarded port).
 fn fleet_file_with_process(name: &str, url: &str, sha: &str, litellm: u16, gw: u16, plain: u16) -> String {
     fleet_file(name, url, sha, litellm, gw)
         + &format!(
             r#"host "local" runtime="process"
 gateway "plain" host="local" image="openclaw-base" port={plain}
 agent "bob" gateway="plain" model="demo-small"
-"#
+serve {{ listen "127.0.0.1:{}"; }}
+"#,
+            free_port()
         )
 }
 
@@ -201,6 +204,17 @@ fn an_incus_gateway_from_a_fetched_image_answers() {
     assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
     let log = std::fs::read_to_string(w.data_dir(fleet).join("litellm/proxy.log")).unwrap();
     assert!(log.contains("fleet_auth: accepted key fleet-alice"), "the container's agent used its own key");
+    // The container's plugin ships alice's runs to the daemon on this machine.
+    let t0 = std::time::Instant::now();
+    let traced = loop {
+        let t = run(&["trace", "alice", "--json"]);
+        let from_gateway = t.stdout.lines().filter(|l| l.contains("\"backend_name\":\"openclaw\"")).count();
+        if from_gateway >= 3 || t0.elapsed() > std::time::Duration::from_secs(60) {
+            break (from_gateway, t.stdout);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(traced.0 >= 3, "the plugin in the container shipped nothing: {}", traced.1);
 
     // Re-apply: nothing imported again, nothing restarted.
     let r = run(&["apply"]);
