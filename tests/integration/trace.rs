@@ -165,6 +165,31 @@ fn a_routed_turn_is_traced_and_ingest_checks_every_batch() {
         .sum();
     assert!(alice_calls >= 1, "{v}");
 
+    // `fleet trace --follow` prints what arrives — also an event older than what it printed last.
+    let mut follow = w
+        .cmd(&["trace", "alice", "--follow", "--json", "--kind", "lifecycle"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let mut late = event("t-follow", "alice", "lifecycle");
+    late["created_at"] = json!(fleet::clock::format_rfc3339_ms(fleet::clock::now_ms() - 20_000));
+    let (s, _) = d.request("POST", "/v1/trace", Some(&d.admin), Some(&json!({"events": [late]}).to_string()));
+    assert_eq!(s, 200);
+    let seen =
+        (0..40).find_map(|_| rx.recv_timeout(Duration::from_millis(500)).ok().filter(|l| l.contains("t-follow")));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(seen.is_some(), "--follow printed the new event");
+
     // The CLI reads the same store (and works while the daemon is down).
     let r = w.fleet(&["trace", "alice", "--json", "--kind", "message_in"]).ok();
     let lines: Vec<Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
