@@ -178,7 +178,7 @@ async fn tail(c: &GatewayClient, k: &Key, pages: usize) -> Option<(Vec<Value>, O
 }
 
 /// Pulls what is new in one session into its agent's trace; the cursor advances once it is stored.
-async fn pull(app: &App, cursors: &Cursors, c: &GatewayClient, k: &Key) {
+async fn pull(app: &Arc<App>, cursors: &Cursors, c: &GatewayClient, k: &Key) {
     let known = app.router.view.read().expect("view").agents.contains_key(&k.0);
     if !known {
         return;
@@ -226,11 +226,14 @@ async fn pull(app: &App, cursors: &Cursors, c: &GatewayClient, k: &Key) {
         let offered: Vec<_> = items.iter().map(|it| (it.ms, it.event.clone())).collect();
         match app.traces.write(items).await {
             Ok(written) => {
-                for ((ms, e), w) in offered.iter().zip(written) {
-                    if w != crate::trace::store::Written::Duplicate {
-                        app.late.offer(*ms, e);
-                    }
-                }
+                let fresh: Vec<_> = offered
+                    .into_iter()
+                    .zip(written)
+                    .filter(|(_, w)| *w != crate::trace::store::Written::Duplicate)
+                    .map(|(o, _)| o)
+                    .collect();
+                let a = app.clone();
+                let _ = tokio::task::spawn_blocking(move || a.late.offer_all(&fresh)).await;
             }
             Err(e) => {
                 tracing::warn!("transcript of {} {}: {e}", k.0, k.1);

@@ -3,7 +3,7 @@
 //! `serve/otlp-cursor.json` — resumable across restarts, and apart from ingest (it only reads).
 //! An event is exported once it is 5 s old (so a turn's events have arrived); an event that
 //! arrives later than that with an older time (a sender catching up after an outage) is exported
-//! from the late list ingest hands over while the daemon runs.
+//! from the late list ingest hands over (`late`, kept on disk until sent).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -167,9 +167,12 @@ impl Exporter {
                 keep.push((ms, e));
             }
         }
-        for (ms, e) in keep {
-            self.app.late.push(ms, e);
-        }
+        let app = self.app.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            app.late.put_back(keep);
+            app.late.settle();
+        })
+        .await;
     }
 }
 

@@ -70,6 +70,8 @@ pub async fn run(
     let tokens = view.tokens(read_admin_token(&layout.serve_token()).as_deref());
     let (events, _) = broadcast::channel(1024);
     let traces = crate::trace::writer::TraceWriter::start(Box::new(crate::clock::now_ms));
+    let late_file = layout.serve_dir().join("otlp-late.jsonl");
+    let late = tokio::task::spawn_blocking(move || late::Late::open(late_file)).await.into_diagnostic()?;
     let router = Arc::new(
         Router::new(store::Messages::new(store), Arc::new(RwLock::new(view)), events, cfg.reply_timeout)
             .with_traces(traces.clone(), layout.clone()),
@@ -83,7 +85,7 @@ pub async fn run(
         token_file: layout.serve_token(),
         data_dir: cfg.data_dir.clone(),
         traces,
-        late: Default::default(),
+        late,
         last_reload: Default::default(),
     });
 

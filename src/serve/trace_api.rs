@@ -116,11 +116,10 @@ pub async fn ingest(
         )
     })?;
     let dup = written.iter().filter(|w| **w == Written::Duplicate).count();
-    for ((ms, e), w) in offered.iter().zip(&written) {
-        if *w != Written::Duplicate {
-            app.late.offer(*ms, e);
-        }
-    }
+    let fresh: Vec<(i64, Envelope)> =
+        offered.into_iter().zip(&written).filter(|(_, w)| **w != Written::Duplicate).map(|(o, _)| o).collect();
+    let a = app.clone();
+    let _ = tokio::task::spawn_blocking(move || a.late.offer_all(&fresh)).await;
     Ok(Json(json!({"accepted": n, "duplicates": dup})))
 }
 

@@ -78,8 +78,9 @@ fn a_routed_turn_is_traced_and_ingest_checks_every_batch() {
     // The router's message_in / message_out and the proxy's llm_call, one turn.
     let events = wait_until(Duration::from_secs(30), || {
         let ev = trace_of(&d, "alice", "");
-        let k = kinds(&ev);
-        (k.contains("message_in") && k.contains("message_out") && k.contains("llm_call")).then_some(ev)
+        let answered = ev.iter().any(|e| e["kind"] == "message_out" && e["trace_id"] == msg.as_str());
+        let called = ev.iter().any(|e| e["kind"] == "llm_call" && e["backend_name"] == "litellm");
+        (answered && called).then_some(ev)
     })
     .unwrap_or_else(|| panic!("trace: {:#?}", trace_of(&d, "alice", "")));
     let root = format!("oc:{msg}:in");
