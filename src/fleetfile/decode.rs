@@ -461,16 +461,32 @@ fn serve(n: &RawNode, p: &mut Problems) -> Option<Serve> {
     Some(Serve { bind, port, reply_timeout_s, export: None })
 }
 
+/// `trace { otlp "URL" headers="env:…"; capture-content #false; project "…" }` (TOML: `[trace] otlp = "…"`,
+/// `headers = "env:…"`).
 fn trace_export(n: &RawNode, base: &Path, p: &mut Problems) -> Option<TraceExport> {
     let mut r = Reader::new(n, p);
     let span = r.span();
-    let example =
-        r.syntax().pick("otlp \"http://127.0.0.1:4318/v1/traces\"", "otlp = \"http://127.0.0.1:4318/v1/traces\"");
-    let otlp = r.str_opt("otlp");
-    let headers = secret(&mut r, "headers", base, "OTLP_HEADERS");
+    let example = r.syntax().pick(
+        "otlp \"http://127.0.0.1:4318/v1/traces\" headers=\"env:OTLP_HEADERS\"",
+        "otlp = \"http://127.0.0.1:4318/v1/traces\"",
+    );
     let capture_content = r.bool_opt("capture-content").map(|b| b.value).unwrap_or(false);
     let project = r.str_opt("project").map(|s| s.value);
-    let attempted = r.attempted("otlp");
+    let (otlp, headers, attempted) = match r.child("otlp") {
+        Some(c) => {
+            let mut cr = Reader::new(c, r.problems);
+            let url = cr.arg_str("the receiver's OTLP/HTTP traces endpoint", example);
+            let headers = secret(&mut cr, "headers", base, "OTLP_HEADERS");
+            cr.finish();
+            (url, headers, true)
+        }
+        None => {
+            let url = r.str_opt("otlp");
+            let attempted = r.attempted("otlp");
+            (url, None, attempted)
+        }
+    };
+    let headers = headers.or_else(|| secret(&mut r, "headers", base, "OTLP_HEADERS"));
     r.finish();
     match otlp {
         Some(u) if u.value.starts_with("http://") || u.value.starts_with("https://") => {
