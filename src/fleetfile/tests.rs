@@ -363,3 +363,22 @@ fn serve_mistakes_are_named_at_their_span() {
     let e = kdl(&format!("{KDL}serve\nserve\n")).unwrap_err();
     assert_eq!(messages(e), ["`serve` is declared twice"]);
 }
+
+#[test]
+fn the_trace_export_reads_the_same_in_kdl_and_toml_and_defaults_the_callback_to_the_daemon() {
+    let k = kdl(&format!(
+        "{KDL}serve {{ listen \"127.0.0.1:8700\" }}\ntrace {{\n    otlp \"http://127.0.0.1:4318/v1/traces\" headers=\"env:OTLP_HEADERS\"\n    capture-content #true\n}}\n"
+    ))
+    .unwrap();
+    let t = toml(&format!(
+        "{TOML}\n[serve]\nlisten = \"127.0.0.1:8700\"\n\n[trace]\notlp = \"http://127.0.0.1:4318/v1/traces\"\nheaders = \"env:OTLP_HEADERS\"\ncapture-content = true\n"
+    ))
+    .unwrap();
+    let ek = k.serve.as_ref().unwrap().export.clone().unwrap();
+    assert_eq!(Some(ek.clone()), t.serve.as_ref().unwrap().export.clone());
+    assert_eq!((ek.otlp.as_str(), ek.capture_content), ("http://127.0.0.1:4318/v1/traces", true));
+    assert_eq!(ek.headers.map(|h| h.to_string()).as_deref(), Some("env:OTLP_HEADERS"));
+    let cb = k.litellm.callback.clone().unwrap();
+    assert_eq!(cb.url, "http://127.0.0.1:8700/v1/trace");
+    assert!(cb.token.is_none(), "a token is minted for it");
+}
