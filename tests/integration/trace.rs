@@ -392,6 +392,13 @@ fn the_plugin_traces_tool_calls_of_chat_turns_and_heartbeats() {
     assert!(call["payload"]["tool"].as_str().is_some(), "{call}");
     let llm = events.iter().find(|e| e["kind"] == "llm_call").unwrap();
     assert_eq!(llm["model"].as_str().map(|m| m.ends_with("tool-model")), Some(true), "{llm}");
+    // The plugin's spool holds what agents said: its owner's only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let spool = w.data_dir(FLEET).join("gateways/main/home/.fleet/trace-spool.jsonl");
+        let mode = std::fs::metadata(&spool).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", spool.display());
+    }
     // The proxy saw the same two calls, with their tokens.
     let proxied =
         trace_of(&d, "alice", "&kind=llm_call").into_iter().filter(|e| e["backend_name"] == "litellm").count();

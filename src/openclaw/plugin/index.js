@@ -130,8 +130,9 @@ class Spool {
     this.log.warn?.(msg);
   }
   async open() {
-    await fsp.mkdir(this.dir, { recursive: true });
-    this.fh = await fsp.open(this.file, "a+");
+    // What agents said and what their tools returned: readable by the gateway's user only.
+    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    this.fh = await fsp.open(this.file, "a+", 0o600);
     let size = (await this.fh.stat()).size;
     // A crash mid-append can leave a partial last line: cut it (it was never fully written).
     if (size > 0) {
@@ -178,7 +179,7 @@ class Spool {
   }
   async writeOffset(n) {
     const tmp = this.offFile + ".tmp";
-    const fh = await fsp.open(tmp, "w");
+    const fh = await fsp.open(tmp, "w", 0o600);
     try {
       await fh.writeFile(JSON.stringify({ offset: n }));
       await fh.sync();
