@@ -55,26 +55,29 @@ impl Cursors {
     }
 }
 
+/// One gateway's watch, stopped when dropped (a gateway gone from the fleet, the daemon stopping).
+struct Watch(tokio::task::JoinHandle<()>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Watches every gateway of the fleet (one task each, started as gateways appear).
 pub async fn run(app: Arc<App>) {
     let file = app.layout().serve_dir().join("transcript-cursors.json");
     let Ok(cursors) = tokio::task::spawn_blocking(move || Cursors::load(file)).await else { return };
     let cursors = Arc::new(cursors);
-    let mut watching: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut watching: HashMap<String, Watch> = HashMap::new();
     loop {
         let gateways: Vec<GatewayView> = app.router.view.read().expect("view").gateways.values().cloned().collect();
         let names: BTreeSet<String> = gateways.iter().map(|g| g.name.clone()).collect();
-        watching.retain(|name, task| {
-            let keep = names.contains(name) && !task.is_finished();
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
+        watching.retain(|name, w| names.contains(name) && !w.0.is_finished());
         for g in gateways {
             if !watching.contains_key(&g.name) {
                 let name = g.name.clone();
-                watching.insert(name, tokio::spawn(watch(app.clone(), cursors.clone(), g)));
+                watching.insert(name, Watch(tokio::spawn(watch(app.clone(), cursors.clone(), g))));
             }
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
