@@ -22,6 +22,12 @@ pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// The `p` quantile (0–1) of timings (sorts them).
+pub fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
 pub fn free_port() -> miette::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0").into_diagnostic()?.local_addr().into_diagnostic()?.port())
 }

@@ -7,16 +7,11 @@ use std::time::{Duration, Instant};
 
 use miette::{miette, IntoDiagnostic};
 
-use super::bench_kit::{apply_in_process, free_port, gateway_fleet, ms};
+use super::bench_kit::{apply_in_process, free_port, gateway_fleet, ms, pct};
 use super::loaded::runtime;
 use crate::engine::Goal;
 use crate::layout::Layout;
 use crate::trace::query::Query;
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 /// Applies a one-agent fleet (with the daemon when `traced`), times `turns` turns, destroys it.
 fn measure(turns: usize, traced: bool) -> miette::Result<(Duration, Vec<Duration>, usize)> {

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use miette::{miette, IntoDiagnostic};
 use serde_json::{json, Value};
 
-use super::bench_kit::{apply_in_process, free_port, gateway_fleet, ms};
+use super::bench_kit::{apply_in_process, free_port, gateway_fleet, ms, pct};
 use super::loaded::runtime;
 use crate::engine::Goal;
 use crate::layout::Layout;
@@ -28,11 +28,6 @@ pub struct ServeBench {
 /// `gateway_fleet` with the daemon declared.
 fn fleet(n: usize, proxy: u16, gw: u16, serve: u16) -> String {
     format!("{}serve {{ listen \"127.0.0.1:{serve}\"; reply-timeout \"10m\" }}\n", gateway_fleet(n, proxy, gw))
-}
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 pub fn run(b: ServeBench) -> miette::Result<ExitCode> {

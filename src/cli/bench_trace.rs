@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use miette::{miette, IntoDiagnostic};
 use serde_json::{json, Value};
 
-use super::bench_kit::ms;
+use super::bench_kit::{ms, pct};
 use super::loaded::runtime;
 use crate::layout::Layout;
 use crate::trace::bucket::HOUR_MS;
@@ -25,11 +25,6 @@ pub struct TraceBench {
     pub batch: usize,
     pub stored: usize,
     pub hours: usize,
-}
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn event(id: String, agent: &str, ms_at: i64, i: usize) -> Value {

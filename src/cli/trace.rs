@@ -16,13 +16,9 @@ use crate::trace::store;
 
 fn since_ms(since: Option<&str>) -> miette::Result<Option<i64>> {
     let Some(s) = since else { return Ok(None) };
-    if let Some(ms) = crate::clock::parse_rfc3339_ms(s) {
-        return Ok(Some(ms));
-    }
-    let secs = crate::fleetfile::decode::parse_duration(s).ok_or_else(|| {
+    crate::trace::query::instant_or_ago(s, crate::clock::now_ms()).map(Some).ok_or_else(|| {
         miette!(help = "e.g. --since 90s, 15m, 1h, 2d, or 2026-11-29T14:00:00Z", "--since {s:?} is not a time")
-    })?;
-    Ok(Some(crate::clock::now_ms() - secs as i64 * 1000))
+    })
 }
 
 fn short(s: &str, n: usize) -> String {

@@ -131,16 +131,7 @@ async fn watch(app: Arc<App>, cursors: Arc<Cursors>, g: GatewayView) {
 
 /// Every session of this gateway's agents (`sessions.list`, all pages).
 async fn sessions(app: &App, c: &GatewayClient, gateway: &str) -> Vec<Key> {
-    let ours: BTreeSet<String> = app
-        .router
-        .view
-        .read()
-        .expect("view")
-        .agents
-        .values()
-        .filter(|a| a.gateway == gateway)
-        .map(|a| a.name.clone())
-        .collect();
+    let ours: BTreeSet<String> = app.router.view.read().expect("view").agents_of(gateway).into_iter().collect();
     let mut out = Vec::new();
     let mut offset = 0;
     for _ in 0..100 {

@@ -128,16 +128,7 @@ async fn reload_view(app: Arc<App>) {
 
 /// A gateway went down or came back: a `lifecycle` event in the trace of each of its agents.
 async fn gateway_changed(app: &App, gateway: &str, up: bool, problem: Option<&str>) {
-    let agents: Vec<String> = app
-        .router
-        .view
-        .read()
-        .expect("view")
-        .agents
-        .values()
-        .filter(|a| a.gateway == gateway)
-        .map(|a| a.name.clone())
-        .collect();
+    let agents = app.router.view.read().expect("view").agents_of(gateway);
     let now = crate::clock::now_ms();
     let phase = if up { "gateway_up" } else { "gateway_down" };
     let layout = app.layout();

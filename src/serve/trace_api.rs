@@ -126,11 +126,8 @@ pub async fn ingest(
 /// `since`/`until`: an RFC 3339 time, or a duration back from now (`90s`, `15m`, `1h`, `2d`).
 pub fn when(name: &'static str, s: Option<&String>, now_ms: i64) -> Result<Option<i64>, ApiError> {
     let Some(s) = s else { return Ok(None) };
-    if let Some(ms) = crate::clock::parse_rfc3339_ms(s) {
-        return Ok(Some(ms));
-    }
-    match crate::fleetfile::decode::parse_duration(s) {
-        Some(secs) => Ok(Some(now_ms - secs as i64 * 1000)),
+    match crate::trace::query::instant_or_ago(s, now_ms) {
+        Some(ms) => Ok(Some(ms)),
         None => Err(ApiError::bad(
             "invalid_time",
             format!("`{name}` is an RFC 3339 time (2026-11-29T14:00:00Z) or a duration ago (90s, 15m, 1h, 2d)"),

@@ -128,6 +128,11 @@ impl FleetView {
         v
     }
 
+    /// The names of a gateway's agents.
+    pub fn agents_of(&self, gateway: &str) -> Vec<String> {
+        self.agents.values().filter(|a| a.gateway == gateway).map(|a| a.name.clone()).collect()
+    }
+
     /// The daemon's tokens: admin (given), agents', the callback's and the gateways'.
     pub fn tokens(&self, admin: Option<&str>) -> crate::serve::auth::Tokens {
         use crate::serve::auth::Principal;

@@ -29,6 +29,13 @@ pub struct Query {
     pub after: Option<(i64, String)>,
 }
 
+/// `s` as UTC milliseconds: an RFC 3339 time, or a duration back from `now_ms` (`90s`, `15m`, `1h`,
+/// `2d`) — what `since`/`until` take in the API and the CLI. None: neither.
+pub fn instant_or_ago(s: &str, now_ms: i64) -> Option<i64> {
+    crate::clock::parse_rfc3339_ms(s)
+        .or_else(|| crate::fleetfile::decode::parse_duration(s).map(|secs| now_ms - secs as i64 * 1000))
+}
+
 /// The cursor of the last event of a page: opaque to clients (`<ms>-<hex id>`).
 pub fn cursor_of(ms: i64, id: &str) -> String {
     format!("{ms}-{}", hex::encode(id.as_bytes()))
