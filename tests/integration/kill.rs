@@ -332,7 +332,15 @@ fn ctrl_c_stops_new_steps_records_the_run_cancelled_and_leaves_nothing_untracked
     // SAFETY: kill(2) with SIGINT on the child this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
-    lines.extend(rx.try_iter());
+    // Everything fleet printed before it exited: read to the end of its output (the reader may lag the exit).
+    let t1 = Instant::now();
+    while t1.elapsed() < Duration::from_secs(30) {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => lines.push(line),
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
     let text = lines.join("\n");
     assert_eq!(status.code(), Some(130), "{text}");
     assert!(text.contains("+ gateway.gw: created"), "the running gateway step finished: {text}");
