@@ -34,16 +34,22 @@ pub type ProgressFn = Arc<dyn Fn(&str, &str) + Send + Sync>;
 #[derive(Clone)]
 pub struct StepCtx {
     pub address: String,
+    /// The apply run this step belongs to (what an archive's manifest names).
+    pub run: Option<i64>,
     progress: Option<ProgressFn>,
 }
 
 impl StepCtx {
     pub fn new(address: &str, progress: ProgressFn) -> Self {
-        StepCtx { address: address.to_string(), progress: Some(progress) }
+        StepCtx { address: address.to_string(), run: None, progress: Some(progress) }
+    }
+    pub fn in_run(mut self, run: i64) -> Self {
+        self.run = Some(run);
+        self
     }
     /// A context that reports nowhere (unit tests, benchmarks).
     pub fn silent(address: &str) -> Self {
-        StepCtx { address: address.to_string(), progress: None }
+        StepCtx { address: address.to_string(), run: None, progress: None }
     }
     pub fn progress(&self, message: &str) {
         if let Some(p) = &self.progress {

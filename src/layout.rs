@@ -71,6 +71,18 @@ impl Layout {
     pub fn agent_env(&self, agent: &str) -> PathBuf {
         self.agent_home(agent).join("env")
     }
+    /// Archived agents: `<agent>-<UTC timestamp>/` each, with its `manifest.json`.
+    pub fn archive_dir(&self) -> PathBuf {
+        self.data_dir.join("archive")
+    }
+    /// An agent's workspace on this machine (its gateway's home holds it).
+    pub fn agent_workspace(&self, gateway: &str, agent: &str) -> PathBuf {
+        self.gateway_home(gateway).join("workspaces").join(agent)
+    }
+    /// What OpenClaw keeps of an agent in its gateway's state: sessions and transcripts.
+    pub fn agent_gateway_state(&self, gateway: &str, agent: &str) -> PathBuf {
+        self.gateway_home(gateway).join("state").join("agents").join(agent)
+    }
     pub fn gateway_dir(&self, gateway: &str) -> PathBuf {
         self.data_dir.join("gateways").join(gateway)
     }

@@ -6,6 +6,7 @@
 //! `openclaw`, `runtime`, `image`) and the daemon (`serve`, which talks to gateways and reads
 //! state) → `desired` (model → resources) → `plan` and `exec` → `engine` → `cli`. No two files import each other; no floor imports one above it.
 
+pub mod archive;
 pub mod cli;
 pub mod clock;
 pub mod desired;

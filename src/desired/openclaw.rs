@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use super::image::{self, ImageUse};
 use super::litellm::proxy_base_url;
+use crate::archive::restore::Restore;
+use crate::archive::About;
 use crate::fleetfile::{Agent, FleetSpec, Gateway, Runtime};
 use crate::fsutil::sha256_hex;
 use crate::layout::Layout;
@@ -13,7 +15,7 @@ use crate::litellm::resources::SecretInputs;
 use crate::openclaw::agent::AgentInputs;
 use crate::openclaw::client::GatewayRef;
 use crate::openclaw::gateway::GatewayInputs;
-use crate::openclaw::models::{AgentIdentity, AgentModels, ModelsInputs, WakeInputs};
+use crate::openclaw::models::{AgentIdentity, AgentModels, ModelsInputs, WakeInputs, WAKE_FILE, WAKE_RESTORED_FILE};
 use crate::openclaw::roster;
 use crate::openclaw::toolchain::Toolchain;
 use crate::openclaw::workspace;
@@ -22,6 +24,39 @@ use crate::runtime::{Container, Launch};
 
 /// Seconds a gateway gets to answer `health` (12.6–28 s measured on 2 cores).
 pub const GATEWAY_START_TIMEOUT_S: u64 = 180;
+
+/// The first message after a restore (`wake-restored` overrides it).
+pub fn default_wake_restored(name: &str) -> String {
+    format!(
+        "Hello {name}. fleet has just restored you from an archive: your workspace, memory and sessions are as you \
+         left them. Read MEMORY.md and your workspace files, then say in one line where you left off."
+    )
+}
+
+/// How an agent comes back when an archive of it exists.
+fn restore_of(a: &Agent) -> Restore {
+    match (&a.restore, a.fresh) {
+        (Some(id), _) => Restore::From(id.value.clone()),
+        (None, true) => Restore::Fresh,
+        (None, false) => Restore::Newest,
+    }
+}
+
+/// What an archive's manifest says of the agent.
+fn about(spec: &FleetSpec, g: &Gateway, a: &Agent) -> About {
+    let i = &a.identity;
+    let identity = [("name", &i.name), ("role", &i.role), ("emoji", &i.emoji), ("vibe", &i.vibe)]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+        .collect();
+    About {
+        gateway: g.name.value.clone(),
+        host: g.host.value.clone(),
+        runtime: runtime_of(spec, g).as_str().into(),
+        model: a.model.value.clone(),
+        identity,
+    }
+}
 
 pub fn default_wake(name: &str) -> String {
     format!(
@@ -149,6 +184,8 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
                 gateway: gref.clone(),
                 workspace_host: home.join("workspaces").join(&id),
                 files: files.iter().map(|(n, c)| (n.clone(), sha256_hex(c.as_bytes()))).collect(),
+                about: about(spec, g, a),
+                restore: restore_of(a),
             };
             let file_outs = files
                 .into_iter()
@@ -170,14 +207,19 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
                     heartbeat_prompt: a.heartbeat.as_ref().and_then(|h| h.prompt.clone()),
                     identity: identity(a),
                     env_file: layout.agent_env(&id),
+                    restore: restore_of(a),
                 },
             );
-            let message = a.wake.clone().unwrap_or_else(|| default_wake(a.identity.name.as_deref().unwrap_or(&id)));
+            let shown = a.identity.name.as_deref().unwrap_or(&id);
+            let message = a.wake.clone().unwrap_or_else(|| default_wake(shown));
+            let restored = a.wake_restored.clone().unwrap_or_else(|| default_wake_restored(shown));
             let wake = WakeInputs { agent_id: id.clone(), gateway: gref.clone() };
+            let file =
+                |path: &str, text: String| FileOut { path: path.into(), content: text.into_bytes(), mode: 0o644 };
             put(
                 out,
                 Resource::new(Address::Wake(id.clone()), &wake, vec![models_addr.clone(), agent_addr])
-                    .with_files(vec![FileOut { path: "wake".into(), content: message.into_bytes(), mode: 0o644 }]),
+                    .with_files(vec![file(WAKE_FILE, message), file(WAKE_RESTORED_FILE, restored)]),
             );
         }
         if !models.is_empty() {

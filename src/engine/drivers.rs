@@ -33,9 +33,9 @@ pub fn drivers(spec: &FleetSpec, layout: &Layout, overwrite: bool) -> Drivers {
     d.insert(Kind::Import, Arc::new(crate::image::resources::ImportDriver));
     d.insert(Kind::Gateway, Arc::new(crate::openclaw::gateway::GatewayDriver));
     let listings = Arc::new(crate::openclaw::agent::Listings::default());
-    d.insert(Kind::Agent, crate::openclaw::agent::driver(overwrite, listings.clone()));
-    d.insert(Kind::GatewayModels, Arc::new(crate::openclaw::models::ModelsDriver { listings }));
-    d.insert(Kind::Wake, Arc::new(crate::openclaw::models::WakeDriver));
+    d.insert(Kind::Agent, crate::openclaw::agent::driver(overwrite, listings.clone(), layout.clone()));
+    d.insert(Kind::GatewayModels, Arc::new(crate::openclaw::models::ModelsDriver { listings, layout: layout.clone() }));
+    d.insert(Kind::Wake, Arc::new(crate::openclaw::models::WakeDriver { layout: layout.clone() }));
     d.insert(Kind::Serve, Arc::new(crate::serve::daemon::ServeDriver));
     d.insert(Kind::AgentToken, Arc::new(crate::serve::agent_token::AgentTokenDriver));
     d

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 pub use crate::driver::error_chain;
 use crate::driver::{Drivers, StepCtx};
 use crate::plan::{Action, Plan};
-use crate::resource::Desired;
+use crate::resource::{Address, Desired, Kind};
 use crate::state::{format_rfc3339, Record, StepRow, Store, PENDING};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +73,17 @@ pub fn step_graph(plan: &Plan, desired: &Desired, prior: &BTreeMap<String, Recor
             // Whatever depended on it lets go first: dependents are deleted, and dependents that
             // stay are updated (e.g. a gateway's models patch dropping the agent), before it goes.
             // OpenClaw rejects a config.patch that races an agents.delete on the same gateway.
+            // Except a key: it is revoked first of all (a key never outlives its agent's removal,
+            // even when the gateway cannot be reached), so a models patch still carrying it may
+            // follow; it waits only for what is deleted with it (the daemon token beside it).
+            let key = key_agent(&c.address);
             for (j, other) in plan.changes.iter().enumerate() {
+                if key.is_some() && other.action != Action::Delete {
+                    continue;
+                }
+                if key.is_some() && other.address.parse::<Address>().is_ok_and(|a| a.kind() == Kind::GatewayModels) {
+                    continue;
+                }
                 if j != i && prior.get(&other.address).is_some_and(|r| r.deps.contains(&c.address)) {
                     g.add_edge(nodes[j], nodes[i], ());
                 }
@@ -85,6 +95,17 @@ pub fn step_graph(plan: &Plan, desired: &Desired, prior: &BTreeMap<String, Recor
                         g.add_edge(nodes[j], nodes[i], ());
                     }
                 }
+            }
+        }
+    }
+    // A removed agent's key is revoked before the agent leaves its gateway (and is archived).
+    for (i, c) in plan.changes.iter().enumerate() {
+        let Some(agent) = key_agent(&c.address).filter(|_| c.action == Action::Delete) else { continue };
+        if let Some(&j) = index.get(Address::Agent(agent).to_string().as_str()) {
+            if plan.changes[j].action == Action::Delete
+                && !petgraph::algo::has_path_connecting(&g, nodes[j], nodes[i], None)
+            {
+                g.update_edge(nodes[i], nodes[j], ());
             }
         }
     }
@@ -124,6 +145,14 @@ pub fn step_graph(plan: &Plan, desired: &Desired, prior: &BTreeMap<String, Recor
         }
     }
     g
+}
+
+/// The agent whose key `address` is, if it is a key.
+fn key_agent(address: &str) -> Option<String> {
+    match address.parse::<Address>() {
+        Ok(Address::Key(agent)) => Some(agent),
+        _ => None,
+    }
 }
 
 /// Asks a run to stop starting steps (Ctrl-C, SIGTERM); the steps already running finish.
@@ -312,7 +341,8 @@ impl Execution<'_> {
             _ => None,
         };
         let reporter = self.reporter.clone();
-        let ctx = StepCtx::new(&change.address, Arc::new(move |addr: &str, m: &str| reporter.progress(addr, m)));
+        let ctx = StepCtx::new(&change.address, Arc::new(move |addr: &str, m: &str| reporter.progress(addr, m)))
+            .in_run(self.run_id);
         async move {
             let driver = driver.ok_or_else(|| format!("no driver for {} in this version of fleet", change.kind))?;
             let wrote = |r: &crate::resource::Resource, outputs| {
@@ -435,7 +465,7 @@ mod tests {
         .into();
         let g = step_graph(&plan, &patch_stays(), &prior);
         assert!(before(&g, 0, 1), "agents.delete before the patch that drops carol's provider");
-        assert!(before(&g, 1, 2), "the patch drops her provider before her key is revoked");
+        assert!(before(&g, 2, 0), "her key is revoked first of all, before she leaves her gateway");
         assert!(before(&g, 3, 0), "the wake goes before the agent");
         assert!(petgraph::algo::toposort(&g, None).is_ok());
     }
@@ -452,7 +482,7 @@ mod tests {
         .into();
         let g = step_graph(&plan, &patch_stays(), &prior);
         assert!(before(&g, 1, 0), "the models patch drops carol before agents.delete");
-        assert!(before(&g, 1, 2), "and before her key is revoked");
+        assert!(before(&g, 1, 2), "her agent, whose old record names the key, goes between the patch and the key");
         assert!(before(&g, 3, 0), "the wake goes before the agent");
         assert!(!before(&g, 0, 1), "no cycle");
         assert!(petgraph::algo::toposort(&g, None).is_ok());

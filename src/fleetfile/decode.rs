@@ -785,6 +785,23 @@ fn agent(n: &RawNode, base: &Path, p: &mut Problems) -> Option<AgentRaw> {
     let model = r.str_opt("model");
     let fallbacks = r.list("fallback");
     let wake = r.str_opt("wake").map(|w| w.value);
+    let fresh = r.bool_opt("fresh");
+    let restore = r.str_opt("restore");
+    let wake_restored = r.str_opt("wake-restored").map(|w| w.value);
+    if let Some(id) = &restore {
+        if crate::archive::agent_of(&id.value).is_none() {
+            r.problems.push(
+                Problem::new(format!("{:?} is not an archive id", id.value), id.span, "not an archive id")
+                    .help("an archive id is the agent's name and its UTC time, e.g. \"alice-20261129T070000Z\"; `fleet archive list` shows them"),
+            );
+        }
+        if let Some(f) = fresh.as_ref().filter(|f| f.value) {
+            r.problems.push(
+                Problem::new("`fresh` and `restore` exclude each other", f.span, "fresh here")
+                    .help("keep `restore` to bring that archive back, or `fresh` to start anew"),
+            );
+        }
+    }
     let mut identity = Identity::default();
     if let Some(i) = r.child("identity") {
         let mut ir = Reader::new(i, r.problems);
@@ -891,6 +908,9 @@ fn agent(n: &RawNode, base: &Path, p: &mut Problems) -> Option<AgentRaw> {
         files,
         heartbeat,
         wake,
+        fresh: fresh.is_some_and(|f| f.value),
+        restore,
+        wake_restored,
     };
     Some(AgentRaw { name, gateway, gateway_attempted, model, model_attempted, rest })
 }

@@ -311,6 +311,12 @@ pub struct Agent {
     pub files: BTreeMap<String, FileSource>,
     pub heartbeat: Option<Heartbeat>,
     pub wake: Option<String>,
+    /// `fresh=#true`: provisioned afresh even when an archive of its name exists.
+    pub fresh: bool,
+    /// `restore="alice-20261129T070000Z"`: comes back from this archive (under this agent's name).
+    pub restore: Option<Spanned<String>>,
+    /// The first message after a restore (instead of the first-provisioning wake).
+    pub wake_restored: Option<String>,
 }
 
 impl Agent {

@@ -15,8 +15,11 @@ use serde_json::json;
 
 use super::client::{FileState, GatewayClient, GatewayRef};
 use super::workspace::{AGENT_OWNED, FIRST_ONLY};
+use crate::archive::restore::{marker, Restore};
+use crate::archive::{About, Footprint};
 use crate::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::fsutil::sha256_hex;
+use crate::layout::Layout;
 use crate::resource::Resource;
 use crate::state::Record;
 
@@ -28,12 +31,20 @@ pub struct AgentInputs {
     pub workspace_host: PathBuf,
     /// File name → sha256 of the content fleet wants there.
     pub files: BTreeMap<String, String>,
+    /// What its archive's manifest will say of it (model, host, identity).
+    #[serde(default)]
+    pub about: About,
+    /// How it comes back when an archive of it exists (`fresh`, `restore=`).
+    #[serde(default, skip_serializing_if = "Restore::is_newest")]
+    pub restore: Restore,
 }
 
 pub struct AgentDriver {
     /// `--overwrite`: replace agent-owned files too.
     pub overwrite: bool,
     listings: Arc<Listings>,
+    /// Where its footprint and the archives are.
+    layout: Layout,
 }
 
 /// Gateway URL → the agents it listed, and when: a plan observes every agent of a gateway and then
@@ -162,8 +173,31 @@ impl Driver for AgentDriver {
         }
     }
 
+    /// An agent about to come back from an archive (or one a killed run began restoring) says so.
+    async fn observe_unrecorded(&self, desired: &Resource) -> Option<String> {
+        let a: AgentInputs = desired.inputs_as().ok()?;
+        let root = self.layout.archive_dir();
+        match crate::archive::restore::planned(&root, &a.id, &a.restore) {
+            Ok(Some(id)) => Some(format!("restore from archive {id}")),
+            Ok(None) => None,
+            Err(e) => Some(format!("restore fails: {e}")),
+        }
+    }
+
+    /// The first provisioning — unless the agent was just restored from an archive (its models
+    /// step put its footprint back): then its own files stay as it left them and BOOTSTRAP.md is
+    /// not sent again.
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
-        self.provision(r, true, ctx).await
+        let a: AgentInputs = r.inputs_as()?;
+        match marker(&self.layout.agent_home(&a.id)) {
+            Some(m) => {
+                ctx.progress(&format!("brought back from {}: its own files kept, no BOOTSTRAP.md", m.describe()));
+                let mut out = self.provision(r, false, ctx).await?;
+                out["restored_from"] = json!(m.describe());
+                Ok(out)
+            }
+            None => self.provision(r, true, ctx).await,
+        }
     }
 
     /// An agent moved to another gateway is provisioned there afresh, then removed from the old one
@@ -172,7 +206,14 @@ impl Driver for AgentDriver {
         let old = prior.inputs_as::<AgentInputs>().ok();
         let new: AgentInputs = r.inputs_as()?;
         let moved_from = old.filter(|o| o.gateway.url != new.gateway.url);
-        let out = self.provision(r, moved_from.is_some(), ctx).await?;
+        // Its new gateway's models step carried its footprint over when it was on this machine.
+        let home = self.layout.agent_home(&new.id);
+        let carried = moved_from.is_some() && marker(&home).is_some();
+        let out = self.provision(r, moved_from.is_some() && !carried, ctx).await?;
+        if carried {
+            ctx.progress("its workspace and sessions came with it");
+            crate::archive::restore::clear_marker(&home);
+        }
         if let Some(old) = moved_from {
             match remove(&old, ctx).await {
                 Ok(()) => ctx.progress(&format!("removed from gateway {}", old.gateway.name)),
@@ -187,9 +228,26 @@ impl Driver for AgentDriver {
         Ok(out)
     }
 
-    /// Removes the agent from its gateway; its workspace files stay on disk.
+    /// Removes the agent from its gateway, then archives what is left of it on this machine
+    /// (workspace, sessions, trace, conversations) under `<data dir>/archive/`. Until both are done
+    /// the agent stays recorded, and a run killed in between is finished by the next one.
     async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()> {
-        remove(&prior.inputs_as()?, ctx).await
+        let a: AgentInputs = prior.inputs_as()?;
+        remove(&a, ctx).await?;
+        let fp = Footprint::of(&self.layout, &a.gateway.name, &a.id);
+        let (root, about, run) = (self.layout.archive_dir(), a.about.clone(), ctx.run);
+        let now = crate::clock::now_ms().div_euclid(1000);
+        let id = tokio::task::spawn_blocking(move || crate::archive::take::archive(&root, &fp, &about, run, now))
+            .await
+            .map_err(|e| miette!("{e}"))?
+            .wrap_err_with(|| {
+                format!("agent {} left its gateway but could not be archived; run the same command again", a.id)
+            })?;
+        match id {
+            Some(id) => ctx.progress(&format!("archived as {id}")),
+            None => ctx.progress("nothing of it left to archive"),
+        }
+        Ok(())
     }
 }
 
@@ -220,6 +278,6 @@ async fn remove(a: &AgentInputs, ctx: &StepCtx) -> miette::Result<()> {
     Ok(c.delete_agent(&a.id).await?)
 }
 
-pub fn driver(overwrite: bool, listings: Arc<Listings>) -> Arc<AgentDriver> {
-    Arc::new(AgentDriver { overwrite, listings })
+pub fn driver(overwrite: bool, listings: Arc<Listings>, layout: Layout) -> Arc<AgentDriver> {
+    Arc::new(AgentDriver { overwrite, listings, layout })
 }

@@ -20,7 +20,9 @@ use super::agent::Listings;
 use super::client::{once_key, GatewayClient, GatewayRef, PatchOutcome};
 use super::roster;
 use super::rpc::RpcError;
+use crate::archive::restore::Restore;
 use crate::driver::{Drift, Driver, Outputs, StepCtx};
+use crate::layout::Layout;
 use crate::litellm::keys::read_env_key;
 use crate::resource::Resource;
 use crate::state::Record;
@@ -42,6 +44,9 @@ pub struct AgentModels {
     pub identity: Option<AgentIdentity>,
     /// The agent's env file, holding its key (read at apply time; never in state).
     pub env_file: PathBuf,
+    /// How it comes back when it is new to this gateway and an archive of it exists.
+    #[serde(default, skip_serializing_if = "Restore::is_newest")]
+    pub restore: Restore,
 }
 
 /// `agents.entries.<id>.identity`, the keys OpenClaw's config takes (its schema is strict: name,
@@ -135,14 +140,52 @@ pub fn patch(want: &ModelsInputs, prior: Option<&ModelsInputs>) -> miette::Resul
 pub struct ModelsDriver {
     /// Shared with the agents' driver: their observing already asked the gateway.
     pub listings: std::sync::Arc<Listings>,
+    /// Where agents' footprints and the archives are.
+    pub layout: Layout,
 }
 
 impl ModelsDriver {
+    /// Agents this patch brings to the gateway for the first time get back what they left, before
+    /// the gateway sees them: a restore a killed run began, their footprint on another gateway of
+    /// this fleet (a move), or their archive (`archive/restore.rs`). Only for a gateway whose home is
+    /// on this machine.
+    async fn bring_back(
+        &self,
+        want: &ModelsInputs,
+        prior: Option<&ModelsInputs>,
+        listed: &[String],
+        ctx: &StepCtx,
+    ) -> miette::Result<()> {
+        if want.state_db.is_none() {
+            return Ok(());
+        }
+        let new = want
+            .agents
+            .iter()
+            .filter(|(id, _)| !listed.contains(id) && prior.is_none_or(|p| !p.agents.contains_key(*id)));
+        for (id, a) in new {
+            let (layout, gw, id2, how) =
+                (self.layout.clone(), want.gateway.name.clone(), id.clone(), a.restore.clone());
+            let from = tokio::task::spawn_blocking(move || bring_back_one(&layout, &gw, &id2, &how))
+                .await
+                .map_err(|e| miette!("{e}"))?
+                .wrap_err_with(|| format!("agent {id}"))?;
+            if let Some(from) = from {
+                ctx.progress(&format!("{id}: brought back from {from}"));
+            }
+        }
+        Ok(())
+    }
+
     /// Missing agents whose id this gateway has held before (or may have: see `roster.rs`) are
     /// created through `agents.create`, which deals with the gateway's deletion journal; the patch
     /// then sets their model like everyone else's. Brand-new ids are left to the patch.
-    async fn create_held_before(c: &GatewayClient, want: &ModelsInputs, ctx: &StepCtx) -> miette::Result<()> {
-        let listed = c.agent_ids().await?;
+    async fn create_held_before(
+        c: &GatewayClient,
+        want: &ModelsInputs,
+        listed: &[String],
+        ctx: &StepCtx,
+    ) -> miette::Result<()> {
         for (id, a) in want.agents.iter().filter(|(id, _)| !listed.contains(id)) {
             if want.state_db.as_deref().is_some_and(|db| roster::never_held(db, id)) {
                 continue;
@@ -178,12 +221,14 @@ impl ModelsDriver {
         }
     }
 
-    async fn send(r: &Resource, prior: Option<&Record>, ctx: &StepCtx) -> miette::Result<Outputs> {
+    async fn send(&self, r: &Resource, prior: Option<&Record>, ctx: &StepCtx) -> miette::Result<Outputs> {
         let want: ModelsInputs = r.inputs_as()?;
         let old = prior.and_then(|p| p.inputs_as::<ModelsInputs>().ok());
         let (raw, replace) = patch(&want, old.as_ref())?;
         let c = want.gateway.connect().await?;
-        Self::create_held_before(&c, &want, ctx).await?;
+        let listed = c.agent_ids().await?;
+        self.bring_back(&want, old.as_ref(), &listed, ctx).await?;
+        Self::create_held_before(&c, &want, &listed, ctx).await?;
         if let Some(db) = &want.state_db {
             Self::wait_for_deletions(db, ctx).await;
         }
@@ -222,10 +267,10 @@ impl Driver for ModelsDriver {
     }
 
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
-        Self::send(r, None, ctx).await
+        self.send(r, None, ctx).await
     }
     async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
-        Self::send(r, Some(prior), ctx).await
+        self.send(r, Some(prior), ctx).await
     }
     /// Removes the providers fleet added (the agents themselves are deleted by their own steps).
     async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()> {
@@ -249,6 +294,29 @@ impl Driver for ModelsDriver {
     }
 }
 
+/// What `bring_back` does for one agent; returns where its footprint came from.
+fn bring_back_one(layout: &Layout, gateway: &str, agent: &str, how: &Restore) -> miette::Result<Option<String>> {
+    use crate::archive::{listing, restore, Footprint};
+    let fp = Footprint::of(layout, gateway, agent);
+    let root = layout.archive_dir();
+    let begun = listing::restoring(&crate::archive::list(&root), agent).is_some();
+    if !begun && *how != Restore::Fresh && !fp.workspace.exists() {
+        // Moved here from another gateway of this fleet: its workspace and sessions come along.
+        let others = std::fs::read_dir(layout.data_dir.join("gateways")).into_iter().flatten().flatten();
+        for other in others.map(|e| e.file_name().to_string_lossy().into_owned()).filter(|g| g != gateway) {
+            let old = Footprint::of(layout, &other, agent);
+            if old.workspace.is_dir() {
+                crate::archive::move_into(&old.workspace, &fp.workspace)?;
+                crate::archive::move_into(&old.gateway_state, &fp.gateway_state)?;
+                let m = restore::Restored { archive: None, moved_from: Some(other.clone()), at: crate::clock::now() };
+                restore::write_marker(&fp.home, &m)?;
+                return Ok(Some(m.describe()));
+            }
+        }
+    }
+    Ok(restore::restore(&root, &fp, how)?.map(|id| format!("archive {id}")))
+}
+
 /// One patch removing these agents' provider entries.
 async fn drop_providers(c: &GatewayClient, ids: &[&String], ctx: &StepCtx) -> Result<(), RpcError> {
     let providers: Map<String, Value> = ids.iter().map(|id| (provider_id(id), Value::Null)).collect();
@@ -257,8 +325,15 @@ async fn drop_providers(c: &GatewayClient, ids: &[&String], ctx: &StepCtx) -> Re
     c.patch_config(&raw, &replace, "fleet destroy", &|m: &str| ctx.progress(m)).await.map(drop)
 }
 
-/// `wake.<agent>`: the first message an agent gets, once, right after its first provisioning.
-pub struct WakeDriver;
+/// `wake.<agent>`: the first message an agent gets, once, right after its first provisioning —
+/// or, for an agent just restored from an archive, the restored wake (file `wake-restored`).
+pub struct WakeDriver {
+    pub layout: Layout,
+}
+
+/// The wake resource's files: the first-provisioning message and the restored one.
+pub const WAKE_FILE: &str = "wake";
+pub const WAKE_RESTORED_FILE: &str = "wake-restored";
 
 #[async_trait::async_trait]
 impl Driver for WakeDriver {
@@ -268,8 +343,33 @@ impl Driver for WakeDriver {
     /// is sent twice.
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
         let w: WakeInputs = r.inputs_as()?;
-        let message = r.files.first().map(|f| String::from_utf8_lossy(&f.content).into_owned()).unwrap_or_default();
-        let key = once_key(&w.agent_id, &message);
+        let home = self.layout.agent_home(&w.agent_id);
+        let restored = crate::archive::restore::marker(&home);
+        let file = if restored.is_some() { WAKE_RESTORED_FILE } else { WAKE_FILE };
+        let message = r
+            .files
+            .iter()
+            .find(|f| f.path.as_os_str() == file)
+            .map(|f| String::from_utf8_lossy(&f.content).into_owned())
+            .unwrap_or_default();
+        let out = self.wake(&w, &message, ctx).await?;
+        if restored.is_some() {
+            crate::archive::restore::clear_marker(&home);
+        }
+        Ok(out)
+    }
+    /// A wake happens once: later changes to the message do not wake the agent again.
+    async fn update(&self, _r: &Resource, prior: &Record, _ctx: &StepCtx) -> miette::Result<Outputs> {
+        Ok(prior.outputs.clone())
+    }
+    async fn delete(&self, _prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
+        Ok(())
+    }
+}
+
+impl WakeDriver {
+    async fn wake(&self, w: &WakeInputs, message: &str, ctx: &StepCtx) -> miette::Result<Outputs> {
+        let key = once_key(&w.agent_id, message);
         let c = w.gateway.connect().await?;
         let timeout = Duration::from_secs(180);
         for attempt in 0..3 {
@@ -281,7 +381,7 @@ impl Driver for WakeDriver {
             // it ended well the message is delivered; if it was aborted with its client, it was not,
             // and it goes again under the next key of the same family.
             let run_key = if attempt == 0 { key.clone() } else { format!("{key}-{attempt}") };
-            match c.chat_keyed(&w.agent_id, &message, &run_key, timeout).await? {
+            match c.chat_keyed(&w.agent_id, message, &run_key, timeout).await? {
                 Some(reply) => return Ok(json!({"replied": !reply.is_empty(), "key": run_key})),
                 None => {
                     let ended = c.wait_run(&run_key, timeout).await?;
@@ -294,13 +394,6 @@ impl Driver for WakeDriver {
             }
         }
         Err(miette!("the wake of {} did not go through after 3 attempts", w.agent_id))
-    }
-    /// A wake happens once: later changes to the message do not wake the agent again.
-    async fn update(&self, _r: &Resource, prior: &Record, _ctx: &StepCtx) -> miette::Result<Outputs> {
-        Ok(prior.outputs.clone())
-    }
-    async fn delete(&self, _prior: &Record, _ctx: &StepCtx) -> miette::Result<()> {
-        Ok(())
     }
 }
 
@@ -322,6 +415,7 @@ mod tests {
             heartbeat_prompt: heartbeat.map(|_| "Check the queue.".to_string()),
             identity: None,
             env_file,
+            restore: Restore::Newest,
         }
     }
 
