@@ -73,3 +73,16 @@ pub fn restoring<'a>(archives: &'a [Archive], agent: &str) -> Option<&'a Archive
 pub fn partial<'a>(archives: &'a [Archive], agent: &str) -> Option<&'a Archive> {
     archives.iter().find(|a| a.state == ArchiveState::Partial && super::agent_of(&a.id) == Some(agent))
 }
+
+/// The archive `id`, or an error listing the ones there are.
+pub fn find<'a>(archives: &'a [Archive], id: &str) -> miette::Result<&'a Archive> {
+    archives.iter().find(|a| a.id == id).ok_or_else(|| {
+        let known: Vec<&str> = archives.iter().map(|a| a.id.as_str()).collect();
+        let help = if known.is_empty() {
+            "there are no archives".to_string()
+        } else {
+            format!("archives: {}", known.join(", "))
+        };
+        miette::miette!(help = help, "no archive {id}")
+    })
+}

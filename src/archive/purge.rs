@@ -33,17 +33,7 @@ pub fn older_than(archives: &[Archive], cutoff_secs: i64) -> Vec<&Archive> {
 
 /// The archive `id`, if it can be purged.
 pub fn by_id<'a>(archives: &'a [Archive], id: &str) -> miette::Result<&'a Archive> {
-    let a = archives.iter().find(|a| a.id == id).ok_or_else(|| {
-        let known: Vec<&str> = archives.iter().map(|a| a.id.as_str()).collect();
-        miette!(
-            help = if known.is_empty() {
-                "there are no archives".to_string()
-            } else {
-                format!("archives: {}", known.join(", "))
-            },
-            "no archive {id}"
-        )
-    })?;
+    let a = super::listing::find(archives, id)?;
     match &a.state {
         ArchiveState::Ready => Ok(a),
         ArchiveState::Partial => Err(miette!(

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use super::footprint::Footprint;
 use super::tree::{move_into, sync_dir};
 
+/// `<agent home>/previous-sessions/<agent>/`: OpenClaw's sessions of an agent restored under another name.
+pub const PREVIOUS_SESSIONS: &str = "previous-sessions";
+
 /// `<agent home>/restored.json`: the agent's footprint was brought back (from an archive, or from
 /// the gateway it moved away from) and it has not been provisioned and woken since.
 pub const MARKER: &str = "restored.json";
@@ -91,8 +94,19 @@ pub fn restore(root: &Path, fp: &Footprint, how: &Restore) -> miette::Result<Opt
         std::fs::rename(&from, &work).into_diagnostic().wrap_err_with(|| format!("cannot take {}", from.display()))?;
         sync_dir(root);
     }
+    // OpenClaw's agent database is bound to the id it was made for ("belongs to agent bob;
+    // requested agent robert", measured): under another name it is kept in the agent's home,
+    // beside its trace, and not given to the gateway.
+    let was =
+        super::manifest::Manifest::read(&work).map(|m| m.agent).ok().or_else(|| super::agent_of(&id).map(String::from));
+    let renamed = was.as_deref().filter(|w| *w != fp.agent);
     for (name, live) in fp.pieces() {
-        move_into(&work.join(name), live)?;
+        match renamed {
+            Some(old) if name == super::footprint::PIECES[1] => {
+                move_into(&work.join(name), &fp.home.join(PREVIOUS_SESSIONS).join(old))?
+            }
+            _ => move_into(&work.join(name), live)?,
+        }
     }
     super::conversations::put_back(&fp.conversations, &fp.agent, &work)?;
     let marker = Restored { archive: Some(id.clone()), moved_from: None, at: crate::clock::now() };
@@ -177,6 +191,8 @@ mod tests {
         assert_eq!(got.as_deref(), Some(id.as_str()));
         assert_eq!(std::fs::read(rob.workspace.join("USER.md")).unwrap(), b"edited by hand");
         assert_eq!(std::fs::read(rob.home.join("trace/20261129T07.db")).unwrap(), b"trace");
+        assert!(!rob.gateway_state.exists(), "OpenClaw's database is bound to bob's id");
+        assert!(rob.home.join("previous-sessions/bob/agent/openclaw-agent.sqlite").exists());
         assert_eq!(std::fs::read(rob.env_file()).unwrap(), b"OPENAI_API_KEY=sk-new\n", "the new env file stays");
         assert_eq!(marker(&rob.home).unwrap().archive, Some(id));
         assert!(list(&root).is_empty());

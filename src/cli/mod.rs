@@ -1,6 +1,7 @@
 //! The command line: parse arguments, call the core, print. Nothing else.
 
 mod apply;
+mod archive;
 mod bench;
 pub(crate) mod bench_kit;
 mod bench_plugin;
@@ -165,6 +166,9 @@ enum Cmd {
     },
     /// Remove the apply lock left by a process that cannot release it (e.g. on another host)
     ForceUnlock { path: Option<PathBuf> },
+    /// Archived agents: list, show, purge, export
+    #[command(subcommand)]
+    Archive(archive::ArchiveCmd),
     /// Images: build from recipes
     #[command(subcommand)]
     Image(image::ImageCmd),
@@ -309,6 +313,7 @@ pub fn main() -> ExitCode {
         Cmd::ForceUnlock { path } => apply::force_unlock(path.as_deref(), data_dir),
         Cmd::Bench(b) => bench::run(b),
         Cmd::Image(c) => image::run(c),
+        Cmd::Archive(c) => archive::run(c, data_dir),
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "fleet", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

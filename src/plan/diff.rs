@@ -114,11 +114,13 @@ pub fn diff(desired: &Desired, prior: &BTreeMap<String, Record>, drift: &BTreeMa
     }
     for (addr, rec) in prior {
         if !desired.contains_key(addr) {
+            // An agent that leaves is archived (its workspace, sessions, trace and conversations).
+            let reason = (rec.kind == crate::resource::Kind::Agent.as_str()).then(|| "archive".to_string());
             plan.changes.push(Change {
                 address: addr.clone(),
                 kind: rec.kind.clone(),
                 action: Action::Delete,
-                reason: None,
+                reason,
                 fields: Vec::new(),
             });
         }

@@ -90,3 +90,155 @@ fn destroy_fails_naming_a_gateway_it_cannot_judge_and_state_forget_repairs() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(keys_in_file(&w), 0);
 }
+
+/// The fleet file without one agent's node.
+fn without_agent(w: &World, name: &str) -> String {
+    let text = w.read("fleet.kdl");
+    let start = text.find(&format!("agent \"{name}\"")).unwrap();
+    let end = start + text[start..].find("\n}\n").unwrap() + 3;
+    format!("{}{}", &text[..start], &text[end..])
+}
+
+fn archives(w: &World) -> Vec<Value> {
+    let r = w.fleet(&["archive", "list", "--json"]).ok();
+    serde_json::from_str::<Value>(&r.stdout).unwrap().as_array().unwrap().clone()
+}
+
+/// bob leaves: his workspace (with a USER.md edited by hand), sessions, trace and conversations
+/// move into an archive with a manifest, his key is refused; he comes back: everything is back
+/// byte for byte, no BOOTSTRAP.md is sent, a new key works and the old one does not. Then the same
+/// archive under another name (`restore=`), and a purge that leaves no byte of it.
+#[test]
+fn removal_archives_and_re_adding_restores_under_any_name_and_purge_removes_every_byte() {
+    let w = World::quickstart();
+    w.fleet(&["apply"]).ok();
+    let data = w.data_dir(FLEET);
+    let ws = data.join("gateways/main/home/workspaces/bob");
+    let user_md = "# USER\nEdited by hand while bob was live: archive-marker-7f3a\n";
+    std::fs::write(ws.join("USER.md"), user_md).unwrap();
+    // As a real agent does once bootstrapped.
+    let _ = std::fs::remove_file(ws.join("BOOTSTRAP.md"));
+    let chat = w.fleet(&["chat", "bob", "remember the archive-marker-7f3a"]);
+    assert_eq!(chat.code, 0, "{}", chat.all());
+    let old_key = crate::support::env_key(&data.join("agents/bob/env"));
+    let proxy = crate::proxy::Proxy::of(&w);
+    assert_eq!(proxy.chat(&old_key, "demo-small").0, 200);
+    let full = w.read("fleet.kdl");
+
+    let no_bob = without_agent(&w, "bob");
+    w.write("fleet.kdl", &no_bob);
+    let plan = w.fleet(&["plan"]).ok();
+    assert!(plan.stdout.contains("- agent.bob") && plan.stdout.contains("(archive)"), "{}", plan.stdout);
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("archived as bob-"), "{}", r.stdout);
+    assert!(!ws.exists(), "the workspace moved");
+    assert!(!data.join("agents/bob").exists(), "the agent's home moved");
+    assert_eq!(proxy.chat(&old_key, "demo-small").0, 401, "the removed agent's key is refused");
+    let list = archives(&w);
+    assert_eq!(list.len(), 1, "{list:?}");
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(list[0]["agent"], "bob");
+    assert!(list[0]["conversations"].as_u64().unwrap() >= 2, "the chat went with him: {list:?}");
+    let manifest: Value = serde_json::from_str(&w.fleet(&["archive", "show", &id]).ok().stdout).unwrap();
+    assert_eq!(manifest["model"], "demo-small");
+    assert_eq!(manifest["gateway"], "main");
+    assert_eq!(manifest["identity"]["name"], "Bob");
+    assert!(manifest["run"].as_i64().is_some());
+    assert_eq!(manifest["files"]["workspace/USER.md"]["sha256"], crate::support::sha256(user_md));
+    let files = manifest["files"].as_object().unwrap();
+    assert!(files.keys().any(|f| f.starts_with("gateway-state/")), "sessions archived: {:?}", files.keys());
+    assert!(!files.keys().any(|f| f.ends_with("/env")), "no secret archived");
+    let archive_dir = data.join("archive").join(&id);
+    let mut leaks = Vec::new();
+    crate::support::walk(&archive_dir, &mut |p| {
+        if String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).contains(&old_key) {
+            leaks.push(p.to_path_buf());
+        }
+    });
+    assert!(leaks.is_empty(), "the raw key is in {leaks:?}");
+    // The next plan is clean.
+    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
+
+    w.write("fleet.kdl", &full);
+    let plan = w.fleet(&["plan"]).ok();
+    assert!(plan.stdout.contains(&format!("(restore from archive {id})")), "{}", plan.stdout);
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains(&format!("brought back from archive {id}")), "{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(ws.join("USER.md")).unwrap(), user_md, "USER.md byte for byte");
+    assert!(!ws.join("BOOTSTRAP.md").exists(), "BOOTSTRAP.md was not sent again");
+    let new_key = crate::support::env_key(&data.join("agents/bob/env"));
+    assert_ne!(new_key, old_key);
+    assert_eq!(proxy.chat(&new_key, "demo-small").0, 200, "the new key works");
+    assert_eq!(proxy.chat(&old_key, "demo-small").0, 401, "the old one does not");
+    assert!(archives(&w).is_empty(), "the archive was taken back");
+    assert!(!data.join("agents/bob/restored.json").exists(), "the restored wake went out");
+    let history = w.fleet(&["chat", "bob", "are you back?"]);
+    assert_eq!(history.code, 0, "{}", history.all());
+    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
+
+    // bob leaves again; his archive comes back as robert.
+    w.write("fleet.kdl", &no_bob);
+    w.fleet(&["apply"]).ok();
+    let id = archives(&w)[0]["id"].as_str().unwrap().to_string();
+    let robert = format!("{no_bob}\nagent \"robert\" gateway=\"main\" model=\"demo-small\" restore=\"{id}\"\n");
+    w.write("fleet.kdl", &robert);
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let rws = data.join("gateways/main/home/workspaces/robert");
+    assert_eq!(std::fs::read_to_string(rws.join("USER.md")).unwrap(), user_md, "bob's USER.md, now robert's");
+    assert!(archives(&w).is_empty());
+    // A restore= naming no archive fails at plan time... on apply, naming it.
+    w.write("fleet.kdl", &robert.replace("agent \"robert\"", "agent \"rob\"").replace(&id, "bob-20200101T000000Z"));
+    let plan = w.fleet(&["plan"]);
+    assert!(plan.stdout.contains("archive bob-20200101T000000Z does not exist"), "{}", plan.all());
+
+    // robert leaves; his archive is purged: no byte of it is left anywhere in the data dir.
+    w.write("fleet.kdl", &no_bob);
+    w.fleet(&["apply"]).ok();
+    let id = archives(&w)[0]["id"].as_str().unwrap().to_string();
+    let dry = w.fleet(&["archive", "purge", &id, "--dry-run"]).ok();
+    assert!(dry.stdout.contains("would remove") && data.join("archive").join(&id).exists(), "{}", dry.stdout);
+    let out = w.root().join("robert.tar.zst");
+    let e = w.fleet(&["archive", "export", &id, out.to_str().unwrap()]).ok();
+    assert!(e.stdout.contains("wrote") && out.metadata().unwrap().len() > 0, "{}", e.stdout);
+    let manifest: Value = serde_json::from_str(&w.fleet(&["archive", "show", &id]).ok().stdout).unwrap();
+    // Files with the same bytes outside the archive (an empty trace bucket of another agent) are not its.
+    let hash =
+        |p: &std::path::Path| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(p).unwrap_or_default()));
+    let mut elsewhere = std::collections::HashSet::new();
+    crate::support::walk(&data, &mut |p| {
+        if !p.starts_with(data.join("archive")) {
+            elsewhere.insert(hash(p));
+        }
+    });
+    let p = w.fleet(&["archive", "purge", &id]).ok();
+    assert!(p.stdout.contains(&format!("removed {id}")), "{}", p.stdout);
+    assert!(!data.join("archive").join(&id).exists());
+    // No file the archive held is left anywhere in the data dir, and the daemon's database no longer
+    // holds the conversation.
+    let held: Vec<String> = manifest["files"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|f| f["sha256"].as_str().unwrap().to_string())
+        .filter(|h| !elsewhere.contains(h))
+        .collect();
+    assert!(held.len() >= 3, "the archive held files of its own: {manifest}");
+    let mut left = Vec::new();
+    crate::support::walk(&data, &mut |p| {
+        let bytes = std::fs::read(p).unwrap_or_default();
+        if held.contains(&hash(p)) {
+            left.push(p.to_path_buf());
+        }
+        let name = p.file_name().unwrap().to_string_lossy();
+        if name.starts_with("conversations.db") && String::from_utf8_lossy(&bytes).contains("archive-marker-7f3a") {
+            left.push(p.to_path_buf());
+        }
+    });
+    assert!(left.is_empty(), "left after the purge: {left:?}");
+    let r = w.fleet(&["archive", "purge", &id]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.all().contains("no archive"), "{}", r.all());
+}
