@@ -25,11 +25,14 @@ pub enum ArchiveCmd {
     /// Remove archives for good (files, sessions, trace, conversations); prints what it removed
     Purge {
         /// The archive to remove
-        #[arg(required_unless_present = "older_than", conflicts_with = "older_than")]
+        #[arg(required_unless_present_any = ["older_than", "all"], conflicts_with_all = ["older_than", "all"])]
         id: Option<String>,
         /// Every archive older than this (30d, 12h)
-        #[arg(long, value_name = "DURATION")]
+        #[arg(long, value_name = "DURATION", conflicts_with = "all")]
         older_than: Option<String>,
+        /// Every finished archive
+        #[arg(long)]
+        all: bool,
         /// Say what would go, remove nothing
         #[arg(long)]
         dry_run: bool,
@@ -51,8 +54,14 @@ pub fn run(cmd: ArchiveCmd, data_dir: Option<&Path>) -> miette::Result<ExitCode>
     match cmd {
         ArchiveCmd::List { path, json } => list_cmd(path.as_deref(), data_dir, json),
         ArchiveCmd::Show { id, path } => show(path.as_deref(), data_dir, &id),
-        ArchiveCmd::Purge { id, older_than, dry_run, file, json } => {
-            purge_cmd(file.as_deref(), data_dir, id.as_deref(), older_than.as_deref(), dry_run, json)
+        ArchiveCmd::Purge { id, older_than, all, dry_run, file, json } => {
+            let which = match (id, older_than) {
+                (Some(id), _) => Which::Id(id),
+                (None, Some(d)) => Which::OlderThan(d),
+                (None, None) if all => Which::All,
+                (None, None) => return Err(miette!("say which archives: ID, --older-than DURATION or --all")),
+            };
+            purge_cmd(file.as_deref(), data_dir, which, dry_run, json)
         }
         ArchiveCmd::Export { id, out, file } => export(file.as_deref(), data_dir, &id, &out),
     }
@@ -121,11 +130,17 @@ fn show(path: Option<&Path>, data_dir: Option<&Path>, id: &str) -> miette::Resul
     Ok(ExitCode::SUCCESS)
 }
 
+/// Which archives a purge takes.
+enum Which {
+    Id(String),
+    OlderThan(String),
+    All,
+}
+
 fn purge_cmd(
     path: Option<&Path>,
     data_dir: Option<&Path>,
-    id: Option<&str>,
-    older_than: Option<&str>,
+    which: Which,
     dry_run: bool,
     as_json: bool,
 ) -> miette::Result<ExitCode> {
@@ -135,14 +150,15 @@ fn purge_cmd(
     let root = l.layout.archive_dir();
     purge::finish_interrupted(&root);
     let archives = list(&root);
-    let chosen: Vec<&Archive> = match (id, older_than) {
-        (Some(id), _) => vec![purge::by_id(&archives, id)?],
-        (None, Some(d)) => {
+    let now = crate::clock::now_ms().div_euclid(1000);
+    let chosen: Vec<&Archive> = match &which {
+        Which::Id(id) => vec![purge::by_id(&archives, id)?],
+        Which::OlderThan(d) => {
             let secs = crate::fleetfile::decode::parse_duration(d)
                 .ok_or_else(|| miette!(help = "e.g. 30d, 12h, 90m", "--older-than: {d:?} is not a duration"))?;
-            purge::older_than(&archives, crate::clock::now_ms().div_euclid(1000) - secs as i64)
+            purge::older_than(&archives, now - secs as i64)
         }
-        (None, None) => unreachable!("clap requires one"),
+        Which::All => purge::older_than(&archives, i64::MAX),
     };
     let mut done: Vec<Purged> = Vec::new();
     for a in chosen {

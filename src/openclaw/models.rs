@@ -352,7 +352,12 @@ impl Driver for WakeDriver {
             .find(|f| f.path.as_os_str() == file)
             .map(|f| String::from_utf8_lossy(&f.content).into_owned())
             .unwrap_or_default();
-        let out = self.wake(&w, &message, ctx).await?;
+        // A restored wake is once per restore: the archive is part of its idempotency key.
+        let keyed = match &restored {
+            Some(m) => format!("{message}\n{}", m.describe()),
+            None => message.clone(),
+        };
+        let out = self.wake(&w, &message, &keyed, ctx).await?;
         if restored.is_some() {
             crate::archive::restore::clear_marker(&home);
         }
@@ -368,8 +373,9 @@ impl Driver for WakeDriver {
 }
 
 impl WakeDriver {
-    async fn wake(&self, w: &WakeInputs, message: &str, ctx: &StepCtx) -> miette::Result<Outputs> {
-        let key = once_key(&w.agent_id, message);
+    /// Sends `message` once; `keyed` is what its idempotency key is made from.
+    async fn wake(&self, w: &WakeInputs, message: &str, keyed: &str, ctx: &StepCtx) -> miette::Result<Outputs> {
+        let key = once_key(&w.agent_id, keyed);
         let c = w.gateway.connect().await?;
         let timeout = Duration::from_secs(180);
         for attempt in 0..3 {

@@ -196,6 +196,8 @@ fn assert_destroyed(w: &World, point: &str) {
     assert_eq!(r.code, 0, "{point}: destroy failed\n{}", r.all());
     let left = processes_in(&w.data_dir(FLEET));
     assert!(left.is_empty(), "{point}: destroy left processes running: {left:?}");
+    // Destroy archived the agents; the next point starts cold.
+    w.fleet(&["archive", "purge", "--all"]).ok();
 }
 
 /// Where to kill: after the first line containing the text, plus a seeded delay below the bound.
@@ -282,6 +284,7 @@ fn a_removal_killed_anywhere_converges_and_the_removed_keys_are_refused() {
             let (status, _) = crate::proxy::Proxy { url: format!("http://127.0.0.1:{proxy}") }.chat(&key, "demo-small");
             assert!(status == 401 || status == 403, "{point}: a removed agent's key got {status}");
         }
+        assert_archived_whole(&data, &point, &["a3", "a4"]);
     }
     assert_destroyed(&w, "after the removal sweep");
     assert!(killed >= 6, "most points must land inside the run ({killed} of 10)");
@@ -354,4 +357,83 @@ fn ctrl_c_stops_new_steps_records_the_run_cancelled_and_leaves_nothing_untracked
     // The next apply goes on without force-unlock.
     assert_settled(&w, "after Ctrl-C", &agents, gw);
     assert_destroyed(&w, "after Ctrl-C");
+}
+
+/// The archive's directory as `fleet archive list` sees it: (id, state, has a manifest).
+fn archive_dirs(data: &Path) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = std::fs::read_dir(data.join("archive"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path().join("manifest.json").exists()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Removed agents are archived whole: nothing of them left in place, no unfinished archive, no
+/// archive without its manifest.
+fn assert_archived_whole(data: &Path, point: &str, gone: &[&str]) {
+    let dirs = archive_dirs(data);
+    for (name, manifest) in &dirs {
+        assert!(!name.contains('.'), "{point}: an unfinished archive or restore is left: {dirs:?}");
+        assert!(manifest, "{point}: archive {name} has no manifest");
+    }
+    for a in gone {
+        assert!(
+            !data.join("gateways/gw/home/workspaces").join(a).exists(),
+            "{point}: {a}'s workspace is still in place"
+        );
+        assert!(!data.join("agents").join(a).exists(), "{point}: {a}'s home is still in place");
+        assert!(dirs.iter().any(|(n, _)| n.starts_with(&format!("{a}-"))), "{point}: no archive of {a}: {dirs:?}");
+    }
+}
+
+#[test]
+fn a_restore_killed_anywhere_brings_the_agent_back_whole_with_a_working_key() {
+    let (all, kept) = (["a1", "a2", "a3"], ["a1", "a2"]);
+    let (w, proxy, gw) = sweep_world(&all);
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "setup: {}", r.all());
+    let data = w.data_dir(FLEET);
+    let user_md = "# USER\nWritten while a3 was live; must survive every restore.\n";
+    std::fs::write(data.join("gateways/gw/home/workspaces/a3/USER.md"), user_md).unwrap();
+    let points: [(&str, u64); 10] = [
+        ("", 200),
+        ("Applying", 0),
+        ("Applying", 500),
+        ("key.a3: created", 0),
+        ("brought back from archive", 0),
+        ("gateway.gw.models: updated", 0),
+        ("agent.a3: brought back", 0),
+        ("agent.a3: created", 0),
+        ("agent.a3: created", 400),
+        ("agent.a3: created", 2000),
+    ];
+    let mut rng = Lcg(0x5eed_0004);
+    let mut killed = 0;
+    for (after, bound) in points {
+        w.write("fleet.kdl", &fleet_file(&kept, proxy, gw));
+        let r = w.fleet(&["apply"]);
+        assert_eq!(r.code, 0, "setup: {}", r.all());
+        assert_archived_whole(&data, "setup", &["a3"]);
+        w.write("fleet.kdl", &fleet_file(&all, proxy, gw));
+        let delay = Duration::from_millis(if bound == 0 { 0 } else { rng.next(bound) + bound / 2 });
+        let point = format!("restore killed {delay:?} after {after:?}");
+        killed += kill_during(&w, &["apply"], after, delay) as usize;
+        // Woken once: OpenClaw's agents.delete closed a3's sessions, so its main session now holds
+        // this restore's wake alone (once, however often the restore was killed).
+        assert_settled(&w, &point, &all, gw);
+        let dirs = archive_dirs(&data);
+        assert!(dirs.is_empty(), "{point}: the archive was not taken back whole: {dirs:?}");
+        let ws = data.join("gateways/gw/home/workspaces/a3");
+        assert_eq!(std::fs::read_to_string(ws.join("USER.md")).unwrap(), user_md, "{point}: USER.md");
+        assert!(!data.join("agents/a3/restored.json").exists(), "{point}: the restore was not finished by a wake");
+        let key = crate::support::env_key(&data.join("agents/a3/env"));
+        let (status, _) = crate::proxy::Proxy { url: format!("http://127.0.0.1:{proxy}") }.chat(&key, "demo-small");
+        assert_eq!(status, 200, "{point}: the restored agent's new key");
+    }
+    assert_destroyed(&w, "after the restore sweep");
+    eprintln!("restore sweep: 10 points, {killed} killed mid-run, all converged");
+    assert!(killed >= 6, "most points must land inside the run ({killed} of 10)");
 }
