@@ -58,6 +58,17 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 50)]
         turns: usize,
     },
+    /// Archive and restore of one agent with a large workspace (renames, not copies)
+    Archive {
+        /// Workspace size in MB (1-MB files)
+        #[arg(long, default_value_t = 100)]
+        mb: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Where to make the agent (the archive is on the same filesystem) [default: $TMPDIR]
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Traces: ingest over HTTP (concurrent senders, batches), reads of the newest page of a large store
     Trace {
         #[arg(long, default_value_t = 200_000)]
@@ -134,6 +145,9 @@ pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {
             super::bench_serve::run(super::bench_serve::ServeBench { agents, messages, clients, posts, concurrency })
         }
         BenchCmd::Plugin { turns } => super::bench_plugin::run(turns),
+        BenchCmd::Archive { mb, runs, dir } => {
+            super::bench_archive::run(super::bench_archive::ArchiveBench { mb, runs, dir })
+        }
         BenchCmd::Trace { events, senders, batch, stored, hours } => {
             super::bench_trace::run(super::bench_trace::TraceBench { events, senders, batch, stored, hours })
         }

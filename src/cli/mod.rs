@@ -3,6 +3,7 @@
 mod apply;
 mod archive;
 mod bench;
+mod bench_archive;
 pub(crate) mod bench_kit;
 mod bench_plugin;
 mod bench_serve;

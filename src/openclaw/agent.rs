@@ -216,7 +216,12 @@ impl Driver for AgentDriver {
         }
         if let Some(old) = moved_from {
             match remove(&old, ctx).await {
-                Ok(()) => ctx.progress(&format!("removed from gateway {}", old.gateway.name)),
+                Ok(()) => {
+                    ctx.progress(&format!("removed from gateway {}", old.gateway.name));
+                    if carried {
+                        self.keep_sessions(&old, &new.id, ctx);
+                    }
+                }
                 // A gateway that is gone or broken cannot hold it back from its new one.
                 Err(e) => ctx.progress(&format!(
                     "could not remove it from gateway {}: {}",
@@ -276,6 +281,25 @@ async fn remove(a: &AgentInputs, ctx: &StepCtx) -> miette::Result<()> {
         ))
     })?;
     Ok(c.delete_agent(&a.id).await?)
+}
+
+impl AgentDriver {
+    /// OpenClaw's session database of an agent that moved, from its old gateway's home into the
+    /// agent's home (`previous-sessions/<gateway>/`): OpenClaw binds it to the gateway's agent it was
+    /// made for, and `agents.delete` has just closed its sessions there.
+    fn keep_sessions(&self, old: &AgentInputs, id: &str, ctx: &StepCtx) {
+        let from = self.layout.agent_gateway_state(&old.gateway.name, id);
+        let to = self.layout.agent_home(id).join(crate::archive::restore::PREVIOUS_SESSIONS).join(&old.gateway.name);
+        match crate::archive::move_into(&from, &to) {
+            Ok(()) if to.exists() => {
+                ctx.progress(&format!("its sessions on {} kept in {}", old.gateway.name, to.display()))
+            }
+            Ok(()) => {}
+            Err(e) => {
+                ctx.progress(&format!("its sessions stay in {}: {}", from.display(), crate::driver::error_chain(&e)))
+            }
+        }
+    }
 }
 
 pub fn driver(overwrite: bool, listings: Arc<Listings>, layout: Layout) -> Arc<AgentDriver> {

@@ -301,13 +301,14 @@ fn bring_back_one(layout: &Layout, gateway: &str, agent: &str, how: &Restore) ->
     let root = layout.archive_dir();
     let begun = listing::restoring(&crate::archive::list(&root), agent).is_some();
     if !begun && *how != Restore::Fresh && !fp.workspace.exists() {
-        // Moved here from another gateway of this fleet: its workspace and sessions come along.
+        // Moved here from another gateway of this fleet: its workspace comes along.
         let others = std::fs::read_dir(layout.data_dir.join("gateways")).into_iter().flatten().flatten();
         for other in others.map(|e| e.file_name().to_string_lossy().into_owned()).filter(|g| g != gateway) {
             let old = Footprint::of(layout, &other, agent);
             if old.workspace.is_dir() {
+                // The workspace only: OpenClaw's session database stays until the old gateway has let
+                // go of the agent (the agent's step moves it then, into the agent's home).
                 crate::archive::move_into(&old.workspace, &fp.workspace)?;
-                crate::archive::move_into(&old.gateway_state, &fp.gateway_state)?;
                 let m = restore::Restored { archive: None, moved_from: Some(other.clone()), at: crate::clock::now() };
                 restore::write_marker(&fp.home, &m)?;
                 return Ok(Some(m.describe()));

@@ -141,6 +141,10 @@ fn the_core_and_the_helpers_stay_on_their_floors() {
     found.extend(breaks("fleetfile/", &["image/", "resource/", "desired/", "plan/", "exec/", "engine/"]));
     found.extend(breaks("syntax/", &["fleetfile/", "image/"]));
     found.extend(breaks("driver.rs", &["exec/", "plan/", "engine/"]));
+    found.extend(breaks(
+        "archive/",
+        &["exec/", "plan/", "engine/", "desired/", "cli/", "openclaw/", "serve/", "litellm/"],
+    ));
     for system in ["litellm/", "openclaw/", "runtime/", "image/"] {
         found.extend(breaks(system, &["exec/", "plan/", "engine/", "desired/", "cli/"]));
     }

@@ -242,3 +242,35 @@ fn removal_archives_and_re_adding_restores_under_any_name_and_purge_removes_ever
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.all().contains("no archive"), "{}", r.all());
 }
+
+/// bob moves to another gateway: his workspace (with a MEMORY.md he wrote) and sessions go with him
+/// instead of a fresh provisioning there, and he leaves the old gateway.
+#[test]
+fn an_agent_moved_to_another_gateway_keeps_its_memory() {
+    let w = World::quickstart();
+    let port = crate::support::free_port();
+    let text = w.read("fleet.kdl");
+    w.write("fleet.kdl", &format!("{text}\ngateway \"second\" host=\"local\" port={port}\n"));
+    w.fleet(&["apply"]).ok();
+    let data = w.data_dir(FLEET);
+    let old_ws = data.join("gateways/main/home/workspaces/bob");
+    let memory = "# MEMORY\nbob learned this on gateway main: move-marker-51c2\n";
+    std::fs::write(old_ws.join("MEMORY.md"), memory).unwrap();
+    let _ = std::fs::remove_file(old_ws.join("BOOTSTRAP.md"));
+    w.edit("fleet.kdl", "agent \"bob\" gateway=\"main\"", "agent \"bob\" gateway=\"second\"");
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("bob: brought back from gateway main"), "{}", r.stdout);
+    let new_ws = data.join("gateways/second/home/workspaces/bob");
+    assert_eq!(std::fs::read_to_string(new_ws.join("MEMORY.md")).unwrap(), memory, "MEMORY.md came along");
+    assert!(!new_ws.join("BOOTSTRAP.md").exists(), "not provisioned afresh");
+    assert!(
+        data.join("agents/bob/previous-sessions/main/agent/openclaw-agent.sqlite").exists(),
+        "its sessions on main are kept (OpenClaw binds them to main's agent)"
+    );
+    assert!(!old_ws.exists(), "nothing of bob is left on main");
+    assert!(!data.join("agents/bob/restored.json").exists());
+    let chat = w.fleet(&["chat", "bob", "where are you?"]);
+    assert_eq!(chat.code, 0, "{}", chat.all());
+    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
+}
