@@ -15,6 +15,7 @@ pub mod engine;
 pub mod exec;
 pub mod fleetfile;
 pub mod fsutil;
+pub mod gc;
 pub mod image;
 pub mod layout;
 pub mod litellm;

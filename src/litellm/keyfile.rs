@@ -52,6 +52,11 @@ impl KeyFile {
         &self.path
     }
 
+    /// Every alias the file holds.
+    pub fn aliases(&self) -> Vec<String> {
+        self.entries.lock().expect("key file lock").keys().cloned().collect()
+    }
+
     pub fn get(&self, alias: &str) -> Option<KeyEntry> {
         self.entries.lock().expect("key file lock").get(alias).cloned()
     }
