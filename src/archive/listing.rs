@@ -27,7 +27,7 @@ pub struct Archive {
 impl Archive {
     /// The agent it holds, from the manifest or else the id.
     pub fn agent(&self) -> &str {
-        self.manifest.as_ref().map(|m| m.agent.as_str()).or_else(|| super::agent_of(&self.id)).unwrap_or("")
+        self.manifest.as_ref().map(|m| m.agent.as_str()).or_else(|| super::id::agent_of(&self.id)).unwrap_or("")
     }
 }
 
@@ -46,7 +46,7 @@ pub fn list(root: &Path) -> Vec<Archive> {
             } else {
                 (name.clone(), ArchiveState::Ready)
             };
-            super::agent_of(&id)?;
+            super::id::agent_of(&id)?;
             let manifest = Manifest::read(&e.path()).ok();
             Some(Archive { id, dir: e.path(), state, manifest })
         })
@@ -71,7 +71,7 @@ pub fn restoring<'a>(archives: &'a [Archive], agent: &str) -> Option<&'a Archive
 
 /// An archive of `agent` that a killed run was writing.
 pub fn partial<'a>(archives: &'a [Archive], agent: &str) -> Option<&'a Archive> {
-    archives.iter().find(|a| a.state == ArchiveState::Partial && super::agent_of(&a.id) == Some(agent))
+    archives.iter().find(|a| a.state == ArchiveState::Partial && super::id::agent_of(&a.id) == Some(agent))
 }
 
 /// The archive `id`, or an error listing the ones there are.

@@ -97,8 +97,10 @@ pub fn restore(root: &Path, fp: &Footprint, how: &Restore) -> miette::Result<Opt
     // OpenClaw's agent database is bound to the id it was made for ("belongs to agent bob;
     // requested agent robert", measured): under another name it is kept in the agent's home,
     // beside its trace, and not given to the gateway.
-    let was =
-        super::manifest::Manifest::read(&work).map(|m| m.agent).ok().or_else(|| super::agent_of(&id).map(String::from));
+    let was = super::manifest::Manifest::read(&work)
+        .map(|m| m.agent)
+        .ok()
+        .or_else(|| super::id::agent_of(&id).map(String::from));
     let renamed = was.as_deref().filter(|w| *w != fp.agent);
     for (name, live) in fp.pieces() {
         match renamed {

@@ -41,7 +41,7 @@ pub fn archive(
             }
             let mut secs = now_secs;
             let id = loop {
-                let id = super::archive_id(&fp.agent, secs);
+                let id = super::id::archive_id(&fp.agent, secs);
                 if archives.iter().all(|a| a.id != id) {
                     break id;
                 }

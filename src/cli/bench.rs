@@ -58,6 +58,14 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 50)]
         turns: usize,
     },
+    /// `fleet gc --dry-run` on a converged process fleet with nothing to collect (and `fleet plan`, the
+    /// anchor, on the same fleet)
+    Gc {
+        #[arg(long, default_value_t = 50)]
+        agents: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Archive and restore of one agent with a large workspace (renames, not copies)
     Archive {
         /// Workspace size in MB (1-MB files)
@@ -145,6 +153,7 @@ pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {
             super::bench_serve::run(super::bench_serve::ServeBench { agents, messages, clients, posts, concurrency })
         }
         BenchCmd::Plugin { turns } => super::bench_plugin::run(turns),
+        BenchCmd::Gc { agents, runs } => gc_bench(agents, runs),
         BenchCmd::Archive { mb, runs, dir } => {
             super::bench_archive::run(super::bench_archive::ArchiveBench { mb, runs, dir })
         }
@@ -295,6 +304,47 @@ fn proxy_bench(samples: usize) -> miette::Result<ExitCode> {
     let cleanup = apply_in_process(&rt, &file, &layout, Goal::Destroy);
     result?;
     cleanup?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gc_bench(n: usize, runs: usize) -> miette::Result<ExitCode> {
+    let rt = runtime()?;
+    let dir = tempfile::tempdir().into_diagnostic()?;
+    let file = dir.path().join("fleet.kdl");
+    std::fs::write(&file, gateway_fleet(n, free_port()?, free_port()?)).into_diagnostic()?;
+    let layout = Layout::resolve("bench", None, Some(&dir.path().join("data")));
+    let exe = std::env::current_exe().into_diagnostic()?;
+    let run = |args: &[&str]| -> miette::Result<Duration> {
+        time_n(runs, || {
+            let out = Command::new(&exe)
+                .args(args)
+                .arg("--data-dir")
+                .arg(&layout.data_dir)
+                .arg(&file)
+                .stdout(Stdio::piped())
+                .output()
+                .into_diagnostic()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            (out.status.success() && (args[0] != "gc" || text.contains("No orphans")))
+                .then_some(())
+                .ok_or_else(|| miette!("fleet {} found something: {text}", args.join(" ")))
+        })
+    };
+    let result = (|| -> miette::Result<(Duration, Duration)> {
+        apply_in_process(&rt, &file, &layout, Goal::Converge)?;
+        Ok((run(&["gc", "--dry-run"])?, run(&["plan"])?))
+    })();
+    let cleanup = apply_in_process(&rt, &file, &layout, Goal::Destroy);
+    let (gc, plan) = result?;
+    cleanup?;
+    println!("fleet bench gc --agents {n} --runs {runs}: a converged process fleet, nothing to collect");
+    println!("| measurement | median of {runs} |\n|---|---|");
+    println!(
+        "| `fleet gc --dry-run` (inventory: processes, key file, the gateway's agents, workspaces) | {} |",
+        ms(gc)
+    );
+    println!("| anchor: `fleet plan` on the same fleet | {} |", ms(plan));
+    println!("| ratio gc / plan | {:.2} |", gc.as_secs_f64() / plan.as_secs_f64());
     Ok(ExitCode::SUCCESS)
 }
 

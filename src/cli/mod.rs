@@ -9,6 +9,7 @@ mod bench_plugin;
 mod bench_serve;
 mod bench_trace;
 mod chat;
+mod gc;
 mod image;
 mod loaded;
 mod progress;
@@ -167,6 +168,16 @@ enum Cmd {
     },
     /// Remove the apply lock left by a process that cannot release it (e.g. on another host)
     ForceUnlock { path: Option<PathBuf> },
+    /// Find what fleet created for this fleet and no longer records (processes, keys, agents,
+    /// workspaces, Incus instances), destroy each, and verify nothing is left
+    Gc {
+        path: Option<PathBuf>,
+        /// Print the orphans, touch nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Archived agents: list, show, purge, export
     #[command(subcommand)]
     Archive(archive::ArchiveCmd),
@@ -315,6 +326,7 @@ pub fn main() -> ExitCode {
         Cmd::Bench(b) => bench::run(b),
         Cmd::Image(c) => image::run(c),
         Cmd::Archive(c) => archive::run(c, data_dir),
+        Cmd::Gc { path, dry_run, json } => gc::gc(path.as_deref(), data_dir, dry_run, json),
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "fleet", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 //! Pure.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use super::image::{self, ImageUse};
 use super::litellm::proxy_base_url;
@@ -176,6 +177,7 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
         let models_addr = Address::GatewayModels(gw.clone());
         let mut models = BTreeMap::new();
         let mut models_deps = vec![Address::Gateway(gw.clone()), Address::LitellmProxy];
+        let mut seeds: Vec<FileOut> = Vec::new();
         for a in spec.agents.iter().filter(|a| a.gateway.value == *gw) {
             let id = a.name.value.clone();
             let files = workspace::render(&spec.name, a);
@@ -187,10 +189,12 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
                 about: about(spec, g, a),
                 restore: restore_of(a),
             };
-            let file_outs = files
+            let file_outs: Vec<FileOut> = files
                 .into_iter()
                 .map(|(n, c)| FileOut { path: n.into(), content: c.into_bytes(), mode: 0o644 })
                 .collect();
+            // The models step seeds a fresh agent's workspace with them (see `ModelsDriver::bring_back`).
+            seeds.extend(file_outs.iter().map(|f| FileOut { path: Path::new(&id).join(&f.path), ..f.clone() }));
             let agent_addr = Address::Agent(id.clone());
             // The models patch brings the agent into being; its files follow.
             let agent_deps = vec![Address::Gateway(gw.clone()), models_addr.clone()];
@@ -225,7 +229,7 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
         if !models.is_empty() {
             let state_db = home_here.then(|| roster::state_db(&home.join("state")));
             let inputs = ModelsInputs { gateway: gref, base_url: proxy_base_url(spec), agents: models, state_db };
-            put(out, Resource::new(models_addr, &inputs, models_deps));
+            put(out, Resource::new(models_addr, &inputs, models_deps).with_files(seeds));
         }
     }
 }

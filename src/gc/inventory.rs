@@ -139,9 +139,14 @@ pub async fn take(layout: &Layout, fleet: &str, gateways: &[GatewayRef], remotes
         Err(e) => inv.notes.push(e),
     }
     for g in gateways {
-        match g.listed_now().await {
-            Some(ids) => inv.gateway_agents.push((g.name.clone(), ids)),
-            None => inv.notes.push(format!("gateway {} did not answer: its agents were not inventoried", g.name)),
+        // Patient: a gateway reloading its config (an agent just added by hand) answers in seconds.
+        let listed = match g.connect_within(std::time::Duration::from_secs(20)).await {
+            Ok(c) => c.agent_ids().await.map_err(|e| e.to_string()),
+            Err(e) => Err(crate::driver::error_chain(&e)),
+        };
+        match listed {
+            Ok(ids) => inv.gateway_agents.push((g.name.clone(), ids)),
+            Err(e) => inv.notes.push(format!("gateway {}: its agents were not inventoried ({e})", g.name)),
         }
     }
     let gw_root = layout.data_dir.join("gateways");

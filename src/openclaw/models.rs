@@ -149,8 +149,15 @@ impl ModelsDriver {
     /// the gateway sees them: a restore a killed run began, their footprint on another gateway of
     /// this fleet (a move), or their archive (`archive/restore.rs`). Only for a gateway whose home is
     /// on this machine.
+    ///
+    /// A fresh agent (nothing to bring back) whose workspace is not there gets fleet's files
+    /// written into it first: OpenClaw refuses to seed a workspace it attested in the last 24 h and
+    /// that has since disappeared ("WorkspaceVanishedError … Refusing to reseed BOOTSTRAP.md",
+    /// measured after an archive or a destroy on a kept gateway home), and accepts one holding
+    /// BOOTSTRAP.md. The agent's step then finds the files in place (first provisioning as ever).
     async fn bring_back(
         &self,
+        r: &Resource,
         want: &ModelsInputs,
         prior: Option<&ModelsInputs>,
         listed: &[String],
@@ -170,8 +177,9 @@ impl ModelsDriver {
                 .await
                 .map_err(|e| miette!("{e}"))?
                 .wrap_err_with(|| format!("agent {id}"))?;
-            if let Some(from) = from {
-                ctx.progress(&format!("{id}: brought back from {from}"));
+            match from {
+                Some(from) => ctx.progress(&format!("{id}: brought back from {from}")),
+                None => seed(&self.layout.agent_workspace(&want.gateway.name, id), id, r)?,
             }
         }
         Ok(())
@@ -227,7 +235,7 @@ impl ModelsDriver {
         let (raw, replace) = patch(&want, old.as_ref())?;
         let c = want.gateway.connect().await?;
         let listed = c.agent_ids().await?;
-        self.bring_back(&want, old.as_ref(), &listed, ctx).await?;
+        self.bring_back(r, &want, old.as_ref(), &listed, ctx).await?;
         Self::create_held_before(&c, &want, &listed, ctx).await?;
         if let Some(db) = &want.state_db {
             Self::wait_for_deletions(db, ctx).await;
@@ -292,6 +300,20 @@ impl Driver for ModelsDriver {
         }
         Ok(())
     }
+}
+
+/// Writes a fresh agent's workspace files (the models resource's `<agent>/<file>`) into a workspace
+/// that does not exist yet.
+fn seed(workspace: &std::path::Path, id: &str, r: &Resource) -> miette::Result<()> {
+    if workspace.exists() {
+        return Ok(());
+    }
+    for f in r.files.iter().filter(|f| f.path.starts_with(id)) {
+        let Ok(name) = f.path.strip_prefix(id) else { continue };
+        crate::fsutil::write_atomic(&workspace.join(name), &f.content, f.mode)
+            .map_err(|e| miette!("cannot seed {}: {e}", workspace.join(name).display()))?;
+    }
+    Ok(())
 }
 
 /// What `bring_back` does for one agent; returns where its footprint came from.

@@ -62,7 +62,10 @@ impl Runtime for IncusRuntime {
         if instance_state(&c.remote, &c.name).await.is_some() {
             let _ = incus(&["delete", "--force", &name]).await;
         }
-        incus(&["init", &target(&c.remote, &c.image), &name, "-q"]).await?;
+        // Labelled for `fleet gc`: the container is `fleet-<fleet>-<gateway>`.
+        let fleet = c.name.strip_prefix("fleet-").and_then(|r| r.strip_suffix(&format!("-{}", l.gateway)));
+        let label = format!("user.fleet.fleet={}", fleet.unwrap_or(&c.name));
+        incus(&["init", &target(&c.remote, &c.image), &name, "-c", &label, "-q"]).await?;
         let home = format!("source={}", l.home.display());
         incus(&["config", "device", "add", &name, "home", "disk", &home, "path=/root", "shift=true", "-q"]).await?;
         let gw = format!("tcp:127.0.0.1:{}", l.port);

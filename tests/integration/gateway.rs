@@ -186,13 +186,19 @@ fn the_quickstart_converges_answers_and_stays_put() {
     let r = w.fleet(&["plan", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "one apply converges:\n{}", r.stdout);
 
-    // Removing an agent removes it from its gateway; its files stay.
+    // Removing an agent removes it from its gateway; its files go into an archive.
     let text = w.read("fleet.kdl");
     let (a, b) = (text.find("agent \"carol\"").unwrap(), text.find("agent \"bob\"").unwrap());
     w.write("fleet.kdl", &format!("{}{}", &text[..a], &text[b..]));
     let r = w.fleet(&["apply"]).ok();
     assert!(r.stdout.contains("- agent.carol: deleted") && r.stdout.contains("- key.carol: deleted"), "{}", r.stdout);
-    assert!(workspace(&w, "carol").join("SOUL.md").exists(), "workspace files are kept");
+    assert!(!workspace(&w, "carol").exists(), "the workspace moved into the archive");
+    let archived = w.fleet(&["archive", "list", "--json"]).ok();
+    assert!(archived.stdout.contains("\"agent\": \"carol\""), "{}", archived.stdout);
+    // Purged, carol comes back fresh below: OpenClaw's attestation of her vanished workspace (kept
+    // 24 h) must not stop it.
+    let r = w.fleet(&["archive", "purge", "--all"]).ok();
+    assert!(r.stdout.contains("removed carol-"), "{}", r.stdout);
     let r = w.fleet(&["chat", "carol", "hi"]);
     assert_eq!(r.code, 1);
 

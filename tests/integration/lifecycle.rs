@@ -274,3 +274,106 @@ fn an_agent_moved_to_another_gateway_keeps_its_memory() {
     assert_eq!(chat.code, 0, "{}", chat.all());
     assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
 }
+
+/// A process started in its own session, working in `dir` (as a gateway started by hand would).
+fn stray_in(dir: &std::path::Path) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    std::fs::create_dir_all(dir).unwrap();
+    let mut c = std::process::Command::new("sleep");
+    c.arg("600").current_dir(dir);
+    // SAFETY: setsid(2) in the child before exec; touches no memory of the parent.
+    unsafe {
+        c.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    c.spawn().unwrap()
+}
+
+fn alive(child: &mut std::process::Child) -> bool {
+    child.try_wait().unwrap().is_none()
+}
+
+/// gc: a process started by hand in the fleet's data dir, a key-file entry with no agent, an agent
+/// added to the gateway by hand (and the workspace OpenClaw made for it) are found, destroyed and
+/// verified gone; another fleet's process is left alone; the fleet itself stays converged.
+#[test]
+fn gc_finds_and_removes_what_fleet_forgot_and_leaves_another_fleets_things_alone() {
+    let w = World::quickstart();
+    w.fleet(&["apply"]).ok();
+    let data = w.data_dir(FLEET);
+    let dry: Value = serde_json::from_str(&w.fleet(&["gc", "--dry-run", "--json"]).ok().stdout).unwrap();
+    assert_eq!(dry["orphans"], serde_json::json!([]), "a converged fleet has nothing to collect: {dry}");
+
+    let mut ours = stray_in(&data.join("gateways/main/home"));
+    let mut theirs = stray_in(&w.xdg_data().join("fleet/other/gateways/main/home"));
+    let keys_path = data.join("litellm/keys.json");
+    let mut keys: Value = serde_json::from_str(&std::fs::read_to_string(&keys_path).unwrap()).unwrap();
+    let ghost = fleet::litellm::keys::mint_raw(fleet::litellm::keys::KEY_PREFIX);
+    keys["keys"].as_array_mut().unwrap().push(serde_json::json!({
+        "hash": fleet::litellm::keys::hash_key(ghost.expose()), "alias": "fleet-ghost",
+        "models": ["demo-small"], "metadata": {}
+    }));
+    std::fs::write(&keys_path, serde_json::to_string(&keys).unwrap()).unwrap();
+    let proxy = crate::proxy::Proxy::of(&w);
+    assert_eq!(proxy.chat(ghost.expose(), "demo-small").0, 200, "the hand-made key works before gc");
+    let text = w.read("fleet.kdl");
+    let port: u16 = text
+        .split("gateway \"main\" host=\"local\" port=")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let gref = fleet::openclaw::client::GatewayRef {
+        name: "main".into(),
+        url: format!("ws://127.0.0.1:{port}"),
+        token_file: data.join("gateways/main/token"),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = gref.connect().await.unwrap();
+        c.create_agent("byhand", &data.join("gateways/main/home/workspaces/byhand")).await.unwrap();
+    });
+
+    let dry: Value = serde_json::from_str(&w.fleet(&["gc", "--dry-run", "--json"]).ok().stdout).unwrap();
+    let kinds: Vec<String> =
+        dry["orphans"].as_array().unwrap().iter().map(|o| format!("{} {}", o["kind"], o)).collect();
+    let has = |k: &str, field: &str, v: &str| {
+        dry["orphans"].as_array().unwrap().iter().any(|o| o["kind"] == k && o[field].as_str() == Some(v))
+    };
+    assert!(
+        dry["orphans"].as_array().unwrap().iter().any(|o| o["kind"] == "process" && o["pid"] == ours.id()),
+        "{kinds:?}"
+    );
+    assert!(has("key", "alias", "fleet-ghost"), "{kinds:?}");
+    assert!(has("gateway_agent", "agent", "byhand"), "{kinds:?}");
+    assert!(!has("gateway_agent", "agent", "main"), "OpenClaw's own main agent is never an orphan");
+    assert!(
+        !dry["orphans"].as_array().unwrap().iter().any(|o| o["kind"] == "process" && o["pid"] == theirs.id()),
+        "another fleet's process is not ours: {kinds:?}"
+    );
+    assert!(alive(&mut ours), "a dry run touches nothing");
+
+    let r = w.fleet(&["gc"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("a second inventory finds no orphan"), "{}", r.stdout);
+    let t0 = Instant::now();
+    while alive(&mut ours) && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!alive(&mut ours), "the stray process was stopped");
+    assert!(alive(&mut theirs), "another fleet's process is left alone");
+    assert_eq!(proxy.chat(ghost.expose(), "demo-small").0, 401, "the hand-made key is revoked");
+    let listed = rt.block_on(async { gref.connect().await.unwrap().agent_ids().await.unwrap() });
+    assert!(!listed.contains(&"byhand".to_string()) && listed.contains(&"alice".to_string()), "{listed:?}");
+    assert!(!data.join("gateways/main/home/workspaces/byhand").exists(), "its workspace was archived");
+    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0, "the fleet itself is untouched");
+    let dry: Value = serde_json::from_str(&w.fleet(&["gc", "--dry-run", "--json"]).ok().stdout).unwrap();
+    assert_eq!(dry["orphans"], serde_json::json!([]));
+    let _ = theirs.kill();
+    let _ = theirs.wait();
+}
