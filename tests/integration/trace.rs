@@ -54,7 +54,10 @@ fn wait_until<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T
 }
 
 fn event(id: &str, agent: &str, kind: &str) -> Value {
-    json!({"v": 1, "id": id, "trace_id": "t-test", "parent_id": null, "created_at": "2026-11-29T14:00:00.000Z",
+    // Now: an event hours old lands in a sealed bucket's late file (a fixed time here made these tests
+    // depend on the hour they ran at).
+    let now = fleet::clock::format_rfc3339_ms(fleet::clock::now_ms());
+    json!({"v": 1, "id": id, "trace_id": "t-test", "parent_id": null, "created_at": now,
            "agent_name": agent, "kind": kind, "channel_id": null, "thread_id": null, "backend_name": "test",
            "model": null, "duration_ms": null, "tokens_in": null, "tokens_out": null, "cost_usd": null,
            "error": null, "payload": {}})
