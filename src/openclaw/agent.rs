@@ -200,7 +200,9 @@ impl Driver for AgentDriver {
         }
     }
 
-    /// An agent moved to another gateway is provisioned there afresh, then removed from the old one
+    /// An agent moved to another gateway is provisioned there (with the workspace its new gateway's
+    /// models step carried over, when both homes are on this machine; afresh otherwise), then removed
+    /// from the old one
     /// (whose patch, ordered before this step, has already dropped its provider).
     async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
         let old = prior.inputs_as::<AgentInputs>().ok();
