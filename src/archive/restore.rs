@@ -51,6 +51,9 @@ pub enum Restore {
     Fresh,
     /// From this archive (`restore="alice-20261129T070000Z"`), under any name.
     From(String),
+    /// From the newest archive of this other agent (`moved from="agent.<it>"`): the removal of the
+    /// old name in the same apply makes it.
+    Agent(String),
 }
 
 impl Restore {
@@ -75,6 +78,9 @@ pub fn planned(root: &Path, agent: &str, how: &Restore) -> Result<Option<String>
     }
     if *how == Restore::Fresh {
         return Ok(None);
+    }
+    if let Restore::Agent(old) = how {
+        return Ok(super::listing::pick(&archives, old, None).map(|a| a.id.clone()));
     }
     match (super::listing::pick(&archives, agent, how.named()), how.named()) {
         (Some(a), _) => Ok(Some(a.id.clone())),

@@ -36,10 +36,11 @@ pub fn default_wake_restored(name: &str) -> String {
 
 /// How an agent comes back when an archive of it exists.
 fn restore_of(a: &Agent) -> Restore {
-    match (&a.restore, a.fresh) {
-        (Some(id), _) => Restore::From(id.value.clone()),
-        (None, true) => Restore::Fresh,
-        (None, false) => Restore::Newest,
+    match (&a.restore, a.fresh, &a.moved_from) {
+        (Some(id), _, _) => Restore::From(id.value.clone()),
+        (None, true, _) => Restore::Fresh,
+        (None, false, Some(old)) => Restore::Agent(old.clone()),
+        (None, false, None) => Restore::Newest,
     }
 }
 
@@ -200,6 +201,8 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
             let agent_deps = vec![Address::Gateway(gw.clone()), models_addr.clone()];
             put(out, Resource::new(agent_addr.clone(), &inputs, agent_deps).with_files(file_outs));
             models_deps.push(Address::Key(id.clone()));
+            // Renamed (`moved`): the old name leaves (and is archived) before this patch restores it here.
+            models_deps.extend(a.moved_from.iter().map(|old| Address::Agent(old.clone())));
             models.insert(
                 id.clone(),
                 AgentModels {

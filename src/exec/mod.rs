@@ -91,9 +91,9 @@ pub fn step_graph(plan: &Plan, desired: &Desired, prior: &BTreeMap<String, Recor
         } else if let Some(r) = desired.get(&c.address) {
             for dep in &r.dep_strings() {
                 if let Some(&j) = index.get(dep.as_str()) {
-                    if plan.changes[j].action != Action::Delete {
-                        g.add_edge(nodes[j], nodes[i], ());
-                    }
+                    // A desired dependency being deleted is a `moved` agent's old name: it leaves
+                    // (and is archived) first.
+                    g.add_edge(nodes[j], nodes[i], ());
                 }
             }
         }

@@ -12,8 +12,8 @@ use crate::syntax::diagnostic::{choices_help, did_you_mean, Problem, Problems, S
 use crate::syntax::raw::{RawNode, RawValue};
 use crate::syntax::reader::Reader;
 
-pub const TOP_LEVEL: [&str; 10] =
-    ["fleet", "image", "host", "litellm", "openclaw", "provider", "gateway", "agent", "serve", "trace"];
+pub const TOP_LEVEL: [&str; 11] =
+    ["fleet", "image", "host", "litellm", "openclaw", "provider", "gateway", "agent", "serve", "trace", "moved"];
 /// Node kinds that come many to a file, each with a name (`[agent.alice]` in TOML).
 pub const NAMED_KINDS: [&str; 5] = ["image", "host", "provider", "gateway", "agent"];
 
@@ -34,6 +34,8 @@ pub struct Decoded {
     pub serve: Option<(Serve, SourceSpan)>,
     /// `trace { … }`, with where it was declared (it needs `serve`).
     pub trace: Option<(TraceExport, SourceSpan)>,
+    /// `moved from="agent.a" to="agent.b"`: (a, b), the agents' names.
+    pub moved: Vec<(Spanned<String>, Spanned<String>)>,
     /// Nodes that are declared but did not decode (their problem is already reported),
     /// as (kind, name if known); models list what a broken provider offers. References
     /// to them are not reported again.
@@ -166,6 +168,11 @@ pub fn decode(nodes: &[RawNode], base: &Path, p: &mut Problems) -> Decoded {
                 Some(g) => d.gateways.push(g),
                 None => d.broken.push(("gateway", raw_name(n))),
             },
+            "moved" => {
+                if let Some(m) = moved(n, p) {
+                    d.moved.push(m);
+                }
+            }
             "agent" => match agent(n, base, p) {
                 Some(a) => d.agents.push(a),
                 None => d.broken.push(("agent", raw_name(n))),
@@ -177,6 +184,45 @@ pub fn decode(nodes: &[RawNode], base: &Path, p: &mut Problems) -> Decoded {
         }
     }
     d
+}
+
+/// `moved from="agent.alice" to="agent.alicia"` (Terraform's `moved` block): an agent renamed.
+fn moved(n: &RawNode, p: &mut Problems) -> Option<(Spanned<String>, Spanned<String>)> {
+    let mut r = Reader::new(n, p);
+    let example = r
+        .syntax()
+        .pick(
+            "moved from=\"agent.alice\" to=\"agent.alicia\"",
+            "[[moved]]\nfrom = \"agent.alice\"\nto = \"agent.alicia\"",
+        )
+        .to_string();
+    let from = r.str_opt("from");
+    let to = r.str_opt("to");
+    let attempted = r.attempted("from") || r.attempted("to");
+    r.finish();
+    let (Some(from), Some(to)) = (from, to) else {
+        if !attempted {
+            p.push(
+                Problem::new("`moved` needs `from` and `to`", n.name_span, "incomplete")
+                    .help(format!("write `{example}`")),
+            );
+        }
+        return None;
+    };
+    let agent = |s: &Spanned<String>, p: &mut Problems| -> Option<Spanned<String>> {
+        match s.value.strip_prefix("agent.").filter(|a| !a.is_empty()) {
+            Some(a) => Some(Spanned::new(a.to_string(), s.span)),
+            None => {
+                p.push(
+                    Problem::new(format!("{:?} is not an agent's address", s.value), s.span, "not agent.<name>")
+                        .help("only agents move: write \"agent.<name>\""),
+                );
+                None
+            }
+        }
+    };
+    let (from, to) = (agent(&from, p), agent(&to, p));
+    Some((from?, to?))
 }
 
 /// The name a node was given, if it is a string, without reporting anything.
@@ -911,6 +957,7 @@ fn agent(n: &RawNode, base: &Path, p: &mut Problems) -> Option<AgentRaw> {
         fresh: fresh.is_some_and(|f| f.value),
         restore,
         wake_restored,
+        moved_from: None,
     };
     Some(AgentRaw { name, gateway, gateway_attempted, model, model_attempted, rest })
 }

@@ -317,6 +317,8 @@ pub struct Agent {
     pub restore: Option<Spanned<String>>,
     /// The first message after a restore (instead of the first-provisioning wake).
     pub wake_restored: Option<String>,
+    /// `moved from="agent.<this>" to="agent.<name>"`: the agent it was called before.
+    pub moved_from: Option<String>,
 }
 
 impl Agent {

@@ -24,6 +24,9 @@ pub fn parse(text: &str, named_kinds: &[&str], problems: &mut Problems) -> Vec<R
         let key_span = key_span(root, key);
         if named_kinds.contains(&key) {
             named(text, key, key_span, item, &mut out, problems);
+        } else if let Item::ArrayOfTables(a) = item {
+            // `[[moved]]`: a node per table.
+            out.extend(a.iter().map(|t| table_node(key, t.span().map(SourceSpan::from).unwrap_or(key_span), t)));
         } else {
             out.push(item_node(key, key_span, item));
         }

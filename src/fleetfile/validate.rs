@@ -12,7 +12,7 @@ use miette::SourceSpan;
 
 use super::decode::{Decoded, GatewayRaw};
 use super::model::*;
-use crate::syntax::diagnostic::{choices_help, Problem, Problems, SourceFile};
+use crate::syntax::diagnostic::{choices_help, did_you_mean, Problem, Problems, SourceFile};
 
 /// What holds a port on a host, for the diagnostic of a clash.
 struct PortOwner {
@@ -41,6 +41,7 @@ pub fn assemble(
         agents,
         mut serve,
         trace,
+        moved,
         broken,
     } = d;
     let is_broken =
@@ -364,6 +365,54 @@ pub fn assemble(
             check_model(p, f, "fallback");
         }
         agent_out.push(Agent { gateway, model, ..a.rest });
+    }
+    for (from, to) in &moved {
+        if agent_out.iter().any(|a| a.name.value == from.value) {
+            p.push(
+                Problem::new(
+                    format!("agent {:?} is moved, but still declared", from.value),
+                    from.span,
+                    "still declared",
+                )
+                .help(format!("a move renames it: take `agent {:?}` out of the file", from.value)),
+            );
+            continue;
+        }
+        if moved.iter().filter(|(_, t)| t.value == to.value).count() > 1 {
+            p.push(
+                Problem::new(format!("two agents are moved to {:?}", to.value), to.span, "moved twice")
+                    .help("keep one"),
+            );
+            continue;
+        }
+        let names: Vec<String> = agent_out.iter().map(|a| a.name.value.clone()).collect();
+        let Some(a) = agent_out.iter_mut().find(|a| a.name.value == to.value) else {
+            let hint = match did_you_mean(&to.value, names.iter().map(String::as_str)) {
+                Some(s) => format!("did you mean {s:?}?"),
+                None => "declare the agent it becomes".to_string(),
+            };
+            p.push(
+                Problem::new(
+                    format!("moved to agent {:?}, which the file does not declare", to.value),
+                    to.span,
+                    "no such agent",
+                )
+                .help(hint),
+            );
+            continue;
+        };
+        if a.fresh || a.restore.is_some() {
+            p.push(
+                Problem::new(
+                    format!("agent {:?} is moved from {:?} and also says `fresh` or `restore`", to.value, from.value),
+                    to.span,
+                    "which one?",
+                )
+                .help("a move brings the old agent's archive; drop `fresh`/`restore` or the `moved` block"),
+            );
+            continue;
+        }
+        a.moved_from = Some(from.value.clone());
     }
     let (name, parallelism, data_dir) = match fleet {
         Some(f) => f,

@@ -179,7 +179,12 @@ impl Driver for AgentDriver {
         let root = self.layout.archive_dir();
         match crate::archive::restore::planned(&root, &a.id, &a.restore) {
             Ok(Some(id)) => Some(format!("restore from archive {id}")),
-            Ok(None) => None,
+            Ok(None) => match &a.restore {
+                Restore::Agent(old) => {
+                    Some(format!("moved from agent.{old}: restored from the archive its removal makes"))
+                }
+                _ => None,
+            },
             Err(e) => Some(format!("restore fails: {e}")),
         }
     }

@@ -377,3 +377,34 @@ fn gc_finds_and_removes_what_fleet_forgot_and_leaves_another_fleets_things_alone
     let _ = theirs.kill();
     let _ = theirs.wait();
 }
+
+/// `moved from="agent.bob" to="agent.robin"`: bob is renamed — his workspace (with a hand-edited
+/// USER.md) becomes robin's, a new key for robin, bob's refused; the block can stay in the file.
+#[test]
+fn a_moved_block_renames_an_agent_and_keeps_its_workspace() {
+    let w = World::quickstart();
+    w.fleet(&["apply"]).ok();
+    let data = w.data_dir(FLEET);
+    let user_md = "# USER\nWritten while he was bob: rename-marker-90ab\n";
+    std::fs::write(data.join("gateways/main/home/workspaces/bob/USER.md"), user_md).unwrap();
+    let bob_key = crate::support::env_key(&data.join("agents/bob/env"));
+    w.edit("fleet.kdl", "agent \"bob\"", "moved from=\"agent.bob\" to=\"agent.robin\"\nagent \"robin\"");
+    let plan = w.fleet(&["plan"]).ok();
+    assert!(
+        plan.stdout.contains("- agent.bob") && plan.stdout.contains("+ agent.robin  (moved from agent.bob"),
+        "{}",
+        plan.stdout
+    );
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let ws = data.join("gateways/main/home/workspaces/robin");
+    assert_eq!(std::fs::read_to_string(ws.join("USER.md")).unwrap(), user_md, "bob's USER.md is robin's");
+    assert!(archives(&w).is_empty(), "the archive bob's removal made went to robin: {:?}", archives(&w));
+    let proxy = crate::proxy::Proxy::of(&w);
+    assert_eq!(proxy.chat(&bob_key, "demo-small").0, 401, "bob's key is revoked");
+    let robin_key = crate::support::env_key(&data.join("agents/robin/env"));
+    assert_eq!(proxy.chat(&robin_key, "demo-small").0, 200);
+    let chat = w.fleet(&["chat", "robin", "who are you?"]);
+    assert_eq!(chat.code, 0, "{}", chat.all());
+    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0, "the moved block stays; nothing to do");
+}
