@@ -337,11 +337,24 @@ fn gc_finds_and_removes_what_fleet_forgot_and_leaves_another_fleets_things_alone
     rt.block_on(async {
         let c = gref.connect().await.unwrap();
         c.create_agent("byhand", &data.join("gateways/main/home/workspaces/byhand")).await.unwrap();
+        // The gateway reloads its config after agents.create: the agent exists once it is listed.
+        let t0 = Instant::now();
+        loop {
+            let listed = match gref.connect().await {
+                Ok(c) => c.agent_ids().await.unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            if listed.iter().any(|a| a == "byhand") || t0.elapsed() > Duration::from_secs(90) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     });
 
     let dry: Value = serde_json::from_str(&w.fleet(&["gc", "--dry-run", "--json"]).ok().stdout).unwrap();
-    let kinds: Vec<String> =
+    let mut kinds: Vec<String> =
         dry["orphans"].as_array().unwrap().iter().map(|o| format!("{} {}", o["kind"], o)).collect();
+    kinds.push(format!("notes: {}", dry["notes"]));
     let has = |k: &str, field: &str, v: &str| {
         dry["orphans"].as_array().unwrap().iter().any(|o| o["kind"] == k && o[field].as_str() == Some(v))
     };
