@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::layout::Layout;
 use crate::openclaw::agent::AgentInputs;
 use crate::openclaw::client::GatewayRef;
+use crate::resource::Address;
 use crate::state::Record;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,21 +68,20 @@ impl Recorded {
         let mut r = Recorded::default();
         for rec in records {
             pids_in(&rec.outputs, &mut r.pids);
-            let name = rec.address.split_once('.').map(|(_, n)| n.to_string()).unwrap_or_default();
-            match rec.kind.as_str() {
-                "key" => {
+            match rec.address.parse::<Address>() {
+                Ok(Address::Key(agent)) => {
                     if let Some(alias) = rec.inputs.get("alias").and_then(Value::as_str) {
                         r.key_aliases.push(alias.to_string());
                     }
-                    r.key_agents.push(name);
+                    r.key_agents.push(agent);
                 }
-                "agent" => {
+                Ok(Address::Agent(_)) => {
                     if let Ok(a) = rec.inputs_as::<AgentInputs>() {
                         r.agents.push((a.gateway.name, a.id));
                     }
                 }
-                "gateway" => {
-                    r.gateways.push(name);
+                Ok(Address::Gateway(gw)) => {
+                    r.gateways.push(gw);
                     if let Some(c) = rec.outputs.pointer("/handle/container").and_then(Value::as_str) {
                         r.instances.push(c.to_string());
                     }

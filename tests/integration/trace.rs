@@ -158,15 +158,19 @@ fn a_routed_turn_is_traced_and_ingest_checks_every_batch() {
     assert_eq!(ids, ["t-3", "t-5"], "{ids:?}");
 
     // Usage: the proxy's priced calls per agent.
+    // alice's calls in a `/v1/usage` answer.
+    let calls_of_alice = |v: &Value| -> i64 {
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["agent"] == "alice")
+            .map(|r| r["calls"].as_i64().unwrap())
+            .sum()
+    };
     let (s, v) = d.request("GET", "/v1/usage?since=1d", Some(&d.admin), None);
     assert_eq!(s, 200, "{v}");
-    let alice_calls: i64 = v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["agent"] == "alice")
-        .map(|r| r["calls"].as_i64().unwrap())
-        .sum();
+    let alice_calls = calls_of_alice(&v);
     assert!(alice_calls >= 1, "{v}");
 
     // `fleet trace --follow` prints what arrives — also an event older than what it printed last.
@@ -208,13 +212,7 @@ fn a_routed_turn_is_traced_and_ingest_checks_every_batch() {
     let row = v["rows"].as_array().unwrap().iter().find(|r| r["key"] == "alice").cloned().unwrap();
     // The same figures as the API (read before and after: the wake's call may still be arriving).
     let (_, later) = d.request("GET", "/v1/usage?since=1d", Some(&d.admin), None);
-    let later: i64 = later["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["agent"] == "alice")
-        .map(|r| r["calls"].as_i64().unwrap())
-        .sum();
+    let later = calls_of_alice(&later);
     let cli = row["calls"].as_i64().unwrap();
     assert!(alice_calls <= cli && cli <= later, "API {alice_calls} ≤ CLI {cli} ≤ API {later}: {v}");
 }
