@@ -31,7 +31,20 @@ pub async fn destroy(layout: &Layout, gateways: &[GatewayRef], o: &Orphan) -> mi
         Orphan::GatewayAgent { gateway, agent } => {
             let g = gateways.iter().find(|g| &g.name == gateway).ok_or_else(|| miette!("gateway {gateway} unknown"))?;
             g.connect().await?.delete_agent(agent).await.map_err(|e| miette!("agents.delete {agent}: {e}"))?;
-            Ok("deleted from its gateway (agents.delete)".into())
+            // The gateway answers before it has reloaded: wait until it no longer lists the agent (measured
+            // under load: a verify right after agents.delete still saw it).
+            let t0 = std::time::Instant::now();
+            while t0.elapsed() < Duration::from_secs(90) {
+                let listed = match g.connect_within(Duration::from_secs(20)).await {
+                    Ok(c) => c.agent_ids().await.ok(),
+                    Err(_) => None,
+                };
+                if listed.is_some_and(|ids| !ids.contains(agent)) {
+                    return Ok("deleted from its gateway (agents.delete)".into());
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(miette!("agents.delete {agent} returned, but gateway {gateway} still lists it after 90 s"))
         }
         Orphan::Workspace { gateway, agent, with_home } => {
             let mut fp = Footprint::of(layout, gateway, agent);
