@@ -164,9 +164,9 @@ fn assert_settled(w: &World, point: &str, agents: &[&str], gw_port: u16) {
         format!("--- proxy.log\n{}\n--- gateway.log\n{}", tail("litellm/proxy.log"), tail("gateways/gw/gateway.log"))
     };
     let r = w.fleet(&["apply"]);
-    assert_eq!(r.code, 0, "{point}: the re-apply failed\n{}\n{}", r.all(), logs());
+    assert_eq!(r.code, 0, "{point}: the re-apply failed\n{}\n{}\n{}", r.failures(), r.all(), logs());
     let r = w.fleet(&["plan", "--detailed-exitcode"]);
-    assert_eq!(r.code, 0, "{point}: one re-apply did not converge\n{}\n{}", r.all(), logs());
+    assert_eq!(r.code, 0, "{point}: one re-apply did not converge\n{}\n{}\n{}", r.failures(), r.all(), logs());
     let stray = untracked(&data);
     assert!(stray.is_empty(), "{point}: processes of the fleet that the state does not record: {stray:?}");
     let listed = rpc(&data, gw_port, "agents.list", serde_json::json!({}));

@@ -37,6 +37,20 @@ impl Run {
     pub fn all(&self) -> String {
         format!("{}{}", self.stdout, self.stderr)
     }
+
+    /// The lines that say what went wrong, for the head of a failure message (CI keeps a long
+    /// message's head and tail only).
+    pub fn failures(&self) -> String {
+        let all = self.all();
+        let bad: Vec<&str> = all
+            .lines()
+            .filter(|l| {
+                let l = l.to_ascii_lowercase();
+                l.contains("fail") || l.contains("error") || l.contains("skipped") || l.contains("refused")
+            })
+            .collect();
+        format!("exit {}; what went wrong:\n{}\n--- all output:", self.code, bad.join("\n"))
+    }
 }
 
 /// Downloads and installs (the LiteLLM venv…) are shared by all tests, as they are by all fleets
@@ -49,8 +63,28 @@ pub fn shared_cache() -> PathBuf {
 }
 
 /// A TCP port nothing listens on right now.
+/// A port for a test's proxy, gateway or daemon, free now and outside the kernel's ephemeral range
+/// (32768–60999 here): a port from that range, free when picked, can be taken by any outgoing
+/// connection's local end while the test's gateway is stopped between two applies — then the next
+/// start fails on a busy machine. Ports are handed out 25 apart (OpenClaw binds a few above its
+/// own), each block checked free, never twice in one test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const HIGH: u32 = 32_000;
+    const STEP: u32 = 25;
+    let slots = (HIGH - LOW) / STEP;
+    let start = std::process::id() % slots;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < slots, "no free test port left between {LOW} and {HIGH}");
+        let port = (LOW + ((start + n) % slots) * STEP) as u16;
+        let block_free = (port..port + 10).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if block_free {
+            return port;
+        }
+    }
 }
 
 impl Drop for World {
