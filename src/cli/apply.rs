@@ -26,8 +26,26 @@ fn load_for(r: &Request) -> miette::Result<super::loaded::Loaded> {
     let l = load(r.path, r.data_dir)?;
     if r.goal == Goal::Converge {
         crate::fleetfile::check_secrets(&l.spec)?;
+        warn_unpriced_budgets(&l);
     }
     Ok(l)
+}
+
+/// A budget on a model nobody prices can never trigger: said before the plan (stderr), not refused.
+fn warn_unpriced_budgets(l: &super::loaded::Loaded) {
+    use crate::litellm::cost_map;
+    let spec = &l.spec;
+    let needs_map = spec.agents.iter().any(|a| a.spend.budget.is_some())
+        && spec.providers.iter().flat_map(|p| &p.models).any(|m| m.price.is_none());
+    if !needs_map {
+        return;
+    }
+    let venv = crate::litellm::install::venv_dir(&l.layout.cache_dir, &spec.litellm.version);
+    let map = if spec.litellm.path.is_none() { cost_map::find(&venv).and_then(|f| cost_map::load(&f)) } else { None };
+    let priced = |p: &crate::fleetfile::Provider, m: &crate::fleetfile::ModelDecl| cost_map::prices(map.as_ref(), p, m);
+    if let Some(w) = crate::fleetfile::spend_check::unpriced_budgets(spec, &priced) {
+        eprintln!("{:?}", miette::Report::new(w));
+    }
 }
 
 pub fn plan(r: Request, json: bool, detailed: bool) -> miette::Result<ExitCode> {

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::fleetfile::{FleetSpec, KeyBackend};
+use serde_json::json;
+
+use crate::fleetfile::{FleetSpec, KeyBackend, Spend};
 use crate::fsutil::sha256_hex;
 use crate::layout::Layout;
 use crate::litellm::config;
@@ -23,6 +25,22 @@ pub fn proxy_base_url(spec: &FleetSpec) -> String {
 
 fn file_name(p: &std::path::Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// What the key carries for the auth module: the agent's name, and its budget and limits when it
+/// has them (an agent without spend control keeps the bare `{"agent"}` it always had).
+fn key_metadata(agent: &str, spend: &Spend) -> BTreeMap<String, serde_json::Value> {
+    let mut md = BTreeMap::from([("agent".to_string(), json!(agent))]);
+    if let Some(b) = spend.budget {
+        md.insert("budget".into(), json!({"usd": b.usd, "per": b.per.as_str()}));
+    }
+    if spend.rpm.is_some() || spend.tpm.is_some() {
+        let mut l = serde_json::Map::new();
+        l.extend(spend.rpm.map(|v| ("rpm".to_string(), json!(v))));
+        l.extend(spend.tpm.map(|v| ("tpm".to_string(), json!(v))));
+        md.insert("limits".into(), serde_json::Value::Object(l));
+    }
+    md
 }
 
 pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
@@ -119,7 +137,7 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
         let inputs = KeyInputs {
             alias: key_alias(name),
             models: a.models(),
-            metadata: [("agent".to_string(), serde_json::json!(name))].into(),
+            metadata: key_metadata(name, &a.spend),
             env_file: layout.agent_env(name),
             base_url: base_url.clone(),
             model: a.model.value.clone(),

@@ -24,6 +24,8 @@ pub struct Decoded {
     /// Whether a `fleet` node is present, even one too broken to decode.
     pub fleet_declared: bool,
     pub fleet: Option<(Spanned<String>, Option<usize>, Option<PathBuf>)>,
+    /// `fleet { budget …; limits … }`: every agent's default.
+    pub spend_default: Spend,
     pub images: Vec<Image>,
     pub hosts: Vec<Host>,
     pub litellm: Option<LitellmRaw>,
@@ -100,7 +102,7 @@ pub fn decode(nodes: &[RawNode], base: &Path, p: &mut Problems) -> Decoded {
                 }
                 fleet_span = Some(n.name_span);
                 d.fleet_declared = true;
-                d.fleet = fleet(n, base, p);
+                d.fleet = fleet(n, base, p, &mut d.spend_default);
             }
             "litellm" => {
                 if let Some(first) = litellm_span {
@@ -295,11 +297,17 @@ pub fn check_slug(p: &mut Problems, what: &str, name: &Spanned<String>) {
     }
 }
 
-fn fleet(n: &RawNode, base: &Path, p: &mut Problems) -> Option<(Spanned<String>, Option<usize>, Option<PathBuf>)> {
+fn fleet(
+    n: &RawNode,
+    base: &Path,
+    p: &mut Problems,
+    spend: &mut Spend,
+) -> Option<(Spanned<String>, Option<usize>, Option<PathBuf>)> {
     let mut r = Reader::new(n, p);
     let name = r.name("fleet \"acme\" { parallelism 8 }");
     let parallelism = r.int_opt("parallelism", 1, 256).map(|v| v.value as usize);
     let data_dir = r.str_opt("data-dir").map(|s| base.join(expand_home(&s.value)));
+    *spend = super::decode_spend::spend(&mut r);
     r.finish();
     let name = name?;
     check_slug(p, "fleet", &name);
@@ -689,11 +697,12 @@ fn provider(n: &RawNode, base: &Path, p: &mut Problems) -> Option<Provider> {
     let api_key = secret(&mut r, "api-key", base, &env_example);
     let url = r.str_opt("url");
     let mut models: Vec<ModelDecl> =
-        r.list("models").into_iter().map(|m| ModelDecl { name: m, response: None }).collect();
+        r.list("models").into_iter().map(|m| ModelDecl { name: m, response: None, price: None }).collect();
     for m in r.children("model") {
         let mut mr = Reader::new(m, r.problems);
         let name = mr.name("model \"demo-small\" response=\"Hello!\"");
         let response = mr.str_opt("response");
+        let price = super::decode_spend::price(&mut mr);
         mr.finish();
         if let (Some(resp), Some(k)) = (&response, kind) {
             if k != ProviderKind::Mock {
@@ -704,7 +713,7 @@ fn provider(n: &RawNode, base: &Path, p: &mut Problems) -> Option<Provider> {
             }
         }
         if let Some(name) = name {
-            models.push(ModelDecl { name, response: response.map(|r| r.value) });
+            models.push(ModelDecl { name, response: response.map(|r| r.value), price });
         }
     }
     let span = r.span();
@@ -934,6 +943,7 @@ fn agent(n: &RawNode, base: &Path, p: &mut Problems) -> Option<AgentRaw> {
             }
         }
     });
+    let spend = super::decode_spend::spend(&mut r);
     let gateway_attempted = r.attempted("gateway");
     let model_attempted = r.attempted("model");
     r.finish();
@@ -958,6 +968,7 @@ fn agent(n: &RawNode, base: &Path, p: &mut Problems) -> Option<AgentRaw> {
         restore,
         wake_restored,
         moved_from: None,
+        spend,
     };
     Some(AgentRaw { name, gateway, gateway_attempted, model, model_attempted, rest })
 }

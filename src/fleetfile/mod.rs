@@ -2,8 +2,10 @@
 //! reading the file and checking that files it names exist.
 
 pub mod decode;
+mod decode_spend;
 pub mod model;
 pub mod secret;
+pub mod spend_check;
 mod toml_surface;
 mod validate;
 

@@ -262,6 +262,67 @@ pub struct ModelDecl {
     pub name: Spanned<String>,
     /// The canned answer of a `mock` model (LiteLLM's `mock_response`).
     pub response: Option<String>,
+    /// `input-cost=… output-cost=…`: USD per million tokens (else LiteLLM's bundled cost map).
+    pub price: Option<Price>,
+}
+
+/// A model's declared price, USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+/// The window a budget counts spend over; windows are UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Hour,
+    Day,
+    Week,
+    Month,
+}
+
+impl Window {
+    pub const ALL: [&'static str; 4] = ["hour", "day", "week", "month"];
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "hour" => Window::Hour,
+            "day" => Window::Day,
+            "week" => Window::Week,
+            "month" => Window::Month,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        Self::ALL[self as usize]
+    }
+}
+
+/// `budget usd=5 per="day"`: what an agent may spend per window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    pub usd: f64,
+    pub per: Window,
+    /// Where it is written (the agent's, or the fleet's default).
+    pub span: miette::SourceSpan,
+}
+
+/// An agent's spend control: a budget and per-minute limits (`limits rpm=60 tpm=200000`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spend {
+    pub budget: Option<Budget>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+}
+
+impl Spend {
+    /// Each of this agent's settings, else the fleet's default.
+    pub fn or(self, default: Spend) -> Spend {
+        Spend { budget: self.budget.or(default.budget), rpm: self.rpm.or(default.rpm), tpm: self.tpm.or(default.tpm) }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.budget.is_none() && self.rpm.is_none() && self.tpm.is_none()
+    }
 }
 
 pub const DEFAULT_MOCK_RESPONSE: &str = "This is a mock response from fleet's demo model.";
@@ -319,6 +380,8 @@ pub struct Agent {
     pub wake_restored: Option<String>,
     /// `moved from="agent.<this>" to="agent.<name>"`: the agent it was called before.
     pub moved_from: Option<String>,
+    /// Its budget and limits, the fleet's defaults filled in.
+    pub spend: Spend,
 }
 
 impl Agent {

@@ -382,3 +382,90 @@ fn the_trace_export_reads_the_same_in_kdl_and_toml_and_defaults_the_callback_to_
     assert_eq!(cb.url, "http://127.0.0.1:8700/v1/trace");
     assert!(cb.token.is_none(), "a token is minted for it");
 }
+
+#[test]
+fn budgets_limits_and_prices_read_the_same_in_kdl_and_toml() {
+    let k = kdl(r#"
+fleet "acme" {
+    budget usd=5 per="day"
+    limits rpm=60
+}
+provider "demo" type="mock" { model "m" input-cost=100 output-cost=150.5; }
+agent "alice" model="m" { budget usd=0.01 per="hour"; limits tpm=200000; }
+agent "bob" model="m"
+"#)
+    .unwrap();
+    let t = toml(
+        r#"
+[fleet]
+name = "acme"
+budget = { usd = 5, per = "day" }
+limits = { rpm = 60 }
+
+[provider.demo]
+type = "mock"
+model = [{ name = "m", input-cost = 100, output-cost = 150.5 }]
+
+[agent.alice]
+model = "m"
+budget = { usd = 0.01, per = "hour" }
+limits = { tpm = 200000 }
+
+[agent.bob]
+model = "m"
+"#,
+    )
+    .unwrap();
+    for s in [&k, &t] {
+        let price = s.providers[0].models[0].price.unwrap();
+        assert_eq!((price.input_per_mtok, price.output_per_mtok), (100.0, 150.5));
+        let alice = s.agent("alice").unwrap().spend;
+        let b = alice.budget.unwrap();
+        assert_eq!((b.usd, b.per), (0.01, Window::Hour));
+        assert_eq!((alice.rpm, alice.tpm), (Some(60), Some(200000)), "rpm from the fleet's default");
+        let bob = s.agent("bob").unwrap().spend;
+        assert_eq!(bob.budget.map(|b| (b.usd, b.per)), Some((5.0, Window::Day)));
+        assert_eq!((bob.rpm, bob.tpm), (Some(60), None));
+    }
+}
+
+#[test]
+fn a_broken_budget_is_a_diagnostic_each() {
+    let e = kdl(r#"
+fleet "acme"
+provider "demo" type="mock" { model "m" input-cost="0.1"; model "n" output-cost=1; }
+agent "a" model="m" { budget usd=5 per="fortnight"; }
+agent "b" model="m" { budget per="day"; limits; }
+agent "c" model="m" { budget usd=0 per="day"; limits rpm=0; }
+"#)
+    .unwrap_err();
+    let m = messages(e);
+    let want = [
+        "`input-cost` must be a number, found a string",
+        "a price needs both `input-cost` and `output-cost`",
+        "unknown budget window \"fortnight\"",
+        "`budget` needs `usd`",
+        "`limits` sets nothing",
+        "a budget of $0 lets no call through",
+        "`rpm` is out of range: 0",
+    ];
+    for w in want {
+        assert!(m.iter().any(|x| x == w), "{w:?} not in {m:#?}");
+    }
+}
+
+#[test]
+fn a_budget_on_an_unpriced_model_is_a_warning_naming_the_agents() {
+    let s = kdl(r#"
+fleet "acme" { budget usd=5 per="day"; }
+provider "demo" type="mock" { model "priced" input-cost=1 output-cost=2; model "free"; model "known"; }
+agent "a" model="free"
+agent "b" model="priced" { fallback "free"; }
+agent "c" model="known"
+"#)
+    .unwrap();
+    let w = spend_check::unpriced_budgets(&s, &|_, m| m.name.value == "known").unwrap();
+    let m = messages(w);
+    assert_eq!(m, ["no price is known for model \"free\", so the budget of a, b can never trigger on its calls"]);
+    assert!(spend_check::unpriced_budgets(&s, &|_, _| true).is_none());
+}

@@ -43,6 +43,7 @@ pub fn assemble(
         trace,
         moved,
         broken,
+        spend_default,
     } = d;
     let is_broken =
         |kind: &str, name: &str| broken.iter().any(|(k, n)| *k == kind && n.as_deref().is_none_or(|n| n == name));
@@ -364,7 +365,8 @@ pub fn assemble(
         for f in &a.rest.fallbacks {
             check_model(p, f, "fallback");
         }
-        agent_out.push(Agent { gateway, model, ..a.rest });
+        let spend = a.rest.spend.or(spend_default);
+        agent_out.push(Agent { gateway, model, spend, ..a.rest });
     }
     for (from, to) in &moved {
         if agent_out.iter().any(|a| a.name.value == from.value) {
@@ -413,6 +415,20 @@ pub fn assemble(
             continue;
         }
         a.moved_from = Some(from.value.clone());
+    }
+    if let KeyBackend::Database { .. } = litellm.keys {
+        // Budgets and limits live in fleet's key file, which its auth module reads.
+        for a in agent_out.iter().filter(|a| !a.spend.is_empty()) {
+            let span = a.spend.budget.map(|b| b.span).unwrap_or(a.name.span);
+            p.push(
+                Problem::new(
+                    format!("agent {:?} has a budget or limits, which the database key backend does not enforce", a.name.value),
+                    span,
+                    "not enforced",
+                )
+                .help("fleet enforces budgets and limits with its file key backend: drop `keys` from `litellm`, or drop the budget"),
+            );
+        }
     }
     let (name, parallelism, data_dir) = match fleet {
         Some(f) => f,

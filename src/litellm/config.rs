@@ -10,7 +10,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::fleetfile::secret::SecretRef;
-use crate::fleetfile::{FleetSpec, KeyBackend, Provider, ProviderKind};
+use crate::fleetfile::{FleetSpec, KeyBackend, ModelDecl, Provider, ProviderKind};
 
 pub const MASTER_KEY_ENV: &str = "LITELLM_MASTER_KEY";
 pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
@@ -34,14 +34,20 @@ fn env_word(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
 }
 
-fn litellm_params(p: &Provider, model: &str, response: Option<&str>) -> Value {
-    let mut params = Map::new();
-    let prefix = match p.kind {
+/// The LiteLLM provider prefix a provider's models are routed with (`openai/<model>`).
+pub fn route_prefix(kind: ProviderKind) -> &'static str {
+    match kind {
         ProviderKind::OpenAi | ProviderKind::OpenAiCompatible | ProviderKind::Mock => "openai",
         ProviderKind::Anthropic => "anthropic",
         ProviderKind::OpenRouter => "openrouter",
         ProviderKind::Ollama => "ollama",
-    };
+    }
+}
+
+fn litellm_params(p: &Provider, m: &ModelDecl) -> Value {
+    let (model, response) = (m.name.value.as_str(), m.response.as_deref());
+    let mut params = Map::new();
+    let prefix = route_prefix(p.kind);
     params.insert("model".into(), json!(format!("{prefix}/{model}")));
     match provider_key_env(p) {
         Some((var, _)) => {
@@ -67,32 +73,37 @@ fn litellm_params(p: &Provider, model: &str, response: Option<&str>) -> Value {
         let text = response.unwrap_or(crate::fleetfile::model::DEFAULT_MOCK_RESPONSE);
         params.insert("mock_response".into(), json!(text));
     }
+    if let Some(price) = m.price {
+        // The fleet file says USD per million tokens; LiteLLM wants USD per token.
+        params.insert("input_cost_per_token".into(), json!(price.input_per_mtok / 1e6));
+        params.insert("output_cost_per_token".into(), json!(price.output_per_mtok / 1e6));
+    }
     Value::Object(params)
 }
 
 /// The config as a JSON value (JSON is valid YAML; LiteLLM reads it as such).
 pub fn render_value(spec: &FleetSpec) -> Value {
     let mut list = Vec::new();
-    let mut first: Option<(&Provider, &str, Option<&str>)> = None;
+    let mut first: Option<(&Provider, &ModelDecl)> = None;
     let mut wanted_default = None;
     for p in &spec.providers {
         for m in &p.models {
             list.push(json!({
                 "model_name": m.name.value,
-                "litellm_params": litellm_params(p, &m.name.value, m.response.as_deref()),
+                "litellm_params": litellm_params(p, m),
                 "model_info": {"id": format!("fleet-{}-{}", p.name.value, m.name.value)},
             }));
-            first.get_or_insert((p, &m.name.value, m.response.as_deref()));
+            first.get_or_insert((p, m));
             if spec.litellm.default_model.as_ref().is_some_and(|d| d.value == m.name.value) {
-                wanted_default = Some((p, m.name.value.as_str(), m.response.as_deref()));
+                wanted_default = Some((p, m));
             }
         }
     }
     let has_own_default = spec.providers.iter().flat_map(|p| &p.models).any(|m| m.name.value == DEFAULT_ALIAS);
-    if let (Some((p, model, response)), false) = (wanted_default.or(first), has_own_default) {
+    if let (Some((p, m)), false) = (wanted_default.or(first), has_own_default) {
         list.push(json!({
             "model_name": DEFAULT_ALIAS,
-            "litellm_params": litellm_params(p, model, response),
+            "litellm_params": litellm_params(p, m),
             "model_info": {"id": "fleet-default"},
         }));
     }
@@ -110,8 +121,16 @@ pub fn render_value(spec: &FleetSpec) -> Value {
     if spec.litellm.keys == KeyBackend::File {
         settings["enable_post_custom_auth_checks"] = json!(true);
     }
+    let mut callbacks = Vec::new();
+    if spec.litellm.keys == KeyBackend::File {
+        // Spend per agent, into the ledger the auth module checks budgets against.
+        callbacks.push(format!("{AUTH_MODULE}.spend"));
+    }
     if spec.litellm.callback.is_some() {
-        settings["callbacks"] = json!([format!("{CALLBACK_MODULE}.handler")]);
+        callbacks.push(format!("{CALLBACK_MODULE}.handler"));
+    }
+    if !callbacks.is_empty() {
+        settings["callbacks"] = json!(callbacks);
     }
     json!({
         "model_list": list,

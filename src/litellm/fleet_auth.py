@@ -15,16 +15,36 @@ The file is re-read only when its (mtime_ns, inode, size) changes. Missing file:
 no agent keys. Unreadable or invalid file: keep the last good index, warn.
 A raw key is never stored, logged or handed to LiteLLM: LiteLLM only ever sees
 the sha256 hash (as token and api_key, so logs show user_api_key_hash = hash).
+
+Spend control (a key's metadata, written by fleet from the fleet file):
+  * "budget": {"usd": 5, "per": "hour|day|week|month"} - windows are UTC. A key is
+    refused with 429 (type "budget_exceeded") once its agent's spend in the current
+    window, plus what its last call cost, would pass the budget: a call already
+    running finishes; the next one is refused.
+  * "limits": {"rpm": 60, "tpm": 200000} - handed to LiteLLM's own per-key limiter
+    (rpm_limit / tpm_limit on the returned key object), which answers 429.
+Spend comes from the ledger (env FLEET_SPEND_FILE, else spend.jsonl next to the key
+file): one JSON line per priced call, {"id", "agent", "usd", "at"}, appended and
+fsync'd by `spend` (this module's LiteLLM callback, wired in as
+litellm_settings.callbacks: fleet_auth.spend) from LiteLLM's computed response_cost -
+before the response leaves the proxy for plain calls, when the stream ends for
+streamed ones. The ledger outlives the proxy: a restart resets nobody's spend.
 """
 
+import asyncio
+import collections
 import copy
+import datetime
 import hashlib
 import hmac
 import json
 import os
 import sys
+import threading
+import time
 
 from litellm._logging import verbose_proxy_logger as _log
+from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
 
 # Same identity LiteLLM's own master-key path uses (litellm.constants
@@ -90,6 +110,186 @@ def _current_index():
     return _index
 
 
+def _spend_path():
+    env = os.environ.get("FLEET_SPEND_FILE")
+    return env or os.path.join(os.path.dirname(_keys_path()), "spend.jsonl")
+
+
+_HOUR = 3600
+_KEEP_S = 40 * 86400  # longer than any window: older hours are dropped from memory
+_SEEN_MAX = 10000
+
+
+class _Ledger:
+    """The spend ledger, read incrementally into per-agent hourly sums (the file is the truth;
+    memory is a cache of it, caught up on every look)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._mine = collections.OrderedDict()  # ids this process wrote (a re-read of the file keeps them)
+        self._reset(None)
+
+    def _reset(self, sig):
+        self._sig = sig  # (path, inode) being followed
+        self._offset = 0
+        self._partial = b""
+        self._hours = {}  # agent -> {hour start (epoch s): usd}
+        self._last = {}  # agent -> usd of its latest call
+        self._seen = collections.OrderedDict()  # recent call ids
+
+    def _add(self, rec):
+        if not isinstance(rec, dict):
+            return
+        agent, usd, at, cid = rec.get("agent"), rec.get("usd"), rec.get("at"), rec.get("id")
+        if not isinstance(agent, str) or isinstance(usd, bool) or not isinstance(usd, (int, float)):
+            return
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or not usd >= 0:
+            return
+        if isinstance(cid, str):
+            if cid in self._seen:
+                return
+            self._seen[cid] = None
+            if len(self._seen) > _SEEN_MAX:
+                self._seen.popitem(last=False)
+        hours = self._hours.setdefault(agent, {})
+        h = int(at // _HOUR) * _HOUR
+        hours[h] = hours.get(h, 0.0) + float(usd)
+        self._last[agent] = float(usd)
+
+    def _catch_up(self):
+        path = _spend_path()
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            if self._sig is not None:
+                self._reset(None)
+            return
+        except OSError:
+            return
+        if self._sig != (path, st.st_ino) or st.st_size < self._offset:
+            self._reset((path, st.st_ino))
+        if st.st_size == self._offset:
+            return
+        try:
+            with open(path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read(st.st_size - self._offset)
+        except OSError:
+            return
+        self._offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()  # an unfinished last line waits for its end
+        for line in lines:
+            try:
+                self._add(json.loads(line))
+            except ValueError:
+                continue  # a torn line (a crash mid-write) counts as nothing
+        cutoff = time.time() - _KEEP_S
+        for hours in self._hours.values():
+            for h in [h for h in hours if h < cutoff]:
+                del hours[h]
+
+    def look(self, agent, since):
+        """(spent since `since`, cost of the agent's latest call)."""
+        with self._lock:
+            self._catch_up()
+            hours = self._hours.get(agent, {})
+            return sum(v for h, v in hours.items() if h >= since), self._last.get(agent, 0.0)
+
+    def seen(self, call_id):
+        with self._lock:
+            return call_id in self._mine or call_id in self._seen
+
+    def record(self, call_id, agent, usd, at):
+        """Appends one call (once per id) and fsyncs it. Blocking: run it off the event loop."""
+        line = json.dumps({"id": call_id, "agent": agent, "usd": usd, "at": round(at, 3)}, separators=(",", ":"))
+        with self._lock:
+            self._catch_up()
+            if call_id in self._mine or call_id in self._seen:
+                return
+            self._mine[call_id] = None  # before the write: a concurrent hook for the same call skips it
+            if len(self._mine) > _SEEN_MAX:
+                self._mine.popitem(last=False)
+            fd = os.open(_spend_path(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+_ledger = _Ledger()
+
+
+def _window(per, now):
+    """(start epoch, label of the window, when it resets) for a budget window (UTC)."""
+    d = datetime.datetime.fromtimestamp(now, tz=datetime.timezone.utc)
+    day = d.replace(hour=0, minute=0, second=0, microsecond=0)
+    if per == "hour":
+        start = d.replace(minute=0, second=0, microsecond=0)
+        end = start + datetime.timedelta(hours=1)
+        return start.timestamp(), start.strftime("%Y-%m-%d %H:00-") + end.strftime("%H:00 UTC"), end.strftime(
+            "at %H:00 UTC"
+        )
+    if per == "week":
+        start = day - datetime.timedelta(days=day.weekday())
+        end = start + datetime.timedelta(days=7)
+        return start.timestamp(), start.strftime("the week of %Y-%m-%d"), end.strftime("on %Y-%m-%d (Monday) at 00:00 UTC")
+    if per == "month":
+        start = day.replace(day=1)
+        end = (start + datetime.timedelta(days=32)).replace(day=1)
+        return start.timestamp(), start.strftime("%Y-%m"), end.strftime("on %Y-%m-%d at 00:00 UTC")
+    return day.timestamp(), day.strftime("%Y-%m-%d"), "at 00:00 UTC"
+
+
+def _usd(x):
+    """$5.00, $0.01, $0.008: cents, or more digits when cents would hide the amount."""
+    s = "%.2f" % x
+    if abs(float(s) - x) > 1e-9:
+        s = ("%.6f" % x).rstrip("0")
+    return "$" + s
+
+
+def _check_budget(agent, budget, now=None):
+    """Raises a 429 when the agent's spend in the window, plus its last call's cost, passes the budget."""
+    if not isinstance(budget, dict):
+        return
+    usd, per = budget.get("usd"), budget.get("per")
+    if isinstance(usd, bool) or not isinstance(usd, (int, float)) or usd <= 0:
+        return
+    now = time.time() if now is None else now
+    since, label, resets = _window(per, now)
+    spent, last = _ledger.look(agent, since)
+    eps = 1e-12
+    if spent + eps >= usd:
+        why = "%s has spent %s of %s for %s; resets %s" % (agent, _usd(spent), _usd(usd), label, resets)
+    elif spent + last > usd + eps:
+        why = "%s has spent %s of %s for %s, and its next call (about %s, as its last) would pass it; resets %s" % (
+            agent,
+            _usd(spent),
+            _usd(usd),
+            label,
+            _usd(last),
+            resets,
+        )
+    else:
+        return
+    raise ProxyException(message=why, type="budget_exceeded", param="budget", code=429)
+
+
+def _limit(limits, name):
+    v = limits.get(name) if isinstance(limits, dict) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def _agent_of(entry):
+    a = entry["metadata"].get("agent")
+    if isinstance(a, str) and a:
+        return a
+    alias = entry["alias"]
+    return alias[len("fleet-"):] if alias.startswith("fleet-") else alias
+
+
 def _reject():
     return ProxyException(
         message="Authentication Error: invalid or unknown API key",
@@ -120,7 +320,15 @@ async def user_api_key_auth(request, api_key):
         route = request.url.path
     except Exception:  # noqa: BLE001 - auditing must never break auth
         route = "?"
+    meta = entry["metadata"]
+    if "budget" in meta:
+        try:
+            _check_budget(_agent_of(entry), meta["budget"])
+        except ProxyException:
+            print(f"fleet_auth: refused key {entry['alias']} for {route}: over budget", file=sys.stderr, flush=True)
+            raise
     print(f"fleet_auth: accepted key {entry['alias']} for {route}", file=sys.stderr, flush=True)
+    limits = meta.get("limits")
     # api_key=hash: LiteLLM leaves a non-"sk-" value as is, so it never holds the raw key,
     # and callbacks see metadata["user_api_key_hash"] == this hash.
     return UserAPIKeyAuth(
@@ -128,5 +336,47 @@ async def user_api_key_auth(request, api_key):
         token=digest,
         key_alias=entry["alias"],
         models=list(entry["models"]),
-        metadata=copy.deepcopy(entry["metadata"]),
+        metadata=copy.deepcopy(meta),
+        rpm_limit=_limit(limits, "rpm"),
+        tpm_limit=_limit(limits, "tpm"),
     )
+
+
+def _cost(v):
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
+
+
+class _SpendRecorder(CustomLogger):
+    """Writes each priced call of an agent key into the ledger. LiteLLM calls the hooks with
+    keyword arguments: the parameter names matter."""
+
+    async def _record(self, call_id, agent, usd, at):
+        if not (isinstance(call_id, str) and call_id and isinstance(agent, str) and agent and usd):
+            return
+        if _ledger.seen(call_id):
+            return
+        try:
+            await asyncio.to_thread(_ledger.record, call_id, agent, usd, at)
+        except Exception as e:  # noqa: BLE001 - a ledger that cannot be written must not fail the call
+            _log.warning("fleet_auth: could not record spend of %s (%s)", agent, type(e).__name__)
+
+    async def async_post_call_success_hook(self, data, user_api_key_dict, response):
+        """A plain (not streamed) call, before its response leaves the proxy."""
+        hidden = getattr(response, "_hidden_params", None) or {}
+        md = getattr(user_api_key_dict, "metadata", None) or {}
+        call_id = data.get("litellm_call_id") if isinstance(data, dict) else None
+        await self._record(call_id, md.get("agent"), _cost(hidden.get("response_cost")), time.time())
+
+    async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
+        """Every successful call once it is done (streamed ones: when the stream ends)."""
+        kwargs = kwargs if isinstance(kwargs, dict) else {}
+        lp = kwargs.get("litellm_params") or {}
+        md = (lp.get("metadata") if isinstance(lp, dict) else None) or {}
+        auth_md = md.get("user_api_key_auth_metadata") if isinstance(md, dict) else None
+        agent = auth_md.get("agent") if isinstance(auth_md, dict) else None
+        slo = kwargs.get("standard_logging_object") or {}
+        cost = _cost(kwargs.get("response_cost")) or _cost(slo.get("response_cost") if isinstance(slo, dict) else None)
+        await self._record(kwargs.get("litellm_call_id"), agent, cost, time.time())
+
+
+spend = _SpendRecorder()

@@ -2,6 +2,7 @@
 //! and their resource drivers.
 
 pub mod config;
+pub mod cost_map;
 pub mod db_keys;
 pub mod install;
 pub mod keyfile;

@@ -85,7 +85,13 @@ impl Problems {
         SpecError {
             src: source.named(),
             problems: self.list.into_iter().map(|p| ProblemDiag { p, src: source.named() }).collect(),
+            warning: false,
         }
+    }
+
+    /// The same report, as warnings: printed, nothing refused.
+    pub fn into_warning_report(self, source: &SourceFile) -> SpecError {
+        SpecError { warning: true, ..self.into_report(source) }
     }
 }
 
@@ -114,6 +120,8 @@ impl SourceFile {
 pub struct SpecError {
     src: NamedSource<Arc<String>>,
     problems: Vec<ProblemDiag>,
+    /// Warnings (`fleet::spec::warning`): said, and the run goes on.
+    warning: bool,
 }
 
 impl SpecError {
@@ -144,7 +152,10 @@ impl std::error::Error for SpecError {}
 
 impl Diagnostic for SpecError {
     fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        Some(Box::new("fleet::spec"))
+        Some(Box::new(if self.warning { "fleet::spec::warning" } else { "fleet::spec" }))
+    }
+    fn severity(&self) -> Option<miette::Severity> {
+        self.warning.then_some(miette::Severity::Warning)
     }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         if self.problems.len() == 1 {

@@ -261,6 +261,40 @@ impl<'a, 'p> Reader<'a, 'p> {
         }
     }
 
+    /// A number (integer or decimal) within `min..=max`: prices and budgets in USD.
+    pub fn num_opt(&mut self, key: &'static str, min: f64, max: f64) -> Option<Spanned<f64>> {
+        let e = self.setting(key)?;
+        let v = match &e.value {
+            RawValue::Int(i) => *i as f64,
+            RawValue::Float(f) => *f,
+            other => {
+                let hint = match other {
+                    RawValue::Str(s) if s.trim().trim_start_matches('$').parse::<f64>().is_ok() => {
+                        format!("drop the quotes: `{}`", self.syntax().assign(key, s.trim().trim_start_matches('$')))
+                    }
+                    _ => format!("write a number, e.g. `{}`", self.syntax().assign(key, "0.5")),
+                };
+                self.problems.push(
+                    Problem::new(
+                        format!("`{key}` must be a number, found {}", other.type_name()),
+                        e.span,
+                        "expected a number",
+                    )
+                    .help(hint),
+                );
+                return None;
+            }
+        };
+        if !v.is_finite() || v < min || v > max {
+            self.problems.push(
+                Problem::new(format!("`{key}` is out of range: {v}"), e.span, "out of range")
+                    .help(format!("use a number from {min} to {max}")),
+            );
+            return None;
+        }
+        Some(Spanned::new(v, e.span))
+    }
+
     fn children_shaped(&mut self, key: &'static str, shape: Shape) -> Vec<&'a RawNode> {
         self.asked.push((key, shape));
         let node = self.node;

@@ -11,6 +11,7 @@ mod lifecycle;
 mod page;
 mod proxy;
 mod serve;
+mod spend;
 mod spine;
 mod support;
 mod trace;
