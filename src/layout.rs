@@ -54,6 +54,10 @@ impl Layout {
     pub fn keys_file(&self) -> PathBuf {
         self.litellm_dir().join("keys.json")
     }
+    /// The proxy's spend ledger (`fleet_auth.py` appends it, beside the key file).
+    pub fn spend_ledger(&self) -> PathBuf {
+        self.litellm_dir().join("spend.jsonl")
+    }
     pub fn master_key_file(&self) -> PathBuf {
         self.litellm_dir().join("master.key")
     }

@@ -134,7 +134,7 @@ class _Ledger:
         self._offset = 0
         self._partial = b""
         self._hours = {}  # agent -> {hour start (epoch s): usd}
-        self._last = {}  # agent -> usd of its latest call
+        self._last = {}  # agent -> (hour start, usd) of its latest call
         self._seen = collections.OrderedDict()  # recent call ids
 
     def _add(self, rec):
@@ -154,7 +154,8 @@ class _Ledger:
         hours = self._hours.setdefault(agent, {})
         h = int(at // _HOUR) * _HOUR
         hours[h] = hours.get(h, 0.0) + float(usd)
-        self._last[agent] = float(usd)
+        if at >= self._last.get(agent, (0, 0.0))[0]:
+            self._last[agent] = (h, float(usd))
 
     def _catch_up(self):
         path = _spend_path()
@@ -190,11 +191,14 @@ class _Ledger:
                 del hours[h]
 
     def look(self, agent, since):
-        """(spent since `since`, cost of the agent's latest call)."""
+        """(spent since `since`, cost of the agent's latest call if it fell after `since`): the
+        first call of a window always goes through, so one call dearer than the whole budget
+        cannot lock an agent out for good."""
         with self._lock:
             self._catch_up()
             hours = self._hours.get(agent, {})
-            return sum(v for h, v in hours.items() if h >= since), self._last.get(agent, 0.0)
+            h, last = self._last.get(agent, (0, 0.0))
+            return sum(v for h, v in hours.items() if h >= since), (last if h >= since else 0.0)
 
     def seen(self, call_id):
         with self._lock:
@@ -251,7 +255,9 @@ def _usd(x):
 
 
 def _check_budget(agent, budget, now=None):
-    """Raises a 429 when the agent's spend in the window, plus its last call's cost, passes the budget."""
+    """Raises a 429 when the agent's spend in the window, plus its last call's cost, passes the budget.
+    The message starts "Out of budget": OpenClaw reads that as a billing failure, which it does not
+    retry (a plain 429 it retries for minutes, as a rate limit)."""
     if not isinstance(budget, dict):
         return
     usd, per = budget.get("usd"), budget.get("per")
@@ -262,9 +268,9 @@ def _check_budget(agent, budget, now=None):
     spent, last = _ledger.look(agent, since)
     eps = 1e-12
     if spent + eps >= usd:
-        why = "%s has spent %s of %s for %s; resets %s" % (agent, _usd(spent), _usd(usd), label, resets)
+        why = "Out of budget: %s has spent %s of %s for %s; resets %s" % (agent, _usd(spent), _usd(usd), label, resets)
     elif spent + last > usd + eps:
-        why = "%s has spent %s of %s for %s, and its next call (about %s, as its last) would pass it; resets %s" % (
+        why = "Out of budget: %s has spent %s of %s for %s, and its next call (about %s, as its last) would pass it; resets %s" % (
             agent,
             _usd(spent),
             _usd(usd),

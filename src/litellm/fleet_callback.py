@@ -4,7 +4,8 @@ Wired in by fleet's LiteLLM config (module resolved relative to the config dir):
     litellm_settings.callbacks: ["fleet_callback.handler"]
 
 For every proxied LLM call (success or failure, including calls the proxy itself
-rejects with 401/403) one trace event, envelope v1, kind "llm_call", is POSTed as
+rejects with 401/403/429) one trace event, envelope v1, kind "llm_call" (kind
+"error" with payload.kind "budget" for a call fleet_auth refused over budget), is POSTed as
 JSON to $FLEET_CALLBACK_URL with "Authorization: Bearer $FLEET_CALLBACK_TOKEN".
 FLEET_CALLBACK_URL unset or empty: the callback does nothing.
 
@@ -506,6 +507,13 @@ def _build_event(item, keys):
     }
     if item["error_message"]:
         payload["error_message"] = item["error_message"]
+    kind = "llm_call"
+    if item["status"] == "failure" and "budget_exceeded" in (item["error"] or ""):
+        # fleet_auth refused the key: the agent is over its budget. An `error` event a person
+        # reading the trace sees, with the auth module's own explanation.
+        kind = "error"
+        payload["kind"] = "budget"
+        payload["message"] = item["error_message"]
     return {
         "v": 1,
         "id": uuid.uuid4().hex,
@@ -513,7 +521,7 @@ def _build_event(item, keys):
         "parent_id": None,
         "created_at": _rfc3339(item["created_at"]),
         "agent_name": agent,
-        "kind": "llm_call",
+        "kind": kind,
         "channel_id": None,
         "thread_id": None,
         "backend_name": "litellm",

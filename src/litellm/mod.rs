@@ -9,3 +9,4 @@ pub mod keyfile;
 pub mod keys;
 pub mod proxy;
 pub mod resources;
+pub mod spend;

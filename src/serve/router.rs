@@ -138,6 +138,18 @@ impl Router {
         }
     }
 
+    /// When the proxy's auth module refuses the agent for its budget now: its words.
+    async fn over_budget(&self, agent: &str) -> Option<String> {
+        let layout = self.traces.as_ref().map(|(_, l)| l.clone())?;
+        let now = crate::clock::now_ms().div_euclid(1000);
+        let mut all = tokio::task::spawn_blocking(move || {
+            crate::litellm::spend::standings(&layout.keys_file(), &layout.spend_ledger(), now)
+        })
+        .await
+        .ok()?;
+        all.remove(agent).and_then(|s| s.message)
+    }
+
     /// Delivers a stored user message and stores its answer, whatever happens.
     pub async fn deliver(self: Arc<Self>, msg: Message) {
         self.trace(&msg, "message_in", "in", &msg.text, None).await;
@@ -184,7 +196,12 @@ impl Router {
             match self.attempt(&c, &msg, &session, deadline).await {
                 Attempt::Done(Terminal::Reply(text)) => return self.answer(&msg, Role::Agent, text).await,
                 Attempt::Done(Terminal::Failed(why)) => {
-                    return self.answer(&msg, Role::System, format!("{}'s run failed: {why}", msg.agent)).await
+                    let text = match self.over_budget(&msg.agent).await {
+                        // OpenClaw words the proxy's refusal as a generic billing error: say fleet's.
+                        Some(said) => format!("{}'s run failed: {said}", msg.agent),
+                        None => format!("{}'s run failed: {why}", msg.agent),
+                    };
+                    return self.answer(&msg, Role::System, text).await;
                 }
                 Attempt::TimedOut => {
                     let text = format!("no reply from {} within {} s", msg.agent, self.reply_timeout.as_secs());

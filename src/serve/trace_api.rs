@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use super::api_error::ApiError;
 use super::auth::Principal;
 use super::http::Shared;
+use crate::litellm::spend;
 use crate::trace::envelope::Envelope;
 use crate::trace::query::{cursor_of, parse_cursor, Order, Query as TraceQuery, LIMIT_DEFAULT, LIMIT_MAX};
 use crate::trace::store::{self, Item, Written};
@@ -235,7 +236,18 @@ pub async fn usage(
     if agents.is_empty() && !matches!(who, Principal::Admin | Principal::Agent(_)) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this token may only post trace events"));
     }
-    Ok(Json(json!({"rows": usage_of(&app, agents, &q).await?})))
+    let mut budgets = standings(&app).await?;
+    budgets.retain(|a, _| agents.contains(a));
+    Ok(Json(json!({"rows": usage_of(&app, agents, &q).await?, "budgets": budgets})))
+}
+
+/// Each budgeted agent's spend against its budget now, as the proxy's auth module judges it.
+async fn standings(app: &Shared) -> Result<std::collections::BTreeMap<String, spend::Standing>, ApiError> {
+    let layout = app.layout();
+    let now = crate::clock::now_ms().div_euclid(1000);
+    tokio::task::spawn_blocking(move || spend::standings(&layout.keys_file(), &layout.spend_ledger(), now))
+        .await
+        .map_err(ApiError::internal)
 }
 
 pub async fn agent_usage(
@@ -246,7 +258,8 @@ pub async fn agent_usage(
 ) -> Result<Json<Value>, ApiError> {
     let who = app.principal(&headers).await?;
     let agent = app.agent(&who, &agent).await?.to_string();
-    Ok(Json(json!({"agent": agent.clone(), "rows": usage_of(&app, vec![agent], &q).await?})))
+    let budget = standings(&app).await?.remove(&agent);
+    Ok(Json(json!({"agent": agent.clone(), "rows": usage_of(&app, vec![agent], &q).await?, "budget": budget})))
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ fn a_budget_refuses_the_call_that_would_pass_it_survives_a_proxy_kill_and_change
     assert_eq!(status, 429, "$0.008 spent, the next call (≈$0.004) would pass $0.01: {body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
     let want = format!(
-        "alice has spent $0.008 of $0.01 for {}, and its next call (about $0.004, as its last) would pass it; resets at 00:00 UTC",
+        "Out of budget: alice has spent $0.008 of $0.01 for {}, and its next call (about $0.004, as its last) would pass it; resets at 00:00 UTC",
         today()
     );
     assert_eq!(message, want, "{body}");
@@ -143,4 +143,50 @@ fn a_budget_on_a_model_without_a_price_is_a_plan_warning() {
     );
     assert!(r.stderr.contains("model \"free\" input-cost=0.15"), "the fix: {}", r.stderr);
     assert!(r.stdout.contains("+ key.alice"), "{}", r.stdout);
+}
+
+#[test]
+fn a_chat_refused_for_budget_ends_in_a_system_message_and_a_budget_error_in_the_trace() {
+    use crate::serve::Daemon;
+    let w = World::quickstart();
+    // OpenClaw's prompts are thousands of tokens: bob's wake at apply (the first call of his window,
+    // always let through) costs far more than his $0.006, so his next call is refused.
+    w.edit(
+        "fleet.kdl",
+        "response=\"Hello from the demo model.\"",
+        "response=\"Hello from the demo model.\" input-cost=100 output-cost=150",
+    );
+    w.edit("fleet.kdl", "soul \"You are Bob.", "budget usd=0.006 per=\"month\"\n    soul \"You are Bob.");
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let d = Daemon::of(&w);
+    let (s, reply) = d.post("bob", r#"{"text":"one more"}"#, Some(120));
+    assert_eq!(s, 200, "{reply}");
+    assert_eq!(reply["role"], "system", "{reply}");
+    let text = reply["text"].as_str().unwrap_or_default();
+    // OpenClaw calls it a billing error (and does not retry it); the daemon says fleet's words.
+    assert!(text.starts_with("bob's run failed: Out of budget: bob has spent $"), "{reply}");
+    assert!(text.contains(" of $0.006 for "), "{reply}");
+    // The usage endpoint shows the standing.
+    let (s, v) = d.request("GET", "/v1/agents/bob/usage", Some(&d.admin), None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["budget"]["budget_usd"].as_f64(), v["budget"]["refused"].as_bool()),
+        (Some(0.006), Some(true)),
+        "{v}"
+    );
+    assert!(v["budget"]["spent_usd"].as_f64().unwrap() > 0.006, "{v}");
+    // alice has no budget: answered.
+    let (s, reply) = d.post("alice", r#"{"text":"hi"}"#, Some(120));
+    assert_eq!((s, reply["role"].as_str()), (200, Some("agent")), "{reply}");
+    // The proxy's callback reported the refusal as an error event of kind budget.
+    let t0 = Instant::now();
+    let mut found = Vec::new();
+    while t0.elapsed() < Duration::from_secs(30) && found.is_empty() {
+        found = crate::trace::trace_of(&d, "bob", "&kind=error");
+        found.retain(|e| e["payload"]["kind"] == "budget");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(!found.is_empty(), "no budget error event in bob's trace");
+    assert!(found[0]["payload"]["message"].as_str().unwrap_or_default().contains("bob has spent"), "{found:?}");
 }
