@@ -151,16 +151,16 @@ pub fn usage(
             totals.entry(name.clone()).or_default();
         }
     }
+    // Budgets as the proxy enforces them: its key file and its spend ledger, now.
+    let now = crate::clock::now_ms().div_euclid(1000);
+    let budgets = crate::litellm::spend::standings(&l.layout.keys_file(), &l.layout.spend_ledger(), now);
     if as_json {
         let rows: Vec<Value> = totals
             .iter()
             .map(|(k, t)| json!({"key": k, "calls": t.0, "tokens_in": t.1, "tokens_out": t.2, "cost_usd": t.3}))
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"by": format!("{by:?}").to_lowercase(), "rows": rows}))
-                .into_diagnostic()?
-        );
+        let doc = json!({"by": format!("{by:?}").to_lowercase(), "rows": rows, "budgets": budgets});
+        println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
         return Ok(ExitCode::SUCCESS);
     }
     let head = format!("{by:?}").to_uppercase();
@@ -171,5 +171,16 @@ pub fn usage(
         all = (all.0 + t.0, all.1 + t.1, all.2 + t.2, all.3 + t.3);
     }
     println!("{:<20} {:>7} {:>11} {:>11} {:>10}", "total", all.0, all.1, all.2, format!("${:.4}", all.3));
+    if !budgets.is_empty() {
+        println!("\n{:<20} {:>10} {:>10} {:<28} STATE", "BUDGET", "SPENT", "OF", "WINDOW");
+        for (agent, s) in &budgets {
+            let state = match &s.message {
+                Some(_) => format!("refused until it resets {}", s.resets),
+                None => format!("{:.0}% used", 100.0 * s.spent_usd / s.budget_usd),
+            };
+            let (spent, of) = (crate::litellm::spend::usd(s.spent_usd), crate::litellm::spend::usd(s.budget_usd));
+            println!("{agent:<20} {spent:>10} {of:>10} {:<28} {state}", s.window);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -82,6 +82,13 @@ pub async fn page(
             esc(&problem)
         ));
     }
+    let layout = app.layout();
+    let now = crate::clock::now_ms().div_euclid(1000);
+    let budgets = tokio::task::spawn_blocking(move || {
+        crate::litellm::spend::standings(&layout.keys_file(), &layout.spend_ledger(), now)
+    })
+    .await
+    .unwrap_or_default();
     let mut agent_cards = String::new();
     for a in &agents {
         let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
@@ -119,7 +126,8 @@ pub async fn page(
              <span class=\"pill {status}\" data-status>{status}</span></div>\
              <div class=\"dim\">{model} · gateway {gw} · {host}</div>\
              <div class=\"last\" data-last>{last}</div><div class=\"dim small\" data-when>{when}</div>\
-             <div class=\"dim small\" data-today>{today}</div><ul class=\"turns small\">{turns}</ul></button>",
+             <div class=\"dim small\" data-today>{today}</div>{budget}<ul class=\"turns small\">{turns}</ul></button>",
+            budget = budgets.get(a["name"].as_str().unwrap_or_default()).map(budget_bar).unwrap_or_default(),
             today = esc(&today),
             name = esc(&s("name")),
             model = esc(&s("model")),
@@ -164,6 +172,23 @@ pub async fn page(
 }
 
 /// `/?token=…`: the admin token once, for a session cookie (HttpOnly, SameSite=Strict), then `/`.
+/// An agent's spend against its budget in the current window: a bar, and the figures.
+fn budget_bar(s: &crate::litellm::spend::Standing) -> String {
+    use crate::litellm::spend::usd;
+    let pct = (100.0 * s.spent_usd / s.budget_usd).clamp(0.0, 100.0);
+    let state = if s.refused { format!(" · refused, resets {}", s.resets) } else { String::new() };
+    format!(
+        "<div class=\"budget{over}\" data-budget title=\"{title}\"><div class=\"bar\"><span style=\"width:{pct:.0}%\"></span></div>\
+         <div class=\"dim small\">{spent} of {of} · {window}{state}</div></div>",
+        over = if s.refused { " over" } else { "" },
+        title = esc(s.message.as_deref().unwrap_or("")),
+        spent = usd(s.spent_usd),
+        of = usd(s.budget_usd),
+        window = esc(&s.window),
+        state = esc(&state),
+    )
+}
+
 pub fn login(app: &App, token: &str) -> Response {
     if !app.tokens.read().expect("tokens").is_admin(token) {
         return (StatusCode::UNAUTHORIZED, Html(login_page("That token is not this fleet's admin token.")))

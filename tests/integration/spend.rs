@@ -176,6 +176,13 @@ fn a_chat_refused_for_budget_ends_in_a_system_message_and_a_budget_error_in_the_
         "{v}"
     );
     assert!(v["budget"]["spent_usd"].as_f64().unwrap() > 0.006, "{v}");
+    // The status page shows bob's spend bar, full and red; alice has none.
+    let (s, page) = d.request("GET", "/", Some(&d.admin), None);
+    assert_eq!(s, 200);
+    let page = page.as_str().unwrap_or_default().to_string();
+    assert_eq!(page.matches("data-budget").count(), 1, "one budgeted agent");
+    assert!(page.contains("<div class=\"budget over\" data-budget"), "bob's bar shows the refusal");
+    assert!(page.contains(" of $0.006 · "), "the figures under the bar");
     // alice has no budget: answered.
     let (s, reply) = d.post("alice", r#"{"text":"hi"}"#, Some(120));
     assert_eq!((s, reply["role"].as_str()), (200, Some("agent")), "{reply}");
