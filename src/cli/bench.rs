@@ -66,6 +66,14 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// What the proxy's budget check adds to a request: agents with and without a budget, alternated
+    Spend {
+        #[arg(long, default_value_t = 1000)]
+        requests: usize,
+        /// Ledger lines (a month of calls) written before the run
+        #[arg(long, default_value_t = 10000)]
+        history: usize,
+    },
     /// Archive and restore of one agent with a large workspace (renames, not copies)
     Archive {
         /// Workspace size in MB (1-MB files)
@@ -154,6 +162,9 @@ pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {
         }
         BenchCmd::Plugin { turns } => super::bench_plugin::run(turns),
         BenchCmd::Gc { agents, runs } => gc_bench(agents, runs),
+        BenchCmd::Spend { requests, history } => {
+            super::bench_spend::run(super::bench_spend::SpendBench { requests, history })
+        }
         BenchCmd::Archive { mb, runs, dir } => {
             super::bench_archive::run(super::bench_archive::ArchiveBench { mb, runs, dir })
         }

@@ -7,6 +7,7 @@ mod bench_archive;
 pub(crate) mod bench_kit;
 mod bench_plugin;
 mod bench_serve;
+mod bench_spend;
 mod bench_trace;
 mod chat;
 mod gc;
