@@ -46,9 +46,8 @@ pub fn run(b: SpendBench) -> miette::Result<ExitCode> {
     let rt = runtime()?;
     let result = (|| -> miette::Result<()> {
         apply_in_process(&rt, &file, &layout, Goal::Converge)?;
-        let key = |a: &str| {
-            crate::litellm::keys::read_env_key(&layout.agent_env(a)).ok_or_else(|| miette!("no key for {a}"))
-        };
+        let key =
+            |a: &str| crate::litellm::keys::read_env_key(&layout.agent_env(a)).ok_or_else(|| miette!("no key for {a}"));
         let (plain, budgeted) = (key("plain")?, key("budgeted")?);
         let client = reqwest::Client::new();
         let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
@@ -89,7 +88,10 @@ pub fn run(b: SpendBench) -> miette::Result<ExitCode> {
         println!("| no budget (anchor) | {} | {} |", ms(p50a), ms(p99a));
         println!("| budget (month window, {} ledger lines) | {} | {} |", b.history, ms(p50b), ms(p99b));
         println!("| added by the budget check | {:+.2} ms | {:+.2} ms |", added(p50a, p50b), added(p99a, p99b));
-        println!("\n{} requests each, alternated, sequential, to one proxy; every call priced and recorded.", b.requests);
+        println!(
+            "\n{} requests each, alternated, sequential, to one proxy; every call priced and recorded.",
+            b.requests
+        );
         Ok(())
     })();
     let cleanup = apply_in_process(&rt, &file, &layout, Goal::Destroy);

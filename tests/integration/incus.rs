@@ -220,6 +220,33 @@ fn an_incus_gateway_from_a_fetched_image_answers() {
     let r = run(&["apply"]);
     assert!(r.stdout.contains("No changes."), "{}", r.all());
 
+    // gc: a container labelled for this fleet that the state does not record is collected by id; one
+    // labelled for another fleet, and the recorded one, are left alone.
+    let incus = |args: &[&str]| {
+        let o = std::process::Command::new("incus").args(args).env("INCUS_DIR", &dir).output().unwrap();
+        assert!(o.status.success(), "incus {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    incus(&["init", "--empty", "fleet-incus-ok-stray", "-c", "user.fleet.fleet=incus-ok", "-q"]);
+    incus(&["init", "--empty", "fleet-someone-else", "-c", "user.fleet.fleet=someone-else", "-q"]);
+    let dry = run(&["gc", "--dry-run", "--json"]);
+    let dry: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap_or_else(|_| panic!("{}", dry.all()));
+    let names: Vec<&str> = dry["orphans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["kind"] == "instance")
+        .filter_map(|o| o["name"].as_str())
+        .collect();
+    assert_eq!(names, ["fleet-incus-ok-stray"], "{dry}");
+    let r = run(&["gc"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!container_exists(&dir, "fleet-incus-ok-stray"), "the stray container is collected");
+    assert!(container_exists(&dir, "fleet-someone-else"), "another fleet's container is not touched");
+    assert!(container_exists(&dir, "fleet-incus-ok-main"), "the recorded container stays");
+    incus(&["delete", "fleet-someone-else"]);
+    let r = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "gc changed nothing the state records:\n{}", r.all());
+
     // A second fleet on the same incusd uses the same image: its import marks the shared image,
     // and its destroy leaves the first fleet's image, alias and container working.
     let w2 = World::new();
