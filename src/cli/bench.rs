@@ -74,6 +74,14 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 10000)]
         history: usize,
     },
+    /// Removing most of a gateway's agents in one apply, and the batched config.patch path measured
+    /// on the gateway
+    Removal {
+        #[arg(long, default_value_t = 61)]
+        agents: usize,
+        #[arg(long, default_value_t = 50)]
+        remove: usize,
+    },
     /// Archive and restore of one agent with a large workspace (renames, not copies)
     Archive {
         /// Workspace size in MB (1-MB files)
@@ -164,6 +172,9 @@ pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {
         BenchCmd::Gc { agents, runs } => gc_bench(agents, runs),
         BenchCmd::Spend { requests, history } => {
             super::bench_spend::run(super::bench_spend::SpendBench { requests, history })
+        }
+        BenchCmd::Removal { agents, remove } => {
+            super::bench_removal::run(super::bench_removal::RemovalBench { agents, remove })
         }
         BenchCmd::Archive { mb, runs, dir } => {
             super::bench_archive::run(super::bench_archive::ArchiveBench { mb, runs, dir })

@@ -6,6 +6,7 @@ mod bench;
 mod bench_archive;
 pub(crate) mod bench_kit;
 mod bench_plugin;
+mod bench_removal;
 mod bench_serve;
 mod bench_spend;
 mod bench_trace;

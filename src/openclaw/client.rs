@@ -117,15 +117,19 @@ impl GatewayClient {
 
     /// A mutating call that waits out OpenClaw's state leases: a lease held by an operation still
     /// running inside the gateway (e.g. the `agents.delete` of a run that was killed, still being
-    /// carried out) is answered `OPENCLAW_STATE_LEASE_HELD`; the call is sent again once it is free,
-    /// within the call's timeout.
+    /// carried out) is answered `OPENCLAW_STATE_LEASE_HELD`; a lease the gateway lost before the
+    /// operation began its work (`OPENCLAW_STATE_LEASE_LOST`: "state lease heartbeat did not become
+    /// ready", seen on a loaded machine) is answered so too. Either way the call is sent again
+    /// within the call's timeout: both methods are idempotent (an agent already there, or already
+    /// gone, is success).
     async fn mutate(&self, method: &str, params: Value) -> Result<Value, RpcError> {
         let t0 = Instant::now();
         loop {
             let left = MUTATION_TIMEOUT.saturating_sub(t0.elapsed());
             match self.rpc.call(method, params.clone(), left).await {
                 Err(e)
-                    if e.message_contains("OPENCLAW_STATE_LEASE_HELD")
+                    if (e.message_contains("OPENCLAW_STATE_LEASE_HELD")
+                        || e.message_contains("OPENCLAW_STATE_LEASE_LOST"))
                         && t0.elapsed() + LEASE_PAUSE < MUTATION_TIMEOUT =>
                 {
                     tracing::debug!("{method}: {e}; waiting for the lease");
