@@ -45,6 +45,10 @@ pub fn run(b: RemovalBench) -> miette::Result<ExitCode> {
         let t = Instant::now();
         apply_in_process(&rt, &file, &layout, Goal::Converge)?;
         let cold = t.elapsed();
+        println!("fleet bench removal --agents {} --remove {}\n", b.agents, b.remove);
+        println!("| measurement | time |");
+        println!("|---|---|");
+        println!("| cold apply, 1 gateway + {} agents (context) | {} |", b.agents, ms(cold));
 
         // Today's path: one apply, each removed agent `agents.delete`d, then archived.
         std::fs::write(&file, &kept).into_diagnostic()?;
@@ -53,26 +57,53 @@ pub fn run(b: RemovalBench) -> miette::Result<ExitCode> {
         let removal = t.elapsed();
         let archived = std::fs::read_dir(layout.archive_dir()).into_diagnostic()?.count();
         let left = listed(&rt)?;
+        println!(
+            "| **remove {} of {} in one apply (agents.delete each, archived)** | **{}** ({} archived, {} left listed) |",
+            b.remove,
+            b.agents,
+            ms(removal),
+            archived,
+            left
+        );
 
         // Back: re-adding restores each from its archive.
         std::fs::write(&file, &all).into_diagnostic()?;
         let t = Instant::now();
         apply_in_process(&rt, &file, &layout, Goal::Converge)?;
         let restore = t.elapsed();
+        println!("| re-add them (restored from their archives) | {} |", ms(restore));
 
         // The batched path, on the gateway itself: one patch dropping every removed agent's entry
         // and provider; timed until the gateway lists only the kept agents and answers health.
         let removed: Vec<String> = (b.agents - b.remove..b.agents).map(|i| format!("agent-{i:03}")).collect();
-        let (mut entries, mut providers) = (Map::new(), Map::new());
-        for id in &removed {
-            entries.insert(id.clone(), Value::Null);
-            providers.insert(crate::openclaw::models::provider_id(id), Value::Null);
-        }
-        let raw = json!({"agents": {"entries": entries}, "models": {"providers": providers}});
+        // OpenClaw refuses a write that shrinks its config below half ("size-drop"): halve until it
+        // passes, and count the patches.
         let t = Instant::now();
+        let mut patches = 0;
         rt.block_on(async {
             let c = gref.connect().await?;
-            c.patch_config(&raw, &[], "fleet bench removal", &|_: &str| {}).await.map_err(|e| miette!("{e}"))?;
+            let mut parts: Vec<&[String]> = vec![&removed];
+            while let Some(ids) = parts.pop() {
+                let (mut entries, mut providers) = (Map::new(), Map::new());
+                for id in ids {
+                    entries.insert(id.clone(), Value::Null);
+                    providers.insert(crate::openclaw::models::provider_id(id), Value::Null);
+                }
+                let raw = json!({"agents": {"entries": entries}, "models": {"providers": providers}});
+                let replace: Vec<String> = ids
+                    .iter()
+                    .map(|id| format!("models.providers.{}.models", crate::openclaw::models::provider_id(id)))
+                    .collect();
+                match c.patch_config(&raw, &replace, "fleet bench removal", &|_: &str| {}).await {
+                    Err(e) if e.message_contains("size-drop") && ids.len() > 1 => {
+                        let (a, b) = ids.split_at(ids.len() / 2);
+                        parts.push(b);
+                        parts.push(a);
+                    }
+                    Err(e) => return Err(miette!("{e}")),
+                    Ok(_) => patches += 1,
+                }
+            }
             Ok::<(), miette::Report>(())
         })?;
         let patched = t.elapsed();
@@ -85,21 +116,8 @@ pub fn run(b: RemovalBench) -> miette::Result<ExitCode> {
         let gone = t.elapsed();
         let healthy = rt.block_on(async { gref.connect().await?.healthy().await.map_err(|e| miette!("{e}")) })?;
 
-        println!("fleet bench removal --agents {} --remove {}\n", b.agents, b.remove);
-        println!("| measurement | time |");
-        println!("|---|---|");
-        println!("| cold apply, 1 gateway + {} agents (context) | {} |", b.agents, ms(cold));
         println!(
-            "| **remove {} of {} in one apply (agents.delete each, archived)** | **{}** ({} archived, {} left listed) |",
-            b.remove,
-            b.agents,
-            ms(removal),
-            archived,
-            left
-        );
-        println!("| re-add them (restored from their archives) | {} |", ms(restore));
-        println!(
-            "| batched: one config.patch dropping the {} entries → answered / gateway lists only the kept | {} / {} (healthy after: {healthy}) |",
+            "| batched: config.patch dropping the {} entries ({patches} patches: OpenClaw's size-drop guard) → answered / gateway lists only the kept | {} / {} (healthy after: {healthy}) |",
             b.remove,
             ms(patched),
             ms(gone)

@@ -241,7 +241,24 @@ impl ModelsDriver {
             Self::wait_for_deletions(db, ctx).await;
         }
         let say = |m: &str| ctx.progress(m);
-        match c.patch_config(&raw, &replace, "fleet apply", &say).await? {
+        let outcome = match c.patch_config(&raw, &replace, "fleet apply", &say).await {
+            // Many agents removed at once (their entries already gone with agents.delete): dropping all
+            // their providers in one write shrinks the config past OpenClaw's "size-drop" guard. Drop
+            // them in parts first; what is left of the patch is then small.
+            Err(e) if e.message_contains("size-drop") => {
+                let gone: Vec<&String> = old
+                    .as_ref()
+                    .map(|o| o.agents.keys().filter(|id| !want.agents.contains_key(*id)).collect())
+                    .unwrap_or_default();
+                if gone.is_empty() {
+                    return Err(e.into());
+                }
+                drop_in_parts(&c, gone, ctx).await?;
+                c.patch_config(&raw, &replace, "fleet apply", &say).await?
+            }
+            other => other?,
+        };
+        match outcome {
             PatchOutcome::Applied { noop, changed } => Ok(json!({"noop": noop, "changed": changed, "restart": false})),
             PatchOutcome::Restarting => {
                 // The agents' steps come next: they must talk to the restarted gateway, not the leaving one.
@@ -284,22 +301,27 @@ impl Driver for ModelsDriver {
     async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()> {
         let old: ModelsInputs = prior.inputs_as()?;
         let Ok(c) = old.gateway.connect().await else { return Ok(()) };
-        // OpenClaw refuses a write that shrinks its config below half ("size-drop"), which dropping
-        // every provider at once does once the agents' entries are gone: halve until it passes.
-        let mut chunks: Vec<Vec<&String>> = vec![old.agents.keys().collect()];
-        while let Some(ids) = chunks.pop() {
-            match drop_providers(&c, &ids, ctx).await {
-                Err(e) if e.message_contains("size-drop") && ids.len() > 1 => {
-                    ctx.progress("the gateway refuses to lose half its config at once; removing in smaller parts");
-                    let (a, b) = ids.split_at(ids.len() / 2);
-                    chunks.push(b.to_vec());
-                    chunks.push(a.to_vec());
-                }
-                other => other?,
-            }
-        }
-        Ok(())
+        drop_in_parts(&c, old.agents.keys().collect(), ctx).await
     }
+}
+
+/// Removes these agents' providers. OpenClaw refuses a write that shrinks its config below half
+/// ("size-drop"), which dropping many providers at once does once the agents' entries are gone:
+/// halve until it passes.
+async fn drop_in_parts(c: &GatewayClient, ids: Vec<&String>, ctx: &StepCtx) -> miette::Result<()> {
+    let mut chunks: Vec<Vec<&String>> = vec![ids];
+    while let Some(ids) = chunks.pop() {
+        match drop_providers(c, &ids, ctx).await {
+            Err(e) if e.message_contains("size-drop") && ids.len() > 1 => {
+                ctx.progress("the gateway refuses to lose half its config at once; removing in smaller parts");
+                let (a, b) = ids.split_at(ids.len() / 2);
+                chunks.push(b.to_vec());
+                chunks.push(a.to_vec());
+            }
+            other => other?,
+        }
+    }
+    Ok(())
 }
 
 /// Writes a fresh agent's workspace files (the models resource's `<agent>/<file>`) into a workspace

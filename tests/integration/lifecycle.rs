@@ -421,3 +421,36 @@ fn a_moved_block_renames_an_agent_and_keeps_its_workspace() {
     assert_eq!(chat.code, 0, "{}", chat.all());
     assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0, "the moved block stays; nothing to do");
 }
+
+/// Removing most of a gateway's agents in one apply: their providers leave the gateway's config in
+/// parts (one write dropping them all shrinks the config past OpenClaw's "size-drop" guard, which
+/// refused it — found by `fleet bench removal`), every one is archived, and the plan is empty after.
+#[test]
+fn removing_most_of_a_gateways_agents_in_one_apply_converges() {
+    let w = World::new();
+    let (proxy, gw) = (crate::support::free_port(), crate::support::free_port());
+    let file = |n: usize| {
+        let mut s = format!(
+            "fleet \"many\" {{ parallelism 8; }}\nlitellm port={proxy}\n\
+             provider \"demo\" type=\"mock\" {{ model \"demo-small\" response=\"Hello.\"; }}\n\
+             gateway \"main\" port={gw}\n"
+        );
+        for i in 0..n {
+            s.push_str(&format!("agent \"a{i:02}\" model=\"demo-small\"\n"));
+        }
+        s
+    };
+    w.write("fleet.kdl", &file(16));
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    w.write("fleet.kdl", &file(2));
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}{}", r.failures(), r.all());
+    let archived = std::fs::read_dir(w.data_dir("many").join("archive")).unwrap().count();
+    assert_eq!(archived, 14, "every removed agent is archived");
+    let r = w.fleet(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = w.fleet(&["chat", "a01", "hi"]);
+    assert_eq!(r.stdout.trim(), "Hello.", "{}", r.all());
+    assert_eq!(w.fleet(&["destroy"]).code, 0);
+}
