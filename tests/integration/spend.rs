@@ -25,19 +25,9 @@ fn key(w: &World, agent: &str) -> String {
     env_key(&w.data_dir(FLEET).join(format!("agents/{agent}/env")))
 }
 
+/// Today's UTC date, as the budget message names a day window.
 fn today() -> String {
-    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
-    format!("{y:04}-{m:02}-{d:02}")
+    fleet::clock::format_rfc3339(fleet::clock::now_ms().div_euclid(1000))[..10].to_string()
 }
 
 #[test]
