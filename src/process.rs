@@ -35,6 +35,18 @@ impl Pid {
         cmdline(self.pid)
     }
 
+    /// Its arguments, one by one.
+    pub fn argv(&self) -> Vec<String> {
+        std::fs::read(format!("/proc/{}/cmdline", self.pid))
+            .map(|b| {
+                b.split(|c| *c == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// SIGTERM, wait up to `grace`, then SIGKILL. True if it is gone.
     pub fn stop(&self, grace: Duration) -> bool {
         if !self.alive() {
@@ -220,16 +232,24 @@ pub fn spawn_detached(mut cmd: Command, log: &Path, what: &str) -> std::io::Resu
         let _ = child.wait();
     });
     let start = proc_start(pid).unwrap_or(0);
+    // The crash tests' hook: die as a kill -9 would, right after this spawn and before the caller
+    // records it anywhere (the narrowest window a crash can hit).
+    if std::env::var("FLEET_DEBUG_KILL_AFTER_SPAWN").is_ok_and(|w| w == what) {
+        // SAFETY: kill(2) on our own pid.
+        unsafe { libc::kill(std::process::id() as i32, libc::SIGKILL) };
+    }
     Ok(Pid { pid, start })
 }
 
-/// A service's processes of this fleet that its record may not know: the one its pid file names
-/// and whoever listens on its port, each only when `ours` says it belongs to this fleet (never a
-/// process by name alone).
-pub fn strays(pid_file: Option<Pid>, port: u16, ours: impl Fn(Pid) -> bool) -> Vec<Pid> {
+/// A service's processes of this fleet that its record may not know: the one its pid file names,
+/// whoever listens on its port, and the session leaders working in `dir` (its working directory:
+/// one spawned by a run killed before it wrote the pid file, and not listening yet), each only
+/// when `ours` says it belongs to this fleet (never a process by name alone).
+pub fn strays(pid_file: Option<Pid>, port: u16, dir: &Path, ours: impl Fn(Pid) -> bool) -> Vec<Pid> {
     let mut out: Vec<Pid> = pid_file.filter(|p| ours(*p)).into_iter().collect();
-    if let Some(p) = listener_pid(port).and_then(Pid::of).filter(|p| ours(*p)) {
-        if !out.contains(&p) {
+    let listener = listener_pid(port).and_then(Pid::of);
+    for p in listener.into_iter().chain(leaders_working_in(dir)) {
+        if ours(p) && !out.contains(&p) {
             out.push(p);
         }
     }

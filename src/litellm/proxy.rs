@@ -119,10 +119,12 @@ impl ProxyDriver {
     }
 
     /// This fleet's proxies running outside the record: the pid file's (written the moment a proxy
-    /// is spawned, before it is ready) and whoever listens on the port with this fleet's config on
-    /// its command line (a proxy started just before a crash).
+    /// is spawned, before it is ready), whoever listens on the port, and any session working in the
+    /// config's directory (a proxy spawned just before a crash, before its pid file) — each only
+    /// with this fleet's config on its command line.
     fn strays(k: &ProxyInputs) -> Vec<Pid> {
-        crate::process::strays(Self::pid_file(k).map(|pf| pf.pid), k.port, |p| Self::ours(p, k))
+        let dir = k.config.parent().unwrap_or(Path::new("/"));
+        crate::process::strays(Self::pid_file(k).map(|pf| pf.pid), k.port, dir, |p| Self::ours(p, k))
     }
 
     async fn stop_strays(k: &ProxyInputs, ctx: &StepCtx) -> miette::Result<()> {

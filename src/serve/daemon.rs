@@ -88,10 +88,14 @@ impl ServeDriver {
         std::fs::read(&s.pid_file).ok().and_then(|b| serde_json::from_slice(&b).ok())
     }
 
-    /// A daemon of this fleet: `fleet serve` on this data dir.
+    /// A daemon of this fleet: `fleet serve --from-state --data-dir <this data dir>` (its arguments,
+    /// not substrings: a proxy's config path may contain "serve").
     fn ours(pid: Pid, s: &ServeInputs) -> bool {
-        let cmd = pid.cmdline();
-        pid.alive() && cmd.contains("serve") && cmd.contains(&s.data_dir.display().to_string())
+        let argv = pid.argv();
+        let data_dir = s.data_dir.display().to_string();
+        pid.alive()
+            && argv.windows(2).any(|w| w[0] == "serve" && w[1] == "--from-state")
+            && argv.windows(2).any(|w| w[0] == "--data-dir" && w[1] == data_dir)
     }
 
     async fn healthy(s: &ServeInputs, pid: Pid) -> bool {
@@ -99,7 +103,7 @@ impl ServeDriver {
     }
 
     fn strays(s: &ServeInputs) -> Vec<Pid> {
-        crate::process::strays(Self::pid_file(s).map(|f| f.pid), s.port, |p| Self::ours(p, s))
+        crate::process::strays(Self::pid_file(s).map(|f| f.pid), s.port, &s.data_dir, |p| Self::ours(p, s))
     }
 
     async fn stop_strays(s: &ServeInputs, ctx: &StepCtx) -> miette::Result<()> {

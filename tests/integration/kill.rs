@@ -291,6 +291,24 @@ fn a_removal_killed_anywhere_converges_and_the_removed_keys_are_refused() {
     assert!(killed >= 6, "most points must land inside the run ({killed} of 10)");
 }
 
+/// The narrowest window: fleet dies the instant a long-lived process is spawned, before its pid
+/// file or state names it (a proxy then takes seconds to listen, so neither the port nor a record
+/// shows it). The next apply must find it by its working directory and command line.
+#[test]
+fn a_run_killed_right_after_a_spawn_leaves_nothing_the_next_apply_misses() {
+    let agents = ["a1", "a2"];
+    let (w, _proxy, gw) = sweep_world(&agents);
+    for what in ["litellm proxy", "openclaw gateway gw"] {
+        let out = w.cmd(&["apply"]).env("FLEET_DEBUG_KILL_AFTER_SPAWN", what).output().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{what}: the hook did not fire: {out:?}");
+        let point = format!("apply killed right after spawning the {what}");
+        assert!(!untracked(&w.data_dir(FLEET)).is_empty(), "{point}: the spawned process is not running");
+        assert_settled(&w, &point, &agents, gw);
+        assert_destroyed(&w, &point);
+    }
+}
+
 #[test]
 fn a_destroy_killed_anywhere_is_finished_by_the_next() {
     let agents = ["a1", "a2"];
