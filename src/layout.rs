@@ -76,6 +76,10 @@ impl Layout {
         self.agent_home(agent).join("env")
     }
     /// Archived agents: `<agent>-<UTC timestamp>/` each, with its `manifest.json`.
+    /// fleet's own Incus client config (INCUS_CONF): the remotes it enrolled, its client certificate.
+    pub fn incus_config_dir(&self) -> PathBuf {
+        self.data_dir.join("incus")
+    }
     pub fn archive_dir(&self) -> PathBuf {
         self.data_dir.join("archive")
     }

@@ -50,29 +50,6 @@ pub fn run(b: RemovalBench) -> miette::Result<ExitCode> {
         println!("|---|---|");
         println!("| cold apply, 1 gateway + {} agents (context) | {} |", b.agents, ms(cold));
 
-        // Today's path: one apply, each removed agent `agents.delete`d, then archived.
-        std::fs::write(&file, &kept).into_diagnostic()?;
-        let t = Instant::now();
-        apply_in_process(&rt, &file, &layout, Goal::Converge)?;
-        let removal = t.elapsed();
-        let archived = std::fs::read_dir(layout.archive_dir()).into_diagnostic()?.count();
-        let left = listed(&rt)?;
-        println!(
-            "| **remove {} of {} in one apply (agents.delete each, archived)** | **{}** ({} archived, {} left listed) |",
-            b.remove,
-            b.agents,
-            ms(removal),
-            archived,
-            left
-        );
-
-        // Back: re-adding restores each from its archive.
-        std::fs::write(&file, &all).into_diagnostic()?;
-        let t = Instant::now();
-        apply_in_process(&rt, &file, &layout, Goal::Converge)?;
-        let restore = t.elapsed();
-        println!("| re-add them (restored from their archives) | {} |", ms(restore));
-
         // The batched path, on the gateway itself: one patch dropping every removed agent's entry
         // and provider; timed until the gateway lists only the kept agents and answers health.
         let removed: Vec<String> = (b.agents - b.remove..b.agents).map(|i| format!("agent-{i:03}")).collect();
@@ -122,6 +99,47 @@ pub fn run(b: RemovalBench) -> miette::Result<ExitCode> {
             ms(patched),
             ms(gone)
         );
+        // What the batched path leaves in the gateway's own state: agents.delete's cleanup (deletion
+        // journal, per-agent databases, session store, cron jobs) never ran for these ids.
+        let db = crate::openclaw::roster::state_db(&layout.gateway_home("main").join("state"));
+        let held = removed.iter().filter(|id| !crate::openclaw::roster::never_held(&db, id)).count();
+        println!("| batched: removed ids the gateway's state database still registers | {held} of {} |", b.remove);
+        // Re-adding them over what the batched path left: through agents.create (held before).
+        std::fs::write(&file, &all).into_diagnostic()?;
+        let t = Instant::now();
+        let readd = apply_in_process(&rt, &file, &layout, Goal::Converge);
+        println!(
+            "| re-add them after the batched removal (apply) | {} ({}) |",
+            ms(t.elapsed()),
+            match &readd {
+                Ok(_) => "converged".to_string(),
+                Err(e) => format!("failed: {e}"),
+            }
+        );
+        readd?;
+        // Today's path: one apply, each removed agent `agents.delete`d, then archived.
+        std::fs::write(&file, &kept).into_diagnostic()?;
+        let t = Instant::now();
+        apply_in_process(&rt, &file, &layout, Goal::Converge)?;
+        let removal = t.elapsed();
+        let archived = std::fs::read_dir(layout.archive_dir()).into_diagnostic()?.count();
+        let left = listed(&rt)?;
+        println!(
+            "| **remove {} of {} in one apply (agents.delete each, archived)** | **{}** ({} archived, {} left listed) |",
+            b.remove,
+            b.agents,
+            ms(removal),
+            archived,
+            left
+        );
+
+        // Back: re-adding restores each from its archive.
+        std::fs::write(&file, &all).into_diagnostic()?;
+        let t = Instant::now();
+        apply_in_process(&rt, &file, &layout, Goal::Converge)?;
+        let restore = t.elapsed();
+        println!("| re-add them (restored from their archives) | {} |", ms(restore));
+
         Ok(())
     })();
     let cleanup = apply_in_process(&rt, &file, &layout, Goal::Destroy);

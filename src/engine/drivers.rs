@@ -38,5 +38,6 @@ pub fn drivers(spec: &FleetSpec, layout: &Layout, overwrite: bool) -> Drivers {
     d.insert(Kind::Wake, Arc::new(crate::openclaw::models::WakeDriver { layout: layout.clone() }));
     d.insert(Kind::Serve, Arc::new(crate::serve::daemon::ServeDriver));
     d.insert(Kind::AgentToken, Arc::new(crate::serve::agent_token::AgentTokenDriver));
+    d.insert(Kind::Host, Arc::new(crate::runtime::incus_host::HostDriver));
     d
 }

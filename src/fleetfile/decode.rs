@@ -155,7 +155,7 @@ pub fn decode(nodes: &[RawNode], base: &Path, p: &mut Problems) -> Decoded {
                 Some(i) => d.images.push(i),
                 None => d.broken.push(("image", raw_name(n))),
             },
-            "host" => match host(n, p) {
+            "host" => match host(n, base, p) {
                 Some(h) => d.hosts.push(h),
                 None => d.broken.push(("host", raw_name(n))),
             },
@@ -427,7 +427,7 @@ fn image(n: &RawNode, base: &Path, p: &mut Problems) -> Option<Image> {
     Some(Image { name, recipe, urls })
 }
 
-fn host(n: &RawNode, p: &mut Problems) -> Option<Host> {
+fn host(n: &RawNode, base: &Path, p: &mut Problems) -> Option<Host> {
     let mut r = Reader::new(n, p);
     let name = r.name("host \"local\" runtime=\"process\"");
     let runtime = match r.str_opt("runtime") {
@@ -445,7 +445,12 @@ fn host(n: &RawNode, p: &mut Problems) -> Option<Host> {
         },
     };
     let remote = r.str_opt("remote");
-    let arch = match r.str_opt("arch") {
+    let address = r.str_opt("address");
+    let trust_token = secret(&mut r, "trust-token", base, "EDGE_TOKEN");
+    let incus_config = r.str_opt("incus-config");
+    let arch_raw = r.str_opt("arch");
+    let arch_declared = arch_raw.is_some();
+    let arch = match arch_raw {
         None => Some(Arch::native()),
         Some(s) => {
             let a = Arch::parse(&s.value);
@@ -471,13 +476,71 @@ fn host(n: &RawNode, p: &mut Problems) -> Option<Host> {
     r.finish();
     let name = name?;
     check_slug(p, "host", &name);
-    if let (Some(rem), Some(Runtime::Process)) = (&remote, runtime) {
+    if runtime == Some(Runtime::Process) {
+        let incus_only = [("remote", remote.as_ref().map(|r| r.span)), ("address", address.as_ref().map(|a| a.span))]
+            .into_iter()
+            .chain([("trust-token", trust_token.as_ref().map(|t| t.span))])
+            .chain([("incus-config", incus_config.as_ref().map(|c| c.span))]);
+        for (key, span) in incus_only {
+            if let Some(span) = span {
+                p.push(
+                    Problem::new(
+                        format!("`{key}` only applies to the incus runtime"),
+                        span,
+                        "ignored by the process runtime",
+                    )
+                    .help(format!("set runtime=\"incus\" or drop `{key}`")),
+                );
+            }
+        }
+    }
+    if let (Some(rem), Some(addr)) = (&remote, &address) {
         p.push(
-            Problem::new("`remote` only applies to the incus runtime", rem.span, "ignored by the process runtime")
-                .help("set runtime=\"incus\" or drop `remote`"),
+            Problem::new("a host takes either `remote` or `address`", addr.span, "and an address")
+                .also(rem.span, "a remote")
+                .help("`remote` names a remote already in the Incus client config; `address` (with `trust-token`) has fleet enrol the host itself: keep one"),
         );
     }
-    Some(Host { name, runtime: runtime?, remote: remote.map(|r| r.value), arch: arch? })
+    if let Some(a) = &address {
+        if let Err(why) = check_incus_address(&a.value) {
+            p.push(Problem::new(format!("invalid host address {:?}", a.value), a.span, why).help(
+                "write the incusd's HTTPS address, as `core.https_address` sets it: `address=\"https://10.0.0.2:8443\"`",
+            ));
+        }
+    }
+    if let (Some(t), None) = (&trust_token, &address) {
+        p.push(
+            Problem::new("`trust-token` without an `address`", t.span, "nothing to redeem it at")
+                .help("add the host's `address=\"https://…:8443\"`; a host given by `remote` is enrolled already"),
+        );
+    }
+    Some(Host {
+        name,
+        runtime: runtime?,
+        remote: remote.map(|r| r.value),
+        address,
+        trust_token,
+        incus_config: incus_config.map(|c| base.join(c.value)),
+        arch: arch?,
+        arch_declared,
+    })
+}
+
+/// An incusd's HTTPS address: `https://HOST:PORT` (the port may be left out: 8443).
+fn check_incus_address(a: &str) -> Result<(), &'static str> {
+    let rest = a.strip_prefix("https://").ok_or("not an https:// URL")?;
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') || rest.contains('@') || rest.contains(char::is_whitespace) {
+        return Err("expected https://HOST:PORT");
+    }
+    // `HOST:PORT`, `[V6]:PORT`, or a host alone (Incus's default port).
+    if let Some((host, port)) = rest.rsplit_once(':').filter(|(_, p)| !p.contains(']')) {
+        if host.is_empty() || (host.contains(':') && !host.starts_with('[')) {
+            return Err("expected https://HOST:PORT");
+        }
+        port.parse::<u16>().map_err(|_| "the port is not a number")?;
+    }
+    Ok(())
 }
 
 /// `serve { listen "127.0.0.1:8700"; reply-timeout "3m" }` (TOML: `[serve] listen = …`).

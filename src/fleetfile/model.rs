@@ -140,7 +140,30 @@ pub struct Host {
     pub runtime: Runtime,
     /// An Incus remote name (`incus remote list`); the local daemon when absent.
     pub remote: Option<String>,
+    /// `address="https://10.0.0.2:8443"`: another machine's incusd, enrolled by fleet itself
+    /// (under the host's name, in fleet's own Incus client config) with `trust_token` on the first
+    /// apply.
+    pub address: Option<Spanned<String>>,
+    /// `trust-token="env:EDGE_TOKEN"`: the token `incus config trust add` printed on that host;
+    /// read only while the host is not enrolled yet.
+    pub trust_token: Option<Spanned<SecretRef>>,
+    /// `incus-config="PATH"`: the Incus client config directory (INCUS_CONF) to use instead of
+    /// fleet's own (`<data dir>/incus`).
+    pub incus_config: Option<PathBuf>,
     pub arch: Arch,
+    /// Whether `arch` was written out (a remote host's reported architecture is checked against it).
+    pub arch_declared: bool,
+}
+
+impl Host {
+    /// Another machine: an Incus remote, named or enrolled by address.
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some() || self.address.is_some()
+    }
+    /// The remote's name in the Incus client config (fleet enrols a host under its own name).
+    pub fn remote_name(&self) -> Option<&str> {
+        self.remote.as_deref().or(self.address.as_ref().map(|_| self.name.value.as_str()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -469,3 +469,54 @@ agent "c" model="known"
     assert_eq!(m, ["no price is known for model \"free\", so the budget of a, b can never trigger on its calls"]);
     assert!(spend_check::unpriced_budgets(&s, &|_, _| true).is_none());
 }
+
+#[test]
+fn a_host_on_another_machine_is_enrolled_by_address_or_named_by_remote() {
+    let spec = kdl(r#"
+fleet "acme"
+host "local" runtime="process"
+host "edge" runtime="incus" address="https://10.0.0.2" trust-token="env:EDGE_TOKEN" arch="amd64"
+host "site" runtime="incus" remote="site" incus-config="incus-conf"
+litellm host="local"
+provider "demo" type="mock" { model "m"; }
+gateway "main" host="local"
+agent "alice" model="m"
+"#)
+    .unwrap();
+    let edge = spec.hosts.iter().find(|h| h.name.value == "edge").unwrap();
+    assert!(edge.is_remote() && edge.arch_declared);
+    assert_eq!(edge.remote_name(), Some("edge"), "an enrolled host is its own remote");
+    assert_eq!(edge.trust_token.as_ref().unwrap().value.to_string(), "env:EDGE_TOKEN");
+    let site = spec.hosts.iter().find(|h| h.name.value == "site").unwrap();
+    assert_eq!(site.incus_config.as_deref(), Some(Path::new("/nonexistent/incus-conf")));
+    assert!(spec.secret_refs().iter().all(|(k, _)| *k != "trust-token"), "needed only until enrolled");
+}
+
+#[test]
+fn what_cannot_work_on_another_machine_is_refused_at_its_span() {
+    let e = kdl(r#"
+host "local" runtime="process"
+host "edge" runtime="incus" address="https://10.0.0.2:8443" trust-token="env:T"
+litellm host="edge"
+provider "demo" type="mock" { model "m"; }
+image "openclaw-base" recipe="r.kdl"
+gateway "g" host="edge" image="openclaw-base"
+agent "alice" model="m"
+"#)
+    .unwrap_err();
+    let m = messages(e);
+    assert!(m.iter().any(|x| x.contains("gateway \"g\" is placed on host \"edge\", another machine")), "{m:?}");
+    assert!(m.iter().any(|x| x.contains("LiteLLM proxy is placed on host \"edge\"")), "{m:?}");
+    for (bad, want) in [
+        (r#"host "h" runtime="incus" address="http://10.0.0.2""#, "invalid host address"),
+        (r#"host "h" runtime="incus" address="https://10.0.0.2:port""#, "invalid host address"),
+        (r#"host "h" runtime="incus" remote="h" address="https://10.0.0.2""#, "either `remote` or `address`"),
+        (r#"host "h" runtime="incus" trust-token="env:T""#, "`trust-token` without an `address`"),
+        (r#"host "h" runtime="incus" address="https://10.0.0.2" trust-token="abc""#, "inline secret"),
+        (r#"host "h" runtime="process" address="https://10.0.0.2""#, "only applies to the incus runtime"),
+    ] {
+        let text = format!("{bad}\nprovider \"demo\" type=\"mock\" {{ model \"m\"; }}\nagent \"a\" model=\"m\"\n");
+        let m = messages(kdl(&text).unwrap_err());
+        assert!(m.iter().any(|x| x.contains(want)), "{bad}: {m:?}");
+    }
+}

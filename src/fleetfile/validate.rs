@@ -65,7 +65,11 @@ pub fn assemble(
             name: Spanned::new(IMPLICIT_HOST.to_string(), first_span),
             runtime: Runtime::Process,
             remote: None,
+            address: None,
+            trust_token: None,
+            incus_config: None,
             arch: Arch::native(),
+            arch_declared: false,
         });
     }
     let host_names: Vec<&str> = hosts.iter().map(|h| h.name.value.as_str()).collect();
@@ -216,6 +220,17 @@ pub fn assemble(
         )
     };
     let (litellm, litellm_port_span) = litellm;
+    if let Some(h) = hosts.iter().find(|h| h.name.value == litellm.host.value && h.is_remote()) {
+        p.push(
+            Problem::new(
+                format!("the LiteLLM proxy is placed on host {:?}, another machine", h.name.value),
+                litellm.host.span,
+                "a remote Incus host",
+            )
+            .also(h.name.span, "declared with a remote/address here")
+            .help("the proxy runs on this machine (its master key never leaves it): give `litellm` a host of this machine"),
+        );
+    }
 
     // Gateways: hosts and images first, then ports: the ones written out, then defaults,
     // which skip every port already taken on their host.
@@ -270,6 +285,17 @@ pub fn assemble(
                         syntax.assign("image", &format!("\"{}\"", names[0]))
                     ),
                 }),
+            );
+        }
+        if let Some(h) = hosts.iter().find(|h| h.name.value == host.value && h.is_remote()) {
+            p.push(
+                Problem::new(
+                    format!("gateway {:?} is placed on host {:?}, another machine: fleet cannot run gateways there yet", name.value, h.name.value),
+                    host.span,
+                    "a remote Incus host",
+                )
+                .also(h.name.span, "declared with a remote/address here")
+                .help("a remote gateway's home, files and routes to the proxy are not built yet (docs/hosts.md): place it on a host of this machine for now; the host itself is enrolled and checked"),
             );
         }
         placed.push((name, host, image, port));

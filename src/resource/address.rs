@@ -43,6 +43,8 @@ pub enum Address {
     ServeAdminToken,
     /// `serve.token.<agent>`: the agent's own token for the daemon, in its env file.
     AgentToken(String),
+    /// `host.<host>`: another machine's incusd, enrolled (trust token), pinned and reachable.
+    Host(String),
 }
 
 impl Address {
@@ -64,6 +66,7 @@ impl Address {
             Address::Import { .. } => Kind::Import,
             Address::Serve => Kind::Serve,
             Address::AgentToken(_) => Kind::AgentToken,
+            Address::Host(_) => Kind::Host,
         }
     }
 
@@ -104,12 +107,13 @@ impl fmt::Display for Address {
             Address::Serve => f.write_str("serve"),
             Address::ServeAdminToken => f.write_str("serve.admin-token"),
             Address::AgentToken(a) => write!(f, "serve.token.{a}"),
+            Address::Host(h) => write!(f, "host.{h}"),
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a resource address (e.g. key.alice, agent.alice, gateway.main, gateway.main.models, litellm.proxy, image.openclaw-base[amd64], import.openclaw-base@local)")]
+#[error("{0:?} is not a resource address (e.g. key.alice, agent.alice, gateway.main, gateway.main.models, litellm.proxy, image.openclaw-base[amd64], import.openclaw-base@local, host.edge)")]
 pub struct BadAddress(pub String);
 
 /// A fleet-file name: lowercase letters, digits, `-`, `_` (the fleet file checks the rest).
@@ -143,6 +147,7 @@ impl FromStr for Address {
             "key" => named(Address::Key),
             "agent" => named(Address::Agent),
             "wake" => named(Address::Wake),
+            "host" => named(Address::Host),
             "serve" => rest.strip_prefix("token.").and_then(name).map(Address::AgentToken).ok_or_else(bad),
             "gateway" => match rest.split_once('.') {
                 None => named(Address::Gateway),
@@ -192,6 +197,7 @@ mod tests {
             Address::Serve,
             Address::ServeAdminToken,
             Address::AgentToken("alice".into()),
+            Address::Host("edge".into()),
             Address::Key("alice".into()),
             Address::Gateway("main".into()),
             Address::GatewayToken("main".into()),

@@ -16,6 +16,7 @@ pub enum Kind {
     Import,
     Serve,
     AgentToken,
+    Host,
 }
 
 impl Kind {
@@ -35,6 +36,7 @@ impl Kind {
             Kind::Import => "import",
             Kind::Serve => "serve",
             Kind::AgentToken => "serve.token",
+            Kind::Host => "host",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -53,6 +55,7 @@ impl Kind {
             Kind::Import,
             Kind::Serve,
             Kind::AgentToken,
+            Kind::Host,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -3,6 +3,7 @@
 
 pub mod by_kind;
 pub mod incus;
+pub mod incus_host;
 pub mod process;
 pub mod toolchain;
 
