@@ -3,6 +3,7 @@
 mod db_keys;
 mod diagnostics;
 mod gateway;
+mod hosts;
 mod house;
 mod image;
 mod incus;

@@ -51,8 +51,66 @@ PRESEED
     fi
     echo "$dir"
     ;;
+remote-up)
+    # Another machine, on this one: an incusd in its own network namespace NS, reachable from
+    # here at ADDR (10.213.N.2) over a veth pair (10.213.N.1 on this side). Started with
+    # `nsenter --net` (never `ip netns exec`, which remounts /sys). Prints the daemon's pid.
+    #   incus.sh remote-up DIR NS N
+    dir="${2:?}"; ns="${3:?}"; n="${4:?}"
+    export INCUS_DIR="$dir"
+    pool="${dir%/}-pool"
+    mkdir -p "$dir" "$pool"
+    getent group incus-admin >/dev/null || groupadd --system incus-admin
+    if [ ! -e "/run/netns/$ns" ]; then
+        ip netns add "$ns"
+        ip link add "v$ns" type veth peer name "v${ns}p"
+        ip link set "v${ns}p" netns "$ns"
+        ip addr add "10.213.$n.1/30" dev "v$ns"; ip link set "v$ns" up
+        ip -n "$ns" addr add "10.213.$n.2/30" dev "v${ns}p"
+        ip -n "$ns" link set "v${ns}p" up; ip -n "$ns" link set lo up
+    fi
+    nsenter --net="/run/netns/$ns" setsid /usr/libexec/incus/incusd --group incus-admin \
+        --logfile "$dir/incusd.log" </dev/null >>"$dir/incusd.out" 2>&1 &
+    pid=$!
+    incus admin waitready --timeout=60
+    if ! incus storage show default >/dev/null 2>&1; then
+        incus admin init --preseed >/dev/null <<PRESEED
+config:
+  core.https_address: 10.213.$n.2:8443
+networks: []
+storage_pools:
+- {name: default, driver: dir, config: {source: $pool}}
+profiles:
+- name: default
+  devices: {root: {path: /, pool: default, type: disk}}
+PRESEED
+    fi
+    echo "$pid"
+    ;;
+remote-down)
+    # Stops the incusd of DIR (by its log file on the command line); with `purge`, also the
+    # namespace NS and everything under DIR.   incus.sh remote-down DIR [NS purge]
+    dir="${2:?}"
+    for pid in $(pgrep -f -- "--logfile $dir/incusd.log" || true); do
+        kill "$pid" 2>/dev/null || true
+        # Gone, or a zombie its adoptive parent has not reaped yet.
+        for _ in $(seq 100); do
+            state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+            [ -z "$state" ] || [ "$state" = Z ] && break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    if [ "${4:-}" = purge ]; then
+        ip netns del "${3:?}" 2>/dev/null || true
+        ip link del "v$3" 2>/dev/null || true
+        # incusd leaves its pool and shared mounts mounted.
+        awk -v d="$dir" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | xargs -r umount -l
+        rm -rf "$dir" "${dir%/}-pool"
+    fi
+    ;;
 *)
-    echo "usage: $0 install | start DIR" >&2
+    echo "usage: $0 install | start DIR | remote-up DIR NS N | remote-down DIR [NS purge]" >&2
     exit 2
     ;;
 esac
