@@ -1,10 +1,10 @@
-//! `fleet bench removal`: removing (archiving) most of a gateway's agents in one apply — today each
-//! removal is its own `agents.delete`, and OpenClaw serialises them, each a full config reload —
-//! against the batched path measured straight on the gateway: one `config.patch` that drops every
-//! removed agent's entry and provider at once.
+//! `fleet bench removal`: removing (archiving) most of a gateway's agents in one apply — each
+//! removal is its own `agents.delete` — and, straight on a fresh gateway, whether a batched path
+//! exists (one `config.patch` dropping every removed agent's entry) and what one `agents.delete`
+//! costs alone, one after another and all at once.
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use miette::{miette, IntoDiagnostic};
 use serde_json::{json, Map, Value};
@@ -41,105 +41,78 @@ pub fn run(b: RemovalBench) -> miette::Result<ExitCode> {
             .map(|ids| ids.iter().filter(|i| i.starts_with("agent-")).count())
     };
     let result = (|| -> miette::Result<()> {
-        std::fs::write(&file, &all).into_diagnostic()?;
-        let t = Instant::now();
-        apply_in_process(&rt, &file, &layout, Goal::Converge)?;
-        let cold = t.elapsed();
         println!("fleet bench removal --agents {} --remove {}\n", b.agents, b.remove);
         println!("| measurement | time |");
         println!("|---|---|");
-        println!("| cold apply, 1 gateway + {} agents (context) | {} |", b.agents, ms(cold));
-
-        // The batched path, on the gateway itself: one patch dropping every removed agent's entry
-        // and provider; timed until the gateway lists only the kept agents and answers health.
-        let removed: Vec<String> = (b.agents - b.remove..b.agents).map(|i| format!("agent-{i:03}")).collect();
-        // OpenClaw refuses a write that shrinks its config below half ("size-drop"): halve until it
-        // passes, and count the patches.
-        let t = Instant::now();
-        let mut patches = 0;
-        rt.block_on(async {
-            let c = gref.connect().await?;
-            let mut parts: Vec<&[String]> = vec![&removed];
-            while let Some(ids) = parts.pop() {
-                let (mut entries, mut providers) = (Map::new(), Map::new());
-                for id in ids {
-                    entries.insert(id.clone(), Value::Null);
-                    providers.insert(crate::openclaw::models::provider_id(id), Value::Null);
-                }
-                let raw = json!({"agents": {"entries": entries}, "models": {"providers": providers}});
-                let replace: Vec<String> = ids
-                    .iter()
-                    .map(|id| format!("models.providers.{}.models", crate::openclaw::models::provider_id(id)))
-                    .collect();
-                match c.patch_config(&raw, &replace, "fleet bench removal", &|_: &str| {}).await {
-                    Err(e) if e.message_contains("size-drop") && ids.len() > 1 => {
-                        let (a, b) = ids.split_at(ids.len() / 2);
-                        parts.push(b);
-                        parts.push(a);
-                    }
-                    Err(e) => return Err(miette!("{e}")),
-                    Ok(_) => patches += 1,
-                }
-            }
-            Ok::<(), miette::Report>(())
-        })?;
-        let patched = t.elapsed();
-        while listed(&rt)? != b.agents - b.remove {
-            if t.elapsed() > Duration::from_secs(300) {
-                return Err(miette!("the gateway still lists the removed agents 300 s after the patch"));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let gone = t.elapsed();
-        let healthy = rt.block_on(async { gref.connect().await?.healthy().await.map_err(|e| miette!("{e}")) })?;
-
-        println!(
-            "| batched: config.patch dropping the {} entries ({patches} patches: OpenClaw's size-drop guard) → answered / gateway lists only the kept | {} / {} (healthy after: {healthy}) |",
-            b.remove,
-            ms(patched),
-            ms(gone)
-        );
-        // What the batched path leaves in the gateway's own state: agents.delete's cleanup (deletion
-        // journal, per-agent databases, session store, cron jobs) never ran for these ids.
-        let db = crate::openclaw::roster::state_db(&layout.gateway_home("main").join("state"));
-        let held = removed.iter().filter(|id| !crate::openclaw::roster::never_held(&db, id)).count();
-        println!("| batched: removed ids the gateway's state database still registers | {held} of {} |", b.remove);
-        // Re-adding them over what the batched path left: through agents.create (held before).
         std::fs::write(&file, &all).into_diagnostic()?;
         let t = Instant::now();
-        let readd = apply_in_process(&rt, &file, &layout, Goal::Converge);
-        println!(
-            "| re-add them after the batched removal (apply) | {} ({}) |",
-            ms(t.elapsed()),
-            match &readd {
-                Ok(_) => "converged".to_string(),
-                Err(e) => format!("failed: {e}"),
-            }
-        );
-        readd?;
-        // Today's path: one apply, each removed agent `agents.delete`d, then archived.
+        apply_in_process(&rt, &file, &layout, Goal::Converge)?;
+        println!("| cold apply, 1 gateway + {} agents (context) | {} |", b.agents, ms(t.elapsed()));
+
+        // Today's path: one apply, each removed agent `agents.delete`d (in parallel steps), archived.
         std::fs::write(&file, &kept).into_diagnostic()?;
         let t = Instant::now();
         apply_in_process(&rt, &file, &layout, Goal::Converge)?;
         let removal = t.elapsed();
         let archived = std::fs::read_dir(layout.archive_dir()).into_diagnostic()?.count();
-        let left = listed(&rt)?;
         println!(
-            "| **remove {} of {} in one apply (agents.delete each, archived)** | **{}** ({} archived, {} left listed) |",
+            "| **remove {} of {} in one apply (agents.delete each, archived)** | **{}** ({} archived, {} left listed; {} per agent) |",
             b.remove,
             b.agents,
             ms(removal),
             archived,
-            left
+            listed(&rt)?,
+            ms(removal / b.remove as u32)
         );
 
-        // Back: re-adding restores each from its archive.
+        // The gateway alone, from a fresh cold apply: is there a batched path, and what does one
+        // agents.delete cost when nothing else runs?
+        apply_in_process(&rt, &file, &layout, Goal::Destroy)?;
         std::fs::write(&file, &all).into_diagnostic()?;
-        let t = Instant::now();
         apply_in_process(&rt, &file, &layout, Goal::Converge)?;
-        let restore = t.elapsed();
-        println!("| re-add them (restored from their archives) | {} |", ms(restore));
-
+        let removed: Vec<String> = (b.agents - b.remove..b.agents).map(|i| format!("agent-{i:03}")).collect();
+        let (serial, parallel) = removed.split_at(removed.len() / 2);
+        rt.block_on(async {
+            let c = gref.connect().await?;
+            // One config change for all of them: the entries dropped by config.patch.
+            let entries: Map<String, Value> = removed.iter().map(|id| (id.clone(), Value::Null)).collect();
+            let raw = json!({"agents": {"entries": entries}});
+            let t = Instant::now();
+            let answer = match c.patch_config(&raw, &[], "fleet bench removal", &|_: &str| {}).await {
+                Ok(_) => "accepted".to_string(),
+                Err(e) => format!("refused: {e}"),
+            };
+            println!(
+                "| batched: one config.patch dropping the {} entries | {} — {answer} |",
+                removed.len(),
+                ms(t.elapsed())
+            );
+            let t = Instant::now();
+            for id in serial {
+                c.delete_agent(id).await.map_err(|e| miette!("agents.delete {id}: {e}"))?;
+            }
+            let d = t.elapsed();
+            println!(
+                "| agents.delete ×{} one after another, straight on the gateway | {} ({} per agent) |",
+                serial.len(),
+                ms(d),
+                ms(d / serial.len().max(1) as u32)
+            );
+            let t = Instant::now();
+            let calls = parallel.iter().map(|id| c.delete_agent(id));
+            for (id, r) in parallel.iter().zip(futures_util::future::join_all(calls).await) {
+                r.map_err(|e| miette!("agents.delete {id}: {e}"))?;
+            }
+            let d = t.elapsed();
+            println!(
+                "| agents.delete ×{} all at once, straight on the gateway | {} ({} per agent) |",
+                parallel.len(),
+                ms(d),
+                ms(d / parallel.len().max(1) as u32)
+            );
+            Ok::<(), miette::Report>(())
+        })?;
+        println!("| left listed after the direct deletes | {} of {} |", listed(&rt)?, b.agents);
         Ok(())
     })();
     let cleanup = apply_in_process(&rt, &file, &layout, Goal::Destroy);

@@ -184,9 +184,12 @@ impl GatewayClient {
         self.rpc.req("agents.files.set", params).await.map(drop)
     }
 
-    /// The config's current hash (`config.get`).
+    /// The config's current hash (`config.get`). As patient as the patch that follows it: a
+    /// gateway busy with agent deletions (each a config rewrite and reload) answered a read after
+    /// more than 25 s on a loaded 2-core machine, and a destroy failed on it.
     pub async fn config_hash(&self) -> Result<String, RpcError> {
-        Ok(self.rpc.req("config.get", json!({})).await?["hash"].as_str().unwrap_or_default().to_string())
+        let got = self.rpc.call("config.get", json!({}), Duration::from_secs(60)).await?;
+        Ok(got["hash"].as_str().unwrap_or_default().to_string())
     }
 
     /// `config.get` for the base hash, then `config.patch`: re-read and sent again when the config
