@@ -241,29 +241,43 @@ impl ModelsDriver {
             Self::wait_for_deletions(db, ctx).await;
         }
         let say = |m: &str| ctx.progress(m);
-        let outcome = match c.patch_config(&raw, &replace, "fleet apply", &say).await {
-            // Many agents removed at once (their entries already gone with agents.delete): dropping all
-            // their providers in one write shrinks the config past OpenClaw's "size-drop" guard. Drop
-            // them in parts first; what is left of the patch is then small.
-            Err(e) if e.message_contains("size-drop") => {
-                let gone: Vec<&String> = old
-                    .as_ref()
-                    .map(|o| o.agents.keys().filter(|id| !want.agents.contains_key(*id)).collect())
-                    .unwrap_or_default();
-                if gone.is_empty() {
-                    return Err(e.into());
+        let mut c = c;
+        let mut waits = 0;
+        let (outcome, boot) = loop {
+            match c.patch_config(&raw, &replace, "fleet apply", &say).await {
+                // A restart under way (the agents' deletions, or an earlier patch, began it): wait for
+                // the gateway to be back, then patch the process there now.
+                Err(e) if e.message_contains("during gateway restart") && waits < 5 => {
+                    waits += 1;
+                    ctx.progress("the gateway is restarting; waiting for it, then patching again");
+                    super::gateway::await_restart(&want.gateway, c.boot_id(), ctx).await?;
+                    c = want.gateway.connect().await?;
                 }
-                drop_in_parts(&c, gone, ctx).await?;
-                c.patch_config(&raw, &replace, "fleet apply", &say).await?
+                // Many agents removed at once (their entries already gone with agents.delete): dropping
+                // all their providers in one write shrinks the config past OpenClaw's "size-drop" guard.
+                // Drop them in parts first; what is left of the patch is then small.
+                Err(e) if e.message_contains("size-drop") => {
+                    let gone: Vec<&String> = old
+                        .as_ref()
+                        .map(|o| o.agents.keys().filter(|id| !want.agents.contains_key(*id)).collect())
+                        .unwrap_or_default();
+                    if gone.is_empty() {
+                        return Err(e.into());
+                    }
+                    drop_in_parts(&want.gateway, gone, ctx).await?;
+                    // The parts may have restarted the gateway: the rest goes to the process there now.
+                    c = want.gateway.connect().await?;
+                    break (c.patch_config(&raw, &replace, "fleet apply", &say).await?, c.boot_id().to_string());
+                }
+                other => break (other?, c.boot_id().to_string()),
             }
-            other => other?,
         };
         match outcome {
             PatchOutcome::Applied { noop, changed } => Ok(json!({"noop": noop, "changed": changed, "restart": false})),
             PatchOutcome::Restarting => {
                 // The agents' steps come next: they must talk to the restarted gateway, not the leaving one.
                 ctx.progress("the gateway restarts to apply this change; waiting for it");
-                super::gateway::await_restart(&want.gateway, c.boot_id(), ctx).await?;
+                super::gateway::await_restart(&want.gateway, &boot, ctx).await?;
                 Ok(json!({"noop": false, "changed": Value::Null, "restart": true}))
             }
             PatchOutcome::Conflict => Err(miette!(
@@ -300,25 +314,42 @@ impl Driver for ModelsDriver {
     /// Removes the providers fleet added (the agents themselves are deleted by their own steps).
     async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()> {
         let old: ModelsInputs = prior.inputs_as()?;
-        let Ok(c) = old.gateway.connect().await else { return Ok(()) };
-        drop_in_parts(&c, old.agents.keys().collect(), ctx).await
+        if old.gateway.connect().await.is_err() {
+            return Ok(());
+        }
+        drop_in_parts(&old.gateway, old.agents.keys().collect(), ctx).await
     }
 }
 
 /// Removes these agents' providers. OpenClaw refuses a write that shrinks its config below half
 /// ("size-drop"), which dropping many providers at once does once the agents' entries are gone:
-/// halve until it passes.
-async fn drop_in_parts(c: &GatewayClient, ids: Vec<&String>, ctx: &StepCtx) -> miette::Result<()> {
+/// halve until it passes. A part may make the gateway restart (or meet a restart the agents'
+/// deletions began): the next part waits for the gateway to be back and talks to the new process
+/// (measured: "config.patch unavailable during gateway restart" failed a 12-of-16 removal).
+async fn drop_in_parts(gref: &GatewayRef, ids: Vec<&String>, ctx: &StepCtx) -> miette::Result<()> {
     let mut chunks: Vec<Vec<&String>> = vec![ids];
+    let mut restarts = 0;
     while let Some(ids) = chunks.pop() {
-        match drop_providers(c, &ids, ctx).await {
+        let c = gref.connect().await?;
+        match drop_providers(&c, &ids, ctx).await {
             Err(e) if e.message_contains("size-drop") && ids.len() > 1 => {
                 ctx.progress("the gateway refuses to lose half its config at once; removing in smaller parts");
                 let (a, b) = ids.split_at(ids.len() / 2);
                 chunks.push(b.to_vec());
                 chunks.push(a.to_vec());
             }
-            other => other?,
+            Err(e) if e.message_contains("during gateway restart") && restarts < 5 => {
+                restarts += 1;
+                ctx.progress("the gateway is restarting; waiting for it before the next part");
+                super::gateway::await_restart(gref, c.boot_id(), ctx).await?;
+                chunks.push(ids);
+            }
+            Err(e) => return Err(e.into()),
+            Ok(PatchOutcome::Restarting) => {
+                ctx.progress("the gateway restarts to apply this part; waiting for it");
+                super::gateway::await_restart(gref, c.boot_id(), ctx).await?;
+            }
+            Ok(_) => {}
         }
     }
     Ok(())
@@ -363,11 +394,11 @@ fn bring_back_one(layout: &Layout, gateway: &str, agent: &str, how: &Restore) ->
 }
 
 /// One patch removing these agents' provider entries.
-async fn drop_providers(c: &GatewayClient, ids: &[&String], ctx: &StepCtx) -> Result<(), RpcError> {
+async fn drop_providers(c: &GatewayClient, ids: &[&String], ctx: &StepCtx) -> Result<PatchOutcome, RpcError> {
     let providers: Map<String, Value> = ids.iter().map(|id| (provider_id(id), Value::Null)).collect();
     let replace: Vec<String> = ids.iter().map(|id| format!("models.providers.{}.models", provider_id(id))).collect();
     let raw = json!({"models": {"providers": providers}});
-    c.patch_config(&raw, &replace, "fleet destroy", &|m: &str| ctx.progress(m)).await.map(drop)
+    c.patch_config(&raw, &replace, "fleet destroy", &|m: &str| ctx.progress(m)).await
 }
 
 /// `wake.<agent>`: the first message an agent gets, once, right after its first provisioning —
