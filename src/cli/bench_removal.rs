@@ -77,8 +77,11 @@ pub fn run(b: RemovalBench) -> miette::Result<ExitCode> {
             // One config change for all of them: the entries dropped by config.patch.
             let entries: Map<String, Value> = removed.iter().map(|id| (id.clone(), Value::Null)).collect();
             let raw = json!({"agents": {"entries": entries}});
+            // Array paths under the dropped entries must be named, or OpenClaw refuses for that first.
+            let replace: Vec<String> =
+                removed.iter().map(|id| format!("agents.entries.{id}.model.fallbacks")).collect();
             let t = Instant::now();
-            let answer = match c.patch_config(&raw, &[], "fleet bench removal", &|_: &str| {}).await {
+            let answer = match c.patch_config(&raw, &replace, "fleet bench removal", &|_: &str| {}).await {
                 Ok(_) => "accepted".to_string(),
                 Err(e) => format!("refused: {e}"),
             };
