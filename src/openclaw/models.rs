@@ -188,18 +188,33 @@ impl ModelsDriver {
     /// Missing agents whose id this gateway has held before (or may have: see `roster.rs`) are
     /// created through `agents.create`, which deals with the gateway's deletion journal; the patch
     /// then sets their model like everyone else's. Brand-new ids are left to the patch.
+    /// A create that meets a gateway restart (one an earlier patch or deletion began; seen restoring
+    /// 50 agents right after removing them) waits for the gateway to be back and asks the new process.
     async fn create_held_before(
         c: &GatewayClient,
         want: &ModelsInputs,
         listed: &[String],
         ctx: &StepCtx,
     ) -> miette::Result<()> {
+        let mut fresh: Option<GatewayClient> = None;
+        let mut waits = 0;
         for (id, a) in want.agents.iter().filter(|(id, _)| !listed.contains(id)) {
             if want.state_db.as_deref().is_some_and(|db| roster::never_held(db, id)) {
                 continue;
             }
             ctx.progress(&format!("{id}: this gateway held it before; agents.create"));
-            let got = c.create_agent(id, &a.workspace).await.wrap_err_with(|| format!("agents.create {id}"))?;
+            let got = loop {
+                let now = fresh.as_ref().unwrap_or(c);
+                match now.create_agent(id, &a.workspace).await {
+                    Err(e) if e.message_contains("during gateway restart") && waits < 5 => {
+                        waits += 1;
+                        ctx.progress("the gateway is restarting; waiting for it, then creating again");
+                        super::gateway::await_restart(&want.gateway, now.boot_id(), ctx).await?;
+                        fresh = Some(want.gateway.connect().await?);
+                    }
+                    other => break other.wrap_err_with(|| format!("agents.create {id}"))?,
+                }
+            };
             if got != *id {
                 return Err(miette!("the gateway created agent {got} instead of {id}"));
             }
