@@ -15,6 +15,10 @@ use super::rpc::{Client, Event, RpcError};
 /// and reloads): many in flight at once each wait for the others (≈5 s each at 61 agents), so
 /// they get a generous timeout.
 const MUTATION_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a `config.patch` (and the `config.get` before it) may take: on a loaded 2-core machine a
+/// patch right after an `agents.create` went unanswered for 60 s once; the gateway answers them in
+/// under 2 s when idle.
+const PATCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long to wait before asking again for a state lease another operation holds.
 const LEASE_PAUSE: Duration = Duration::from_secs(2);
 
@@ -188,7 +192,7 @@ impl GatewayClient {
     /// gateway busy with agent deletions (each a config rewrite and reload) answered a read after
     /// more than 25 s on a loaded 2-core machine, and a destroy failed on it.
     pub async fn config_hash(&self) -> Result<String, RpcError> {
-        let got = self.rpc.call("config.get", json!({}), Duration::from_secs(60)).await?;
+        let got = self.rpc.call("config.get", json!({}), PATCH_TIMEOUT).await?;
         Ok(got["hash"].as_str().unwrap_or_default().to_string())
     }
 
@@ -207,7 +211,7 @@ impl GatewayClient {
         loop {
             let base = self.config_hash().await?;
             let params = json!({"raw": raw.to_string(), "baseHash": base, "replacePaths": replace, "note": note});
-            match self.rpc.call("config.patch", params, Duration::from_secs(60)).await {
+            match self.rpc.call("config.patch", params, PATCH_TIMEOUT).await {
                 Err(e) if e.message_contains("config changed since last load") => {
                     if moved == 2 {
                         return Ok(PatchOutcome::Conflict);
