@@ -90,29 +90,21 @@ pub fn run(b: RemovalBench) -> miette::Result<ExitCode> {
                 removed.len(),
                 ms(t.elapsed())
             );
+            let row = |how: &str, n: usize, d: std::time::Duration| {
+                let each = ms(d / n.max(1) as u32);
+                println!("| agents.delete ×{n} {how}, straight on the gateway | {} ({each} per agent) |", ms(d));
+            };
             let t = Instant::now();
             for id in serial {
                 c.delete_agent(id).await.map_err(|e| miette!("agents.delete {id}: {e}"))?;
             }
-            let d = t.elapsed();
-            println!(
-                "| agents.delete ×{} one after another, straight on the gateway | {} ({} per agent) |",
-                serial.len(),
-                ms(d),
-                ms(d / serial.len().max(1) as u32)
-            );
+            row("one after another", serial.len(), t.elapsed());
             let t = Instant::now();
             let calls = parallel.iter().map(|id| c.delete_agent(id));
             for (id, r) in parallel.iter().zip(futures_util::future::join_all(calls).await) {
                 r.map_err(|e| miette!("agents.delete {id}: {e}"))?;
             }
-            let d = t.elapsed();
-            println!(
-                "| agents.delete ×{} all at once, straight on the gateway | {} ({} per agent) |",
-                parallel.len(),
-                ms(d),
-                ms(d / parallel.len().max(1) as u32)
-            );
+            row("all at once", parallel.len(), t.elapsed());
             Ok::<(), miette::Report>(())
         })?;
         println!("| left listed after the direct deletes | {} of {} |", listed(&rt)?, b.agents);

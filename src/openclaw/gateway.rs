@@ -390,6 +390,17 @@ fn live_outputs(g: &GatewayInputs, recorded: &Value) -> Value {
 /// without OpenClaw's respawn, so the gateway is then started again here, as its own step would,
 /// from the launch its handle file records. A gateway that neither comes back nor exits within
 /// two minutes is an error.
+/// `await_restart` for a caller whose call met the restart: waits, then connects to the process
+/// running now.
+pub async fn reconnect_after_restart(
+    gref: &GatewayRef,
+    old: &GatewayClient,
+    ctx: &StepCtx,
+) -> miette::Result<GatewayClient> {
+    await_restart(gref, old.boot_id(), ctx).await?;
+    gref.connect().await
+}
+
 pub async fn await_restart(gref: &GatewayRef, old_boot: &str, ctx: &StepCtx) -> miette::Result<()> {
     let t0 = Instant::now();
     if old_boot.is_empty() {

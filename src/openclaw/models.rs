@@ -206,11 +206,10 @@ impl ModelsDriver {
             let got = loop {
                 let now = fresh.as_ref().unwrap_or(c);
                 match now.create_agent(id, &a.workspace).await {
-                    Err(e) if e.message_contains("during gateway restart") && waits < 5 => {
+                    Err(e) if e.during_restart() && waits < 5 => {
                         waits += 1;
                         ctx.progress("the gateway is restarting; waiting for it, then creating again");
-                        super::gateway::await_restart(&want.gateway, now.boot_id(), ctx).await?;
-                        fresh = Some(want.gateway.connect().await?);
+                        fresh = Some(super::gateway::reconnect_after_restart(&want.gateway, now, ctx).await?);
                     }
                     other => break other.wrap_err_with(|| format!("agents.create {id}"))?,
                 }
@@ -262,11 +261,10 @@ impl ModelsDriver {
             match c.patch_config(&raw, &replace, "fleet apply", &say).await {
                 // A restart under way (the agents' deletions, or an earlier patch, began it): wait for
                 // the gateway to be back, then patch the process there now.
-                Err(e) if e.message_contains("during gateway restart") && waits < 5 => {
+                Err(e) if e.during_restart() && waits < 5 => {
                     waits += 1;
                     ctx.progress("the gateway is restarting; waiting for it, then patching again");
-                    super::gateway::await_restart(&want.gateway, c.boot_id(), ctx).await?;
-                    c = want.gateway.connect().await?;
+                    c = super::gateway::reconnect_after_restart(&want.gateway, &c, ctx).await?;
                 }
                 // Many agents removed at once (their entries already gone with agents.delete): dropping
                 // all their providers in one write shrinks the config past OpenClaw's "size-drop" guard.
@@ -353,7 +351,7 @@ async fn drop_in_parts(gref: &GatewayRef, ids: Vec<&String>, ctx: &StepCtx) -> m
                 chunks.push(b.to_vec());
                 chunks.push(a.to_vec());
             }
-            Err(e) if e.message_contains("during gateway restart") && restarts < 5 => {
+            Err(e) if e.during_restart() && restarts < 5 => {
                 restarts += 1;
                 ctx.progress("the gateway is restarting; waiting for it before the next part");
                 super::gateway::await_restart(gref, c.boot_id(), ctx).await?;

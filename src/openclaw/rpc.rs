@@ -51,6 +51,12 @@ impl RpcError {
         matches!(self, RpcError::Remote { code, .. } if code == "UNAVAILABLE")
     }
 
+    /// The gateway refused because it is restarting ("… unavailable during gateway restart"): the
+    /// call can be made again to the process that comes back.
+    pub fn during_restart(&self) -> bool {
+        self.message_contains("during gateway restart")
+    }
+
     /// "agent \"x\" already exists" and the like: the message is the only discriminator the server gives.
     pub fn message_contains(&self, needle: &str) -> bool {
         matches!(self, RpcError::Remote { message, .. } if message.contains(needle))
