@@ -263,7 +263,8 @@ impl Driver for AgentDriver {
     }
 }
 
-/// `agents.delete` with its files kept; an agent already gone is fine. A gateway that is not
+/// `agents.delete` with its files kept; an agent already gone is fine; a gateway restarting (a
+/// patch of this or a killed run) is waited for and asked again. A gateway that is not
 /// running (destroy after it died) cannot be asked: the agent is taken out of its config on disk,
 /// which is what the gateway would read when started again.
 async fn remove(a: &AgentInputs, ctx: &StepCtx) -> miette::Result<()> {
@@ -287,7 +288,17 @@ async fn remove(a: &AgentInputs, ctx: &StepCtx) -> miette::Result<()> {
             a.id, a.gateway.name, a.id
         ))
     })?;
-    Ok(c.delete_agent(&a.id).await?)
+    let (mut c, mut waits) = (c, 0);
+    loop {
+        match c.delete_agent(&a.id).await {
+            Err(e) if e.during_restart() && waits < 5 => {
+                waits += 1;
+                ctx.progress("the gateway is restarting; waiting for it, then deleting again");
+                c = super::gateway::reconnect_after_restart(&a.gateway, &c, ctx).await?;
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 impl AgentDriver {

@@ -85,10 +85,11 @@ fn a_routed_turn_is_traced_and_ingest_checks_every_batch() {
         let called = ev.iter().any(|e| e["kind"] == "llm_call" && e["backend_name"] == "litellm");
         (answered && called).then_some(ev)
     })
-    .unwrap_or_else(|| panic!("trace: {:#?}", trace_of(&d, "alice", "")));
+    .unwrap_or_else(|| panic!("trace: {}", brief(&trace_of(&d, "alice", ""))));
     let root = format!("oc:{msg}:in");
     // (The wake apply sent at provisioning is a turn too, with its own run id.)
-    let m_in = events.iter().find(|e| e["id"] == root.as_str()).unwrap_or_else(|| panic!("{root} in {events:#?}"));
+    let m_in =
+        events.iter().find(|e| e["id"] == root.as_str()).unwrap_or_else(|| panic!("{root} in {}", brief(&events)));
     assert_eq!((m_in["id"].as_str(), m_in["trace_id"].as_str()), (Some(root.as_str()), Some(msg.as_str())));
     let out = events.iter().find(|e| e["kind"] == "message_out" && e["trace_id"] == msg.as_str()).unwrap();
     assert_eq!(
@@ -346,6 +347,15 @@ fn turn(events: &[Value], trace: &str) -> Vec<Value> {
     events.iter().filter(|e| e["trace_id"] == trace).cloned().collect()
 }
 
+/// A trace in one line per event (a failure's message must stay short: CI keeps only part of it).
+fn brief(events: &[Value]) -> String {
+    let line = |e: &Value| {
+        let s = |k: &str| e[k].as_str().unwrap_or("-").to_string();
+        format!("{} {} {} {} {}", s("ts"), s("kind"), s("backend_name"), s("channel_id"), s("trace_id"))
+    };
+    format!("{} events:\n{}", events.len(), events.iter().map(line).collect::<Vec<_>>().join("\n"))
+}
+
 fn count(events: &[Value], kind: &str, backend: &str) -> usize {
     events.iter().filter(|e| e["kind"] == kind && e["backend_name"] == backend).count()
 }
@@ -384,12 +394,12 @@ fn the_plugin_traces_tool_calls_of_chat_turns_and_heartbeats() {
             && count(&ev, "message_out", "openclaw") + count(&ev, "message_out", "fleet") >= 1)
             .then_some(ev)
     })
-    .unwrap_or_else(|| panic!("turn {msg}: {:#?}", trace_of(&d, "alice", "")));
+    .unwrap_or_else(|| panic!("turn {msg}: {}", brief(&trace_of(&d, "alice", ""))));
     let k = kinds(&events);
     for want in ["message_in", "llm_call", "tool_call", "tool_result", "message_out"] {
         assert!(k.contains(want), "{want} missing from {k:?}");
     }
-    assert!(count(&events, "llm_call", "openclaw") >= 2, "two model calls around the tool: {events:#?}");
+    assert!(count(&events, "llm_call", "openclaw") >= 2, "two model calls around the tool: {}", brief(&events));
     for e in &events {
         if e["id"] == root.as_str() {
             assert!(e["parent_id"].is_null());
@@ -439,26 +449,45 @@ fn the_plugin_traces_tool_calls_of_chat_turns_and_heartbeats() {
         url: format!("ws://127.0.0.1:{gw_port}"),
         token_file: w.data_dir(FLEET).join("gateways/main/token"),
     };
-    rt.block_on(async {
-        let c = gref.connect().await.unwrap();
-        c.rpc()
-            .call(
-                "wake",
-                json!({"mode": "now", "text": "heartbeat check", "sessionKey": "agent:alice:main", "agentId": "alice"}),
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap();
-    });
-    let hb = wait_until(Duration::from_secs(120), || {
+    // OpenClaw may skip a wake it finds the agent busy for ("background-work", "duplicate"): the
+    // test wakes it again, three times at most — what is under test is the plugin's record of the
+    // heartbeat run, not OpenClaw's wake scheduling.
+    let wake = || {
+        rt.block_on(async {
+            let c = gref.connect().await.unwrap();
+            c.rpc()
+                .call(
+                    "wake",
+                    json!({"mode": "now", "text": "heartbeat check", "sessionKey": "agent:alice:main", "agentId": "alice"}),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap()
+        })
+    };
+    let heartbeat = || {
         let ev = trace_of(&d, "alice", "");
         let hb: Vec<Value> = ev.iter().filter(|e| e["channel_id"] == "heartbeat").cloned().collect();
         (hb.iter().any(|e| e["kind"] == "tool_result") && hb.iter().any(|e| e["kind"] == "message_out")).then_some(hb)
-    })
-    .unwrap_or_else(|| panic!("no heartbeat run in {:#?}", trace_of(&d, "alice", "")));
+    };
+    let mut woken = vec![];
+    let hb = (0..3)
+        .find_map(|_| {
+            woken.push(wake());
+            wait_until(Duration::from_secs(60), heartbeat)
+        })
+        .unwrap_or_else(|| {
+            let log = std::fs::read_to_string(w.data_dir(FLEET).join("gateways/main/gateway.log")).unwrap_or_default();
+            let tail: String =
+                log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            panic!(
+                "no heartbeat run after 3 wakes ({woken:?}); gateway log:\n{tail}\ntrace: {}",
+                brief(&trace_of(&d, "alice", ""))
+            )
+        });
     let trace = hb[0]["trace_id"].as_str().unwrap();
     assert!(hb.iter().all(|e| e["trace_id"] == trace), "one trace id per heartbeat run");
-    assert!(hb.iter().any(|e| e["kind"] == "tool_call"), "{hb:#?}");
+    assert!(hb.iter().any(|e| e["kind"] == "tool_call"), "{}", brief(&hb));
     let (_, v) = d.request("GET", "/v1/agents", Some(&d.admin), None);
     let a = v["agents"].as_array().unwrap().iter().find(|a| a["name"] == "alice").unwrap().clone();
     assert!(a["last_heartbeat"].as_str().is_some() && a["silent"].is_null(), "{a}");
@@ -639,7 +668,7 @@ fn turns_from_before_the_daemon_are_read_back_from_the_transcript() {
         let turn = turn(&ev, &trace);
         (kinds(&turn).len() >= 5).then_some(turn)
     })
-    .unwrap_or_else(|| panic!("no back-filled turn in {:#?}", trace_of(&d, "alice", "")));
+    .unwrap_or_else(|| panic!("no back-filled turn in {}", brief(&trace_of(&d, "alice", ""))));
     let trace = events[0]["trace_id"].as_str().unwrap().to_string();
     let k = kinds(&events);
     for want in ["message_in", "llm_call", "tool_call", "tool_result", "message_out"] {
@@ -659,9 +688,9 @@ fn turns_from_before_the_daemon_are_read_back_from_the_transcript() {
     let now = turn(&trace_of(&d, "alice", ""), &msg);
     // Both sources name the same things alike, so each is kept once (a different id would show twice).
     for (kind, n) in [("message_in", 1), ("tool_call", 1), ("tool_result", 1), ("message_out", 1)] {
-        assert_eq!(now.iter().filter(|e| e["kind"] == kind).count(), n, "{kind}: {now:#?}");
+        assert_eq!(now.iter().filter(|e| e["kind"] == kind).count(), n, "{kind}: {}", brief(&now));
     }
-    assert_eq!(count(&now, "llm_call", "openclaw"), 2, "{now:#?}");
+    assert_eq!(count(&now, "llm_call", "openclaw"), 2, "{}", brief(&now));
 }
 
 /// Real turns while the daemon is SIGKILLed three times: every run's plugin-only events
