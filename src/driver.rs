@@ -37,19 +37,30 @@ pub struct StepCtx {
     /// The apply run this step belongs to (what an archive's manifest names).
     pub run: Option<i64>,
     progress: Option<ProgressFn>,
+    /// The addresses this run deletes (a step may do less when what it belongs to goes too).
+    leaving: Arc<std::collections::BTreeSet<String>>,
 }
 
 impl StepCtx {
     pub fn new(address: &str, progress: ProgressFn) -> Self {
-        StepCtx { address: address.to_string(), run: None, progress: Some(progress) }
+        StepCtx { address: address.to_string(), run: None, progress: Some(progress), leaving: Arc::default() }
     }
     pub fn in_run(mut self, run: i64) -> Self {
         self.run = Some(run);
         self
     }
+    /// Tells the step which addresses this run deletes.
+    pub fn leaving(mut self, leaving: Arc<std::collections::BTreeSet<String>>) -> Self {
+        self.leaving = leaving;
+        self
+    }
+    /// Whether this run deletes `address` too.
+    pub fn deletes(&self, address: &str) -> bool {
+        self.leaving.contains(address)
+    }
     /// A context that reports nowhere (unit tests, benchmarks).
     pub fn silent(address: &str) -> Self {
-        StepCtx { address: address.to_string(), run: None, progress: None }
+        StepCtx { address: address.to_string(), run: None, progress: None, leaving: Arc::default() }
     }
     pub fn progress(&self, message: &str) {
         if let Some(p) = &self.progress {

@@ -342,7 +342,10 @@ impl Execution<'_> {
         };
         let reporter = self.reporter.clone();
         let ctx = StepCtx::new(&change.address, Arc::new(move |addr: &str, m: &str| reporter.progress(addr, m)))
-            .in_run(self.run_id);
+            .in_run(self.run_id)
+            .leaving(Arc::new(
+                self.plan.changes.iter().filter(|c| c.action == Action::Delete).map(|c| c.address.clone()).collect(),
+            ));
         async move {
             let driver = driver.ok_or_else(|| format!("no driver for {} in this version of fleet", change.kind))?;
             let wrote = |r: &crate::resource::Resource, outputs| {

@@ -265,9 +265,13 @@ impl Driver for AgentDriver {
 
 /// `agents.delete` with its files kept; an agent already gone is fine; a gateway restarting (a
 /// patch of this or a killed run) is waited for and asked again. A gateway that is not
-/// running (destroy after it died) cannot be asked: the agent is taken out of its config on disk,
-/// which is what the gateway would read when started again.
+/// running (destroy after it died; or stopped here because the same run deletes it) is not asked:
+/// the agent is taken out of its config on disk, which is what the gateway would read when
+/// started again.
 async fn remove(a: &AgentInputs, ctx: &StepCtx) -> miette::Result<()> {
+    if ctx.deletes(&format!("gateway.{}", a.gateway.name)) {
+        super::gateway::stop_as_it_goes(&a.gateway.token_file, ctx).await;
+    }
     if let Some(config) = super::gateway::config_if_down(&a.gateway.token_file).await {
         let (file, id) = (config.clone(), a.id.clone());
         tokio::task::spawn_blocking(move || super::offline::forget_agent(&file, &id))

@@ -327,6 +327,19 @@ impl Driver for ModelsDriver {
     /// Removes the providers fleet added (the agents themselves are deleted by their own steps).
     async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()> {
         let old: ModelsInputs = prior.inputs_as()?;
+        // A gateway this run deletes was stopped by its agents' steps: what is left of their
+        // providers is taken out of its config on disk. One that stays is asked (and one that is
+        // down has nothing to say).
+        if ctx.deletes(&format!("gateway.{}", old.gateway.name)) {
+            if let Some(config) = super::gateway::config_if_down(&old.gateway.token_file).await {
+                let ids: Vec<String> = old.agents.keys().cloned().collect();
+                return tokio::task::spawn_blocking(move || {
+                    ids.iter().try_for_each(|id| super::offline::forget_agent(&config, id))
+                })
+                .await
+                .map_err(|e| miette!("{e}"))?;
+            }
+        }
         if old.gateway.connect().await.is_err() {
             return Ok(());
         }

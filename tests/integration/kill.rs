@@ -201,7 +201,7 @@ fn assert_destroyed(w: &World, point: &str) {
 }
 
 /// Where to kill: after the first line containing the text, plus a seeded delay below the bound.
-const APPLY_POINTS: [(&str, u64); 20] = [
+const APPLY_POINTS: [(&str, u64); 17] = [
     ("", 300),
     ("Applying", 0),
     ("Applying", 800),
@@ -213,15 +213,12 @@ const APPLY_POINTS: [(&str, u64); 20] = [
     ("gateway.gw: started", 3000),
     ("gateway.gw: started", 8000),
     ("key.a1: created", 0),
-    ("litellm.proxy: created", 0),
     ("gateway.gw: created", 0),
     ("gateway.gw: created", 1500),
     ("gateway.gw.models: created", 0),
     ("agent.a2: created", 0),
-    ("agent.a4: created", 300),
     ("wake.", 0),
     ("wake.", 2000),
-    ("wake.", 4000),
 ];
 
 fn sweep_world(agents: &[&str]) -> (World, u16, u16) {
@@ -233,7 +230,8 @@ fn sweep_world(agents: &[&str]) -> (World, u16, u16) {
 
 #[test]
 fn a_cold_apply_killed_anywhere_converges_on_the_next_run() {
-    let agents = ["a1", "a2", "a3", "a4"];
+    // Two agents: every point is a cold apply, a re-apply, a destroy — the suite's longest test.
+    let agents = ["a1", "a2"];
     let (w, _proxy, gw) = sweep_world(&agents);
     let mut rng = Lcg(0x5eed_0001);
     let (mut tried, mut killed) = (0, 0);
@@ -246,7 +244,7 @@ fn a_cold_apply_killed_anywhere_converges_on_the_next_run() {
         assert_destroyed(&w, &point);
     }
     eprintln!("apply sweep: {tried} points, {killed} killed mid-run, all converged");
-    assert!(killed >= 15, "most points must land inside the run ({killed} of {tried})");
+    assert!(killed >= 13, "most points must land inside the run ({killed} of {tried})");
 }
 
 #[test]

@@ -452,5 +452,12 @@ fn removing_most_of_a_gateways_agents_in_one_apply_converges() {
     assert_eq!(r.code, 0, "{}", r.all());
     let r = w.fleet(&["chat", "a01", "hi"]);
     assert_eq!(r.stdout.trim(), "Hello.", "{}", r.all());
-    assert_eq!(w.fleet(&["destroy"]).code, 0);
+    // Destroy takes the gateway too: it is stopped first and its agents leave its config on disk
+    // (no agents.delete each), archived all the same.
+    let r = w.fleet(&["destroy"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("gateway main goes in this run too: stopping it first"), "{}", r.stdout);
+    assert!(r.stdout.contains("a01 taken out of"), "{}", r.stdout);
+    let archived = std::fs::read_dir(w.data_dir("many").join("archive")).unwrap().count();
+    assert_eq!(archived, 16, "the two left were archived by destroy too");
 }
