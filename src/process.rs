@@ -52,8 +52,10 @@ impl Pid {
         if !self.alive() {
             return true;
         }
-        // The process leads its own session: signal the whole group so children go too.
+        // The process leads its own session: signal the whole group so children go too. A group
+        // that was stopped (SIGSTOP) is let go on, so that it can act on the TERM.
         signal_group(self.pid, libc::SIGTERM);
+        signal_group(self.pid, libc::SIGCONT);
         let t0 = Instant::now();
         while t0.elapsed() < grace {
             if !self.alive() {

@@ -383,8 +383,14 @@ pub async fn stop_as_it_goes(token_file: &Path, ctx: &StepCtx) -> bool {
     }
     let Ok(rt) = GatewayDriver.runtime(&g) else { return false };
     let _one = ONE.lock().await;
+    // One still starting (by its handle file, or found only by its working directory) is let
+    // finish first: a kill mid-start has broken a home's state before (docs/reliability.md). One
+    // that started and now hangs is stopped at once — destroy means destroy.
+    let file = GatewayDriver::handle_file(&g).unwrap_or_default();
     for h in GatewayDriver.strays(&g).await {
-        GatewayDriver.settle(&g, &h, ctx).await;
+        if file["starting"] == true || file.get("handle") != Some(&h) {
+            GatewayDriver.settle(&g, &h, ctx).await;
+        }
         ctx.progress(&format!(
             "gateway {} goes in this run too: stopping it first ({})",
             g.launch.gateway,
