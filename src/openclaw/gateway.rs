@@ -367,22 +367,25 @@ pub async fn config_if_down(token_file: &Path) -> Option<PathBuf> {
 /// Stops a gateway of this machine that the same run deletes, so that its agents' removal is an
 /// edit of its `openclaw.json` on disk (`config_if_down`) instead of one serialised `agents.delete`
 /// each (~5.6 s apiece, a config reload each, measured). Several agent steps call this at once:
-/// one stops, the others find it stopped. False when there is nothing here to stop (no handle
-/// file; a home on another host) — the caller then asks the gateway as usual.
-pub async fn stop_as_it_goes(token_file: &Path, ctx: &StepCtx) -> bool {
-    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// one stops it (one lock per gateway), the others find it stopped. Nothing here to stop (no
+/// handle file; a home on another host) or a stop that fails: the caller asks the gateway as usual
+/// (`config_if_down` tells).
+pub async fn stop_as_it_goes(token_file: &Path, ctx: &StepCtx) {
+    type Locks = std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>>;
+    static LOCKS: std::sync::LazyLock<Locks> = std::sync::LazyLock::new(Default::default);
     let Some(g) = std::fs::read(handle_path(token_file))
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .and_then(|doc| serde_json::from_value::<GatewayInputs>(doc.get("inputs")?.clone()).ok())
     else {
-        return false;
+        return;
     };
     if g.launch.container.as_ref().is_some_and(|c| c.remote.is_some()) {
-        return false;
+        return;
     }
-    let Ok(rt) = GatewayDriver.runtime(&g) else { return false };
-    let _one = ONE.lock().await;
+    let Ok(rt) = GatewayDriver.runtime(&g) else { return };
+    let lock = LOCKS.lock().unwrap_or_else(|p| p.into_inner()).entry(token_file.to_path_buf()).or_default().clone();
+    let _one = lock.lock().await;
     // One still starting (by its handle file, or found only by its working directory) is let
     // finish first: a kill mid-start has broken a home's state before (docs/reliability.md). One
     // that started and now hangs is stopped at once — destroy means destroy.
@@ -398,10 +401,9 @@ pub async fn stop_as_it_goes(token_file: &Path, ctx: &StepCtx) -> bool {
         ));
         if let Err(e) = rt.stop(&g.launch, &h).await {
             ctx.progress(&format!("could not stop it ({}); asking it instead", crate::driver::error_chain(&e)));
-            return false;
+            return;
         }
     }
-    true
 }
 
 /// The handle file of the gateway whose token is `token_file` (both live in the gateway's dir).
