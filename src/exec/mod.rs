@@ -196,6 +196,10 @@ impl Execution<'_> {
         let mut running: JoinSet<(usize, Instant, Result<Done, String>)> = JoinSet::new();
         let mut summary = Summary::default();
         let jobs = self.jobs.max(1);
+        // What this run deletes, told to every step (one set for the run).
+        let leaving: Arc<std::collections::BTreeSet<String>> = Arc::new(
+            self.plan.changes.iter().filter(|c| c.action == Action::Delete).map(|c| c.address.clone()).collect(),
+        );
 
         loop {
             while running.len() < jobs && !self.cancel.is_cancelled() {
@@ -205,7 +209,7 @@ impl Execution<'_> {
                 // Intent before the side effect: a create is recorded as pending first, so a crash
                 // mid-create leaves a record that the next plan re-creates and destroy removes.
                 let intent = self.record_intent(i);
-                let task = self.task(i);
+                let task = self.task(i, leaving.clone());
                 let task = async move {
                     intent?;
                     task.await
@@ -331,7 +335,11 @@ impl Execution<'_> {
     }
 
     /// The work of step `i`, owning everything it needs.
-    fn task(&self, i: usize) -> impl std::future::Future<Output = Result<Done, String>> + Send + 'static {
+    fn task(
+        &self,
+        i: usize,
+        leaving: Arc<std::collections::BTreeSet<String>>,
+    ) -> impl std::future::Future<Output = Result<Done, String>> + Send + 'static {
         let change = self.plan.changes[i].clone();
         let want = self.desired.get(&change.address).cloned();
         let prior = self.prior.get(&change.address).cloned();
@@ -343,9 +351,7 @@ impl Execution<'_> {
         let reporter = self.reporter.clone();
         let ctx = StepCtx::new(&change.address, Arc::new(move |addr: &str, m: &str| reporter.progress(addr, m)))
             .in_run(self.run_id)
-            .leaving(Arc::new(
-                self.plan.changes.iter().filter(|c| c.action == Action::Delete).map(|c| c.address.clone()).collect(),
-            ));
+            .leaving(leaving);
         async move {
             let driver = driver.ok_or_else(|| format!("no driver for {} in this version of fleet", change.kind))?;
             let wrote = |r: &crate::resource::Resource, outputs| {

@@ -269,7 +269,7 @@ impl Driver for AgentDriver {
 /// the agent is taken out of its config on disk, which is what the gateway would read when
 /// started again.
 async fn remove(a: &AgentInputs, ctx: &StepCtx) -> miette::Result<()> {
-    if ctx.deletes(&format!("gateway.{}", a.gateway.name)) {
+    if ctx.deletes(&crate::resource::Address::Gateway(a.gateway.name.clone()).to_string()) {
         super::gateway::stop_as_it_goes(&a.gateway.token_file, ctx).await;
     }
     if let Some(config) = super::gateway::config_if_down(&a.gateway.token_file).await {

@@ -353,8 +353,7 @@ fn remove_config_copies(config: &Path) -> std::io::Result<()> {
 /// openclaw.json may be edited on disk. None: it runs, or fleet cannot tell (no handle file, a
 /// home not on this machine).
 pub async fn config_if_down(token_file: &Path) -> Option<PathBuf> {
-    let doc: Value = serde_json::from_slice(&std::fs::read(handle_path(token_file)).ok()?).ok()?;
-    let g: GatewayInputs = serde_json::from_value(doc.get("inputs")?.clone()).ok()?;
+    let (g, _) = recorded_launch(token_file)?;
     if g.launch.container.as_ref().is_some_and(|c| c.remote.is_some()) {
         return None;
     }
@@ -373,13 +372,7 @@ pub async fn config_if_down(token_file: &Path) -> Option<PathBuf> {
 pub async fn stop_as_it_goes(token_file: &Path, ctx: &StepCtx) {
     type Locks = std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>>;
     static LOCKS: std::sync::LazyLock<Locks> = std::sync::LazyLock::new(Default::default);
-    let Some(g) = std::fs::read(handle_path(token_file))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|doc| serde_json::from_value::<GatewayInputs>(doc.get("inputs")?.clone()).ok())
-    else {
-        return;
-    };
+    let Some((g, file)) = recorded_launch(token_file) else { return };
     if g.launch.container.as_ref().is_some_and(|c| c.remote.is_some()) {
         return;
     }
@@ -389,7 +382,6 @@ pub async fn stop_as_it_goes(token_file: &Path, ctx: &StepCtx) {
     // One still starting (by its handle file, or found only by its working directory) is let
     // finish first: a kill mid-start has broken a home's state before (docs/reliability.md). One
     // that started and now hangs is stopped at once — destroy means destroy.
-    let file = GatewayDriver::handle_file(&g).unwrap_or_default();
     for h in GatewayDriver.strays(&g).await {
         if file["starting"] == true || file.get("handle") != Some(&h) {
             GatewayDriver.settle(&g, &h, ctx).await;
@@ -411,6 +403,13 @@ pub fn handle_path(token_file: &Path) -> PathBuf {
     token_file.with_file_name("gateway.handle")
 }
 
+/// The handle file of the gateway whose token is `token_file`: the inputs it was launched with,
+/// and the whole document (`handle`, `starting`). None without one.
+fn recorded_launch(token_file: &Path) -> Option<(GatewayInputs, Value)> {
+    let doc: Value = serde_json::from_slice(&std::fs::read(handle_path(token_file)).ok()?).ok()?;
+    Some((serde_json::from_value(doc.get("inputs")?.clone()).ok()?, doc))
+}
+
 /// What the gateway's process is now: the handle file when it names a gateway that finished
 /// starting (a step other than the gateway's own may have started it again, see
 /// `await_restart`), else what the record says.
@@ -426,12 +425,6 @@ fn live_outputs(g: &GatewayInputs, recorded: &Value) -> Value {
     }
 }
 
-/// Waits for a gateway that restarts itself to apply a config patch to come back (a new boot,
-/// healthy). OpenClaw can fail such a restart and exit (e.g. while an agent it was deleting is
-/// half gone: "agent database is unavailable while agent … is deleted"); fleet runs gateways
-/// without OpenClaw's respawn, so the gateway is then started again here, as its own step would,
-/// from the launch its handle file records. A gateway that neither comes back nor exits within
-/// two minutes is an error.
 /// `await_restart` for a caller whose call met the restart: waits, then connects to the process
 /// running now.
 pub async fn reconnect_after_restart(
@@ -443,17 +436,18 @@ pub async fn reconnect_after_restart(
     gref.connect().await
 }
 
+/// Waits for a gateway that restarts itself to apply a config patch to come back (a new boot,
+/// healthy). OpenClaw can fail such a restart and exit (e.g. while an agent it was deleting is
+/// half gone: "agent database is unavailable while agent … is deleted"); fleet runs gateways
+/// without OpenClaw's respawn, so the gateway is then started again here, as its own step would,
+/// from the launch its handle file records. A gateway that neither comes back nor exits within
+/// two minutes is an error.
 pub async fn await_restart(gref: &GatewayRef, old_boot: &str, ctx: &StepCtx) -> miette::Result<()> {
     let t0 = Instant::now();
     if old_boot.is_empty() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let recorded = std::fs::read(handle_path(&gref.token_file))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|h| {
-            Some((serde_json::from_value::<GatewayInputs>(h.get("inputs")?.clone()).ok()?, h["handle"].clone()))
-        });
+    let recorded = recorded_launch(&gref.token_file).map(|(g, doc)| (g, doc["handle"].clone()));
     let d = GatewayDriver;
     while t0.elapsed() < Duration::from_secs(120) {
         if let Some(c) = gref.try_connect(Duration::from_secs(5)).await {

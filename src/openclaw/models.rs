@@ -330,7 +330,7 @@ impl Driver for ModelsDriver {
         // A gateway this run deletes was stopped by its agents' steps: what is left of their
         // providers is taken out of its config on disk. One that stays is asked (and one that is
         // down has nothing to say).
-        if ctx.deletes(&format!("gateway.{}", old.gateway.name)) {
+        if ctx.deletes(&crate::resource::Address::Gateway(old.gateway.name.clone()).to_string()) {
             if let Some(config) = super::gateway::config_if_down(&old.gateway.token_file).await {
                 let ids: Vec<String> = old.agents.keys().cloned().collect();
                 return tokio::task::spawn_blocking(move || {
