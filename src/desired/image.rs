@@ -83,14 +83,18 @@ pub fn add(
         image: image_addr.to_string(),
         file,
         alias: img_name.clone(),
-        remote: host.remote.clone(),
+        remote: host.remote_name().map(str::to_string),
+        incus_config: host.is_remote().then(|| host.incus_config.clone().unwrap_or_else(|| layout.incus_config_dir())),
         source: source.clone(),
         store: store.clone(),
         fleet: spec.name.clone(),
     };
     if !out.contains_key(&import_addr.to_string()) {
         put(out, Resource::new(image_addr.clone(), &inputs, vec![]));
-        put(out, Resource::new(import_addr.clone(), &import, vec![image_addr]));
+        // On another machine: imported there once its host is reachable and enrolled.
+        let mut deps = vec![image_addr];
+        deps.extend(host.is_remote().then(|| Address::Host(host.name.value.clone())));
+        put(out, Resource::new(import_addr.clone(), &import, deps));
     }
     Some(ImageUse { import: import_addr, source, root: store.map(|s| s.join("rootfs")) })
 }

@@ -13,6 +13,7 @@ use crate::fleetfile::{Agent, FleetSpec, Gateway, Runtime};
 use crate::fsutil::sha256_hex;
 use crate::layout::Layout;
 use crate::litellm::resources::SecretInputs;
+use crate::netaddr::connect_host;
 use crate::openclaw::agent::AgentInputs;
 use crate::openclaw::client::GatewayRef;
 use crate::openclaw::gateway::GatewayInputs;
@@ -76,17 +77,47 @@ fn launch(spec: &FleetSpec, layout: &Layout, g: &Gateway, image: Option<&ImageUs
     let runtime = runtime_of(spec, g);
     let host = spec.hosts.iter().find(|h| h.name.value == g.host.value);
     let container = match (runtime, &g.image, host) {
+        (Runtime::Incus, Some(img_name), Some(host)) if host.is_remote() => {
+            // Another machine: the proxy and the daemon are reached on the addresses they bind here
+            // (validation made sure those are not loopback).
+            let mut forward = vec![spec.litellm.port];
+            let mut forward_to = BTreeMap::from([(spec.litellm.port, connect_host(&spec.litellm.bind).to_string())]);
+            if let Some(sv) = &spec.serve {
+                forward.push(sv.port);
+                forward_to.insert(sv.port, connect_host(&sv.bind).to_string());
+            }
+            Some(Container {
+                name: format!("fleet-{}-{gw}", spec.name),
+                image: img_name.value.clone(),
+                remote: host.remote_name().map(str::to_string),
+                forward,
+                forward_to,
+                incus_config: Some(host.incus_config.clone().unwrap_or_else(|| layout.incus_config_dir())),
+                listen: g.listen.clone(),
+            })
+        }
         (Runtime::Incus, Some(img_name), Some(host)) => {
             let mut forward = if spec.litellm.host.value == host.name.value { vec![spec.litellm.port] } else { vec![] };
             // The daemon runs on this machine: a container here reaches its trace ingest the same way.
-            if let (Some(sv), None) = (&spec.serve, &host.remote) {
+            if let Some(sv) = &spec.serve {
                 forward.push(sv.port);
             }
+            let forward_to = forward
+                .iter()
+                .filter_map(|p| {
+                    let bind = if *p == spec.litellm.port { &spec.litellm.bind } else { &spec.serve.as_ref()?.bind };
+                    let to = connect_host(bind);
+                    (to != "127.0.0.1").then(|| (*p, to.to_string()))
+                })
+                .collect();
             Some(Container {
                 name: format!("fleet-{}-{gw}", spec.name),
                 image: img_name.value.clone(),
                 remote: host.remote.clone(),
                 forward,
+                forward_to,
+                incus_config: None,
+                listen: None,
             })
         }
         _ => None,
@@ -152,12 +183,20 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
             "logging": {"file": home_inside.join("logs/openclaw.log")},
         });
         // With a daemon, every run of every agent is traced by fleet's plugin, shipped to it.
+        // A container reaches the proxy and the daemon on its own loopback (forwarded ports).
+        let in_container = launch.container.is_some();
         let plugin = spec.serve.as_ref().map(|sv| {
-            settings["plugins"] = crate::openclaw::plugin::settings(&home_inside, &format!("{}/v1/trace", sv.url()));
+            let url = match in_container {
+                true => format!("http://127.0.0.1:{}/v1/trace", sv.port),
+                false => format!("{}/v1/trace", sv.url()),
+            };
+            settings["plugins"] = crate::openclaw::plugin::settings(&home_inside, &url);
             crate::openclaw::plugin::digest()
         });
         let mut deps = vec![token_addr];
         deps.extend(image.as_ref().map(|i| i.import.clone()));
+        // On another machine: nothing of it can work while its host cannot be reached.
+        deps.extend(host.filter(|h| h.is_remote()).map(|h| Address::Host(h.name.value.clone())));
         if launch.toolchain.is_some() {
             let toolchain = launch.toolchain.clone().expect("checked");
             put(out, Resource::new(Address::Toolchain, &toolchain, vec![]));
@@ -185,7 +224,7 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
             let inputs = AgentInputs {
                 id: id.clone(),
                 gateway: gref.clone(),
-                workspace_host: home.join("workspaces").join(&id),
+                workspace_host: home_here.then(|| home.join("workspaces").join(&id)),
                 files: files.iter().map(|(n, c)| (n.clone(), sha256_hex(c.as_bytes()))).collect(),
                 about: about(spec, g, a),
                 restore: restore_of(a),
@@ -231,7 +270,11 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
         }
         if !models.is_empty() {
             let state_db = home_here.then(|| roster::state_db(&home.join("state")));
-            let inputs = ModelsInputs { gateway: gref, base_url: proxy_base_url(spec), agents: models, state_db };
+            let base_url = match in_container {
+                true => format!("http://127.0.0.1:{}/v1", spec.litellm.port),
+                false => proxy_base_url(spec),
+            };
+            let inputs = ModelsInputs { gateway: gref, base_url, agents: models, state_db };
             put(out, Resource::new(models_addr, &inputs, models_deps).with_files(seeds));
         }
     }

@@ -70,6 +70,8 @@ pub struct GatewayRaw {
     /// `image` is written but invalid (already reported).
     pub image_attempted: bool,
     pub port: Option<Spanned<u16>>,
+    /// `listen="10.0.0.2"`: the address of its (remote) host where fleet reaches it.
+    pub listen: Option<Spanned<String>>,
 }
 
 pub struct AgentRaw {
@@ -872,12 +874,21 @@ fn gateway(n: &RawNode, p: &mut Problems) -> Option<GatewayRaw> {
     let host = r.str_opt("host");
     let image = r.str_opt("image");
     let port = r.int_opt("port", 1024, 65535).map(|v| Spanned::new(v.value as u16, v.span));
+    let listen = r.str_opt("listen");
     let host_attempted = r.attempted("host");
     let image_attempted = r.attempted("image");
     r.finish();
     let name = name?;
     check_slug(p, "gateway", &name);
-    Some(GatewayRaw { name, host, host_attempted, image, image_attempted, port })
+    if let Some(l) = &listen {
+        if l.value.parse::<std::net::IpAddr>().is_err() {
+            p.push(
+                Problem::new(format!("`listen` must be an IP address, not {:?}", l.value), l.span, "not an IP address")
+                    .help("the address of the gateway's host that fleet reaches, e.g. listen=\"10.0.0.2\" (the port is `port`)"),
+            );
+        }
+    }
+    Some(GatewayRaw { name, host, host_attempted, image, image_attempted, port, listen })
 }
 
 pub fn parse_duration(s: &str) -> Option<u64> {

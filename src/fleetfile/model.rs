@@ -356,6 +356,9 @@ pub struct Gateway {
     pub host: Spanned<String>,
     pub image: Option<Spanned<String>>,
     pub port: u16,
+    /// On a remote host: the address of that host where its proxy device listens and fleet reaches
+    /// the gateway (`listen=`, else the host part of the host's `address`). None on this machine.
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

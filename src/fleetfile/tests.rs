@@ -505,8 +505,35 @@ agent "alice" model="m"
 "#)
     .unwrap_err();
     let m = messages(e);
-    assert!(m.iter().any(|x| x.contains("gateway \"g\" is placed on host \"edge\", another machine")), "{m:?}");
     assert!(m.iter().any(|x| x.contains("LiteLLM proxy is placed on host \"edge\"")), "{m:?}");
+    assert!(m.iter().any(|x| x.contains("but the LiteLLM proxy listens on 127.0.0.1 only")), "{m:?}");
+    // What a gateway on another machine needs: the proxy and the daemon reachable from there, an
+    // address of its host to be reached on; `listen` only there, and an IP address.
+    let base = "fleet \"t\"\nhost \"local\" runtime=\"process\"\nimage \"openclaw-base\" { url \"http://x/i.tar.gz\" arch=\"amd64\" sha256=\"0000000000000000000000000000000000000000000000000000000000000000\"; }\nprovider \"demo\" type=\"mock\" { model \"m\"; }\nagent \"alice\" model=\"m\" gateway=\"g\"\n";
+    for (bad, want) in [
+        (
+            "host \"site\" runtime=\"incus\" remote=\"site\"\nlitellm host=\"local\" bind=\"10.0.0.1\"\ngateway \"g\" host=\"site\" image=\"openclaw-base\"",
+            "fleet cannot tell where to reach gateway \"g\" on host \"site\"",
+        ),
+        (
+            "host \"edge\" runtime=\"incus\" address=\"https://10.0.0.2\"\nlitellm host=\"local\" bind=\"10.0.0.1\"\nserve { listen \"127.0.0.1:8700\"; }\ngateway \"g\" host=\"edge\" image=\"openclaw-base\"",
+            "but `serve` listens on 127.0.0.1:8700 only",
+        ),
+        ("gateway \"g\" host=\"local\" listen=\"10.0.0.2\"", "`listen` is for gateways on other hosts"),
+        (
+            "host \"site\" runtime=\"incus\" remote=\"site\"\nlitellm host=\"local\" bind=\"10.0.0.1\"\ngateway \"g\" host=\"site\" image=\"openclaw-base\" listen=\"site.example\"",
+            "`listen` must be an IP address",
+        ),
+    ] {
+        let m = messages(kdl(&format!("{base}{bad}\n")).unwrap_err());
+        assert!(m.iter().any(|x| x.contains(want)), "{bad}: {m:?}");
+    }
+    let ok = kdl(&format!(
+        "{base}host \"edge\" runtime=\"incus\" address=\"https://10.0.0.2:8443\"\nhost \"site\" runtime=\"incus\" remote=\"site\"\nlitellm host=\"local\" bind=\"10.0.0.1\"\ngateway \"g\" host=\"edge\" image=\"openclaw-base\"\ngateway \"h\" host=\"site\" image=\"openclaw-base\" listen=\"10.0.0.3\"\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.gateways[0].listen.as_deref(), Some("10.0.0.2"), "taken from the host's address");
+    assert_eq!(ok.gateways[1].listen.as_deref(), Some("10.0.0.3"));
     for (bad, want) in [
         (r#"host "h" runtime="incus" address="http://10.0.0.2""#, "invalid host address"),
         (r#"host "h" runtime="incus" address="https://10.0.0.2:port""#, "invalid host address"),

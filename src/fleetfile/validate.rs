@@ -262,7 +262,7 @@ pub fn assemble(
         }
     }
     let mut placed = Vec::new();
-    for GatewayRaw { name, host, host_attempted, image, image_attempted, port } in gateways {
+    for GatewayRaw { name, host, host_attempted, image, image_attempted, port, listen } in gateways {
         let host = resolve_host(p, host, host_attempted, &format!("gateway {:?}", name.value), name.span);
         if let Some(img) = &image {
             check_ref(p, img, "image", &image_names);
@@ -287,20 +287,28 @@ pub fn assemble(
                 }),
             );
         }
-        if let Some(h) = hosts.iter().find(|h| h.name.value == host.value && h.is_remote()) {
-            p.push(
-                Problem::new(
-                    format!("gateway {:?} is placed on host {:?}, another machine: fleet cannot run gateways there yet", name.value, h.name.value),
-                    host.span,
-                    "a remote Incus host",
-                )
-                .also(h.name.span, "declared with a remote/address here")
-                .help("a remote gateway's home, files and routes to the proxy are not built yet (docs/hosts.md): place it on a host of this machine for now; the host itself is enrolled and checked"),
-            );
-        }
-        placed.push((name, host, image, port));
+        let listen = match hosts.iter().find(|h| h.name.value == host.value && h.is_remote()) {
+            Some(h) => remote_gateway_listen(p, &name, &host, h, listen, &litellm, serve.as_ref().map(|(s, _)| s)),
+            None => {
+                if let Some(l) = &listen {
+                    p.push(
+                        Problem::new(
+                            format!(
+                                "gateway {:?} runs on this machine: `listen` is for gateways on other hosts",
+                                name.value
+                            ),
+                            l.span,
+                            "not a remote host",
+                        )
+                        .help("drop `listen`: fleet reaches a gateway of this machine on 127.0.0.1"),
+                    );
+                }
+                None
+            }
+        };
+        placed.push((name, host, image, port, listen));
     }
-    for (name, host, _, port) in &placed {
+    for (name, host, _, port, _) in &placed {
         let Some(port) = port else { continue };
         let key = (host.value.clone(), port.value);
         if let Some(owner) = used_ports.get(&key) {
@@ -325,7 +333,7 @@ pub fn assemble(
     }
     let mut next_port: BTreeMap<String, u16> = BTreeMap::new();
     let mut gw_out = Vec::new();
-    for (name, host, image, port) in placed {
+    for (name, host, image, port, listen) in placed {
         let port = match port {
             Some(p) => p.value,
             None => {
@@ -342,7 +350,7 @@ pub fn assemble(
                 v
             }
         };
-        gw_out.push(Gateway { name, host, image, port });
+        gw_out.push(Gateway { name, host, image, port, listen });
     }
     let gw_names: Vec<&str> = gw_out.iter().map(|g| g.name.value.as_str()).collect();
 
@@ -521,4 +529,82 @@ fn dupes<'a>(p: &mut Problems, kind: &str, names: impl Iterator<Item = &'a Spann
 /// Drops the repeats `dupes` found, so that each is reported once.
 fn keep_first<T>(items: Vec<T>, repeat: &[bool]) -> Vec<T> {
     items.into_iter().zip(repeat).filter(|(_, r)| !**r).map(|(x, _)| x).collect()
+}
+
+/// Where fleet reaches a gateway on another machine (its `listen`, else the host part of the
+/// host's `address`), and what must hold for it to work there: the proxy (and the daemon, which
+/// its trace plugin ships to) listening on an address that host can reach, not on loopback only.
+fn remote_gateway_listen(
+    p: &mut Problems,
+    name: &Spanned<String>,
+    host: &Spanned<String>,
+    h: &Host,
+    listen: Option<Spanned<String>>,
+    litellm: &Litellm,
+    serve: Option<&Serve>,
+) -> Option<String> {
+    let loopback = |bind: &str| {
+        crate::netaddr::connect_host(bind).parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+            || bind == "localhost"
+    };
+    if loopback(&litellm.bind) {
+        p.push(
+            Problem::new(
+                format!(
+                    "gateway {:?} runs on host {:?}, another machine, but the LiteLLM proxy listens on {} only",
+                    name.value, h.name.value, litellm.bind
+                ),
+                host.span,
+                "its agents could not reach the proxy",
+            )
+            .also(h.name.span, "another machine")
+            .help("bind the proxy to an address of this machine that the host can reach, e.g. `litellm bind=\"10.0.0.1\"` (a specific address: the proxy is the agents' only way to a model)"),
+        );
+    }
+    if let Some(sv) = serve.filter(|sv| loopback(&sv.bind)) {
+        p.push(
+            Problem::new(
+                format!(
+                    "gateway {:?} runs on host {:?}, another machine, but `serve` listens on {} only",
+                    name.value,
+                    h.name.value,
+                    sv.listen()
+                ),
+                host.span,
+                "its trace plugin could not reach the daemon",
+            )
+            .also(h.name.span, "another machine")
+            .help(format!(
+                "let the daemon listen on an address of this machine that the host can reach, e.g. `serve {{ listen \"10.0.0.1:{}\" }}`",
+                sv.port
+            )),
+        );
+    }
+    if let Some(l) = listen {
+        return Some(l.value);
+    }
+    let from_address = h.address.as_ref().and_then(|a| address_ip(&a.value));
+    if from_address.is_none() {
+        p.push(
+            Problem::new(
+                format!("fleet cannot tell where to reach gateway {:?} on host {:?}", name.value, h.name.value),
+                name.span,
+                "no address",
+            )
+            .also(h.name.span, "its host has no IP `address`")
+            .help("add `listen=\"<an IP address of that host>\"` to the gateway: its port is published there (bound to that address only)"),
+        );
+    }
+    from_address
+}
+
+/// The IP address in an Incus `address` (`https://10.0.0.2:8443` → `10.0.0.2`); None for a name.
+fn address_ip(address: &str) -> Option<String> {
+    let rest = address.trim_end_matches('/');
+    let rest = rest.strip_prefix("https://").unwrap_or(rest);
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => rest.rsplit_once(':').map(|(h, _)| h).filter(|h| !h.contains(':')).unwrap_or(rest),
+    };
+    host.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
 }

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::driver::{CacheInstall, Drift, Driver, Outputs, StepCtx};
 use crate::fsutil::sha256_file;
 use crate::resource::Resource;
-use crate::runtime::incus::{incus, query, target};
+use crate::runtime::incus::{incus_in, query_in, target};
 use crate::state::Record;
 
 /// `image.<name>[<arch>]`: fetched from a URL and checked against its sha256, or built from a recipe.
@@ -39,6 +39,9 @@ pub struct ImportInputs {
     pub alias: String,
     /// The Incus remote (the local daemon when absent).
     pub remote: Option<String>,
+    /// The Incus client config that knows `remote` (the caller's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incus_config: Option<PathBuf>,
     /// What the image is (its sha256, or its recipe's fingerprint).
     pub source: Option<String>,
     /// A process host's image store, when the import is for one.
@@ -119,8 +122,8 @@ impl CacheInstall for ImageDriver {
 }
 
 /// The fingerprint an alias points at.
-pub async fn alias_target(remote: &Option<String>, alias: &str) -> Option<String> {
-    query(remote, &format!("/1.0/images/aliases/{alias}")).await?["target"].as_str().map(str::to_string)
+pub async fn alias_target(conf: Option<&Path>, remote: &Option<String>, alias: &str) -> Option<String> {
+    query_in(conf, remote, &format!("/1.0/images/aliases/{alias}")).await?["target"].as_str().map(str::to_string)
 }
 
 pub struct ImportDriver;
@@ -131,8 +134,9 @@ fn mark(fleet: &str) -> String {
 }
 
 /// The fleets whose mark an Incus image carries.
-async fn users(remote: &Option<String>, fp: &str) -> Vec<String> {
-    let props = query(remote, &format!("/1.0/images/{fp}")).await.map(|v| v["properties"].clone()).unwrap_or_default();
+async fn users(conf: Option<&Path>, remote: &Option<String>, fp: &str) -> Vec<String> {
+    let props =
+        query_in(conf, remote, &format!("/1.0/images/{fp}")).await.map(|v| v["properties"].clone()).unwrap_or_default();
     props
         .as_object()
         .map(|o| o.keys().filter_map(|k| k.strip_prefix("user.fleet.")).map(str::to_string).collect())
@@ -154,12 +158,12 @@ impl ImportDriver {
             return Ok(json!({"fingerprint": fp}));
         }
         let file = i.file.display().to_string();
-        let (remote, alias) = (&i.remote, i.alias.as_str());
+        let (remote, alias, conf) = (&i.remote, i.alias.as_str(), i.incus_config.as_deref());
         // Incus names an image by its tarball's sha256.
         let fp = sha256_file(&i.file)?;
-        let current = alias_target(remote, alias).await;
+        let current = alias_target(conf, remote, alias).await;
         if let Some(other) = current.as_deref().filter(|t| *t != fp) {
-            let others: Vec<String> = users(remote, other).await.into_iter().filter(|f| *f != i.fleet).collect();
+            let others: Vec<String> = users(conf, remote, other).await.into_iter().filter(|f| *f != i.fleet).collect();
             if !others.is_empty() {
                 return Err(miette!(
                     help = "give the image another name in one of the fleet files, or update both to the same image",
@@ -168,24 +172,24 @@ impl ImportDriver {
                 ));
             }
         }
-        if query(remote, &format!("/1.0/images/{fp}")).await.is_none() {
+        if query_in(conf, remote, &format!("/1.0/images/{fp}")).await.is_none() {
             ctx.progress(&format!("incus image import ({fp:.12})"));
             let dest = match remote {
                 Some(r) => format!("{r}:"),
                 None => "local:".to_string(),
             };
-            incus(&["image", "import", &file, &dest]).await?;
+            incus_in(conf, &["image", "import", &file, &dest]).await?;
         }
         if current.as_deref() != Some(fp.as_str()) {
-            let _ = incus(&["image", "alias", "delete", &target(remote, alias)]).await;
-            if let Err(e) = incus(&["image", "alias", "create", &target(remote, alias), &fp]).await {
+            let _ = incus_in(conf, &["image", "alias", "delete", &target(remote, alias)]).await;
+            if let Err(e) = incus_in(conf, &["image", "alias", "create", &target(remote, alias), &fp]).await {
                 // Another fleet created it at the same moment: fine if it points at this image.
-                if alias_target(remote, alias).await.as_deref() != Some(fp.as_str()) {
+                if alias_target(conf, remote, alias).await.as_deref() != Some(fp.as_str()) {
                     return Err(e);
                 }
             }
         }
-        incus(&["image", "set-property", &target(remote, &fp), &mark(&i.fleet), "true"]).await?;
+        incus_in(conf, &["image", "set-property", &target(remote, &fp), &mark(&i.fleet), "true"]).await?;
         Ok(json!({"fingerprint": fp}))
     }
 }
@@ -202,11 +206,11 @@ impl Driver for ImportDriver {
                 Drift::Update(format!("the image store {} is missing or holds another image", store.display()))
             };
         }
-        if alias_target(&i.remote, &i.alias).await.as_deref() != want {
+        if alias_target(i.incus_config.as_deref(), &i.remote, &i.alias).await.as_deref() != want {
             return Drift::Update(format!("image alias {} is missing or points elsewhere", i.alias));
         }
         let marked = match want {
-            Some(fp) => users(&i.remote, fp).await.contains(&i.fleet),
+            Some(fp) => users(i.incus_config.as_deref(), &i.remote, fp).await.contains(&i.fleet),
             None => false,
         };
         if !marked {
@@ -233,18 +237,18 @@ impl Driver for ImportDriver {
             };
         }
         let Some(fp) = prior.outputs.get("fingerprint").and_then(Value::as_str) else { return Ok(()) };
-        let remote = &i.remote;
-        if query(remote, &format!("/1.0/images/{fp}")).await.is_none() {
+        let (remote, conf) = (&i.remote, i.incus_config.as_deref());
+        if query_in(conf, remote, &format!("/1.0/images/{fp}")).await.is_none() {
             return Ok(());
         }
-        let _ = incus(&["image", "unset-property", &target(remote, fp), &mark(&i.fleet)]).await;
-        if !users(remote, fp).await.iter().all(|f| *f == i.fleet) {
+        let _ = incus_in(conf, &["image", "unset-property", &target(remote, fp), &mark(&i.fleet)]).await;
+        if !users(conf, remote, fp).await.iter().all(|f| *f == i.fleet) {
             return Ok(()); // another fleet still uses it
         }
-        if alias_target(remote, &i.alias).await.as_deref() == Some(fp) {
-            let _ = incus(&["image", "alias", "delete", &target(remote, &i.alias)]).await;
+        if alias_target(conf, remote, &i.alias).await.as_deref() == Some(fp) {
+            let _ = incus_in(conf, &["image", "alias", "delete", &target(remote, &i.alias)]).await;
         }
-        let _ = incus(&["image", "delete", &target(remote, fp)]).await;
+        let _ = incus_in(conf, &["image", "delete", &target(remote, fp)]).await;
         Ok(())
     }
 }

@@ -28,7 +28,7 @@ pub struct AgentInputs {
     pub id: String,
     pub gateway: GatewayRef,
     /// The same directory on this machine (for observing hand edits).
-    pub workspace_host: PathBuf,
+    pub workspace_host: Option<PathBuf>,
     /// File name → sha256 of the content fleet wants there.
     pub files: BTreeMap<String, String>,
     /// What its archive's manifest will say of it (model, host, identity).
@@ -153,13 +153,24 @@ impl Driver for AgentDriver {
         let Ok(a) = prior.inputs_as::<AgentInputs>() else {
             return Drift::Update("unreadable record".into());
         };
-        // Files fleet owns, edited by hand in the workspace.
-        for (name, hash) in &a.files {
-            if AGENT_OWNED.contains(&name.as_str()) || FIRST_ONLY.contains(&name.as_str()) {
-                continue;
-            }
-            let on_disk = std::fs::read(a.workspace_host.join(name)).ok().map(|b| sha256_hex(&b));
-            if on_disk.as_deref() != Some(hash.as_str()) {
+        // Files fleet owns, edited by hand in the workspace: read here when it is on this machine,
+        // asked of the gateway otherwise (a gateway that cannot be asked is its own step's drift).
+        let owned =
+            a.files.iter().filter(|(n, _)| !AGENT_OWNED.contains(&n.as_str()) && !FIRST_ONLY.contains(&n.as_str()));
+        let remote = match &a.workspace_host {
+            Some(_) => None,
+            None => a.gateway.connect().await.ok(),
+        };
+        for (name, hash) in owned {
+            let now = match (&a.workspace_host, &remote) {
+                (Some(dir), _) => std::fs::read(dir.join(name)).ok().map(|b| sha256_hex(&b)),
+                (None, Some(c)) => match c.file(&a.id, name).await {
+                    Ok(FileState::Present { hash }) => Some(hash),
+                    _ => None,
+                },
+                (None, None) => break,
+            };
+            if now.as_deref() != Some(hash.as_str()) {
                 return Drift::Update(format!("{name} differs in the workspace"));
             }
         }
@@ -246,6 +257,9 @@ impl Driver for AgentDriver {
     async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()> {
         let a: AgentInputs = prior.inputs_as()?;
         remove(&a, ctx).await?;
+        if a.workspace_host.is_none() {
+            super::gateway::bring_agent_here(&a.gateway.token_file, &a.id).await?;
+        }
         let fp = Footprint::of(&self.layout, &a.gateway.name, &a.id);
         let (root, about, run) = (self.layout.archive_dir(), a.about.clone(), ctx.run);
         let now = crate::clock::now_ms().div_euclid(1000);

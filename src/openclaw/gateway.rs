@@ -15,7 +15,7 @@ use crate::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::fsutil::write_atomic;
 use crate::process::log_tail;
 use crate::resource::Resource;
-use crate::runtime::{Launch, Runtime};
+use crate::runtime::{HomeFile, Launch, Runtime};
 use crate::state::Record;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,11 +46,15 @@ fn merge(base: &mut Value, patch: &Value) {
     }
 }
 
-/// openclaw.json as it is on disk (`{}` when absent or unreadable) and as fleet wants it: the same
-/// document with the fleet-owned settings and the token merged in, everything the gateway added kept.
-fn config_now_and_wanted(g: &GatewayInputs) -> miette::Result<(Value, Value)> {
-    let path = g.launch.config_file();
-    let now: Value = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(json!({}));
+/// openclaw.json as it is in the home (`{}` when absent or unreadable) and as fleet wants it: the
+/// same document with the fleet-owned settings and the token merged in, everything the gateway
+/// added kept.
+async fn config_now_and_wanted(g: &GatewayInputs, rt: &dyn Runtime) -> miette::Result<(Value, Value)> {
+    let now: Value = rt
+        .read_home(&g.launch, Path::new(CONFIG))
+        .await
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(json!({}));
     let mut settings = g.settings.clone();
     settings["gateway"]["auth"]["token"] = json!(read_token(&g.token_file)?);
     let mut wanted = now.clone();
@@ -62,18 +66,17 @@ fn config_now_and_wanted(g: &GatewayInputs) -> miette::Result<(Value, Value)> {
     Ok((now, wanted))
 }
 
-/// Writes the fleet-owned settings (and the token) into openclaw.json, keeping what the gateway added.
-pub fn write_config(g: &GatewayInputs) -> miette::Result<()> {
-    if g.plugin.is_some() {
-        super::plugin::install(&g.launch.home).into_diagnostic().wrap_err("cannot write fleet's trace plugin")?;
-    }
-    let path = g.launch.config_file();
-    let (_, doc) = config_now_and_wanted(g)?;
-    let bytes = serde_json::to_vec_pretty(&doc).into_diagnostic()?;
-    if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
-        write_atomic(&path, &bytes, 0o600).into_diagnostic().wrap_err("cannot write openclaw.json")?;
-    }
-    Ok(())
+/// The config's name in a gateway home.
+const CONFIG: &str = "openclaw.json";
+
+/// Writes the fleet-owned settings (and the token) into openclaw.json, keeping what the gateway
+/// added, and fleet's trace plugin beside it, into the gateway's home wherever it is.
+pub async fn write_config(g: &GatewayInputs, rt: &dyn Runtime) -> miette::Result<()> {
+    let mut files = if g.plugin.is_some() { super::plugin::files() } else { Vec::new() };
+    let (_, doc) = config_now_and_wanted(g, rt).await?;
+    let content = serde_json::to_vec_pretty(&doc).into_diagnostic()?;
+    files.push(HomeFile { path: CONFIG.into(), content, mode: 0o600 });
+    rt.place(&g.launch, &files).await.wrap_err("cannot write openclaw.json and fleet's trace plugin")
 }
 
 /// How fleet reaches this gateway: the URL its runtime gives.
@@ -99,14 +102,28 @@ impl GatewayDriver {
         write_atomic(&Self::pid_file(g), doc.to_string().as_bytes(), 0o644)
     }
 
-    fn logs(g: &GatewayInputs) -> String {
-        format!(
-            "last lines of {}:\n{}\nlast lines of {}:\n{}",
-            g.launch.log.display(),
-            log_tail(&g.launch.log, 15),
-            g.launch.home.join("logs/openclaw.log").display(),
-            log_tail(&g.launch.home.join("logs/openclaw.log"), 10)
-        )
+    async fn logs(g: &GatewayInputs, rt: &dyn Runtime) -> String {
+        if g.launch.home_is_here() {
+            return format!(
+                "last lines of {}:\n{}\nlast lines of {}:\n{}",
+                g.launch.log.display(),
+                log_tail(&g.launch.log, 15),
+                g.launch.home.join("logs/openclaw.log").display(),
+                log_tail(&g.launch.home.join("logs/openclaw.log"), 10)
+            );
+        }
+        // In the container on its host (the image's init writes gateway.out there).
+        let mut out = String::new();
+        for (file, n) in [("logs/gateway.out", 15), ("logs/openclaw.log", 10)] {
+            let text = rt.read_home(&g.launch, Path::new(file)).await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            let lines: Vec<&str> = text.lines().collect();
+            out += &format!(
+                "last lines of /root/{file} in the container:\n{}\n",
+                lines[lines.len().saturating_sub(n)..].join("\n")
+            );
+        }
+        out
     }
 
     /// The handle file: written the moment a gateway is started (`starting`), rewritten once healthy.
@@ -176,7 +193,7 @@ impl GatewayDriver {
     async fn start(&self, g: &GatewayInputs, ctx: &StepCtx) -> miette::Result<Outputs> {
         let rt = self.runtime(g)?;
         self.stop_strays(g, ctx).await?;
-        if crate::process::port_open("127.0.0.1", g.launch.port) {
+        if g.launch.home_is_here() && crate::process::port_open("127.0.0.1", g.launch.port) {
             return Err(miette!(
                 "port {} is already in use by {}; give gateway {} another `port`",
                 g.launch.port,
@@ -184,7 +201,7 @@ impl GatewayDriver {
                 g.launch.gateway
             ));
         }
-        write_config(g)?;
+        write_config(g, rt).await?;
         let handle = rt.start(&g.launch).await?;
         // Intent before waiting: from here on, a crash leaves a gateway the next run finds and adopts or stops.
         if let Err(e) = Self::write_handle(g, json!({"handle": handle, "starting": true})) {
@@ -197,7 +214,7 @@ impl GatewayDriver {
         let gref = gateway_ref(g, rt);
         let client: GatewayClient = loop {
             if !rt.running(&handle).await {
-                return Err(miette!("the gateway exited during start; {}", Self::logs(g)));
+                return Err(miette!("the gateway exited during start; {}", Self::logs(g, rt).await));
             }
             match gref.connect_within(Duration::from_secs(2)).await {
                 Ok(c) => break c,
@@ -208,7 +225,7 @@ impl GatewayDriver {
                         "{}; not healthy within {} s (stopped it); {}",
                         crate::driver::error_chain(&e),
                         g.start_timeout_s,
-                        Self::logs(g)
+                        Self::logs(g, rt).await
                     ));
                 }
             }
@@ -219,7 +236,7 @@ impl GatewayDriver {
                 _ if t0.elapsed() < timeout => tokio::time::sleep(Duration::from_millis(500)).await,
                 other => {
                     let _ = rt.stop(&g.launch, &handle).await;
-                    return Err(miette!("health never answered ok ({other:?}); {}", Self::logs(g)));
+                    return Err(miette!("health never answered ok ({other:?}); {}", Self::logs(g, rt).await));
                 }
             }
         }
@@ -290,7 +307,7 @@ impl Driver for GatewayDriver {
                 self.settle(&g, &h, ctx).await;
             }
             if self.unhealthy(&g, &prev).await.is_none() {
-                let (on_disk, want) = config_now_and_wanted(&g)?;
+                let (on_disk, want) = config_now_and_wanted(&g, self.runtime(&g)?).await?;
                 if want == on_disk {
                     ctx.progress("adopting the running gateway");
                     if let Some(o) = prev.as_object_mut() {
@@ -321,6 +338,8 @@ impl Driver for GatewayDriver {
         let g = prior.inputs_as::<GatewayInputs>()?;
         self.stop_recorded(&g, &prior.outputs).await?;
         self.stop_strays(&g, ctx).await?;
+        // A container on another host holds the home: it goes with the gateway.
+        self.runtime(&g)?.discard(&g.launch).await?;
         let _ = std::fs::remove_file(Self::pid_file(&g));
         remove_config_copies(&g.launch.config_file())
             .into_diagnostic()
@@ -396,6 +415,23 @@ pub async fn stop_as_it_goes(token_file: &Path, ctx: &StepCtx) {
             return;
         }
     }
+}
+
+/// What is left of agent `id` in the home of a gateway on another host (its workspace, OpenClaw's
+/// state of it) brought to this machine, where the archive takes it from. Nothing to do for a
+/// home on this machine.
+pub async fn bring_agent_here(token_file: &Path, id: &str) -> miette::Result<()> {
+    let Some((g, _)) = recorded_launch(token_file) else { return Ok(()) };
+    if g.launch.home_is_here() {
+        return Ok(());
+    }
+    let rt = GatewayDriver.runtime(&g)?;
+    for dir in [Path::new("workspaces").join(id), Path::new("state/agents").join(id)] {
+        rt.bring_here(&g.launch, &dir)
+            .await
+            .wrap_err_with(|| format!("cannot fetch {} from gateway {}", dir.display(), g.launch.gateway))?;
+    }
+    Ok(())
 }
 
 /// The handle file of the gateway whose token is `token_file` (both live in the gateway's dir).

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::fsutil::{sha256_hex, write_atomic};
+use crate::fsutil::sha256_hex;
 
 pub const ID: &str = "fleet-trace";
 
@@ -29,17 +29,16 @@ pub fn dir(home: &Path) -> PathBuf {
     home.join(".fleet/plugins").join(ID)
 }
 
-/// Writes the plugin's files into a gateway home (only what differs).
-pub fn install(home: &Path) -> std::io::Result<()> {
-    let d = dir(home);
-    std::fs::create_dir_all(&d)?;
-    for (name, content) in FILES {
-        let p = d.join(name);
-        if std::fs::read(&p).ok().as_deref() != Some(content.as_bytes()) {
-            write_atomic(&p, content.as_bytes(), 0o644)?;
-        }
-    }
-    Ok(())
+/// The plugin's files, as they go into a gateway home (paths relative to it).
+pub fn files() -> Vec<crate::runtime::HomeFile> {
+    FILES
+        .iter()
+        .map(|(name, content)| crate::runtime::HomeFile {
+            path: dir(Path::new("")).join(name),
+            content: content.as_bytes().to_vec(),
+            mode: 0o644,
+        })
+        .collect()
 }
 
 /// The gateway's `plugins` settings: load fleet-trace from the home (as the gateway sees it),
@@ -68,15 +67,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn install_writes_every_file_once() {
-        let d = tempfile::tempdir().unwrap();
-        install(d.path()).unwrap();
-        let manifest: Value =
-            serde_json::from_slice(&std::fs::read(dir(d.path()).join("openclaw.plugin.json")).unwrap()).unwrap();
+    fn its_files_go_under_the_homes_plugin_dir() {
+        let files = files();
+        assert_eq!(files.len(), FILES.len());
+        let manifest = files.iter().find(|f| f.path.ends_with("openclaw.plugin.json")).unwrap();
+        assert_eq!(manifest.path, dir(Path::new("")).join("openclaw.plugin.json"));
+        let manifest: Value = serde_json::from_slice(&manifest.content).unwrap();
         assert_eq!(manifest["id"], ID);
-        let before = std::fs::metadata(dir(d.path()).join("index.js")).unwrap().modified().unwrap();
-        install(d.path()).unwrap();
-        assert_eq!(std::fs::metadata(dir(d.path()).join("index.js")).unwrap().modified().unwrap(), before);
+        assert!(files.iter().all(|f| f.path.is_relative() && f.mode == 0o644));
         assert_eq!(digest().len(), 64);
     }
 

@@ -1,16 +1,21 @@
-//! The Incus runtime: one container per gateway from the imported image alias,
-//! the gateway home on the host mounted at /root (`shift=true`), a proxy device
-//! exposing the gateway port on host loopback and another bringing the LiteLLM
-//! proxy onto the container's loopback. The container is disposable: stopping a
-//! gateway deletes it (force), starting creates it afresh; all state is in the home.
+//! The Incus runtime: one container per gateway from the imported image alias, a proxy device
+//! publishing the gateway's port and others bringing the LiteLLM proxy (and the daemon) onto the
+//! container's loopback.
+//!
+//! On this machine's incusd the gateway home is a directory here mounted at /root (`shift=true`)
+//! and the container is disposable: stopping a gateway deletes it, starting creates it afresh.
+//! On another host (`remote`) nothing of this machine can be mounted: the home is the container's
+//! own `/root`, so the container is kept across stops and restarts (a new image carries the home
+//! over), fleet's files go in and out through the Incus file API, and the port is published on
+//! the host's `listen` address only.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tokio::process::Command;
 
 use miette::{miette, IntoDiagnostic};
 use serde_json::{json, Value};
 
-use super::{Container, Launch, Runtime};
+use super::{Container, HomeFile, Launch, Runtime};
 
 pub struct IncusRuntime;
 
@@ -18,6 +23,11 @@ pub struct IncusRuntime;
 /// error. Async (tokio's process), so waiting on Incus never blocks the runtime's threads.
 pub async fn incus(args: &[&str]) -> miette::Result<String> {
     Cli::default().run(args).await
+}
+
+/// `incus` with the client config `config` (INCUS_CONF; the caller's default when None).
+pub async fn incus_in(config: Option<&Path>, args: &[&str]) -> miette::Result<String> {
+    Cli { config, ..Cli::default() }.run(args).await
 }
 
 /// One way to call the `incus` CLI: which client config (INCUS_CONF: fleet's own for other
@@ -80,68 +90,59 @@ fn container(l: &Launch) -> miette::Result<&Container> {
 
 /// `incus query` of a REST path (on the remote, if any), as JSON; None when it fails.
 pub async fn query(remote: &Option<String>, path: &str) -> Option<Value> {
-    incus(&["query", &target(remote, path)]).await.ok().and_then(|s| serde_json::from_str(&s).ok())
+    query_in(None, remote, path).await
 }
 
-pub async fn instance_state(remote: &Option<String>, name: &str) -> Option<String> {
-    query(remote, &format!("/1.0/instances/{name}/state")).await?["status"].as_str().map(str::to_string)
+/// `query` with the client config `config`.
+pub async fn query_in(config: Option<&Path>, remote: &Option<String>, path: &str) -> Option<Value> {
+    incus_in(config, &["query", &target(remote, path)]).await.ok().and_then(|s| serde_json::from_str(&s).ok())
+}
+
+pub async fn instance_state(config: Option<&Path>, remote: &Option<String>, name: &str) -> Option<String> {
+    query_in(config, remote, &format!("/1.0/instances/{name}/state")).await?["status"].as_str().map(str::to_string)
 }
 
 #[async_trait::async_trait]
 impl Runtime for IncusRuntime {
     async fn start(&self, l: &Launch) -> miette::Result<Value> {
         let c = container(l)?;
+        if c.elsewhere() {
+            return remote::start(l, c).await;
+        }
         let name = target(&c.remote, &c.name);
         for d in ["state", "logs", "tmp", "workspaces"] {
             std::fs::create_dir_all(l.home.join(d)).into_diagnostic()?;
         }
-        if instance_state(&c.remote, &c.name).await.is_some() {
+        if instance_state(None, &c.remote, &c.name).await.is_some() {
             let _ = incus(&["delete", "--force", &name]).await;
         }
-        // Labelled for `fleet gc`: the container is `fleet-<fleet>-<gateway>`.
-        let fleet = c.name.strip_prefix("fleet-").and_then(|r| r.strip_suffix(&format!("-{}", l.gateway)));
-        let label = format!("user.fleet.fleet={}", fleet.unwrap_or(&c.name));
-        incus(&["init", &target(&c.remote, &c.image), &name, "-c", &label, "-q"]).await?;
+        incus(&["init", &target(&c.remote, &c.image), &name, "-c", &label(l, c), "-q"]).await?;
         let home = format!("source={}", l.home.display());
         incus(&["config", "device", "add", &name, "home", "disk", &home, "path=/root", "shift=true", "-q"]).await?;
-        let gw = format!("tcp:127.0.0.1:{}", l.port);
-        incus(&[
-            "config",
-            "device",
-            "add",
-            &name,
-            "gateway",
-            "proxy",
-            &format!("listen={gw}"),
-            &format!("connect={gw}"),
-            "-q",
-        ])
-        .await?;
-        for port in &c.forward {
-            let addr = format!("tcp:127.0.0.1:{port}");
-            incus(&[
-                "config",
-                "device",
-                "add",
-                &name,
-                &format!("host-{port}"),
-                "proxy",
-                "bind=instance",
-                &format!("listen={addr}"),
-                &format!("connect={addr}"),
-                "-q",
-            ])
-            .await?;
+        for (device, props) in devices(l, c) {
+            let mut args = vec!["config", "device", "add", &name, &device, "proxy"];
+            args.extend(props.iter().map(String::as_str));
+            args.push("-q");
+            incus(&args).await?;
         }
         incus(&["start", &name]).await?;
-        Ok(json!({"container": c.name, "remote": c.remote}))
+        Ok(handle(c))
     }
 
     async fn stop(&self, l: &Launch, handle: &Value) -> miette::Result<()> {
         let c = container(l)?;
         let name = handle["container"].as_str().unwrap_or(&c.name);
-        if instance_state(&c.remote, name).await.is_some() {
-            incus(&["delete", "--force", &target(&c.remote, name)]).await?;
+        let config = c.incus_config.as_deref();
+        match instance_state(config, &c.remote, name).await.as_deref() {
+            None => {}
+            // Its home is inside: stopped, kept.
+            Some("Stopped") if c.elsewhere() => {}
+            Some(_) if c.elsewhere() => {
+                incus_in(config, &["stop", "--force", &target(&c.remote, name)]).await?;
+            }
+            Some(_) => {
+                incus(&["delete", "--force", &target(&c.remote, name)]).await?;
+            }
         }
         Ok(())
     }
@@ -149,10 +150,204 @@ impl Runtime for IncusRuntime {
     async fn running(&self, handle: &Value) -> bool {
         let Some(name) = handle["container"].as_str() else { return false };
         let remote = handle["remote"].as_str().map(str::to_string);
-        instance_state(&remote, name).await.as_deref() == Some("Running")
+        let config = handle["incus_config"].as_str().map(Path::new);
+        instance_state(config, &remote, name).await.as_deref() == Some("Running")
+    }
+
+    async fn place(&self, l: &Launch, files: &[HomeFile]) -> miette::Result<()> {
+        let c = container(l)?;
+        if !c.elsewhere() {
+            let (home, files) = (l.home.clone(), files.to_vec());
+            return tokio::task::spawn_blocking(move || super::place_here(&home, &files))
+                .await
+                .map_err(|e| miette!("{e}"))?
+                .map_err(|e| miette!("cannot write into {}: {e}", l.home.display()));
+        }
+        remote::place(l, c, files).await
+    }
+
+    async fn read_home(&self, l: &Launch, path: &Path) -> Option<Vec<u8>> {
+        match l.container.as_ref().filter(|c| c.elsewhere()) {
+            Some(c) => remote::pull(c, &Path::new("/root").join(path)).await,
+            None => tokio::fs::read(l.home.join(path)).await.ok(),
+        }
+    }
+
+    async fn bring_here(&self, l: &Launch, path: &Path) -> miette::Result<()> {
+        match l.container.as_ref().filter(|c| c.elsewhere()) {
+            Some(c) => remote::bring_here(l, c, path).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn discard(&self, l: &Launch) -> miette::Result<()> {
+        let c = container(l)?;
+        if c.elsewhere() && instance_state(c.incus_config.as_deref(), &c.remote, &c.name).await.is_some() {
+            incus_in(c.incus_config.as_deref(), &["delete", "--force", &target(&c.remote, &c.name)]).await?;
+        }
+        Ok(())
     }
 
     fn home_inside(&self, _l: &Launch) -> PathBuf {
         PathBuf::from("/root")
+    }
+}
+
+/// The label `fleet gc` knows a container by: the container is `fleet-<fleet>-<gateway>`.
+fn label(l: &Launch, c: &Container) -> String {
+    let fleet = c.name.strip_prefix("fleet-").and_then(|r| r.strip_suffix(&format!("-{}", l.gateway)));
+    format!("user.fleet.fleet={}", fleet.unwrap_or(&c.name))
+}
+
+/// What the runtime records to find the container again.
+fn handle(c: &Container) -> Value {
+    let mut h = json!({"container": c.name, "remote": c.remote});
+    if let Some(conf) = &c.incus_config {
+        h["incus_config"] = json!(conf);
+    }
+    h
+}
+
+/// The proxy devices (name, properties): the gateway's port published on the host (its loopback
+/// here; the `listen` address on another host, never every address), and each forwarded port
+/// (the LiteLLM proxy, the daemon) listening on the container's loopback and connecting to where
+/// it listens, seen from the container's host.
+fn devices(l: &Launch, c: &Container) -> Vec<(String, Vec<String>)> {
+    let inside = format!("tcp:127.0.0.1:{}", l.port);
+    let outside = match &c.listen {
+        Some(ip) if ip.contains(':') => format!("tcp:[{ip}]:{}", l.port),
+        Some(ip) => format!("tcp:{ip}:{}", l.port),
+        None => inside.clone(),
+    };
+    let mut out = vec![("gateway".to_string(), vec![format!("listen={outside}"), format!("connect={inside}")])];
+    for port in &c.forward {
+        let to = c.forward_to.get(port).map(String::as_str).unwrap_or("127.0.0.1");
+        let to = if to.contains(':') { format!("[{to}]") } else { to.to_string() };
+        out.push((
+            format!("host-{port}"),
+            vec!["bind=instance".into(), format!("listen=tcp:127.0.0.1:{port}"), format!("connect=tcp:{to}:{port}")],
+        ));
+    }
+    out
+}
+
+/// A gateway on another host: its container kept, its home inside, files through the Incus API.
+mod remote {
+    use std::path::Path;
+
+    use miette::{miette, IntoDiagnostic};
+    use serde_json::Value;
+
+    use super::{devices, handle, incus_in, label, query_in, target, Container, HomeFile, Launch};
+
+    /// The container as fleet wants it before the gateway starts: there, from the image the alias
+    /// names now, stopped. One from another image is replaced, its home carried across.
+    async fn ensure(l: &Launch, c: &Container) -> miette::Result<()> {
+        let conf = c.incus_config.as_deref();
+        let name = target(&c.remote, &c.name);
+        let image = query_in(conf, &c.remote, &format!("/1.0/images/aliases/{}", c.image))
+            .await
+            .and_then(|v| v["target"].as_str().map(str::to_string))
+            .ok_or_else(|| miette!("image {} is not on host {}", c.image, c.remote.as_deref().unwrap_or("")))?;
+        let now = query_in(conf, &c.remote, &format!("/1.0/instances/{}", c.name)).await;
+        let mut carried = None;
+        if let Some(now) = now {
+            if now["status"].as_str() != Some("Stopped") {
+                incus_in(conf, &["stop", "--force", &name]).await?;
+            }
+            if now["config"]["volatile.base_image"].as_str() == Some(image.as_str()) {
+                return Ok(());
+            }
+            // Another image: its home comes along (pulled here, pushed into the new container).
+            let dir = tempfile::tempdir().into_diagnostic()?;
+            incus_in(conf, &["file", "pull", "-r", "-q", &format!("{name}/root"), &dir.path().display().to_string()])
+                .await?;
+            incus_in(conf, &["delete", "--force", &name]).await?;
+            carried = Some(dir);
+        }
+        incus_in(conf, &["init", &target(&c.remote, &c.image), &name, "-c", &label(l, c), "-q"]).await?;
+        if let Some(dir) = carried {
+            let home = dir.path().join("root");
+            incus_in(conf, &["file", "push", "-r", "-q", &home.display().to_string(), &format!("{name}/")]).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn place(l: &Launch, c: &Container, files: &[HomeFile]) -> miette::Result<()> {
+        ensure(l, c).await?;
+        let conf = c.incus_config.as_deref();
+        let name = target(&c.remote, &c.name);
+        let staging = tempfile::tempdir().into_diagnostic()?;
+        for f in files {
+            let inside = Path::new("/root").join(&f.path);
+            if pull(c, &inside).await.as_deref() == Some(f.content.as_slice()) {
+                continue;
+            }
+            // Staged in a private directory (0700) only as long as the push takes.
+            let local = staging.path().join("file");
+            crate::fsutil::write_atomic(&local, &f.content, f.mode).into_diagnostic()?;
+            let mode = format!("{:o}", f.mode);
+            let dest = format!("{name}{}", inside.display());
+            incus_in(
+                conf,
+                &["file", "push", "-q", "--create-dirs", "--mode", &mode, &local.display().to_string(), &dest],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn start(l: &Launch, c: &Container) -> miette::Result<Value> {
+        ensure(l, c).await?;
+        let conf = c.incus_config.as_deref();
+        let name = target(&c.remote, &c.name);
+        for (device, props) in devices(l, c) {
+            // A kept container has them from before: set afresh (the address or ports may have changed).
+            let _ = incus_in(conf, &["config", "device", "remove", &name, &device, "-q"]).await;
+            let mut args = vec!["config", "device", "add", &name, &device, "proxy"];
+            args.extend(props.iter().map(String::as_str));
+            args.push("-q");
+            incus_in(conf, &args).await?;
+        }
+        incus_in(conf, &["start", &name]).await?;
+        Ok(handle(c))
+    }
+
+    /// `path` of the home (a directory) pulled into the same place under `l.home` here, then
+    /// deleted there. Staged beside its destination and renamed into place, so a run killed
+    /// half-way leaves either the old state or the new one; the next run does it again.
+    pub async fn bring_here(l: &Launch, c: &Container, path: &Path) -> miette::Result<()> {
+        let conf = c.incus_config.as_deref();
+        let inside = format!("{}/root/{}", target(&c.remote, &c.name), path.display());
+        let dest = l.home.join(path);
+        let (Some(parent), Some(leaf)) = (dest.parent(), dest.file_name()) else { return Ok(()) };
+        let exists = incus_in(
+            conf,
+            &["query", &target(&c.remote, &format!("/1.0/instances/{}/files?path=/root/{}", c.name, path.display()))],
+        )
+        .await
+        .is_ok();
+        if !exists {
+            return Ok(());
+        }
+        std::fs::create_dir_all(parent).into_diagnostic()?;
+        let staging = parent.join(format!(".incoming-{}", leaf.to_string_lossy()));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).into_diagnostic()?;
+        incus_in(conf, &["file", "pull", "-r", "-q", &inside, &staging.display().to_string()]).await?;
+        let _ = std::fs::remove_dir_all(&dest);
+        std::fs::rename(staging.join(leaf), &dest).into_diagnostic()?;
+        let _ = std::fs::remove_dir_all(&staging);
+        incus_in(conf, &["file", "delete", "-f", &inside]).await?;
+        Ok(())
+    }
+
+    /// A file of the container (absolute path inside); None when it is not there.
+    pub async fn pull(c: &Container, inside: &Path) -> Option<Vec<u8>> {
+        let name = target(&c.remote, &c.name);
+        incus_in(c.incus_config.as_deref(), &["file", "pull", &format!("{name}{}", inside.display()), "-"])
+            .await
+            .ok()
+            .map(String::into_bytes)
     }
 }

@@ -40,12 +40,57 @@ pub struct Container {
     pub image: String,
     pub remote: Option<String>,
     pub forward: Vec<u16>,
+    /// Where a forwarded port's listener is, seen from the container's host (`127.0.0.1` when
+    /// absent): the address the proxy or the daemon binds on this machine.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub forward_to: std::collections::BTreeMap<u16, String>,
+    /// The Incus client config (INCUS_CONF) that knows `remote`; the caller's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incus_config: Option<PathBuf>,
+    /// On another host: the address of that host where the gateway's port is published (and
+    /// fleet reaches it). Its home is then the container's own `/root`, kept with the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+impl Container {
+    /// Whether the container runs on another machine (its home there, not on this one).
+    pub fn elsewhere(&self) -> bool {
+        self.remote.is_some()
+    }
+}
+
+/// A file fleet places in a gateway's home before it starts (path relative to the home).
+#[derive(Debug, Clone)]
+pub struct HomeFile {
+    pub path: PathBuf,
+    pub content: Vec<u8>,
+    pub mode: u32,
 }
 
 impl Launch {
     pub fn config_file(&self) -> PathBuf {
         self.home.join("openclaw.json")
     }
+
+    /// Whether the gateway's home is on this machine (a process, or a container of the local incusd).
+    pub fn home_is_here(&self) -> bool {
+        self.container.as_ref().is_none_or(|c| !c.elsewhere())
+    }
+}
+
+/// Writes `files` into a home on this machine (only what differs).
+pub fn place_here(home: &std::path::Path, files: &[HomeFile]) -> std::io::Result<()> {
+    for f in files {
+        let p = home.join(&f.path);
+        if std::fs::read(&p).ok().as_deref() != Some(f.content.as_slice()) {
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            crate::fsutil::write_atomic(&p, &f.content, f.mode)?;
+        }
+    }
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -53,12 +98,39 @@ pub trait Runtime: Send + Sync {
     /// Starts the gateway; returns a handle (recorded in state) to find it again.
     async fn start(&self, l: &Launch) -> miette::Result<Value>;
     async fn stop(&self, l: &Launch, handle: &Value) -> miette::Result<()>;
+    /// Puts `files` into the gateway's home (before `start`).
+    async fn place(&self, l: &Launch, files: &[HomeFile]) -> miette::Result<()> {
+        let (home, files) = (l.home.clone(), files.to_vec());
+        tokio::task::spawn_blocking(move || place_here(&home, &files))
+            .await
+            .map_err(|e| miette::miette!("{e}"))?
+            .map_err(|e| miette::miette!("cannot write into {}: {e}", l.home.display()))
+    }
+    /// A file of the gateway's home (path relative to it); None when it is not there.
+    async fn read_home(&self, l: &Launch, path: &std::path::Path) -> Option<Vec<u8>> {
+        tokio::fs::read(l.home.join(path)).await.ok()
+    }
+    /// Moves a directory of the gateway's home (relative path) to the same place in its directory on
+    /// this machine, where an archive takes it from. Nothing to do when the home is here.
+    async fn bring_here(&self, _l: &Launch, _path: &std::path::Path) -> miette::Result<()> {
+        Ok(())
+    }
+    /// Removes what the gateway leaves behind once it is deleted for good (a remote container
+    /// holding its home). Nothing on this machine: its home stays, as ever.
+    async fn discard(&self, _l: &Launch) -> miette::Result<()> {
+        Ok(())
+    }
     /// Whether what the handle names still runs.
     async fn running(&self, handle: &Value) -> bool;
     /// Where fleet reaches the gateway's WebSocket (both runtimes: this machine's loopback, where
     /// the incus runtime's proxy device listens).
     fn url(&self, l: &Launch) -> String {
-        format!("ws://127.0.0.1:{}", l.port)
+        let host = l.container.as_ref().and_then(|c| c.listen.as_deref()).unwrap_or("127.0.0.1");
+        if host.contains(':') {
+            format!("ws://[{host}]:{}", l.port)
+        } else {
+            format!("ws://{host}:{}", l.port)
+        }
     }
     /// How the gateway sees its own home (for workspace paths given over RPC).
     fn home_inside(&self, l: &Launch) -> PathBuf {

@@ -193,3 +193,114 @@ fn a_remote_host_is_enrolled_once_pinned_and_checked_every_run() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&remotes.stdout).contains("\"edge\""), "the remote is removed");
 }
+
+/// A fleet with a gateway on this machine and one on the remote host: the proxy and the daemon
+/// bind this machine's end of the link to it (10.213.N.1), the remote gateway's port is published
+/// on the host's address.
+fn two_gateway_fleet(edge: &str, net: u8, image_url: &str, sha: &str, ports: [u16; 4], far_agents: &[&str]) -> String {
+    let [litellm, serve, near, far] = ports;
+    let mut f = format!(
+        "fleet \"{FLEET_GW}\"\n\
+         image \"openclaw-base\" {{ url \"{image_url}\" arch=\"amd64\" sha256=\"{sha}\"; }}\n\
+         host \"local\" runtime=\"process\"\n\
+         host \"edge\" runtime=\"incus\" address=\"{edge}\" trust-token=\"env:EDGE_TOKEN\" arch=\"amd64\"\n\
+         litellm host=\"local\" port={litellm} bind=\"10.213.{net}.1\"\n\
+         serve {{ listen \"10.213.{net}.1:{serve}\"; }}\n\
+         provider \"demo\" type=\"mock\" {{ model \"demo-small\" response=\"Hello from the demo model.\"; }}\n\
+         gateway \"near\" host=\"local\" port={near}\n\
+         gateway \"far\" host=\"edge\" image=\"openclaw-base\" port={far}\n\
+         agent \"bob\" gateway=\"near\" model=\"demo-small\"\n"
+    );
+    for a in far_agents {
+        f += &format!("agent \"{a}\" gateway=\"far\" model=\"demo-small\"\n");
+    }
+    f
+}
+
+const FLEET_GW: &str = "hosts-gw";
+
+#[test]
+#[cfg_attr(
+    not(target_arch = "x86_64"),
+    ignore = "the image here is amd64; Incus cannot run arm64 images on amd64 and vice versa"
+)]
+fn a_gateway_on_a_remote_host_converges_answers_is_traced_archives_and_goes() {
+    let net = 21;
+    let edge = RemoteIncus::up("fleetH2", net);
+    let w = World::new();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (file, sha) = crate::incus::openclaw_image(&w);
+    let url = format!("http://127.0.0.1:{}/good", crate::incus::serve(&rt, file));
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let far_port = ports[3];
+    w.write("fleet.kdl", &two_gateway_fleet(&edge.address(), net, &url, &sha, ports, &["alice", "carol"]));
+    let data = w.data_dir(FLEET_GW);
+    let token = edge.token();
+
+    let r = crate::support::Run::from_output(w.cmd(&["apply"]).env("EDGE_TOKEN", &token).output().unwrap());
+    assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
+    for line in ["+ host.edge: created", "+ import.openclaw-base@edge: created", "+ gateway.far: created"] {
+        assert!(r.stdout.contains(line), "{line} missing in\n{}", r.stdout);
+    }
+    // The gateway runs in a container on the remote host, its port published on that host's address
+    // only, its home inside the container (nothing of this machine mounted).
+    let ct = format!("fleet-{FLEET_GW}-far");
+    let inst: serde_json::Value =
+        serde_json::from_str(&edge.incus(&["query", &format!("/1.0/instances/{ct}")])).unwrap();
+    assert_eq!(inst["status"], "Running", "{inst}");
+    assert_eq!(inst["devices"]["gateway"]["listen"], format!("tcp:10.213.{net}.2:{far_port}"), "{inst}");
+    assert!(inst["devices"].get("home").is_none(), "no local path is mounted into a remote container: {inst}");
+    let config = edge.incus(&["file", "pull", &format!("{ct}/root/openclaw.json"), "-"]);
+    assert!(config.contains("fleet-trace"), "fleet's config and plugin were pushed into the container: {config}");
+    assert!(!data.join("gateways/far/home/openclaw.json").exists(), "the remote gateway's config is not kept here");
+
+    // Chat through the daemon reaches the agent on each gateway; the remote one's turn is traced
+    // by the plugin in its container, shipped to the daemon on this machine.
+    for agent in ["bob", "alice"] {
+        let reply = w.fleet(&["chat", agent, "hi"]);
+        assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{agent}: {}", reply.all());
+    }
+    let log = std::fs::read_to_string(data.join("litellm/proxy.log")).unwrap();
+    assert!(log.contains("fleet_auth: accepted key fleet-alice"), "the remote agent used its own key");
+    let t0 = std::time::Instant::now();
+    let traced = loop {
+        let t = w.fleet(&["trace", "alice", "--json"]);
+        let from_gateway = t.stdout.lines().filter(|l| l.contains("\"backend_name\":\"openclaw\"")).count();
+        if from_gateway >= 3 || t0.elapsed() > std::time::Duration::from_secs(90) {
+            break (from_gateway, t.stdout);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(traced.0 >= 3, "the plugin on the remote host shipped nothing: {}", traced.1);
+
+    // Converged: a second apply changes nothing, the plan is clean.
+    let r = w.fleet(&["apply"]);
+    assert!(r.stdout.contains("No changes."), "{}", r.all());
+    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
+
+    // Removing a remote agent archives what it left on the remote host (its workspace, sessions),
+    // and takes it off that host.
+    w.write("fleet.kdl", &two_gateway_fleet(&edge.address(), net, &url, &sha, ports, &["alice"]));
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
+    assert!(r.stdout.contains("archived as"), "{}", r.stdout);
+    let list = w.fleet(&["archive", "list", "--json"]);
+    assert!(list.stdout.contains("\"carol\""), "{}", list.all());
+    let left = Command::new("incus")
+        .args(["file", "pull", &format!("{ct}/root/workspaces/carol/AGENTS.md"), "-"])
+        .env("INCUS_DIR", &edge.dir)
+        .output()
+        .unwrap();
+    assert!(!left.status.success(), "carol's workspace is gone from the remote host");
+    let reply = w.fleet(&["chat", "alice", "still there?"]);
+    assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
+
+    // Destroy: the container and the image fleet put on the remote host go; nothing else there does.
+    edge.incus(&["init", "--empty", "someone-elses", "-q"]);
+    let r = w.fleet(&["destroy"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
+    let instances: serde_json::Value = serde_json::from_str(&edge.incus(&["query", "/1.0/instances"])).unwrap();
+    assert_eq!(instances, serde_json::json!(["/1.0/instances/someone-elses"]), "only what fleet made went");
+    let images: serde_json::Value = serde_json::from_str(&edge.incus(&["query", "/1.0/images"])).unwrap();
+    assert_eq!(images, serde_json::json!([]), "fleet's image is gone from the remote host");
+}

@@ -27,7 +27,7 @@ fn incus_dir() -> PathBuf {
 }
 
 /// The openclaw-base image, built (or taken from the build cache) by the real binary.
-fn openclaw_image(w: &World) -> (PathBuf, String) {
+pub(crate) fn openclaw_image(w: &World) -> (PathBuf, String) {
     let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/openclaw-base.kdl");
     let out = shared_cache().join("fleet-test-images");
     let r =
@@ -37,7 +37,7 @@ fn openclaw_image(w: &World) -> (PathBuf, String) {
 }
 
 /// Serves the image at /good, and at /cut only its first half before failing the connection.
-fn serve(rt: &tokio::runtime::Runtime, file: PathBuf) -> u16 {
+pub(crate) fn serve(rt: &tokio::runtime::Runtime, file: PathBuf) -> u16 {
     let bytes: Arc<Vec<u8>> = Arc::new(std::fs::read(file).unwrap());
     let app = Router::new()
         .route("/good", get(|State(b): State<Arc<Vec<u8>>>| async move { b.as_ref().clone() }))
