@@ -94,6 +94,8 @@ fn launch(spec: &FleetSpec, layout: &Layout, g: &Gateway, image: Option<&ImageUs
                 forward_to,
                 incus_config: Some(host.incus_config.clone().unwrap_or_else(|| layout.incus_config_dir())),
                 listen: g.listen.clone(),
+                listen_on_member: !g.listen_written,
+                target: g.target.clone(),
             })
         }
         (Runtime::Incus, Some(img_name), Some(host)) => {
@@ -118,6 +120,8 @@ fn launch(spec: &FleetSpec, layout: &Layout, g: &Gateway, image: Option<&ImageUs
                 forward_to,
                 incus_config: None,
                 listen: None,
+                listen_on_member: false,
+                target: None,
             })
         }
         _ => None,
@@ -212,7 +216,8 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
             image: image.and_then(|i| i.source),
             plugin,
         };
-        put(out, Resource::new(Address::Gateway(gw.clone()), &inputs, deps));
+        let place = host.filter(|h| h.is_remote()).map(|h| format!("host {}", h.name.value));
+        put(out, Resource::new(Address::Gateway(gw.clone()), &inputs, deps).placed(place));
 
         let models_addr = Address::GatewayModels(gw.clone());
         let mut models = BTreeMap::new();

@@ -387,7 +387,7 @@ mod tests {
     use serde_json::Value;
 
     fn change(address: &str, action: Action) -> Change {
-        Change { address: address.into(), kind: "x".into(), action, reason: None, fields: vec![] }
+        Change { address: address.into(), kind: "x".into(), action, reason: None, fields: vec![], place: None }
     }
 
     fn record(address: &str, deps: &[&str]) -> (String, Record) {

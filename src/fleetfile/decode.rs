@@ -72,6 +72,8 @@ pub struct GatewayRaw {
     pub port: Option<Spanned<u16>>,
     /// `listen="10.0.0.2"`: the address of its (remote) host where fleet reaches it.
     pub listen: Option<Spanned<String>>,
+    /// `target="m2"` / `target="@gpu"`: the cluster member or group it runs on.
+    pub target: Option<Spanned<String>>,
 }
 
 pub struct AgentRaw {
@@ -875,6 +877,7 @@ fn gateway(n: &RawNode, p: &mut Problems) -> Option<GatewayRaw> {
     let image = r.str_opt("image");
     let port = r.int_opt("port", 1024, 65535).map(|v| Spanned::new(v.value as u16, v.span));
     let listen = r.str_opt("listen");
+    let target = r.str_opt("target");
     let host_attempted = r.attempted("host");
     let image_attempted = r.attempted("image");
     r.finish();
@@ -888,7 +891,16 @@ fn gateway(n: &RawNode, p: &mut Problems) -> Option<GatewayRaw> {
             );
         }
     }
-    Some(GatewayRaw { name, host, host_attempted, image, image_attempted, port, listen })
+    if let Some(t) = &target {
+        let member = t.value.strip_prefix('@').unwrap_or(&t.value);
+        if member.is_empty() || !member.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+            p.push(
+                Problem::new(format!("`target` {:?} is not a cluster member or group name", t.value), t.span, "not a member")
+                    .help("a member (`target=\"m2\"`) or a group with `@` (`target=\"@gpu\"`), as `incus cluster list` names them"),
+            );
+        }
+    }
+    Some(GatewayRaw { name, host, host_attempted, image, image_attempted, port, listen, target })
 }
 
 pub fn parse_duration(s: &str) -> Option<u64> {

@@ -359,6 +359,10 @@ pub struct Gateway {
     /// On a remote host: the address of that host where its proxy device listens and fleet reaches
     /// the gateway (`listen=`, else the host part of the host's `address`). None on this machine.
     pub listen: Option<String>,
+    /// `listen` was written out (else, on a cluster, the member's address is used).
+    pub listen_written: bool,
+    /// On a cluster host: the member (`m2`) or group (`@gpu`) to run on; Incus places it otherwise.
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -262,7 +262,7 @@ pub fn assemble(
         }
     }
     let mut placed = Vec::new();
-    for GatewayRaw { name, host, host_attempted, image, image_attempted, port, listen } in gateways {
+    for GatewayRaw { name, host, host_attempted, image, image_attempted, port, listen, target } in gateways {
         let host = resolve_host(p, host, host_attempted, &format!("gateway {:?}", name.value), name.span);
         if let Some(img) = &image {
             check_ref(p, img, "image", &image_names);
@@ -287,6 +287,19 @@ pub fn assemble(
                 }),
             );
         }
+        let listen_written = listen.is_some();
+        let remote_host = hosts.iter().any(|h| h.name.value == host.value && h.is_remote());
+        if let Some(t) = target.as_ref().filter(|_| !remote_host) {
+            p.push(
+                Problem::new(
+                    format!("gateway {:?} has a `target`, but host {:?} is not an Incus cluster fleet reaches", name.value, host.value),
+                    t.span,
+                    "no cluster here",
+                )
+                .help("`target` places a container on a member of a cluster host (`host … runtime=\"incus\" address=…` or `remote=…`): drop it, or move the gateway to such a host"),
+            );
+        }
+        let target = target.map(|t| t.value);
         let listen = match hosts.iter().find(|h| h.name.value == host.value && h.is_remote()) {
             Some(h) => remote_gateway_listen(p, &name, &host, h, listen, &litellm, serve.as_ref().map(|(s, _)| s)),
             None => {
@@ -306,7 +319,7 @@ pub fn assemble(
                 None
             }
         };
-        placed.push((name, host, image, port, listen));
+        placed.push((name, host, image, port, (listen, listen_written, target)));
     }
     for (name, host, _, port, _) in &placed {
         let Some(port) = port else { continue };
@@ -333,7 +346,7 @@ pub fn assemble(
     }
     let mut next_port: BTreeMap<String, u16> = BTreeMap::new();
     let mut gw_out = Vec::new();
-    for (name, host, image, port, listen) in placed {
+    for (name, host, image, port, (listen, listen_written, target)) in placed {
         let port = match port {
             Some(p) => p.value,
             None => {
@@ -350,7 +363,7 @@ pub fn assemble(
                 v
             }
         };
-        gw_out.push(Gateway { name, host, image, port, listen });
+        gw_out.push(Gateway { name, host, image, port, listen, listen_written, target });
     }
     let gw_names: Vec<&str> = gw_out.iter().map(|g| g.name.value.as_str()).collect();
 

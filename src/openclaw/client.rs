@@ -36,7 +36,22 @@ pub fn read_token(path: &Path) -> miette::Result<String> {
     Ok(t.trim().to_string())
 }
 
+/// The handle file of the gateway whose token is `token_file` (both live in the gateway's dir).
+pub fn handle_path(token_file: &Path) -> PathBuf {
+    token_file.with_file_name("gateway.handle")
+}
+
 impl GatewayRef {
+    /// Where the gateway listens now: the URL its last start recorded in the handle file (a
+    /// gateway on a cluster is published on the member it landed on), else the one it is known by.
+    pub fn live_url(&self) -> String {
+        std::fs::read(handle_path(&self.token_file))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|doc| doc.get("url").and_then(|u| u.as_str()).map(str::to_string))
+            .unwrap_or_else(|| self.url.clone())
+    }
+
     /// Connects, retrying while the gateway starts, for up to 30 s.
     pub async fn connect(&self) -> miette::Result<GatewayClient> {
         self.connect_within(Duration::from_secs(30)).await
@@ -45,7 +60,7 @@ impl GatewayRef {
     /// Connects, retrying while the gateway starts (or is not listening yet), for up to `within`.
     pub async fn connect_within(&self, within: Duration) -> miette::Result<GatewayClient> {
         let token = read_token(&self.token_file)?;
-        let rpc = Client::connect_retry(&self.url, &token, within)
+        let rpc = Client::connect_retry(&self.live_url(), &token, within)
             .await
             .map_err(miette::Report::new)
             .wrap_err_with(|| format!("gateway {}", self.name))?;
@@ -55,7 +70,7 @@ impl GatewayRef {
     /// One connection attempt within `within`; None when the gateway cannot be reached now.
     pub async fn try_connect(&self, within: Duration) -> Option<GatewayClient> {
         let token = read_token(&self.token_file).ok()?;
-        let rpc = tokio::time::timeout(within, Client::connect(&self.url, &token)).await.ok()?.ok()?;
+        let rpc = tokio::time::timeout(within, Client::connect(&self.live_url(), &token)).await.ok()?.ok()?;
         Some(GatewayClient { rpc, name: self.name.clone() })
     }
 

@@ -10,6 +10,7 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::client::handle_path;
 use super::client::{read_token, GatewayClient, GatewayRef};
 use crate::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::fsutil::write_atomic;
@@ -208,10 +209,11 @@ impl GatewayDriver {
             let _ = rt.stop(&g.launch, &handle).await;
             return Err(e).into_diagnostic().wrap_err("cannot record the gateway's handle");
         }
-        ctx.progress(&format!("started; waiting for the health RPC on {}", rt.url(&g.launch)));
+        // Where it is published now (on a cluster: the member it landed on).
+        let gref = GatewayRef { url: rt.url_of(&g.launch, &handle), ..gateway_ref(g, rt) };
+        ctx.progress(&format!("started; waiting for the health RPC on {}", gref.url));
         let t0 = Instant::now();
         let timeout = Duration::from_secs(g.start_timeout_s);
-        let gref = gateway_ref(g, rt);
         let client: GatewayClient = loop {
             if !rt.running(&handle).await {
                 return Err(miette!("the gateway exited during start; {}", Self::logs(g, rt).await));
@@ -259,6 +261,9 @@ impl GatewayDriver {
         let rt = self.runtime(g).ok()?;
         let handle = outputs.get("handle").cloned().unwrap_or(Value::Null);
         if !rt.running(&handle).await {
+            if let Some(why) = rt.unreachable(&g.launch).await {
+                return Some(format!("gateway {} is {why}", g.launch.gateway));
+            }
             return Some(format!("gateway {} is not running", g.launch.gateway));
         }
         match gateway_ref(g, rt).connect_within(Duration::from_secs(10)).await {
@@ -432,11 +437,6 @@ pub async fn bring_agent_here(token_file: &Path, id: &str) -> miette::Result<()>
             .wrap_err_with(|| format!("cannot fetch {} from gateway {}", dir.display(), g.launch.gateway))?;
     }
     Ok(())
-}
-
-/// The handle file of the gateway whose token is `token_file` (both live in the gateway's dir).
-pub fn handle_path(token_file: &Path) -> PathBuf {
-    token_file.with_file_name("gateway.handle")
 }
 
 /// The handle file of the gateway whose token is `token_file`: the inputs it was launched with,

@@ -53,6 +53,9 @@ pub struct Change {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub fields: Vec<FieldChange>,
+    /// Where it runs (`host edge, member m2`), when not on this machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub place: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -70,6 +73,15 @@ impl Plan {
     }
     pub fn count(&self, a: Action) -> usize {
         self.changes.iter().filter(|c| c.action == a).count()
+    }
+}
+
+/// Where a resource runs: its host, and the cluster member its last start recorded.
+fn place_of(want: &crate::resource::Resource, rec: Option<&Record>) -> Option<String> {
+    let host = want.place.clone()?;
+    match rec.and_then(|r| r.outputs.pointer("/handle/member")).and_then(Value::as_str) {
+        Some(member) => Some(format!("{host}, member {member}")),
+        None => Some(host),
     }
 }
 
@@ -92,6 +104,7 @@ pub fn diff(desired: &Desired, prior: &BTreeMap<String, Record>, drift: &BTreeMa
                 action: Action::Create,
                 reason,
                 fields: leaves("", None, Some(&want.inputs)),
+                place: want.place.clone(),
             });
             continue;
         }
@@ -108,7 +121,10 @@ pub fn diff(desired: &Desired, prior: &BTreeMap<String, Record>, drift: &BTreeMa
             _ => (None, None),
         };
         match action {
-            Some(action) => plan.changes.push(Change { address: addr.clone(), kind, action, reason, fields }),
+            Some(action) => {
+                let place = place_of(want, Some(rec));
+                plan.changes.push(Change { address: addr.clone(), kind, action, reason, fields, place })
+            }
             None => plan.unchanged += 1,
         }
     }
@@ -122,6 +138,7 @@ pub fn diff(desired: &Desired, prior: &BTreeMap<String, Record>, drift: &BTreeMa
                 action: Action::Delete,
                 reason,
                 fields: Vec::new(),
+                place: None,
             });
         }
     }
@@ -142,6 +159,7 @@ pub fn diff(desired: &Desired, prior: &BTreeMap<String, Record>, drift: &BTreeMa
                     action: Action::Update,
                     reason: Some(format!("{dep} is replaced")),
                     fields: Vec::new(),
+                    place: place_of(want, prior.get(addr)),
                 });
             }
         }

@@ -33,6 +33,9 @@ fn show(v: &Option<Value>) -> String {
 
 fn change_text(out: &mut String, c: &Change) {
     let _ = write!(out, "  {} {}", c.action.symbol(), c.address);
+    if let Some(place) = &c.place {
+        let _ = write!(out, " ({place})");
+    }
     if let Some(why) = &c.reason {
         let _ = write!(out, "  ({why})");
     }
@@ -219,6 +222,22 @@ mod tests {
     use crate::plan::FieldChange;
 
     #[test]
+    fn where_a_change_runs_is_named_beside_it() {
+        let change = |place: Option<&str>| Change {
+            address: "gateway.far".into(),
+            kind: "gateway".into(),
+            action: Action::Update,
+            reason: Some("gateway far is not running".into()),
+            fields: vec![],
+            place: place.map(str::to_string),
+        };
+        let plan = Plan { changes: vec![change(Some("host site, member m2")), change(None)], ..Plan::default() };
+        let t = text(&plan);
+        assert!(t.contains("  ~ gateway.far (host site, member m2)  (gateway far is not running)\n"), "{t}");
+        assert!(t.contains("  ~ gateway.far  (gateway far is not running)\n"), "{t}");
+    }
+
+    #[test]
     fn secrets_never_print() {
         let plan = Plan {
             changes: vec![Change {
@@ -231,6 +250,7 @@ mod tests {
                     before: Some(json!("sk-fleet-0123456789abcdef0123")),
                     after: Some(json!(["sk-live-0123456789abcdef0123"])),
                 }],
+                place: None,
             }],
             ..Plan::default()
         };

@@ -36,6 +36,8 @@ pub struct Resource {
     pub fingerprint: String,
     pub deps: Vec<Address>,
     pub files: Vec<FileOut>,
+    /// Where it runs, for people (`host edge`): shown in plans, never compared.
+    pub place: Option<String>,
 }
 
 impl Resource {
@@ -44,7 +46,11 @@ impl Resource {
         let inputs = serde_json::to_value(inputs).expect("resource inputs serialise to JSON");
         let kind = address.kind();
         let fingerprint = fingerprint(kind, &inputs);
-        Resource { address, kind, inputs, fingerprint, deps, files: Vec::new() }
+        Resource { address, kind, inputs, fingerprint, deps, files: Vec::new(), place: None }
+    }
+    pub fn placed(mut self, place: Option<String>) -> Self {
+        self.place = place;
+        self
     }
     pub fn with_files(mut self, files: Vec<FileOut>) -> Self {
         self.files = files;

@@ -180,6 +180,17 @@ impl Runtime for IncusRuntime {
         }
     }
 
+    async fn unreachable(&self, l: &Launch) -> Option<String> {
+        let c = l.container.as_ref().filter(|c| c.elsewhere())?;
+        let at = target(&c.remote, "/1.0");
+        let err = incus_in(c.incus_config.as_deref(), &["query", &at]).await.err()?;
+        Some(format!(
+            "unreachable: host {} does not answer ({})",
+            c.remote.as_deref().unwrap_or_default(),
+            crate::driver::error_chain(&err)
+        ))
+    }
+
     async fn discard(&self, l: &Launch) -> miette::Result<()> {
         let c = container(l)?;
         if c.elsewhere() && instance_state(c.incus_config.as_deref(), &c.remote, &c.name).await.is_some() {
@@ -236,7 +247,7 @@ mod remote {
     use std::path::Path;
 
     use miette::{miette, IntoDiagnostic};
-    use serde_json::Value;
+    use serde_json::{json, Value};
 
     use super::{devices, handle, incus_in, label, query_in, target, Container, HomeFile, Launch};
 
@@ -256,7 +267,7 @@ mod remote {
                 incus_in(conf, &["stop", "--force", &name]).await?;
             }
             if now["config"]["volatile.base_image"].as_str() == Some(image.as_str()) {
-                return Ok(());
+                return placed(c, now["location"].as_str().unwrap_or_default()).await;
             }
             // Another image: its home comes along (pulled here, pushed into the new container).
             let dir = tempfile::tempdir().into_diagnostic()?;
@@ -265,12 +276,60 @@ mod remote {
             incus_in(conf, &["delete", "--force", &name]).await?;
             carried = Some(dir);
         }
-        incus_in(conf, &["init", &target(&c.remote, &c.image), &name, "-c", &label(l, c), "-q"]).await?;
+        let mut init =
+            vec!["init".to_string(), target(&c.remote, &c.image), name.clone(), "-c".into(), label(l, c), "-q".into()];
+        if let Some(t) = &c.target {
+            init.extend(["--target".to_string(), t.clone()]);
+        }
+        incus_in(conf, &init.iter().map(String::as_str).collect::<Vec<_>>()).await?;
         if let Some(dir) = carried {
             let home = dir.path().join("root");
             incus_in(conf, &["file", "push", "-r", "-q", &home.display().to_string(), &format!("{name}/")]).await?;
         }
         Ok(())
+    }
+
+    /// A kept (stopped) container on a cluster member its `target` no longer names is moved there
+    /// (`incus move --target`): the same container, home and all, on another member.
+    async fn placed(c: &Container, location: &str) -> miette::Result<()> {
+        let Some(want) = &c.target else { return Ok(()) };
+        let conf = c.incus_config.as_deref();
+        let fits = match want.strip_prefix('@') {
+            Some(group) => query_in(conf, &c.remote, &format!("/1.0/cluster/groups/{group}"))
+                .await
+                .and_then(|g| g["members"].as_array().cloned())
+                .is_some_and(|m| m.iter().any(|m| m.as_str() == Some(location))),
+            None => want == location,
+        };
+        if !fits {
+            incus_in(conf, &["move", &target(&c.remote, &c.name), "--target", want, "-q"]).await?;
+        }
+        Ok(())
+    }
+
+    /// The address the gateway's port is published on: `listen`, or, for a container on a cluster
+    /// whose `listen` was not written out, the address of the member it is on.
+    async fn publish_address(c: &Container) -> miette::Result<(String, Option<String>)> {
+        let conf = c.incus_config.as_deref();
+        let listen = c.listen.clone().ok_or_else(|| miette!("no address to publish container {} on", c.name))?;
+        let location = query_in(conf, &c.remote, &format!("/1.0/instances/{}", c.name))
+            .await
+            .and_then(|v| v["location"].as_str().map(str::to_string))
+            .filter(|l| !l.is_empty() && l != "none");
+        let Some(member) = location else { return Ok((listen, None)) };
+        if !c.listen_on_member {
+            return Ok((listen, Some(member)));
+        }
+        let url = query_in(conf, &c.remote, &format!("/1.0/cluster/members/{member}"))
+            .await
+            .and_then(|m| m["url"].as_str().map(str::to_string))
+            .ok_or_else(|| miette!("cannot read the address of cluster member {member}"))?;
+        let ip = url
+            .trim_start_matches("https://")
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
+            .ok_or_else(|| miette!("cluster member {member} has no usable address ({url})"))?;
+        Ok((ip, Some(member)))
     }
 
     pub async fn place(l: &Launch, c: &Container, files: &[HomeFile]) -> miette::Result<()> {
@@ -301,7 +360,9 @@ mod remote {
         ensure(l, c).await?;
         let conf = c.incus_config.as_deref();
         let name = target(&c.remote, &c.name);
-        for (device, props) in devices(l, c) {
+        let (ip, member) = publish_address(c).await?;
+        let at = Container { listen: Some(ip.clone()), ..c.clone() };
+        for (device, props) in devices(l, &at) {
             // A kept container has them from before: set afresh (the address or ports may have changed).
             let _ = incus_in(conf, &["config", "device", "remove", &name, &device, "-q"]).await;
             let mut args = vec!["config", "device", "add", &name, &device, "proxy"];
@@ -310,7 +371,12 @@ mod remote {
             incus_in(conf, &args).await?;
         }
         incus_in(conf, &["start", &name]).await?;
-        Ok(handle(c))
+        let mut h = handle(c);
+        h["listen"] = json!(ip);
+        if let Some(m) = member {
+            h["member"] = json!(m);
+        }
+        Ok(h)
     }
 
     /// `path` of the home (a directory) pulled into the same place under `l.home` here, then

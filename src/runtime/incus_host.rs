@@ -317,11 +317,13 @@ impl Driver for HostDriver {
 
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
         let h = r.inputs_as::<HostInputs>()?;
+        let _one = config_lock(&h.config_dir).await;
         Self::converge(&h, None, ctx).await
     }
 
     async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
         let h = r.inputs_as::<HostInputs>()?;
+        let _one = config_lock(&h.config_dir).await;
         let old = prior.inputs_as::<HostInputs>().ok();
         // The same host at the same address keeps its pin; another address is a new enrolment.
         let same = old
@@ -335,6 +337,7 @@ impl Driver for HostDriver {
     /// left as it is.
     async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()> {
         let h = prior.inputs_as::<HostInputs>()?;
+        let _one = config_lock(&h.config_dir).await;
         if h.address.is_none() || remote_address(&h).await.ok().flatten().is_none() {
             return Ok(());
         }
@@ -353,6 +356,15 @@ impl Driver for HostDriver {
         h.cli().run(&["remote", "remove", &h.remote]).await?;
         Ok(())
     }
+}
+
+/// One host step at a time per client config: `incus remote add/remove` rewrite its config.yml
+/// whole, and two at once (two hosts enrolled in one run) lose one of the remotes.
+async fn config_lock(dir: &Path) -> tokio::sync::OwnedMutexGuard<()> {
+    type Locks = std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>>;
+    static LOCKS: std::sync::LazyLock<Locks> = std::sync::LazyLock::new(Default::default);
+    let lock = LOCKS.lock().unwrap_or_else(|p| p.into_inner()).entry(dir.to_path_buf()).or_default().clone();
+    lock.lock_owned().await
 }
 
 #[cfg(test)]

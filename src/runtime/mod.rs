@@ -51,6 +51,14 @@ pub struct Container {
     /// fleet reaches it). Its home is then the container's own `/root`, kept with the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// `listen` was not written out: on a cluster the port is published on the address of the
+    /// member the container lands on instead (`listen` is then the host's address).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub listen_on_member: bool,
+    /// A cluster member (`m2`) or group (`@gpu`) to place the container on; Incus's own
+    /// placement when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 impl Container {
@@ -115,6 +123,11 @@ pub trait Runtime: Send + Sync {
     async fn bring_here(&self, _l: &Launch, _path: &std::path::Path) -> miette::Result<()> {
         Ok(())
     }
+    /// Why the gateway's host cannot be asked about it now (another machine that does not answer);
+    /// None when it can.
+    async fn unreachable(&self, _l: &Launch) -> Option<String> {
+        None
+    }
     /// Removes what the gateway leaves behind once it is deleted for good (a remote container
     /// holding its home). Nothing on this machine: its home stays, as ever.
     async fn discard(&self, _l: &Launch) -> miette::Result<()> {
@@ -130,6 +143,15 @@ pub trait Runtime: Send + Sync {
             format!("ws://[{host}]:{}", l.port)
         } else {
             format!("ws://{host}:{}", l.port)
+        }
+    }
+    /// Where fleet reaches the gateway the handle names (its runtime may publish it elsewhere than
+    /// `url` says: a container on a cluster, on the member it landed on).
+    fn url_of(&self, l: &Launch, handle: &Value) -> String {
+        match handle.get("listen").and_then(Value::as_str) {
+            Some(ip) if ip.contains(':') => format!("ws://[{ip}]:{}", l.port),
+            Some(ip) => format!("ws://{ip}:{}", l.port),
+            None => self.url(l),
         }
     }
     /// How the gateway sees its own home (for workspace paths given over RPC).

@@ -194,69 +194,154 @@ fn a_remote_host_is_enrolled_once_pinned_and_checked_every_run() {
     assert!(!String::from_utf8_lossy(&remotes.stdout).contains("\"edge\""), "the remote is removed");
 }
 
-/// A fleet with a gateway on this machine and one on the remote host: the proxy and the daemon
-/// bind this machine's end of the link to it (10.213.N.1), the remote gateway's port is published
-/// on the host's address.
-fn two_gateway_fleet(edge: &str, net: u8, image_url: &str, sha: &str, ports: [u16; 4], far_agents: &[&str]) -> String {
-    let [litellm, serve, near, far] = ports;
+/// A 2-member Incus cluster on this machine (tests/support/incus.sh cluster-up): members m1
+/// (10.213.N.2) and m2 (10.213.N.3) in their own namespaces on a bridge; torn down on drop.
+struct Cluster {
+    dir: PathBuf,
+    prefix: String,
+    net: u8,
+}
+
+impl Cluster {
+    fn up(prefix: &str, net: u8) -> Self {
+        let c =
+            Cluster { dir: PathBuf::from(format!("/var/lib/fleet-test-cluster-{prefix}")), prefix: prefix.into(), net };
+        let _ = Command::new(script()).args(["cluster-down", c.dir.to_str().unwrap(), prefix]).status();
+        let out = Command::new(script())
+            .args(["cluster-up", c.dir.to_str().unwrap(), prefix, &net.to_string()])
+            .output()
+            .expect("run tests/support/incus.sh");
+        assert!(out.status.success(), "cluster-up: {}", String::from_utf8_lossy(&out.stderr));
+        c
+    }
+    fn member_dir(&self, m: u8) -> PathBuf {
+        PathBuf::from(format!("{}-m{m}", self.dir.display()))
+    }
+    fn address(&self) -> String {
+        format!("https://10.213.{}.2:8443", self.net)
+    }
+    /// `incus` on the cluster (through member m1's socket).
+    fn incus(&self, args: &[&str]) -> String {
+        let out = Command::new("incus").args(args).env("INCUS_DIR", self.member_dir(1)).output().unwrap();
+        assert!(out.status.success(), "incus {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+    fn instance(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(&self.incus(&["query", &format!("/1.0/instances/{name}")])).unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(script()).args(["cluster-down", self.dir.to_str().unwrap(), &self.prefix]).status();
+    }
+}
+
+const FLEET_GW: &str = "hosts-gw";
+
+/// The ports of the proxy, the daemon and the four gateways.
+type Ports = [u16; 6];
+
+/// A fleet with a gateway on this machine, one on the remote host `edge`, and two on the cluster
+/// `site` (one on a named member, one on a group). The proxy and the daemon bind this machine's
+/// end of the link to `edge` (10.213.N.1); the cluster's members reach it through this machine.
+fn spread_fleet(
+    edge: &RemoteIncus,
+    site: &Cluster,
+    url: &str,
+    sha: &str,
+    ports: Ports,
+    far: &[&str],
+    c2: &str,
+) -> String {
+    let [litellm, serve, near, far_port, c2_port, cg_port] = ports;
+    let net = edge.net;
     let mut f = format!(
         "fleet \"{FLEET_GW}\"\n\
-         image \"openclaw-base\" {{ url \"{image_url}\" arch=\"amd64\" sha256=\"{sha}\"; }}\n\
+         image \"openclaw-base\" {{ url \"{url}\" arch=\"amd64\" sha256=\"{sha}\"; }}\n\
          host \"local\" runtime=\"process\"\n\
-         host \"edge\" runtime=\"incus\" address=\"{edge}\" trust-token=\"env:EDGE_TOKEN\" arch=\"amd64\"\n\
+         host \"edge\" runtime=\"incus\" address=\"{}\" trust-token=\"env:EDGE_TOKEN\" arch=\"amd64\"\n\
+         host \"site\" runtime=\"incus\" address=\"{}\" trust-token=\"env:SITE_TOKEN\" arch=\"amd64\"\n\
          litellm host=\"local\" port={litellm} bind=\"10.213.{net}.1\"\n\
          serve {{ listen \"10.213.{net}.1:{serve}\"; }}\n\
          provider \"demo\" type=\"mock\" {{ model \"demo-small\" response=\"Hello from the demo model.\"; }}\n\
          gateway \"near\" host=\"local\" port={near}\n\
-         gateway \"far\" host=\"edge\" image=\"openclaw-base\" port={far}\n\
-         agent \"bob\" gateway=\"near\" model=\"demo-small\"\n"
+         gateway \"far\" host=\"edge\" image=\"openclaw-base\" port={far_port}\n\
+         gateway \"c2\" host=\"site\" image=\"openclaw-base\" port={c2_port} target=\"{c2}\"\n\
+         gateway \"cg\" host=\"site\" image=\"openclaw-base\" port={cg_port} target=\"@grp\"\n\
+         agent \"bob\" gateway=\"near\" model=\"demo-small\"\n\
+         agent \"dave\" gateway=\"c2\" model=\"demo-small\"\n\
+         agent \"erin\" gateway=\"cg\" model=\"demo-small\"\n",
+        edge.address(),
+        site.address()
     );
-    for a in far_agents {
+    for a in far {
         f += &format!("agent \"{a}\" gateway=\"far\" model=\"demo-small\"\n");
     }
     f
 }
-
-const FLEET_GW: &str = "hosts-gw";
 
 #[test]
 #[cfg_attr(
     not(target_arch = "x86_64"),
     ignore = "the image here is amd64; Incus cannot run arm64 images on amd64 and vice versa"
 )]
-fn a_gateway_on_a_remote_host_converges_answers_is_traced_archives_and_goes() {
-    let net = 21;
-    let edge = RemoteIncus::up("fleetH2", net);
+fn gateways_on_a_remote_host_and_a_cluster_converge_answer_move_and_go() {
+    let edge = RemoteIncus::up("fleetH2", 21);
+    let site = Cluster::up("fleetC", 22);
+    // The group `@grp` is member m2 alone.
+    site.incus(&["cluster", "group", "create", "grp", "-q"]);
+    site.incus(&["cluster", "group", "assign", "m2", "default,grp", "-q"]);
     let w = World::new();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let (file, sha) = crate::incus::openclaw_image(&w);
     let url = format!("http://127.0.0.1:{}/good", crate::incus::serve(&rt, file));
-    let ports = [free_port(), free_port(), free_port(), free_port()];
-    let far_port = ports[3];
-    w.write("fleet.kdl", &two_gateway_fleet(&edge.address(), net, &url, &sha, ports, &["alice", "carol"]));
+    let ports: Ports = std::array::from_fn(|_| free_port());
+    let fleet = |far: &[&str], c2: &str| spread_fleet(&edge, &site, &url, &sha, ports, far, c2);
+    w.write("fleet.kdl", &fleet(&["alice", "carol"], "m2"));
     let data = w.data_dir(FLEET_GW);
-    let token = edge.token();
+    let (edge_token, site_token) = (edge.token(), site.incus(&["config", "trust", "add", "fleet", "-q"]));
+    let with_tokens = |args: &[&str]| {
+        crate::support::Run::from_output(
+            w.cmd(args).env("EDGE_TOKEN", &edge_token).env("SITE_TOKEN", &site_token).output().unwrap(),
+        )
+    };
 
-    let r = crate::support::Run::from_output(w.cmd(&["apply"]).env("EDGE_TOKEN", &token).output().unwrap());
+    let r = with_tokens(&["plan"]);
+    assert!(r.stdout.contains("+ gateway.far (host edge)"), "the plan says where it runs:\n{}", r.stdout);
+    let r = with_tokens(&["apply"]);
     assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
-    for line in ["+ host.edge: created", "+ import.openclaw-base@edge: created", "+ gateway.far: created"] {
+    for line in [
+        "+ host.edge: created",
+        "+ import.openclaw-base@edge: created",
+        "+ gateway.far: created",
+        "+ gateway.c2: created",
+        "+ gateway.cg: created",
+    ] {
         assert!(r.stdout.contains(line), "{line} missing in\n{}", r.stdout);
     }
-    // The gateway runs in a container on the remote host, its port published on that host's address
+    // The remote gateway runs in a container there, its port published on that host's address
     // only, its home inside the container (nothing of this machine mounted).
-    let ct = format!("fleet-{FLEET_GW}-far");
+    let ct = |g: &str| format!("fleet-{FLEET_GW}-{g}");
     let inst: serde_json::Value =
-        serde_json::from_str(&edge.incus(&["query", &format!("/1.0/instances/{ct}")])).unwrap();
+        serde_json::from_str(&edge.incus(&["query", &format!("/1.0/instances/{}", ct("far"))])).unwrap();
     assert_eq!(inst["status"], "Running", "{inst}");
-    assert_eq!(inst["devices"]["gateway"]["listen"], format!("tcp:10.213.{net}.2:{far_port}"), "{inst}");
+    assert_eq!(inst["devices"]["gateway"]["listen"], format!("tcp:10.213.21.2:{}", ports[3]), "{inst}");
     assert!(inst["devices"].get("home").is_none(), "no local path is mounted into a remote container: {inst}");
-    let config = edge.incus(&["file", "pull", &format!("{ct}/root/openclaw.json"), "-"]);
+    let config = edge.incus(&["file", "pull", &format!("{}/root/openclaw.json", ct("far")), "-"]);
     assert!(config.contains("fleet-trace"), "fleet's config and plugin were pushed into the container: {config}");
     assert!(!data.join("gateways/far/home/openclaw.json").exists(), "the remote gateway's config is not kept here");
+    // On the cluster: `target="m2"` on m2; `@grp` on the group's one member; each published on
+    // the address of its member, and the member recorded.
+    let c2 = site.instance(&ct("c2"));
+    assert_eq!(c2["location"], "m2", "{c2}");
+    assert_eq!(c2["devices"]["gateway"]["listen"], format!("tcp:10.213.22.3:{}", ports[4]), "{c2}");
+    assert_eq!(site.instance(&ct("cg"))["location"], "m2");
+    assert_eq!(recorded(&data, "gateway.c2")["handle"]["member"], "m2");
 
-    // Chat through the daemon reaches the agent on each gateway; the remote one's turn is traced
+    // Chat through the daemon reaches the agent on every gateway; the remote one's turn is traced
     // by the plugin in its container, shipped to the daemon on this machine.
-    for agent in ["bob", "alice"] {
+    for agent in ["bob", "alice", "dave", "erin"] {
         let reply = w.fleet(&["chat", agent, "hi"]);
         assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{agent}: {}", reply.all());
     }
@@ -278,29 +363,68 @@ fn a_gateway_on_a_remote_host_converges_answers_is_traced_archives_and_goes() {
     assert!(r.stdout.contains("No changes."), "{}", r.all());
     assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
 
+    // Another member: a planned `~`, the same container moved (not re-created), its agent there.
+    let created = c2["created_at"].clone();
+    w.write("fleet.kdl", &fleet(&["alice", "carol"], "m1"));
+    let plan = w.fleet(&["plan"]);
+    assert!(plan.stdout.contains("~ gateway.c2 (host site, member m2)"), "{}", plan.stdout);
+    assert!(!plan.stdout.contains("-/+ gateway.c2"), "{}", plan.stdout);
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
+    let moved = site.instance(&ct("c2"));
+    assert_eq!(moved["location"], "m1", "{moved}");
+    assert_eq!(moved["created_at"], created, "moved, not re-created");
+    assert_eq!(moved["devices"]["gateway"]["listen"], format!("tcp:10.213.22.2:{}", ports[4]));
+    let reply = w.fleet(&["chat", "dave", "still there?"]);
+    assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
+    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
+
+    // The remote host goes away: the plan says its gateway is unreachable; an apply fails what is
+    // on it, naming the host, and the rest of the change (a new agent on this machine) lands.
+    edge.stop();
+    let plan = w.fleet(&["plan"]);
+    assert!(
+        plan.stdout.contains("gateway.far (host edge)") && plan.stdout.contains("unreachable: host edge"),
+        "{}",
+        plan.stdout
+    );
+    w.write(
+        "fleet.kdl",
+        &(fleet(&["alice", "carol"], "m1") + "agent \"fred\" gateway=\"near\" model=\"demo-small\"\n"),
+    );
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.failures().contains("host.edge"), "{}", r.failures());
+    assert!(r.stdout.contains("+ agent.fred: created"), "{}", r.stdout);
+    edge.start();
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
+    let reply = w.fleet(&["chat", "alice", "back?"]);
+    assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
+
     // Removing a remote agent archives what it left on the remote host (its workspace, sessions),
     // and takes it off that host.
-    w.write("fleet.kdl", &two_gateway_fleet(&edge.address(), net, &url, &sha, ports, &["alice"]));
+    w.write("fleet.kdl", &(fleet(&["alice"], "m1") + "agent \"fred\" gateway=\"near\" model=\"demo-small\"\n"));
     let r = w.fleet(&["apply"]);
     assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
     assert!(r.stdout.contains("archived as"), "{}", r.stdout);
     let list = w.fleet(&["archive", "list", "--json"]);
     assert!(list.stdout.contains("\"carol\""), "{}", list.all());
     let left = Command::new("incus")
-        .args(["file", "pull", &format!("{ct}/root/workspaces/carol/AGENTS.md"), "-"])
+        .args(["file", "pull", &format!("{}/root/workspaces/carol/AGENTS.md", ct("far")), "-"])
         .env("INCUS_DIR", &edge.dir)
         .output()
         .unwrap();
     assert!(!left.status.success(), "carol's workspace is gone from the remote host");
-    let reply = w.fleet(&["chat", "alice", "still there?"]);
-    assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
 
-    // Destroy: the container and the image fleet put on the remote host go; nothing else there does.
+    // Destroy: the containers and images fleet put on the other hosts go; nothing else there does.
     edge.incus(&["init", "--empty", "someone-elses", "-q"]);
     let r = w.fleet(&["destroy"]);
     assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
     let instances: serde_json::Value = serde_json::from_str(&edge.incus(&["query", "/1.0/instances"])).unwrap();
     assert_eq!(instances, serde_json::json!(["/1.0/instances/someone-elses"]), "only what fleet made went");
-    let images: serde_json::Value = serde_json::from_str(&edge.incus(&["query", "/1.0/images"])).unwrap();
-    assert_eq!(images, serde_json::json!([]), "fleet's image is gone from the remote host");
+    for images in [edge.incus(&["query", "/1.0/images"]), site.incus(&["query", "/1.0/images"])] {
+        assert_eq!(images, "[]", "fleet's image is gone from the other hosts");
+    }
+    assert_eq!(site.incus(&["query", "/1.0/instances"]), "[]");
 }

@@ -68,6 +68,8 @@ remote-up)
         ip addr add "10.213.$n.1/30" dev "v$ns"; ip link set "v$ns" up
         ip -n "$ns" addr add "10.213.$n.2/30" dev "v${ns}p"
         ip -n "$ns" link set "v${ns}p" up; ip -n "$ns" link set lo up
+        # The rest of this machine (another link's address, where the proxy may listen) via here.
+        ip -n "$ns" route add default via "10.213.$n.1"
     fi
     nsenter --net="/run/netns/$ns" setsid /usr/libexec/incus/incusd --group incus-admin \
         --logfile "$dir/incusd.log" </dev/null >>"$dir/incusd.out" 2>&1 &
@@ -109,8 +111,75 @@ remote-down)
         rm -rf "$dir" "${dir%/}-pool"
     fi
     ;;
+cluster-up)
+    # A 2-member Incus cluster on this machine: members m1 (10.213.N.2) and m2 (10.213.N.3),
+    # each an incusd in its own namespace (P1, P2) on a bridge in namespace Psw, this machine at
+    # 10.213.N.1 on that bridge. Their INCUS_DIRs are DIR-m1 and DIR-m2.
+    #   incus.sh cluster-up DIR P N        (a stopped member comes back with remote-up DIR-mI PI N)
+    dir="${2:?}"; p="${3:?}"; n="${4:?}"
+    getent group incus-admin >/dev/null || groupadd --system incus-admin
+    if [ ! -e "/run/netns/${p}sw" ]; then
+        ip netns add "${p}sw"
+        ip -n "${p}sw" link add br0 type bridge; ip -n "${p}sw" link set br0 up
+        for i in 0 1 2; do
+            ip link add "v${p}$i" type veth peer name "v${p}${i}b"
+            ip link set "v${p}${i}b" netns "${p}sw"
+            ip -n "${p}sw" link set "v${p}${i}b" master br0 up
+            if [ "$i" = 0 ]; then
+                ip addr add "10.213.$n.1/24" dev "v${p}0"; ip link set "v${p}0" up
+            else
+                ip netns add "${p}$i"
+                ip link set "v${p}$i" netns "${p}$i"
+                ip -n "${p}$i" addr add "10.213.$n.$((i + 1))/24" dev "v${p}$i"
+                ip -n "${p}$i" link set "v${p}$i" up; ip -n "${p}$i" link set lo up
+                ip -n "${p}$i" route add default via "10.213.$n.1"
+            fi
+        done
+    fi
+    for i in 1 2; do
+        d="$dir-m$i"; mkdir -p "$d" "$d-pool"
+        if ! INCUS_DIR="$d" timeout 3 incus info >/dev/null 2>&1; then
+            INCUS_DIR="$d" nsenter --net="/run/netns/${p}$i" setsid /usr/libexec/incus/incusd --group incus-admin \
+                --logfile "$d/incusd.log" </dev/null >>"$d/incusd.out" 2>&1 &
+            INCUS_DIR="$d" incus admin waitready --timeout=60
+        fi
+    done
+    if ! INCUS_DIR="$dir-m1" incus storage show default >/dev/null 2>&1; then
+        INCUS_DIR="$dir-m1" incus admin init --preseed >/dev/null <<PRESEED
+config:
+  core.https_address: 10.213.$n.2:8443
+  cluster.https_address: 10.213.$n.2:8443
+networks: []
+storage_pools:
+- {name: default, driver: dir, config: {source: $dir-m1-pool}}
+profiles:
+- name: default
+  devices: {root: {path: /, pool: default, type: disk}}
+cluster: {server_name: m1, enabled: true}
+PRESEED
+    fi
+    if ! INCUS_DIR="$dir-m2" incus storage show default >/dev/null 2>&1; then
+        jt=$(INCUS_DIR="$dir-m1" incus cluster add m2 -q)
+        INCUS_DIR="$dir-m2" incus admin init --preseed >/dev/null <<PRESEED
+cluster:
+  enabled: true
+  server_name: m2
+  server_address: 10.213.$n.3:8443
+  cluster_token: $jt
+  member_config:
+  - {entity: storage-pool, name: default, key: source, value: $dir-m2-pool}
+PRESEED
+    fi
+    ;;
+cluster-down)
+    # Stops both members and removes the namespaces and everything under DIR-m*.   incus.sh cluster-down DIR P
+    dir="${2:?}"; p="${3:?}"
+    for i in 1 2; do "$0" remote-down "$dir-m$i" "${p}$i" purge; done
+    ip netns del "${p}sw" 2>/dev/null || true
+    ip link del "v${p}0" 2>/dev/null || true
+    ;;
 *)
-    echo "usage: $0 install | start DIR | remote-up DIR NS N | remote-down DIR [NS purge]" >&2
+    echo "usage: $0 install | start DIR | remote-up DIR NS N | remote-down DIR [NS purge] | cluster-up DIR P N | cluster-down DIR P" >&2
     exit 2
     ;;
 esac
