@@ -53,6 +53,15 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 20)]
         concurrency: usize,
     },
+    /// The same three Incus gateways (2 agents each) on one other host, then one per host on three:
+    /// cold and no-op apply (root; hosts are incusd in network namespaces of this machine)
+    Hosts {
+        #[arg(long, default_value_t = 3)]
+        hosts: usize,
+        /// No-op applies timed (median reported)
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// The trace plugin's cost inside the gateway: the same turns without and with it
     Plugin {
         #[arg(long, default_value_t = 50)]
@@ -146,7 +155,7 @@ fn time_n(runs: usize, mut f: impl FnMut() -> miette::Result<()>) -> miette::Res
 }
 
 /// Median time of `runs` end-to-end `fleet apply` runs (this very binary) against a data dir.
-fn cli_apply(runs: usize, data: &Path, file: &Path) -> miette::Result<Duration> {
+pub(super) fn cli_apply(runs: usize, data: &Path, file: &Path) -> miette::Result<Duration> {
     let exe = std::env::current_exe().into_diagnostic()?;
     time_n(runs, || {
         let status = Command::new(&exe)
@@ -169,6 +178,7 @@ pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {
             super::bench_serve::run(super::bench_serve::ServeBench { agents, messages, clients, posts, concurrency })
         }
         BenchCmd::Plugin { turns } => super::bench_plugin::run(turns),
+        BenchCmd::Hosts { hosts, runs } => super::bench_hosts::run(super::bench_hosts::HostsBench { hosts, runs }),
         BenchCmd::Gc { agents, runs } => gc_bench(agents, runs),
         BenchCmd::Spend { requests, history } => {
             super::bench_spend::run(super::bench_spend::SpendBench { requests, history })

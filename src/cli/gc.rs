@@ -10,6 +10,7 @@ use serde_json::json;
 use super::loaded::{load, runtime};
 use crate::engine::Session;
 use crate::fleetfile::Runtime;
+use crate::gc::inventory::IncusAt;
 use crate::gc::{inventory, orphans, Orphan, Recorded};
 
 pub fn gc(path: Option<&Path>, data_dir: Option<&Path>, dry_run: bool, as_json: bool) -> miette::Result<ExitCode> {
@@ -23,11 +24,20 @@ pub fn gc(path: Option<&Path>, data_dir: Option<&Path>, dry_run: bool, as_json: 
     let recorded = Recorded::from_records(records.values());
     let gateways = inventory::gateway_refs(records.values());
     // Incus is asked only when the fleet has (or had) an Incus host.
-    let mut remotes: Vec<Option<String>> =
-        l.spec.hosts.iter().filter(|h| h.runtime == Runtime::Incus).map(|h| h.remote.clone()).collect();
-    if !recorded.instances.is_empty() && !remotes.contains(&None) {
-        remotes.push(None);
+    let mut remotes: Vec<IncusAt> = l
+        .spec
+        .hosts
+        .iter()
+        .filter(|h| h.runtime == Runtime::Incus)
+        .map(|h| IncusAt {
+            remote: h.remote_name().map(str::to_string),
+            config: h.is_remote().then(|| h.incus_config.clone().unwrap_or_else(|| l.layout.incus_config_dir())),
+        })
+        .collect();
+    if !recorded.instances.is_empty() && !remotes.contains(&IncusAt::default()) {
+        remotes.push(IncusAt::default());
     }
+    remotes.sort();
     remotes.dedup();
     let rt = runtime()?;
     let fleet = l.spec.name.clone();

@@ -4,6 +4,7 @@ mod apply;
 mod archive;
 mod bench;
 mod bench_archive;
+mod bench_hosts;
 pub(crate) mod bench_kit;
 mod bench_plugin;
 mod bench_removal;

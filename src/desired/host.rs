@@ -15,7 +15,8 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
             config_dir: h.incus_config.clone().unwrap_or_else(|| layout.incus_config_dir()),
             address: h.address.as_ref().map(|a| a.value.clone()),
             trust_token: h.trust_token.as_ref().map(|t| t.value.to_string()),
-            arch: h.arch_declared.then(|| incus_arch(h.arch).to_string()),
+            // Checked against what the host reports, written out or not: its gateways get images of it.
+            arch: Some(incus_arch(h.arch).to_string()),
         };
         put(out, Resource::new(Address::Host(h.name.value.clone()), &inputs, vec![]));
     }

@@ -74,9 +74,9 @@ pub async fn destroy(layout: &Layout, gateways: &[GatewayRef], o: &Orphan) -> mi
             std::fs::remove_dir_all(&dir).into_diagnostic()?;
             Ok(format!("removed {}", dir.display()))
         }
-        Orphan::Instance { remote, name } => {
+        Orphan::Instance { remote, name, config } => {
             let target = crate::runtime::incus::target(remote, name);
-            crate::runtime::incus::incus(&["delete", "--force", &target]).await?;
+            crate::runtime::incus::incus_in(config.as_deref(), &["delete", "--force", &target]).await?;
             Ok("deleted (incus delete --force)".into())
         }
     }

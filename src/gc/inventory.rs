@@ -29,8 +29,8 @@ pub struct Inventory {
     pub workspaces: Vec<(String, String)>,
     pub agent_homes: Vec<String>,
     pub gateway_dirs: Vec<String>,
-    /// (remote, name) of Incus instances labelled `user.fleet.fleet=<fleet>`.
-    pub instances: Vec<(Option<String>, String)>,
+    /// (where, name) of Incus instances labelled `user.fleet.fleet=<fleet>`.
+    pub instances: Vec<(IncusAt, String)>,
     /// What could not be looked at, and why.
     pub notes: Vec<String>,
 }
@@ -123,7 +123,7 @@ fn dir_names(dir: &Path) -> Vec<String> {
 }
 
 /// Takes the inventory: the data dir, the key file, every reachable gateway, Incus.
-pub async fn take(layout: &Layout, fleet: &str, gateways: &[GatewayRef], remotes: &[Option<String>]) -> Inventory {
+pub async fn take(layout: &Layout, fleet: &str, gateways: &[GatewayRef], remotes: &[IncusAt]) -> Inventory {
     let mut inv = Inventory::default();
     let data = layout.data_dir.clone();
     inv.processes = tokio::task::spawn_blocking(move || {
@@ -166,19 +166,29 @@ pub async fn take(layout: &Layout, fleet: &str, gateways: &[GatewayRef], remotes
     inv
 }
 
-/// Instances on `remote` labelled for `fleet`.
-async fn instances(remote: &Option<String>, fleet: &str) -> Result<Vec<String>, String> {
+/// An incusd: a remote (the local daemon when None) of a client config (the caller's default when None).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IncusAt {
+    pub remote: Option<String>,
+    pub config: Option<std::path::PathBuf>,
+}
+
+/// Instances on `at` labelled for `fleet`.
+async fn instances(at: &IncusAt, fleet: &str) -> Result<Vec<String>, String> {
+    let remote = &at.remote;
     let target = match remote {
         Some(r) => format!("{r}:"),
         None => String::new(),
     };
-    let out = crate::runtime::incus::incus(&["list", &target, "--format", "json"]).await.map_err(|e| {
-        format!(
-            "Incus{}: not inventoried ({})",
-            remote.as_deref().map(|r| format!(" {r}")).unwrap_or_default(),
-            crate::driver::error_chain(&e)
-        )
-    })?;
+    let out = crate::runtime::incus::incus_in(at.config.as_deref(), &["list", &target, "--format", "json"])
+        .await
+        .map_err(|e| {
+            format!(
+                "Incus{}: not inventoried ({})",
+                remote.as_deref().map(|r| format!(" {r}")).unwrap_or_default(),
+                crate::driver::error_chain(&e)
+            )
+        })?;
     let list: Vec<Value> = serde_json::from_str(&out).map_err(|e| format!("incus list: {e}"))?;
     Ok(list
         .iter()

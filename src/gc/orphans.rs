@@ -21,7 +21,13 @@ pub enum Orphan {
     /// A gateway directory of no recorded gateway.
     GatewayDir { gateway: String },
     /// An Incus instance labelled for this fleet that no record names.
-    Instance { remote: Option<String>, name: String },
+    Instance {
+        remote: Option<String>,
+        name: String,
+        /// The client config that knows `remote` (fleet's own, for a host it enrolled).
+        #[serde(skip)]
+        config: Option<std::path::PathBuf>,
+    },
 }
 
 impl Orphan {
@@ -34,7 +40,7 @@ impl Orphan {
             Orphan::Workspace { gateway, agent, .. } => format!("workspace of {agent} in gateway {gateway} (archived)"),
             Orphan::AgentHome { agent } => format!("home of agent {agent} (archived)"),
             Orphan::GatewayDir { gateway } => format!("gateway directory {gateway}"),
-            Orphan::Instance { remote, name } => match remote {
+            Orphan::Instance { remote, name, .. } => match remote {
                 Some(r) => format!("instance {r}:{name}"),
                 None => format!("instance {name}"),
             },
@@ -53,7 +59,7 @@ pub fn orphans(found: &Inventory, rec: &Recorded) -> Vec<Orphan> {
     }
     for i in &found.instances {
         if !rec.instances.contains(&i.1) {
-            out.push(Orphan::Instance { remote: i.0.clone(), name: i.1.clone() });
+            out.push(Orphan::Instance { remote: i.0.remote.clone(), name: i.1.clone(), config: i.0.config.clone() });
         }
     }
     for (gateway, agents) in &found.gateway_agents {
@@ -106,7 +112,7 @@ mod tests {
             workspaces: vec![("main".into(), "alice".into()), ("main".into(), "old".into())],
             agent_homes: vec!["alice".into(), "old".into(), "keysonly".into(), "lost".into()],
             gateway_dirs: vec!["main".into(), "gone".into()],
-            instances: vec![(None, "fleet-q-main".into()), (None, "fleet-q-stray".into())],
+            instances: vec![(Default::default(), "fleet-q-main".into()), (Default::default(), "fleet-q-stray".into())],
             notes: vec![],
         };
         let rec = Recorded {

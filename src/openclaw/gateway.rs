@@ -261,7 +261,7 @@ impl GatewayDriver {
         let rt = self.runtime(g).ok()?;
         let handle = outputs.get("handle").cloned().unwrap_or(Value::Null);
         if !rt.running(&handle).await {
-            if let Some(why) = rt.unreachable(&g.launch).await {
+            if let Some(why) = rt.unreachable(&g.launch, &handle).await {
                 return Some(format!("gateway {} is {why}", g.launch.gateway));
             }
             return Some(format!("gateway {} is not running", g.launch.gateway));

@@ -180,15 +180,24 @@ impl Runtime for IncusRuntime {
         }
     }
 
-    async fn unreachable(&self, l: &Launch) -> Option<String> {
+    async fn unreachable(&self, l: &Launch, handle: &Value) -> Option<String> {
         let c = l.container.as_ref().filter(|c| c.elsewhere())?;
-        let at = target(&c.remote, "/1.0");
-        let err = incus_in(c.incus_config.as_deref(), &["query", &at]).await.err()?;
-        Some(format!(
-            "unreachable: host {} does not answer ({})",
-            c.remote.as_deref().unwrap_or_default(),
-            crate::driver::error_chain(&err)
-        ))
+        let (conf, host) = (c.incus_config.as_deref(), c.remote.as_deref().unwrap_or_default());
+        if let Err(e) = incus_in(conf, &["query", &target(&c.remote, "/1.0")]).await {
+            return Some(format!("unreachable: host {host} does not answer ({})", crate::driver::error_chain(&e)));
+        }
+        // On a cluster: the member it is on may be the one that is down (and then the cluster may
+        // not say where the instance is: its last start recorded the member).
+        let located = query_in(conf, &c.remote, &format!("/1.0/instances/{}", c.name))
+            .await
+            .and_then(|i| i["location"].as_str().map(str::to_string));
+        let member = located.or_else(|| handle["member"].as_str().map(str::to_string));
+        let member = member.filter(|m| !m.is_empty() && m != "none")?;
+        let status = query_in(conf, &c.remote, &format!("/1.0/cluster/members/{member}")).await?["status"]
+            .as_str()
+            .map(str::to_string)?;
+        (!status.eq_ignore_ascii_case("online"))
+            .then(|| format!("unreachable: its member {member} of host {host} is {status}"))
     }
 
     async fn discard(&self, l: &Launch) -> miette::Result<()> {

@@ -186,7 +186,7 @@ impl HostDriver {
         if let Some(want) = &h.arch {
             if !arches.contains(want) {
                 return Err(miette!(
-                    "host {} reports architecture {}, but the fleet file says {want}: fix `arch` on the host",
+                    "host {} reports architecture {}, but its gateways would get {want} images (`arch` on the host, amd64 when not written): set `arch` to what the host is",
                     h.host,
                     arches.join(", ")
                 ));

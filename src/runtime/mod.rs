@@ -125,7 +125,7 @@ pub trait Runtime: Send + Sync {
     }
     /// Why the gateway's host cannot be asked about it now (another machine that does not answer);
     /// None when it can.
-    async fn unreachable(&self, _l: &Launch) -> Option<String> {
+    async fn unreachable(&self, _l: &Launch, _handle: &Value) -> Option<String> {
         None
     }
     /// Removes what the gateway leaves behind once it is deleted for good (a remote container

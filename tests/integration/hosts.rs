@@ -295,7 +295,7 @@ fn gateways_on_a_remote_host_and_a_cluster_converge_answer_move_and_go() {
     let w = World::new();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let (file, sha) = crate::incus::openclaw_image(&w);
-    let url = format!("http://127.0.0.1:{}/good", crate::incus::serve(&rt, file));
+    let url = format!("http://127.0.0.1:{}/good", crate::incus::serve(&rt, file.clone()));
     let ports: Ports = std::array::from_fn(|_| free_port());
     let fleet = |far: &[&str], c2: &str| spread_fleet(&edge, &site, &url, &sha, ports, far, c2);
     w.write("fleet.kdl", &fleet(&["alice", "carol"], "m2"));
@@ -402,9 +402,96 @@ fn gateways_on_a_remote_host_and_a_cluster_converge_answer_move_and_go() {
     let reply = w.fleet(&["chat", "alice", "back?"]);
     assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
 
+    // A cluster member goes down: only the gateway on it (cg, on m2) fails; the rest applies.
+    let m2 = site.member_dir(2);
+    let member = |verb: &str| {
+        let mut args = vec![verb.to_string(), m2.display().to_string()];
+        if verb == "remote-up" {
+            args.extend(["fleetC2".to_string(), "22".to_string()]);
+        }
+        let out = Command::new(script()).args(&args).output().unwrap();
+        assert!(out.status.success(), "{verb} m2: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    member("remote-down");
+    let t0 = std::time::Instant::now();
+    let plan = loop {
+        // Incus calls a member OFFLINE once it has missed its heartbeats (~15 s).
+        let plan = w.fleet(&["plan"]);
+        if plan.stdout.contains("its member m2 of host site is ") || t0.elapsed().as_secs() > 90 {
+            break plan;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    };
+    assert!(plan.stdout.contains("~ gateway.cg (host site, member m2)"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("its member m2 of host site is "), "{}", plan.stdout);
+    assert!(!plan.stdout.contains("gateway.c2 "), "the gateway on m1 is fine: {}", plan.stdout);
+    let with_gina = |far: &[&str]| {
+        fleet(far, "m1")
+            + "agent \"fred\" gateway=\"near\" model=\"demo-small\"\nagent \"gina\" gateway=\"near\" model=\"demo-small\"\n"
+    };
+    w.write("fleet.kdl", &with_gina(&["alice", "carol"]));
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.failures().contains("gateway.cg"), "{}", r.failures());
+    assert!(!r.failures().contains("gateway.c2") && !r.failures().contains("gateway.far"), "{}", r.failures());
+    assert!(r.stdout.contains("+ agent.gina: created"), "{}", r.stdout);
+    member("remote-up");
+    let t0 = std::time::Instant::now();
+    let r = loop {
+        // Back ONLINE within seconds of its daemon starting.
+        let r = w.fleet(&["apply"]);
+        if r.code == 0 || t0.elapsed().as_secs() > 90 {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    };
+    assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
+    let reply = w.fleet(&["chat", "erin", "back?"]);
+    assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
+
+    // A new image for the remote gateway (the same bits; an empty gzip member appended makes it
+    // another file, sha256 and Incus fingerprint): its container is replaced and its home carried
+    // across, a file in alice's workspace included.
+    let alt = w.root().join("alt.tar.gz");
+    {
+        use std::io::Write;
+        std::fs::copy(&file, &alt).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&alt).unwrap();
+        let mut empty = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        empty.write_all(b"").unwrap();
+        f.write_all(&empty.finish().unwrap()).unwrap();
+    }
+    let alt_sha = fleet::fsutil::sha256_file(&alt).unwrap();
+    let alt_url = format!("http://127.0.0.1:{}/good", crate::incus::serve(&rt, alt));
+    let with_alt = |far: &[&str]| {
+        with_gina(far).replace(
+            "gateway \"far\" host=\"edge\" image=\"openclaw-base\"",
+            "gateway \"far\" host=\"edge\" image=\"openclaw-alt\"",
+        ) + &format!("image \"openclaw-alt\" {{ url \"{alt_url}\" arch=\"amd64\" sha256=\"{alt_sha}\"; }}\n")
+    };
+    let note = w.write("kept.md", "written by hand before the new image\n");
+    edge.incus(&[
+        "file",
+        "push",
+        note.to_str().unwrap(),
+        &format!("{}/root/workspaces/alice/KEPT.md", ct("far")),
+        "-q",
+    ]);
+    w.write("fleet.kdl", &with_alt(&["alice", "carol"]));
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
+    assert!(r.stdout.contains("~ gateway.far: updated"), "{}", r.stdout);
+    let inst: serde_json::Value =
+        serde_json::from_str(&edge.incus(&["query", &format!("/1.0/instances/{}", ct("far"))])).unwrap();
+    assert_eq!(inst["config"]["volatile.base_image"], alt_sha, "the container runs the new image");
+    let kept = edge.incus(&["file", "pull", &format!("{}/root/workspaces/alice/KEPT.md", ct("far")), "-"]);
+    assert_eq!(kept, "written by hand before the new image", "the home came across");
+    let reply = w.fleet(&["chat", "alice", "new image?"]);
+    assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
+
     // Removing a remote agent archives what it left on the remote host (its workspace, sessions),
     // and takes it off that host.
-    w.write("fleet.kdl", &(fleet(&["alice"], "m1") + "agent \"fred\" gateway=\"near\" model=\"demo-small\"\n"));
+    w.write("fleet.kdl", &with_alt(&["alice"]));
     let r = w.fleet(&["apply"]);
     assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
     assert!(r.stdout.contains("archived as"), "{}", r.stdout);
@@ -416,6 +503,24 @@ fn gateways_on_a_remote_host_and_a_cluster_converge_answer_move_and_go() {
         .output()
         .unwrap();
     assert!(!left.status.success(), "carol's workspace is gone from the remote host");
+
+    // gc finds an unrecorded container labelled for this fleet on the remote host (through fleet's
+    // own client config) and deletes it; the recorded one stays.
+    edge.incus(&["init", "--empty", &ct("stray"), "-c", &format!("user.fleet.fleet={FLEET_GW}"), "-q"]);
+    let dry = w.fleet(&["gc", "--dry-run", "--json"]);
+    let dry: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap_or_else(|_| panic!("{}", dry.all()));
+    let found: Vec<(String, String)> = dry["orphans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["kind"] == "instance")
+        .map(|o| (o["remote"].as_str().unwrap_or("").to_string(), o["name"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(found, [("edge".to_string(), ct("stray"))], "{dry}");
+    let r = w.fleet(&["gc"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let instances: serde_json::Value = serde_json::from_str(&edge.incus(&["query", "/1.0/instances"])).unwrap();
+    assert_eq!(instances, serde_json::json!([format!("/1.0/instances/{}", ct("far"))]), "the stray went, ours stays");
 
     // Destroy: the containers and images fleet put on the other hosts go; nothing else there does.
     edge.incus(&["init", "--empty", "someone-elses", "-q"]);

@@ -93,6 +93,12 @@ remote-down)
     # Stops the incusd of DIR (by its log file on the command line); with `purge`, also the
     # namespace NS and everything under DIR.   incus.sh remote-down DIR [NS purge]
     dir="${2:?}"
+    if [ "${4:-}" = purge ]; then
+        # Its containers first: their processes outlive the daemon (and would keep running).
+        for c in $(INCUS_DIR="$dir" timeout 10 incus list -c n -f csv 2>/dev/null || true); do
+            INCUS_DIR="$dir" timeout 30 incus delete -f "$c" >/dev/null 2>&1 || true
+        done
+    fi
     for pid in $(pgrep -f -- "--logfile $dir/incusd.log" || true); do
         kill "$pid" 2>/dev/null || true
         # Gone, or a zombie its adoptive parent has not reaped yet.
@@ -104,6 +110,12 @@ remote-down)
         kill -9 "$pid" 2>/dev/null || true
     done
     if [ "${4:-}" = purge ]; then
+        # A container its daemon could not delete (the daemon was already gone): its init is the
+        # monitor's child, and the container dies with its init.
+        for mon in $(pgrep -f -- "^\[lxc monitor\] $dir/containers " || true); do
+            pkill -9 -P "$mon" 2>/dev/null || true
+            kill -9 "$mon" 2>/dev/null || true
+        done
         ip netns del "${3:?}" 2>/dev/null || true
         ip link del "v$3" 2>/dev/null || true
         # incusd leaves its pool and shared mounts mounted.
