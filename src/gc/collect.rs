@@ -75,8 +75,8 @@ pub async fn destroy(layout: &Layout, gateways: &[GatewayRef], o: &Orphan) -> mi
             Ok(format!("removed {}", dir.display()))
         }
         Orphan::Instance { remote, name, config } => {
-            let target = crate::runtime::incus::target(remote, name);
-            crate::runtime::incus::incus_in(config.as_deref(), &["delete", "--force", &target]).await?;
+            let target = crate::runtime::incus_cli::target(remote, name);
+            crate::runtime::incus_cli::incus_in(config.as_deref(), &["delete", "--force", &target]).await?;
             Ok("deleted (incus delete --force)".into())
         }
     }

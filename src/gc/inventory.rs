@@ -180,15 +180,15 @@ async fn instances(at: &IncusAt, fleet: &str) -> Result<Vec<String>, String> {
         Some(r) => format!("{r}:"),
         None => String::new(),
     };
-    let out = crate::runtime::incus::incus_in(at.config.as_deref(), &["list", &target, "--format", "json"])
+    let out = crate::runtime::incus_cli::incus_in(at.config.as_deref(), &["list", &target, "--format", "json"])
         .await
         .map_err(|e| {
-            format!(
-                "Incus{}: not inventoried ({})",
-                remote.as_deref().map(|r| format!(" {r}")).unwrap_or_default(),
-                crate::driver::error_chain(&e)
-            )
-        })?;
+        format!(
+            "Incus{}: not inventoried ({})",
+            remote.as_deref().map(|r| format!(" {r}")).unwrap_or_default(),
+            crate::driver::error_chain(&e)
+        )
+    })?;
     let list: Vec<Value> = serde_json::from_str(&out).map_err(|e| format!("incus list: {e}"))?;
     Ok(list
         .iter()

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::driver::{CacheInstall, Drift, Driver, Outputs, StepCtx};
 use crate::fsutil::sha256_file;
 use crate::resource::Resource;
-use crate::runtime::incus::{incus_in, query_in, target};
+use crate::runtime::incus_cli::{incus_in, query_in, target};
 use crate::state::Record;
 
 /// `image.<name>[<arch>]`: fetched from a URL and checked against its sha256, or built from a recipe.

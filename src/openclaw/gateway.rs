@@ -204,13 +204,13 @@ impl GatewayDriver {
         }
         write_config(g, rt).await?;
         let handle = rt.start(&g.launch).await?;
+        // Where it is published now (on a cluster: the member it landed on).
+        let gref = GatewayRef { url: rt.url_of(&g.launch, &handle), ..gateway_ref(g, rt) };
         // Intent before waiting: from here on, a crash leaves a gateway the next run finds and adopts or stops.
-        if let Err(e) = Self::write_handle(g, json!({"handle": handle, "starting": true})) {
+        if let Err(e) = Self::write_handle(g, json!({"handle": handle, "starting": true, "url": gref.url})) {
             let _ = rt.stop(&g.launch, &handle).await;
             return Err(e).into_diagnostic().wrap_err("cannot record the gateway's handle");
         }
-        // Where it is published now (on a cluster: the member it landed on).
-        let gref = GatewayRef { url: rt.url_of(&g.launch, &handle), ..gateway_ref(g, rt) };
         ctx.progress(&format!("started; waiting for the health RPC on {}", gref.url));
         let t0 = Instant::now();
         let timeout = Duration::from_secs(g.start_timeout_s);

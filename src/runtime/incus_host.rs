@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::incus::Cli;
+use super::incus_cli::Cli;
 use crate::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::fleetfile::secret::SecretRef;
 use crate::resource::Resource;

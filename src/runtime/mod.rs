@@ -3,6 +3,7 @@
 
 pub mod by_kind;
 pub mod incus;
+pub mod incus_cli;
 pub mod incus_host;
 pub mod process;
 pub mod toolchain;
@@ -87,8 +88,17 @@ impl Launch {
     }
 }
 
+/// `place` for a home on this machine.
+pub async fn place_in_home_here(l: &Launch, files: &[HomeFile]) -> miette::Result<()> {
+    let (home, files) = (l.home.clone(), files.to_vec());
+    tokio::task::spawn_blocking(move || place_here(&home, &files))
+        .await
+        .map_err(|e| miette::miette!("{e}"))?
+        .map_err(|e| miette::miette!("cannot write into {}: {e}", l.home.display()))
+}
+
 /// Writes `files` into a home on this machine (only what differs).
-pub fn place_here(home: &std::path::Path, files: &[HomeFile]) -> std::io::Result<()> {
+fn place_here(home: &std::path::Path, files: &[HomeFile]) -> std::io::Result<()> {
     for f in files {
         let p = home.join(&f.path);
         if std::fs::read(&p).ok().as_deref() != Some(f.content.as_slice()) {
@@ -108,11 +118,7 @@ pub trait Runtime: Send + Sync {
     async fn stop(&self, l: &Launch, handle: &Value) -> miette::Result<()>;
     /// Puts `files` into the gateway's home (before `start`).
     async fn place(&self, l: &Launch, files: &[HomeFile]) -> miette::Result<()> {
-        let (home, files) = (l.home.clone(), files.to_vec());
-        tokio::task::spawn_blocking(move || place_here(&home, &files))
-            .await
-            .map_err(|e| miette::miette!("{e}"))?
-            .map_err(|e| miette::miette!("cannot write into {}: {e}", l.home.display()))
+        place_in_home_here(l, files).await
     }
     /// A file of the gateway's home (path relative to it); None when it is not there.
     async fn read_home(&self, l: &Launch, path: &std::path::Path) -> Option<Vec<u8>> {
