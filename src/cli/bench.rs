@@ -1,7 +1,6 @@
 //! `fleet bench plan|proxy|gateway`: the spine, the proxy and gateways measured (`serve`: `bench_serve`).
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use miette::{miette, IntoDiagnostic};
 
-use super::bench_kit::{apply_in_process, free_port, gateway_fleet, ms, Quiet};
+use super::bench_kit::{apply_in_process, cli_apply, free_port, gateway_fleet, median, ms, time_n, Quiet};
 use super::loaded::runtime;
 use crate::engine::{Goal, Options, Session};
 use crate::layout::Layout;
@@ -137,36 +136,6 @@ pub fn generated_fleet(agents: usize, port: u16) -> String {
         );
     }
     s
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn time_n(runs: usize, mut f: impl FnMut() -> miette::Result<()>) -> miette::Result<Duration> {
-    let mut v = Vec::new();
-    for _ in 0..runs.max(1) {
-        let t = Instant::now();
-        f()?;
-        v.push(t.elapsed());
-    }
-    Ok(median(v))
-}
-
-/// Median time of `runs` end-to-end `fleet apply` runs (this very binary) against a data dir.
-pub(super) fn cli_apply(runs: usize, data: &Path, file: &Path) -> miette::Result<Duration> {
-    let exe = std::env::current_exe().into_diagnostic()?;
-    time_n(runs, || {
-        let status = Command::new(&exe)
-            .args(["apply", "--data-dir"])
-            .arg(data)
-            .arg(file)
-            .stdout(Stdio::null())
-            .status()
-            .into_diagnostic()?;
-        status.success().then_some(()).ok_or_else(|| miette!("fleet apply exited with {status}"))
-    })
 }
 
 pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {

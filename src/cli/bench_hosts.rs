@@ -10,8 +10,7 @@ use std::time::Instant;
 
 use miette::{miette, IntoDiagnostic};
 
-use super::bench::cli_apply;
-use super::bench_kit::{apply_in_process, free_port, ms};
+use super::bench_kit::{apply_in_process, cli_apply, free_port, ms};
 use super::loaded::runtime;
 use crate::engine::Goal;
 use crate::layout::Layout;

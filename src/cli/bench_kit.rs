@@ -1,8 +1,9 @@
 //! What the benchmarks share: a quiet in-process apply, a free port, milliseconds as text.
 
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use miette::{miette, IntoDiagnostic};
 
@@ -69,4 +70,34 @@ pub fn gateway_fleet(n: usize, proxy_port: u16, gw_port: u16) -> String {
         s.push_str(&format!("agent \"agent-{i:03}\" model=\"demo-small\"\n"));
     }
     s
+}
+
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+pub fn time_n(runs: usize, mut f: impl FnMut() -> miette::Result<()>) -> miette::Result<Duration> {
+    let mut v = Vec::new();
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        f()?;
+        v.push(t.elapsed());
+    }
+    Ok(median(v))
+}
+
+/// Median time of `runs` end-to-end `fleet apply` runs (this very binary) against a data dir.
+pub fn cli_apply(runs: usize, data: &Path, file: &Path) -> miette::Result<Duration> {
+    let exe = std::env::current_exe().into_diagnostic()?;
+    time_n(runs, || {
+        let status = Command::new(&exe)
+            .args(["apply", "--data-dir"])
+            .arg(data)
+            .arg(file)
+            .stdout(Stdio::null())
+            .status()
+            .into_diagnostic()?;
+        status.success().then_some(()).ok_or_else(|| miette!("fleet apply exited with {status}"))
+    })
 }
