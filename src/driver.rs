@@ -118,6 +118,9 @@ impl<T: CacheInstall> Driver for T {
     }
 }
 
+/// How many resources a plan observes at once.
+const OBSERVE_AT_ONCE: usize = 16;
+
 #[derive(Default, Clone)]
 pub struct Drivers(HashMap<Kind, Arc<dyn Driver>>);
 
@@ -132,39 +135,39 @@ impl Drivers {
         Kind::parse(&rec.kind).and_then(|k| self.get(k))
     }
 
-    /// Brings recorded outputs up to date after an apply (`Driver::refreshed`).
+    /// Brings recorded outputs up to date after an apply (`Driver::refreshed`), several at once.
     pub async fn refresh_outputs(&self, records: BTreeMap<String, Record>) -> Vec<Record> {
-        let mut out = Vec::new();
-        for mut rec in records.into_values().filter(|r| !r.is_pending()) {
-            let Some(d) = self.for_record(&rec) else { continue };
-            if let Some(outputs) = d.refreshed(&rec).await.filter(|o| *o != rec.outputs) {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(records.into_values().filter(|r| !r.is_pending()))
+            .map(|mut rec| async move {
+                let d = self.for_record(&rec)?;
+                let outputs = d.refreshed(&rec).await.filter(|o| *o != rec.outputs)?;
                 rec.outputs = outputs;
-                out.push(rec);
-            }
-        }
-        out
+                Some(rec)
+            })
+            .buffer_unordered(OBSERVE_AT_ONCE)
+            .filter_map(|r| async move { r })
+            .collect()
+            .await
     }
 
     /// Observes every desired resource: a recorded one for drift, an unrecorded (or unfinished)
-    /// one for what a crashed run may have left of it.
+    /// one for what a crashed run may have left of it. Several at once (observing only reads):
+    /// a no-op plan over hosts, containers and gateways waits on one round trip per resource.
     pub async fn refresh(&self, prior: &BTreeMap<String, Record>, desired: &Desired) -> BTreeMap<String, Drift> {
-        let mut out = BTreeMap::new();
-        for (addr, want) in desired {
-            let Some(d) = self.get(want.kind) else { continue };
-            match prior.get(addr).filter(|r| !r.is_pending()) {
-                Some(rec) => {
-                    let drift = d.observe(rec, want).await;
-                    if drift != Drift::InSync {
-                        out.insert(addr.clone(), drift);
-                    }
-                }
-                None => {
-                    if let Some(found) = d.observe_unrecorded(want).await {
-                        out.insert(addr.clone(), Drift::Update(found));
-                    }
-                }
-            }
-        }
-        out
+        use futures_util::StreamExt;
+        futures_util::stream::iter(desired.iter())
+            .map(|(addr, want)| async move {
+                let d = self.get(want.kind)?;
+                let drift = match prior.get(addr).filter(|r| !r.is_pending()) {
+                    Some(rec) => d.observe(rec, want).await,
+                    None => Drift::Update(d.observe_unrecorded(want).await?),
+                };
+                (drift != Drift::InSync).then(|| (addr.clone(), drift))
+            })
+            .buffer_unordered(OBSERVE_AT_ONCE)
+            .filter_map(|r| async move { r })
+            .collect()
+            .await
     }
 }
