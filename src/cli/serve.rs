@@ -184,12 +184,18 @@ pub fn status(path: Option<&Path>, data_dir: Option<&Path>, as_json: bool) -> mi
             return Ok(ExitCode::SUCCESS);
         }
         println!("fleet {}  ·  status page: {}", l.spec.name, d.login_url());
-        println!("\n{:<16} {:<14} {:<9} {:<12} AGENTS", "GATEWAY", "HOST", "HEALTH", "VERSION");
+        // Grouped by host (the daemon lists them so): a header line per host.
+        println!("\n{:<16} {:<10} {:<9} {:<12} AGENTS", "GATEWAY", "MEMBER", "HEALTH", "VERSION");
+        let mut host = None;
         for g in v["gateways"].as_array().into_iter().flatten() {
+            if host != g["host"].as_str() {
+                host = g["host"].as_str();
+                println!("host {}", host.unwrap_or(""));
+            }
             println!(
-                "{:<16} {:<14} {:<9} {:<12} {}",
+                "  {:<14} {:<10} {:<9} {:<12} {}",
                 g["name"].as_str().unwrap_or(""),
-                g["host"].as_str().unwrap_or(""),
+                g["member"].as_str().unwrap_or("—"),
                 if g["healthy"] == true { "healthy" } else { "down" },
                 g["version"].as_str().unwrap_or(""),
                 g["agents"]

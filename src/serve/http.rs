@@ -251,13 +251,15 @@ async fn status(State(app): State<Shared>, headers: HeaderMap) -> Result<Json<Va
     let view = app.router.view.read().expect("view").clone();
     let health = app.health.read().expect("health").clone();
     let gateways: Vec<Value> = view
-        .gateways
-        .values()
+        .gateways_by_host()
+        .into_iter()
+        .flat_map(|(_, gws)| gws)
         .map(|g| {
             let h = health.get(&g.name);
             json!({
                 "name": g.name,
                 "host": g.host,
+                "member": g.member,
                 "healthy": h.is_some_and(|h| h.healthy),
                 "version": h.map(|h| h.version.clone()).filter(|v| !v.is_empty()).unwrap_or_else(|| g.version.clone()),
                 "agents": view.agents.values().filter(|a| a.gateway == g.name).count(),

@@ -66,21 +66,33 @@ pub async fn page(
     let health = app.health.read().expect("health").clone();
 
     let mut gw_rows = String::new();
-    for g in view.gateways.values() {
-        let h = health.get(&g.name);
-        let ok = h.is_some_and(|h| h.healthy);
-        let version = h.map(|h| h.version.clone()).filter(|v| !v.is_empty()).unwrap_or_else(|| g.version.clone());
-        let count = view.agents.values().filter(|a| a.gateway == g.name).count();
-        let problem = h.and_then(|h| h.problem.clone()).unwrap_or_default();
+    for (host, gateways) in view.gateways_by_host() {
         gw_rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td><span class=\"pill {}\">{}</span></td><td>{}</td><td>{count}</td><td class=\"dim\">{}</td></tr>",
-            esc(&g.name),
-            esc(&g.host),
-            if ok { "online" } else { "offline" },
-            if ok { "healthy" } else { "down" },
-            esc(&version),
-            esc(&problem)
+            "<tr class=\"group\"><th colspan=\"6\">host {} · {} gateway{}</th></tr>",
+            esc(&host),
+            gateways.len(),
+            if gateways.len() == 1 { "" } else { "s" }
         ));
+        for g in gateways {
+            let h = health.get(&g.name);
+            let ok = h.is_some_and(|h| h.healthy);
+            let version = h.map(|h| h.version.clone()).filter(|v| !v.is_empty()).unwrap_or_else(|| g.version.clone());
+            let count = view.agents.values().filter(|a| a.gateway == g.name).count();
+            let problem = h.and_then(|h| h.problem.clone()).unwrap_or_default();
+            let place = match &g.member {
+                Some(m) => format!("{} · member {}", g.host, m),
+                None => g.host.clone(),
+            };
+            gw_rows.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td><span class=\"pill {}\">{}</span></td><td>{}</td><td>{count}</td><td class=\"dim\">{}</td></tr>",
+                esc(&g.name),
+                esc(&place),
+                if ok { "online" } else { "offline" },
+                if ok { "healthy" } else { "down" },
+                esc(&version),
+                esc(&problem)
+            ));
+        }
     }
     let layout = app.layout();
     let now = crate::clock::now_ms().div_euclid(1000);

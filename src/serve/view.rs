@@ -29,11 +29,24 @@ pub struct AgentView {
 #[derive(Debug, Clone, Serialize)]
 pub struct GatewayView {
     pub name: String,
-    /// `process`, or `incus` (with its remote).
+    /// Where it runs: `local` (a process of this machine), `local incus`, or the remote it is on.
     pub host: String,
+    /// On a cluster: the member its last start landed on.
+    pub member: Option<String>,
     pub version: String,
     #[serde(skip)]
     pub gref: GatewayRef,
+}
+
+impl FleetView {
+    /// The gateways grouped by where they run: hosts in name order, this machine first.
+    pub fn gateways_by_host(&self) -> Vec<(String, Vec<&GatewayView>)> {
+        let mut groups: BTreeMap<(bool, String), Vec<&GatewayView>> = BTreeMap::new();
+        for g in self.gateways.values() {
+            groups.entry((!g.host.starts_with("local"), g.host.clone())).or_default().push(g);
+        }
+        groups.into_iter().map(|((_, host), gws)| (host, gws)).collect()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -89,9 +102,10 @@ impl FleetView {
                 "gateway" => {
                     let Ok(g) = r.inputs_as::<GatewayInputs>() else { continue };
                     let host = match &g.launch.container {
-                        Some(c) => format!("incus:{}", c.remote.as_deref().unwrap_or("local")),
-                        None => g.runtime.clone(),
+                        Some(c) => c.remote.clone().unwrap_or_else(|| "local incus".into()),
+                        None => "local".into(),
                     };
+                    let member = r.outputs.pointer("/handle/member").and_then(|m| m.as_str()).map(str::to_string);
                     let url = r.outputs.get("url").and_then(|u| u.as_str()).unwrap_or_default().to_string();
                     let name = g.launch.gateway.clone();
                     v.gateways.insert(
@@ -99,6 +113,7 @@ impl FleetView {
                         GatewayView {
                             name: name.clone(),
                             host,
+                            member,
                             version: r.outputs["version"].as_str().unwrap_or_default().to_string(),
                             gref: GatewayRef { name, url, token_file: g.token_file.clone() },
                         },

@@ -358,6 +358,15 @@ fn gateways_on_a_remote_host_and_a_cluster_converge_answer_move_and_go() {
     };
     assert!(traced.0 >= 3, "the plugin on the remote host shipped nothing: {}", traced.1);
 
+    // The daemon's status groups the gateways by host, members named.
+    let st = w.fleet(&["status"]);
+    assert_eq!(st.code, 0, "{}", st.all());
+    let out = st.stdout.clone();
+    let at = |s: &str| out.find(s).unwrap_or_else(|| panic!("{s:?} missing in\n{out}"));
+    assert!(at("host local") < at("host edge") && at("host edge") < at("host site"), "{out}");
+    assert!(at("host edge") < at("  far ") && at("host site") < at("  c2 ") && at("  c2 ") < at("  cg "), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("  c2 ") && l.contains(" m2 ")), "{out}");
+
     // Converged: a second apply changes nothing, the plan is clean.
     let r = w.fleet(&["apply"]);
     assert!(r.stdout.contains("No changes."), "{}", r.all());
