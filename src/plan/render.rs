@@ -181,6 +181,10 @@ pub fn json(
                 rc["action_reason"] = json!(code);
                 rc["reason"] = json!(c.reason);
             }
+            // fleet's own addition: where it runs, when not on this machine.
+            if let Some(place) = &c.place {
+                rc["place"] = json!(place);
+            }
         }
         changes.push(rc);
     }

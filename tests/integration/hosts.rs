@@ -378,6 +378,8 @@ fn gateways_on_a_remote_host_and_a_cluster_converge_answer_move_and_go() {
     let plan = w.fleet(&["plan"]);
     assert!(plan.stdout.contains("~ gateway.c2 (host site, member m2)"), "{}", plan.stdout);
     assert!(!plan.stdout.contains("-/+ gateway.c2"), "{}", plan.stdout);
+    let json = w.fleet(&["plan", "--json"]);
+    assert!(json.stdout.contains(r#""place": "host site, member m2""#), "{}", json.stdout);
     let r = w.fleet(&["apply"]);
     assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
     let moved = site.instance(&ct("c2"));
