@@ -636,8 +636,9 @@ fn litellm(n: &RawNode, base: &Path, p: &mut Problems) -> LitellmRaw {
     let mut r = Reader::new(n, p);
     let span = r.span();
     let host = r.str_opt("host");
-    let port = r.int_opt("port", 1, 65535).map(|v| Spanned::new(v.value as u16, v.span));
-    let bind = r.str_opt("bind").map(|s| s.value);
+    let mut port = r.int_opt("port", 1, 65535).map(|v| Spanned::new(v.value as u16, v.span));
+    let mut bind = r.str_opt("bind").map(|s| s.value);
+    let listen = r.str_opt("listen");
     let version = r.str_opt("version");
     let path = r.str_opt("path").map(|s| base.join(s.value));
     let master_key = secret(&mut r, "master-key", base, "LITELLM_MASTER_KEY");
@@ -690,6 +691,23 @@ fn litellm(n: &RawNode, base: &Path, p: &mut Problems) -> LitellmRaw {
     };
     let host_attempted = r.attempted("host");
     r.finish();
+    // `listen "IP:PORT"` (as `serve` says it): the address and port at once.
+    if let Some(l) = listen {
+        match (crate::netaddr::split_listen(&l.value), &bind, &port) {
+            (Some((ip, at)), None, None) => {
+                bind = Some(ip);
+                port = Some(Spanned::new(at, l.span));
+            }
+            (Some(_), _, _) => p.push(
+                Problem::new("`listen` and `bind`/`port` say the same thing twice", l.span, "one or the other")
+                    .help("keep `listen \"IP:PORT\"`, or `bind` and `port`"),
+            ),
+            (None, _, _) => p.push(
+                Problem::new(format!("invalid listen address {:?}", l.value), l.span, "not IP:PORT")
+                    .help("write an IP address of this machine and a port, e.g. \"10.0.0.1:4000\""),
+            ),
+        }
+    }
     if let Some(v) = &version {
         if v.value == "1.107.0" {
             p.push(
@@ -883,12 +901,27 @@ fn gateway(n: &RawNode, p: &mut Problems) -> Option<GatewayRaw> {
     r.finish();
     let name = name?;
     check_slug(p, "gateway", &name);
-    if let Some(l) = &listen {
-        if l.value.parse::<std::net::IpAddr>().is_err() {
-            p.push(
+    // `listen "10.0.0.2"` or `listen "10.0.0.2:18789"` (the port then is the gateway's `port`).
+    let mut port = port;
+    let mut listen = listen;
+    if let Some(l) = listen.take() {
+        match (l.value.parse::<std::net::IpAddr>(), crate::netaddr::split_listen(&l.value)) {
+            (Ok(_), _) => listen = Some(l),
+            (_, Some((ip, at))) => {
+                match &port {
+                    Some(p0) if p0.value != at => p.push(
+                        Problem::new(format!("`listen` says port {at}, `port` says {}", p0.value), l.span, "two ports")
+                            .also(p0.span, "here")
+                            .help("write the port once: in `listen`, or in `port`"),
+                    ),
+                    _ => port = Some(Spanned::new(at, l.span)),
+                }
+                listen = Some(Spanned::new(ip, l.span));
+            }
+            _ => p.push(
                 Problem::new(format!("`listen` must be an IP address, not {:?}", l.value), l.span, "not an IP address")
-                    .help("the address of the gateway's host that fleet reaches, e.g. listen=\"10.0.0.2\" (the port is `port`)"),
-            );
+                    .help("the address of the gateway's host that fleet reaches, e.g. listen=\"10.0.0.2\" or \"10.0.0.2:18789\""),
+            ),
         }
     }
     if let Some(t) = &target {

@@ -534,6 +534,26 @@ agent "alice" model="m"
     .unwrap();
     assert_eq!(ok.gateways[0].listen.as_deref(), Some("10.0.0.2"), "taken from the host's address");
     assert_eq!(ok.gateways[1].listen.as_deref(), Some("10.0.0.3"));
+    // The same as `serve` says it: `listen "IP:PORT"` on the proxy, and on a gateway (its port).
+    let ok = kdl(&format!(
+        "{base}host \"edge\" runtime=\"incus\" address=\"https://10.0.0.2:8443\"\nlitellm host=\"local\" {{ listen \"10.0.0.1:4100\"; }}\ngateway \"g\" host=\"edge\" image=\"openclaw-base\" {{ listen \"10.0.0.2:18800\"; }}\n"
+    ))
+    .unwrap();
+    assert_eq!((ok.litellm.bind.as_str(), ok.litellm.port), ("10.0.0.1", 4100));
+    assert_eq!((ok.gateways[0].listen.as_deref(), ok.gateways[0].port), (Some("10.0.0.2"), 18800));
+    assert!(ok.gateways[0].listen_written);
+    for (bad, want) in [
+        ("litellm host=\"local\" bind=\"10.0.0.1\" listen=\"10.0.0.1:4100\"", "say the same thing twice"),
+        ("litellm host=\"local\" listen=\"10.0.0.1\"", "invalid listen address"),
+        (
+            "litellm host=\"local\" bind=\"10.0.0.1\"\ngateway \"g\" host=\"edge\" image=\"openclaw-base\" port=18801 listen=\"10.0.0.2:18800\"",
+            "`listen` says port 18800, `port` says 18801",
+        ),
+    ] {
+        let text = format!("{base}host \"edge\" runtime=\"incus\" address=\"https://10.0.0.2:8443\"\n{bad}\n");
+        let m = messages(kdl(&text).unwrap_err());
+        assert!(m.iter().any(|x| x.contains(want)), "{bad}: {m:?}");
+    }
     for (bad, want) in [
         (r#"host "h" runtime="incus" address="http://10.0.0.2""#, "invalid host address"),
         (r#"host "h" runtime="incus" address="https://10.0.0.2:port""#, "invalid host address"),

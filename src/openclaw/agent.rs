@@ -159,7 +159,7 @@ impl Driver for AgentDriver {
             a.files.iter().filter(|(n, _)| !AGENT_OWNED.contains(&n.as_str()) && !FIRST_ONLY.contains(&n.as_str()));
         let remote = match &a.workspace_host {
             Some(_) => None,
-            None => a.gateway.connect().await.ok(),
+            None => a.gateway.try_connect(Duration::from_secs(5)).await,
         };
         for (name, hash) in owned {
             let now = match (&a.workspace_host, &remote) {
