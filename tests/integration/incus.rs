@@ -26,14 +26,20 @@ fn incus_dir() -> PathBuf {
     dir
 }
 
-/// The openclaw-base image, built (or taken from the build cache) by the real binary.
+/// The openclaw-base image, built (or taken from the build cache) by the real binary, copied into
+/// the test's own directory: tests running at once take turns (a cache hit rewrites the shared
+/// output file in place, which another test may be reading).
 pub(crate) fn openclaw_image(w: &World) -> (PathBuf, String) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/openclaw-base.kdl");
     let out = shared_cache().join("fleet-test-images");
     let r =
         w.fleet(&["image", "build", recipe.to_str().unwrap(), "--arch", "amd64", "--out", out.to_str().unwrap()]).ok();
     let sha = r.stdout.lines().find_map(|l| l.strip_prefix("sha256 ")).unwrap().to_string();
-    (out.join("openclaw-base-amd64.tar.gz"), sha)
+    let own = w.root().join("openclaw-base-amd64.tar.gz");
+    std::fs::copy(out.join("openclaw-base-amd64.tar.gz"), &own).unwrap();
+    (own, sha)
 }
 
 /// Serves the image at /good, and at /cut only its first half before failing the connection.
