@@ -239,6 +239,21 @@ impl Drop for Cluster {
 
 const FLEET_GW: &str = "hosts-gw";
 
+/// A copy of the image tarball with `n` empty gzip members appended: the same bits once
+/// unpacked, another file (sha256, Incus fingerprint). Returns it and its sha256.
+fn same_bits_another_file(w: &World, image: &Path, n: usize) -> (PathBuf, String) {
+    use std::io::Write;
+    let out = w.root().join(format!("image-{n}.tar.gz"));
+    std::fs::copy(image, &out).unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&out).unwrap();
+    for _ in 0..n {
+        let empty = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        f.write_all(&empty.finish().unwrap()).unwrap();
+    }
+    let sha = fleet::fsutil::sha256_file(&out).unwrap();
+    (out, sha)
+}
+
 /// The ports of the proxy, the daemon and the four gateways.
 type Ports = [u16; 6];
 
@@ -294,8 +309,11 @@ fn gateways_on_a_remote_host_and_a_cluster_converge_answer_move_and_go() {
     site.incus(&["cluster", "group", "assign", "m2", "default,grp", "-q"]);
     let w = World::new();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let (file, sha) = crate::incus::openclaw_image(&w);
-    let url = format!("http://127.0.0.1:{}/good", crate::incus::serve(&rt, file.clone()));
+    // The image's bits as a file of this test's own (another sha256: the fetch cache entry the
+    // Incus test deletes and re-fetches is not this one).
+    let (file, _) = crate::incus::openclaw_image(&w);
+    let (base, sha) = same_bits_another_file(&w, &file, 1);
+    let url = format!("http://127.0.0.1:{}/good", crate::incus::serve(&rt, base));
     let ports: Ports = std::array::from_fn(|_| free_port());
     let fleet = |far: &[&str], c2: &str| spread_fleet(&edge, &site, &url, &sha, ports, far, c2);
     w.write("fleet.kdl", &fleet(&["alice", "carol"], "m2"));
@@ -463,16 +481,7 @@ fn gateways_on_a_remote_host_and_a_cluster_converge_answer_move_and_go() {
     // A new image for the remote gateway (the same bits; an empty gzip member appended makes it
     // another file, sha256 and Incus fingerprint): its container is replaced and its home carried
     // across, a file in alice's workspace included.
-    let alt = w.root().join("alt.tar.gz");
-    {
-        use std::io::Write;
-        std::fs::copy(&file, &alt).unwrap();
-        let mut f = std::fs::OpenOptions::new().append(true).open(&alt).unwrap();
-        let mut empty = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        empty.write_all(b"").unwrap();
-        f.write_all(&empty.finish().unwrap()).unwrap();
-    }
-    let alt_sha = fleet::fsutil::sha256_file(&alt).unwrap();
+    let (alt, alt_sha) = same_bits_another_file(&w, &file, 2);
     let alt_url = format!("http://127.0.0.1:{}/good", crate::incus::serve(&rt, alt));
     let with_alt = |far: &[&str]| {
         with_gina(far).replace(
