@@ -186,7 +186,7 @@ impl HostDriver {
         if let Some(want) = &h.arch {
             if !arches.contains(want) {
                 return Err(miette!(
-                    "host {} reports architecture {}, but its gateways would get {want} images (`arch` on the host, amd64 when not written): set `arch` to what the host is",
+                    "host {} reports architecture {}, but its gateways would get {want} images (`arch` on the host; this machine's when not written): set `arch` to what the host is",
                     h.host,
                     arches.join(", ")
                 ));
