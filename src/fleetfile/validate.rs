@@ -288,8 +288,8 @@ pub fn assemble(
             );
         }
         let listen_written = listen.is_some();
-        let remote_host = hosts.iter().any(|h| h.name.value == host.value && h.is_remote());
-        if let Some(t) = target.as_ref().filter(|_| !remote_host) {
+        let remote_host = hosts.iter().find(|h| h.name.value == host.value && h.is_remote());
+        if let Some(t) = target.as_ref().filter(|_| remote_host.is_none()) {
             p.push(
                 Problem::new(
                     format!("gateway {:?} has a `target`, but host {:?} is not an Incus cluster fleet reaches", name.value, host.value),
@@ -300,7 +300,7 @@ pub fn assemble(
             );
         }
         let target = target.map(|t| t.value);
-        let listen = match hosts.iter().find(|h| h.name.value == host.value && h.is_remote()) {
+        let listen = match remote_host {
             Some(h) => remote_gateway_listen(p, &name, &host, h, listen, &litellm, serve.as_ref().map(|(s, _)| s)),
             None => {
                 if let Some(l) = &listen {

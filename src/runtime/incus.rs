@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use super::incus_cli::{incus, incus_in, instance_state, query_in, target};
 use super::{Container, HomeFile, Launch, Runtime};
+use crate::netaddr::join_host_port;
 
 pub struct IncusRuntime;
 
@@ -152,17 +153,19 @@ fn handle(c: &Container) -> Value {
 fn devices(l: &Launch, c: &Container) -> Vec<(String, Vec<String>)> {
     let inside = format!("tcp:127.0.0.1:{}", l.port);
     let outside = match &c.listen {
-        Some(ip) if ip.contains(':') => format!("tcp:[{ip}]:{}", l.port),
-        Some(ip) => format!("tcp:{ip}:{}", l.port),
+        Some(ip) => format!("tcp:{}", join_host_port(ip, l.port)),
         None => inside.clone(),
     };
     let mut out = vec![("gateway".to_string(), vec![format!("listen={outside}"), format!("connect={inside}")])];
     for port in &c.forward {
         let to = c.forward_to.get(port).map(String::as_str).unwrap_or("127.0.0.1");
-        let to = if to.contains(':') { format!("[{to}]") } else { to.to_string() };
         out.push((
             format!("host-{port}"),
-            vec!["bind=instance".into(), format!("listen=tcp:127.0.0.1:{port}"), format!("connect=tcp:{to}:{port}")],
+            vec![
+                "bind=instance".into(),
+                format!("listen=tcp:127.0.0.1:{port}"),
+                format!("connect=tcp:{}", join_host_port(to, *port)),
+            ],
         ));
     }
     out

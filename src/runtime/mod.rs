@@ -145,18 +145,13 @@ pub trait Runtime: Send + Sync {
     /// the incus runtime's proxy device listens).
     fn url(&self, l: &Launch) -> String {
         let host = l.container.as_ref().and_then(|c| c.listen.as_deref()).unwrap_or("127.0.0.1");
-        if host.contains(':') {
-            format!("ws://[{host}]:{}", l.port)
-        } else {
-            format!("ws://{host}:{}", l.port)
-        }
+        format!("ws://{}", crate::netaddr::join_host_port(host, l.port))
     }
     /// Where fleet reaches the gateway the handle names (its runtime may publish it elsewhere than
     /// `url` says: a container on a cluster, on the member it landed on).
     fn url_of(&self, l: &Launch, handle: &Value) -> String {
         match handle.get("listen").and_then(Value::as_str) {
-            Some(ip) if ip.contains(':') => format!("ws://[{ip}]:{}", l.port),
-            Some(ip) => format!("ws://{ip}:{}", l.port),
+            Some(ip) => format!("ws://{}", crate::netaddr::join_host_port(ip, l.port)),
             None => self.url(l),
         }
     }
