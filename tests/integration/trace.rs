@@ -465,10 +465,18 @@ fn the_plugin_traces_tool_calls_of_chat_turns_and_heartbeats() {
                 .unwrap()
         })
     };
+    // Each wake that OpenClaw runs is a heartbeat run of its own (trace id = its runId): the test
+    // takes the first run that is complete, whichever wake started it.
     let heartbeat = || {
         let ev = trace_of(&d, "alice", "");
         let hb: Vec<Value> = ev.iter().filter(|e| e["channel_id"] == "heartbeat").cloned().collect();
-        (hb.iter().any(|e| e["kind"] == "tool_result") && hb.iter().any(|e| e["kind"] == "message_out")).then_some(hb)
+        let mut runs: Vec<&str> = hb.iter().filter_map(|e| e["trace_id"].as_str()).collect();
+        runs.dedup();
+        runs.into_iter().find_map(|t| {
+            let run: Vec<Value> = hb.iter().filter(|e| e["trace_id"] == t).cloned().collect();
+            (run.iter().any(|e| e["kind"] == "tool_result") && run.iter().any(|e| e["kind"] == "message_out"))
+                .then_some((hb.clone(), run))
+        })
     };
     let mut woken = vec![];
     let hb = (0..3)
@@ -485,9 +493,20 @@ fn the_plugin_traces_tool_calls_of_chat_turns_and_heartbeats() {
                 brief(&trace_of(&d, "alice", ""))
             )
         });
-    let trace = hb[0]["trace_id"].as_str().unwrap();
-    assert!(hb.iter().all(|e| e["trace_id"] == trace), "one trace id per heartbeat run");
-    assert!(hb.iter().any(|e| e["kind"] == "tool_call"), "{}", brief(&hb));
+    let (all_hb, hb) = hb;
+    // Every heartbeat event, of whichever run, carries its run's id as trace id and hangs under
+    // that run's root: one trace per run, never one mixed.
+    for e in &all_hb {
+        let t = e["trace_id"].as_str().unwrap();
+        assert!(e["id"].as_str().unwrap().starts_with(&format!("oc:{t}:")), "{e}");
+        if e["kind"] != "message_in" {
+            assert_eq!(e["parent_id"].as_str(), Some(format!("oc:{t}:in").as_str()), "{e}");
+        }
+    }
+    let k = kinds(&hb);
+    for want in ["message_in", "llm_call", "tool_call", "tool_result", "message_out"] {
+        assert!(k.contains(want), "the heartbeat run lacks {want}: {}", brief(&hb));
+    }
     let (_, v) = d.request("GET", "/v1/agents", Some(&d.admin), None);
     let a = v["agents"].as_array().unwrap().iter().find(|a| a["name"] == "alice").unwrap().clone();
     assert!(a["last_heartbeat"].as_str().is_some() && a["silent"].is_null(), "{a}");
