@@ -258,7 +258,9 @@ impl Driver for AgentDriver {
         let a: AgentInputs = prior.inputs_as()?;
         remove(&a, ctx).await?;
         if a.workspace_host.is_none() {
-            super::gateway::bring_agent_here(&a.gateway.token_file, &a.id).await?;
+            if let Some(there) = super::gateway::HomeElsewhere::of(&a.gateway.token_file)? {
+                there.bring_agent_here(&a.id).await?;
+            }
         }
         let fp = Footprint::of(&self.layout, &a.gateway.name, &a.id);
         let (root, about, run) = (self.layout.archive_dir(), a.about.clone(), ctx.run);

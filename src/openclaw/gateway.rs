@@ -422,21 +422,57 @@ pub async fn stop_as_it_goes(token_file: &Path, ctx: &StepCtx) {
     }
 }
 
-/// What is left of agent `id` in the home of a gateway on another host (its workspace, OpenClaw's
-/// state of it) brought to this machine, where the archive takes it from. Nothing to do for a
-/// home on this machine.
-pub async fn bring_agent_here(token_file: &Path, id: &str) -> miette::Result<()> {
-    let Some((g, _)) = recorded_launch(token_file) else { return Ok(()) };
-    if g.launch.home_is_here() {
-        return Ok(());
+/// An agent's directories in a gateway's home: its workspace and OpenClaw's state of it.
+fn agent_dirs(id: &str) -> [PathBuf; 2] {
+    [Path::new("workspaces").join(id), Path::new("state/agents").join(id)]
+}
+
+/// A gateway whose home is on another host (by its recorded launch), for moving agents' footprints
+/// between that home and this machine's directory of the gateway, where archives are taken from
+/// and restored into.
+pub struct HomeElsewhere {
+    g: GatewayInputs,
+    rt: &'static dyn Runtime,
+}
+
+impl HomeElsewhere {
+    /// None for a gateway whose home is on this machine (or that has never been launched).
+    pub fn of(token_file: &Path) -> miette::Result<Option<HomeElsewhere>> {
+        let Some((g, _)) = recorded_launch(token_file) else { return Ok(None) };
+        if g.launch.home_is_here() {
+            return Ok(None);
+        }
+        let rt = GatewayDriver.runtime(&g)?;
+        Ok(Some(HomeElsewhere { g, rt }))
     }
-    let rt = GatewayDriver.runtime(&g)?;
-    for dir in [Path::new("workspaces").join(id), Path::new("state/agents").join(id)] {
-        rt.bring_here(&g.launch, &dir)
-            .await
-            .wrap_err_with(|| format!("cannot fetch {} from gateway {}", dir.display(), g.launch.gateway))?;
+
+    /// What is left of agent `id` there brought to this machine (and deleted there).
+    pub async fn bring_agent_here(&self, id: &str) -> miette::Result<()> {
+        for dir in agent_dirs(id) {
+            self.rt
+                .bring_here(&self.g.launch, &dir)
+                .await
+                .wrap_err_with(|| format!("cannot fetch {} from gateway {}", dir.display(), self.g.launch.gateway))?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// What of agent `id` is in this machine's directory of the gateway (put there by a restore or
+    /// a move) pushed into the home there, replacing what was there, and removed here.
+    pub async fn send_agent_there(&self, id: &str) -> miette::Result<()> {
+        for dir in agent_dirs(id) {
+            self.rt
+                .send_there(&self.g.launch, &dir)
+                .await
+                .wrap_err_with(|| format!("cannot push {} into gateway {}", dir.display(), self.g.launch.gateway))?;
+        }
+        Ok(())
+    }
+
+    /// Whether agent `id` has a workspace there.
+    pub async fn has_workspace(&self, id: &str) -> bool {
+        self.rt.home_has(&self.g.launch, &agent_dirs(id)[0]).await
+    }
 }
 
 /// The handle file of the gateway whose token is `token_file`: the inputs it was launched with,

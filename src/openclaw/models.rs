@@ -147,14 +147,18 @@ pub struct ModelsDriver {
 impl ModelsDriver {
     /// Agents this patch brings to the gateway for the first time get back what they left, before
     /// the gateway sees them: a restore a killed run began, their footprint on another gateway of
-    /// this fleet (a move), or their archive (`archive/restore.rs`). Only for a gateway whose home is
-    /// on this machine.
+    /// this fleet (a move), or their archive (`archive/restore.rs`).
     ///
     /// A fresh agent (nothing to bring back) whose workspace is not there gets fleet's files
     /// written into it first: OpenClaw refuses to seed a workspace it attested in the last 24 h and
     /// that has since disappeared ("WorkspaceVanishedError … Refusing to reseed BOOTSTRAP.md",
     /// measured after an archive or a destroy on a kept gateway home), and accepts one holding
     /// BOOTSTRAP.md. The agent's step then finds the files in place (first provisioning as ever).
+    ///
+    /// A gateway whose home is on another host: all of that happens in this machine's directory of
+    /// the gateway, as for a local one, and what it put there is then pushed into the home there
+    /// (`HomeElsewhere::send_agent_there`) and removed here. A run killed before the push finished
+    /// leaves it here; the next run pushes it.
     async fn bring_back(
         &self,
         r: &Resource,
@@ -163,9 +167,7 @@ impl ModelsDriver {
         listed: &[String],
         ctx: &StepCtx,
     ) -> miette::Result<()> {
-        if want.state_db.is_none() {
-            return Ok(());
-        }
+        let there = super::gateway::HomeElsewhere::of(&want.gateway.token_file)?;
         let new = want
             .agents
             .iter()
@@ -177,9 +179,13 @@ impl ModelsDriver {
                 .await
                 .map_err(|e| miette!("{e}"))?
                 .wrap_err_with(|| format!("agent {id}"))?;
-            match from {
-                Some(from) => ctx.progress(&format!("{id}: brought back from {from}")),
-                None => seed(&self.layout.agent_workspace(&want.gateway.name, id), id, r)?,
+            match (from, &there) {
+                (Some(from), _) => ctx.progress(&format!("{id}: brought back from {from}")),
+                (None, Some(there)) if there.has_workspace(id).await => {}
+                (None, _) => seed(&self.layout.agent_workspace(&want.gateway.name, id), id, r)?,
+            }
+            if let Some(there) = &there {
+                there.send_agent_there(id).await.wrap_err_with(|| format!("agent {id}"))?;
             }
         }
         Ok(())

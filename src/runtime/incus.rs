@@ -98,6 +98,20 @@ impl Runtime for IncusRuntime {
         }
     }
 
+    async fn send_there(&self, l: &Launch, path: &Path) -> miette::Result<()> {
+        match l.container.as_ref().filter(|c| c.elsewhere()) {
+            Some(c) => remote::send_there(l, c, path).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn home_has(&self, l: &Launch, path: &Path) -> bool {
+        match l.container.as_ref().filter(|c| c.elsewhere()) {
+            Some(c) => remote::has(c, &Path::new("/root").join(path)).await,
+            None => tokio::fs::try_exists(l.home.join(path)).await.unwrap_or(false),
+        }
+    }
+
     async fn unreachable(&self, l: &Launch, handle: &Value) -> Option<String> {
         let c = l.container.as_ref().filter(|c| c.elsewhere())?;
         let (conf, host) = (c.incus_config.as_deref(), c.remote.as_deref().unwrap_or_default());
@@ -175,7 +189,7 @@ fn devices(l: &Launch, c: &Container) -> Vec<(String, Vec<String>)> {
 mod remote {
     use std::path::Path;
 
-    use miette::{miette, IntoDiagnostic};
+    use miette::{miette, IntoDiagnostic, WrapErr};
     use serde_json::{json, Value};
 
     use super::{devices, handle, incus_in, label, query_in, target, Container, HomeFile, Launch};
@@ -316,13 +330,7 @@ mod remote {
         let inside = format!("{}/root/{}", target(&c.remote, &c.name), path.display());
         let dest = l.home.join(path);
         let (Some(parent), Some(leaf)) = (dest.parent(), dest.file_name()) else { return Ok(()) };
-        let exists = incus_in(
-            conf,
-            &["query", &target(&c.remote, &format!("/1.0/instances/{}/files?path=/root/{}", c.name, path.display()))],
-        )
-        .await
-        .is_ok();
-        if !exists {
+        if !has(c, &Path::new("/root").join(path)).await {
             return Ok(());
         }
         std::fs::create_dir_all(parent).into_diagnostic()?;
@@ -335,6 +343,36 @@ mod remote {
         let _ = std::fs::remove_dir_all(&staging);
         incus_in(conf, &["file", "delete", "-f", &inside]).await?;
         Ok(())
+    }
+
+    /// `path` under `l.home` here pushed into the container's home at the same place — what was
+    /// there is deleted first, so the container's copy is the pushed one whole — then removed here.
+    /// The copy here goes only after a push that finished: a run killed half-way leaves it, and the
+    /// next run pushes it again.
+    pub async fn send_there(l: &Launch, c: &Container, path: &Path) -> miette::Result<()> {
+        let local = l.home.join(path);
+        if !tokio::fs::try_exists(&local).await.unwrap_or(false) {
+            return Ok(());
+        }
+        let conf = c.incus_config.as_deref();
+        let name = target(&c.remote, &c.name);
+        let inside = Path::new("/root").join(path);
+        if has(c, &inside).await {
+            incus_in(conf, &["file", "delete", "-f", &format!("{name}{}", inside.display())]).await?;
+        }
+        let parent = inside.parent().unwrap_or(Path::new("/root"));
+        let into = format!("{name}{}/", parent.display());
+        incus_in(conf, &["file", "push", "-r", "-q", "--create-dirs", &local.display().to_string(), &into]).await?;
+        tokio::fs::remove_dir_all(&local)
+            .await
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot remove {} once pushed", local.display()))
+    }
+
+    /// Whether the container holds `inside` (an absolute path), asked through the file API.
+    pub async fn has(c: &Container, inside: &Path) -> bool {
+        let at = format!("/1.0/instances/{}/files?path={}", c.name, inside.display());
+        incus_in(c.incus_config.as_deref(), &["query", &target(&c.remote, &at)]).await.is_ok()
     }
 
     /// A file of the container (absolute path inside); None when it is not there.

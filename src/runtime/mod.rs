@@ -129,6 +129,16 @@ pub trait Runtime: Send + Sync {
     async fn bring_here(&self, _l: &Launch, _path: &std::path::Path) -> miette::Result<()> {
         Ok(())
     }
+    /// The inverse of `bring_here`: a directory under the gateway's directory on this machine (an
+    /// agent's footprint a restore or a move put there) pushed into the same place of a home on
+    /// another host, replacing what is there, then removed here. Nothing to do when the home is here.
+    async fn send_there(&self, _l: &Launch, _path: &std::path::Path) -> miette::Result<()> {
+        Ok(())
+    }
+    /// Whether the gateway's home holds `path` (relative to it).
+    async fn home_has(&self, l: &Launch, path: &std::path::Path) -> bool {
+        tokio::fs::try_exists(l.home.join(path)).await.unwrap_or(false)
+    }
     /// Why the gateway's host cannot be asked about it now (another machine that does not answer);
     /// None when it can.
     async fn unreachable(&self, _l: &Launch, _handle: &Value) -> Option<String> {

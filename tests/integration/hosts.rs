@@ -511,6 +511,9 @@ fn gateways_on_a_remote_host_and_a_cluster_converge_answer_move_and_go() {
 
     // Removing a remote agent archives what it left on the remote host (its workspace, sessions),
     // and takes it off that host.
+    let hand = w.write("hand.md", "carol's own notes\n");
+    let carols = format!("{}/root/workspaces/carol/HAND.md", ct("far"));
+    edge.incus(&["file", "push", hand.to_str().unwrap(), &carols, "-q"]);
     w.write("fleet.kdl", &with_alt(&["alice"]));
     let r = w.fleet(&["apply"]);
     assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
@@ -523,6 +526,26 @@ fn gateways_on_a_remote_host_and_a_cluster_converge_answer_move_and_go() {
         .output()
         .unwrap();
     assert!(!left.status.success(), "carol's workspace is gone from the remote host");
+
+    // Declared again, carol comes back from her archive into the container there: her own file
+    // and OpenClaw's sessions of her pushed back, nothing of her left in this machine's directory
+    // of the gateway, the archive used up; she answers.
+    w.write("fleet.kdl", &with_alt(&["alice", "carol"]));
+    let plan = w.fleet(&["plan"]);
+    assert!(plan.stdout.contains("restore from archive carol-"), "{}", plan.stdout);
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
+    assert!(r.all().contains("carol: brought back from archive carol-"), "{}", r.all());
+    assert_eq!(edge.incus(&["file", "pull", &carols, "-"]), "carol's own notes", "her workspace is back there");
+    let sessions = format!("/1.0/instances/{}/files?path=/root/state/agents/carol", ct("far"));
+    assert!(!edge.incus(&["query", &sessions]).is_empty(), "OpenClaw's state of her is back there");
+    assert!(!data.join("gateways/far/home/workspaces/carol").exists(), "nothing of her is left here");
+    assert!(!data.join("gateways/far/home/state/agents/carol").exists(), "nothing of her is left here");
+    let list = w.fleet(&["archive", "list", "--json"]);
+    assert!(!list.stdout.contains("\"carol\""), "the archive was used: {}", list.all());
+    let reply = w.fleet(&["chat", "carol", "back from the archive?"]);
+    assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
+    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
 
     // gc finds an unrecorded container labelled for this fleet on the remote host (through fleet's
     // own client config) and deletes it; the recorded one stays.
