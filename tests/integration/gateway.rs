@@ -75,6 +75,19 @@ fn list_agents(w: &World) -> Vec<serde_json::Value> {
     call_gateway(w, "agents.list", serde_json::json!({}))["agents"].as_array().unwrap().clone()
 }
 
+/// The wakes OpenClaw holds in an agent's main session (`chat.history`): the idempotency keys of
+/// its user messages that fleet sent once (`fleet-…`; chat turns carry random hex run ids).
+fn wakes(w: &World, agent: &str) -> Vec<String> {
+    let params = serde_json::json!({"sessionKey": format!("agent:{agent}:main"), "agentId": agent, "limit": 1000});
+    call_gateway(w, "chat.history", params)["messages"]
+        .as_array()
+        .expect("chat.history has messages")
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .filter_map(|m| m["idempotencyKey"].as_str().filter(|k| k.starts_with("fleet-")).map(str::to_string))
+        .collect()
+}
+
 fn chat(w: &World, agent: &str) -> String {
     w.fleet(&["chat", agent, "hi"]).ok().stdout.trim().to_string()
 }
@@ -96,17 +109,23 @@ fn the_quickstart_converges_answers_and_stays_put() {
     assert_eq!(first.count("agents.create"), 0, "{:?}", first.methods());
 
     // A crash between sending a wake and recording it (simulated: the record dropped) does not wake
-    // anyone twice: the re-run finds the message in the gateway's session and sends nothing.
-    let proxy_log = w.data_dir("quickstart").join("litellm/proxy.log");
-    let calls = || std::fs::read_to_string(&proxy_log).unwrap().matches("accepted key fleet-alice for").count();
-    let before = calls();
+    // anyone twice: the re-run finds the message in the gateway's session and sends nothing. What
+    // OpenClaw holds says so: alice's session has her one wake before and after, under the key
+    // fleet recorded.
+    let woken = wakes(&w, "alice");
+    assert_eq!(woken.len(), 1, "the first apply woke alice once: {woken:?}");
     let db = rusqlite::Connection::open(w.data_dir("quickstart").join("state.db")).unwrap();
     assert_eq!(db.execute("DELETE FROM resources WHERE address = 'wake.alice'", []).unwrap(), 1);
     drop(db);
     let r = w.fleet(&["apply"]).ok();
     assert!(r.stdout.contains("+ wake.alice: created"), "{}", r.stdout);
     assert!(r.stdout.contains("wake.alice: already woken"), "{}", r.stdout);
-    assert_eq!(calls(), before, "alice was not woken a second time");
+    assert_eq!(wakes(&w, "alice"), woken, "alice was not woken a second time");
+    let db = rusqlite::Connection::open(w.data_dir("quickstart").join("state.db")).unwrap();
+    let outputs: String =
+        db.query_row("SELECT outputs FROM resources WHERE address = 'wake.alice'", [], |r| r.get(0)).unwrap();
+    let key = serde_json::from_str::<serde_json::Value>(&outputs).unwrap()["key"].as_str().unwrap().to_string();
+    assert!(woken[0].starts_with(&key), "the wake recorded ({key}) is the one the session holds: {woken:?}");
 
     // The end-to-end proof: alice answers, through LiteLLM, with her own key.
     assert_eq!(chat(&w, "alice"), "Hello from the demo model.");

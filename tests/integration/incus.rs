@@ -27,11 +27,10 @@ fn incus_dir() -> PathBuf {
 }
 
 /// The openclaw-base image, built (or taken from the build cache) by the real binary, copied into
-/// the test's own directory: tests running at once take turns (a cache hit rewrites the shared
-/// output file in place, which another test may be reading).
+/// the test's own directory: tests running at once take turns, across test processes (a cache hit
+/// rewrites the shared output file in place, which another test may be reading).
 pub(crate) fn openclaw_image(w: &World) -> (PathBuf, String) {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = crate::support::cross_process_lock("openclaw-base-image");
     let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/openclaw-base.kdl");
     let out = shared_cache().join("fleet-test-images");
     let r =

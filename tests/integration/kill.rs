@@ -41,8 +41,9 @@ impl Lcg {
 }
 
 /// Runs `fleet ARGS` and SIGKILLs it `delay` after the first output line containing `after` (at
-/// once when `after` is empty). Returns whether it was killed (false: it finished first).
-fn kill_during(w: &World, args: &[&str], after: &str, delay: Duration) -> bool {
+/// once when `after` is empty). Returns whether the run was still going when killed; fails when
+/// the line never appeared (a point that would otherwise silently kill nothing).
+pub(crate) fn kill_during(w: &World, args: &[&str], after: &str, delay: Duration) -> bool {
     let mut child = w.cmd(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let out = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel::<String>();
@@ -55,12 +56,21 @@ fn kill_during(w: &World, args: &[&str], after: &str, delay: Duration) -> bool {
     });
     let t0 = Instant::now();
     let mut seen = after.is_empty();
-    while !seen && t0.elapsed() < Duration::from_secs(120) {
+    let mut printed = Vec::new();
+    while !seen && t0.elapsed() < Duration::from_secs(300) {
         match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(line) => seen = line.contains(after),
+            Ok(line) => {
+                seen = line.contains(after);
+                printed.push(line);
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
+    }
+    if !seen {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("fleet {args:?} never printed {after:?} (within 300 s); it printed:\n{}", printed.join("\n"));
     }
     std::thread::sleep(delay);
     let killed = child.try_wait().unwrap().is_none();
@@ -120,7 +130,7 @@ fn belongs_to(pid: u32, recorded: &BTreeSet<u32>) -> bool {
 fn recorded_pids(data: &Path) -> BTreeSet<u32> {
     let db = rusqlite::Connection::open(data.join("state.db")).unwrap();
     let mut stmt =
-        db.prepare("SELECT outputs FROM resources WHERE address IN ('litellm.proxy', 'gateway.gw')").unwrap();
+        db.prepare("SELECT outputs FROM resources WHERE address IN ('litellm.proxy', 'gateway.gw', 'serve')").unwrap();
     let rows: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
     rows.iter()
         .filter_map(|o| {
@@ -221,6 +231,66 @@ const APPLY_POINTS: [(&str, u64); 17] = [
     ("wake.", 2000),
 ];
 
+/// The sweep's fleet with the daemon declared.
+fn with_serve(fleet: String, port: u16) -> String {
+    format!("{fleet}serve {{ listen \"127.0.0.1:{port}\"; }}\n")
+}
+
+/// The daemon's pid as its pid file records it.
+fn serve_pid(data: &Path) -> i32 {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(data.join("serve/serve.pid")).unwrap()).unwrap();
+    v["pid"]["pid"].as_u64().unwrap() as i32
+}
+
+/// Kill -9 inside the daemon's start window: once in the cold apply that first starts it, then
+/// in applies that start it again after it died. After each: converged, nothing untracked (the
+/// daemon included), every agent answering through the daemon, the exchange in its store.
+#[test]
+fn an_apply_killed_while_it_starts_the_daemon_converges_and_the_daemon_answers() {
+    let agents = ["a1", "a2"];
+    let (w, proxy, gw) = sweep_world(&agents);
+    let port = free_port();
+    w.write("fleet.kdl", &with_serve(fleet_file(&agents, proxy, gw), port));
+    let data = w.data_dir(FLEET);
+    let points: [(&str, u64); 5] = [
+        ("serve: started pid", 0),
+        ("serve: started pid", 0),
+        ("serve: started pid", 120),
+        ("serve: started pid", 400),
+        ("serve: started pid", 40),
+    ];
+    let mut rng = Lcg(0x5eed_0005);
+    let mut missed = Vec::new();
+    for (i, (after, bound)) in points.into_iter().enumerate() {
+        if i > 0 {
+            // The daemon dies (kill -9 of its process group): the next apply starts it again.
+            // SAFETY: kill(2) on the daemon this test's apply started.
+            unsafe { libc::kill(-serve_pid(&data), libc::SIGKILL) };
+        }
+        let delay = Duration::from_millis(if bound == 0 { 0 } else { rng.next(bound) + bound / 2 });
+        let point = format!("{} apply killed {delay:?} after {after:?}", if i == 0 { "cold" } else { "re-" });
+        if !kill_during(&w, &["apply"], after, delay) {
+            missed.push(point.clone());
+        }
+        assert_settled(&w, &point, &agents, gw);
+        let before = conversation_rows(&data);
+        assert_answers(&w, &point, &agents);
+        assert_eq!(
+            conversation_rows(&data),
+            before + 2 * agents.len() as i64,
+            "{point}: the daemon keeps each exchange"
+        );
+    }
+    assert_destroyed(&w, "after the daemon sweep");
+    assert_every_point_killed("daemon sweep", points.len(), &missed);
+}
+
+/// Messages in the daemon's conversation store.
+fn conversation_rows(data: &Path) -> i64 {
+    let db = rusqlite::Connection::open(data.join("serve/conversations.db")).unwrap();
+    db.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).unwrap()
+}
+
 fn sweep_world(agents: &[&str]) -> (World, u16, u16) {
     let w = World::new();
     let (proxy, gw) = (free_port(), free_port());
@@ -234,17 +304,42 @@ fn a_cold_apply_killed_anywhere_converges_on_the_next_run() {
     let agents = ["a1", "a2"];
     let (w, _proxy, gw) = sweep_world(&agents);
     let mut rng = Lcg(0x5eed_0001);
-    let (mut tried, mut killed) = (0, 0);
+    let mut missed = Vec::new();
     for (after, bound) in APPLY_POINTS {
         let delay = Duration::from_millis(if bound == 0 { 0 } else { rng.next(bound) + bound / 2 });
         let point = format!("apply killed {delay:?} after {after:?}");
-        tried += 1;
-        killed += kill_during(&w, &["apply"], after, delay) as usize;
+        if !kill_during(&w, &["apply"], after, delay) {
+            missed.push(point.clone());
+        }
         assert_settled(&w, &point, &agents, gw);
+        assert_answers(&w, &point, &agents);
         assert_destroyed(&w, &point);
     }
-    eprintln!("apply sweep: {tried} points, {killed} killed mid-run, all converged");
-    assert!(killed >= 13, "most points must land inside the run ({killed} of {tried})");
+    assert_every_point_killed("apply sweep", APPLY_POINTS.len(), &missed);
+}
+
+/// Each point must have killed a run that was still going: a point that lands after the run's end
+/// tests nothing, so it fails the sweep, naming the points to move.
+fn assert_every_point_killed(sweep: &str, points: usize, missed: &[String]) {
+    assert!(
+        missed.is_empty(),
+        "{sweep}: {} of {points} points killed a run that had already ended: {missed:?}",
+        missed.len()
+    );
+    eprintln!("{sweep}: {points} points, every one killed a run mid-way, all converged");
+}
+
+/// After the re-apply each agent answers a chat turn (through its gateway and the proxy).
+fn assert_answers(w: &World, point: &str, agents: &[&str]) {
+    for a in agents {
+        let r = w.fleet(&["chat", a, "are you there?"]);
+        assert_eq!(
+            (r.code, r.stdout.trim()),
+            (0, "Hello from the demo model."),
+            "{point}: {a} does not answer after the re-apply\n{}",
+            r.all()
+        );
+    }
 }
 
 #[test]
@@ -265,7 +360,7 @@ fn a_removal_killed_anywhere_converges_and_the_removed_keys_are_refused() {
         ("wake.a3: deleted", 0),
     ];
     let mut rng = Lcg(0x5eed_0002);
-    let mut killed = 0;
+    let mut missed = Vec::new();
     for (after, bound) in points {
         w.write("fleet.kdl", &fleet_file(&all, proxy, gw));
         let r = w.fleet(&["apply"]);
@@ -276,7 +371,9 @@ fn a_removal_killed_anywhere_converges_and_the_removed_keys_are_refused() {
         w.write("fleet.kdl", &fleet_file(&kept, proxy, gw));
         let delay = Duration::from_millis(if bound == 0 { 0 } else { rng.next(bound) + bound / 2 });
         let point = format!("removal killed {delay:?} after {after:?}");
-        killed += kill_during(&w, &["apply"], after, delay) as usize;
+        if !kill_during(&w, &["apply"], after, delay) {
+            missed.push(point.clone());
+        }
         assert_settled(&w, &point, &kept, gw);
         for key in keys {
             let (status, _) = crate::proxy::Proxy { url: format!("http://127.0.0.1:{proxy}") }.chat(&key, "demo-small");
@@ -285,8 +382,7 @@ fn a_removal_killed_anywhere_converges_and_the_removed_keys_are_refused() {
         assert_archived_whole(&data, &point, &["a3", "a4"]);
     }
     assert_destroyed(&w, "after the removal sweep");
-    eprintln!("removal sweep: 10 points, {killed} killed mid-run, all converged");
-    assert!(killed >= 6, "most points must land inside the run ({killed} of 10)");
+    assert_every_point_killed("removal sweep", points.len(), &missed);
 }
 
 /// The narrowest window: fleet dies the instant a long-lived process is spawned, before its pid
@@ -314,16 +410,20 @@ fn a_destroy_killed_anywhere_is_finished_by_the_next() {
     let points: [(&str, u64); 5] =
         [("", 300), ("Applying", 0), ("Applying", 700), ("agent.a1: deleted", 0), ("gateway.gw: deleted", 0)];
     let mut rng = Lcg(0x5eed_0003);
+    let mut missed = Vec::new();
     for (after, bound) in points {
         let r = w.fleet(&["apply"]);
         assert_eq!(r.code, 0, "setup: {}", r.all());
         let delay = Duration::from_millis(if bound == 0 { 0 } else { rng.next(bound) + bound / 2 });
         let point = format!("destroy killed {delay:?} after {after:?}");
-        kill_during(&w, &["destroy"], after, delay);
+        if !kill_during(&w, &["destroy"], after, delay) {
+            missed.push(point.clone());
+        }
         assert_destroyed(&w, &point);
         let r: Run = w.fleet(&["plan", "--json"]);
         assert_eq!(r.code, 0, "{point}: {}", r.all());
     }
+    assert_every_point_killed("destroy sweep", points.len(), &missed);
 }
 
 #[test]
@@ -428,7 +528,7 @@ fn a_restore_killed_anywhere_brings_the_agent_back_whole_with_a_working_key() {
         ("agent.a3: created", 2000),
     ];
     let mut rng = Lcg(0x5eed_0004);
-    let mut killed = 0;
+    let mut missed = Vec::new();
     for (after, bound) in points {
         w.write("fleet.kdl", &fleet_file(&kept, proxy, gw));
         let r = w.fleet(&["apply"]);
@@ -437,7 +537,9 @@ fn a_restore_killed_anywhere_brings_the_agent_back_whole_with_a_working_key() {
         w.write("fleet.kdl", &fleet_file(&all, proxy, gw));
         let delay = Duration::from_millis(if bound == 0 { 0 } else { rng.next(bound) + bound / 2 });
         let point = format!("restore killed {delay:?} after {after:?}");
-        killed += kill_during(&w, &["apply"], after, delay) as usize;
+        if !kill_during(&w, &["apply"], after, delay) {
+            missed.push(point.clone());
+        }
         // Woken once: OpenClaw's agents.delete closed a3's sessions, so its main session now holds
         // this restore's wake alone (once, however often the restore was killed).
         assert_settled(&w, &point, &all, gw);
@@ -451,6 +553,5 @@ fn a_restore_killed_anywhere_brings_the_agent_back_whole_with_a_working_key() {
         assert_eq!(status, 200, "{point}: the restored agent's new key");
     }
     assert_destroyed(&w, "after the restore sweep");
-    eprintln!("restore sweep: 10 points, {killed} killed mid-run, all converged");
-    assert!(killed >= 6, "most points must land inside the run ({killed} of 10)");
+    assert_every_point_killed("restore sweep", points.len(), &missed);
 }

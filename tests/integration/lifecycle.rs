@@ -210,8 +210,9 @@ fn removal_archives_and_re_adding_restores_under_any_name_and_purge_removes_ever
     assert!(dry.stdout.contains("would remove") && data.join("archive").join(&id).exists(), "{}", dry.stdout);
     let out = w.root().join("robert.tar.zst");
     let e = w.fleet(&["archive", "export", &id, out.to_str().unwrap()]).ok();
-    assert!(e.stdout.contains("wrote") && out.metadata().unwrap().len() > 0, "{}", e.stdout);
+    assert!(e.stdout.contains(&format!("wrote {}", out.display())), "{}", e.stdout);
     let manifest: Value = serde_json::from_str(&w.fleet(&["archive", "show", &id]).ok().stdout).unwrap();
+    assert_exported(&out, &id, &manifest, user_md);
     // Files with the same bytes outside the archive (an empty trace bucket of another agent) are not its.
     let hash =
         |p: &std::path::Path| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(p).unwrap_or_default()));
@@ -249,6 +250,63 @@ fn removal_archives_and_re_adding_restores_under_any_name_and_purge_removes_ever
     let r = w.fleet(&["archive", "purge", &id]);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.all().contains("no archive"), "{}", r.all());
+}
+
+/// The tarball `fleet archive export` wrote, read back: every entry under `<id>/`; its
+/// manifest.json is the archive's (as `archive show` gives it); it holds exactly the files the
+/// manifest lists, each with the manifest's sha256 and size; among them robert's workspace
+/// (bob's USER.md byte for byte), OpenClaw's sessions, and the conversations (bob's first chat,
+/// as many messages as the manifest says).
+fn assert_exported(tarball: &std::path::Path, id: &str, manifest: &Value, user_md: &str) {
+    use std::collections::BTreeMap;
+    use std::io::Read;
+    let file = std::fs::File::open(tarball).unwrap();
+    let mut tar = tar::Archive::new(zstd::Decoder::new(file).expect("the export is zstd"));
+    // Path inside the archive -> bytes (a symlink: its target, as the manifest hashes it).
+    let mut held: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut links = std::collections::BTreeSet::new();
+    for entry in tar.entries().expect("the export is a tar") {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let rel = path.strip_prefix(&format!("{id}/")).unwrap_or_else(|| panic!("{path} is outside {id}/"));
+        let bytes = match entry.header().entry_type() {
+            tar::EntryType::Directory => continue,
+            tar::EntryType::Regular => {
+                let mut b = Vec::new();
+                entry.read_to_end(&mut b).unwrap();
+                b
+            }
+            tar::EntryType::Symlink => {
+                links.insert(rel.to_string());
+                entry.link_name().unwrap().unwrap().to_string_lossy().into_owned().into_bytes()
+            }
+            other => panic!("{path}: unexpected entry type {other:?}"),
+        };
+        assert!(held.insert(rel.to_string(), bytes).is_none(), "{rel} twice in the export");
+    }
+    let inside: Value = serde_json::from_slice(&held.remove("manifest.json").expect("manifest.json in the export"))
+        .expect("the exported manifest is JSON");
+    assert_eq!(&inside, manifest, "the exported manifest is the archive's");
+    let listed: Vec<&String> = manifest["files"].as_object().unwrap().keys().collect();
+    let in_tar: Vec<&String> = held.keys().collect();
+    assert_eq!(in_tar, listed, "the export holds exactly the manifest's files");
+    for (rel, sum) in manifest["files"].as_object().unwrap() {
+        let bytes = &held[rel];
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+        assert_eq!(
+            sum["sha256"].as_str(),
+            Some(sha.as_str()),
+            "{rel}: the manifest's sha256 is not the exported bytes'"
+        );
+        let size = if links.contains(rel) { 0 } else { bytes.len() as u64 };
+        assert_eq!(sum["bytes"].as_u64(), Some(size), "{rel}: the manifest's size is not the exported file's");
+    }
+    assert_eq!(held.get("workspace/USER.md").map(|b| b.as_slice()), Some(user_md.as_bytes()), "{:?}", held.keys());
+    assert!(held.keys().any(|f| f.starts_with("gateway-state/")), "sessions exported: {:?}", held.keys());
+    let conversations =
+        String::from_utf8(held.get("conversations.jsonl").expect("conversations exported").clone()).unwrap();
+    assert_eq!(conversations.lines().count() as u64, manifest["conversations"].as_u64().unwrap(), "{conversations}");
+    assert!(conversations.contains("archive-marker-7f3a"), "bob's first chat went along: {conversations}");
 }
 
 /// bob moves to another gateway: his workspace (with a MEMORY.md he wrote) and sessions go with him

@@ -111,10 +111,8 @@ impl Page {
     }
 }
 
-#[test]
-fn the_status_page_logs_in_lists_the_agents_and_chats() {
-    let w = World::quickstart();
-    w.fleet(&["apply"]).ok();
+/// A phase of the daemon's shared fleet (serve.rs): any applied quickstart with its daemon.
+pub fn the_status_page_logs_in_lists_the_agents_and_chats(w: &World) {
     let kdl = w.read("fleet.kdl");
     let at = kdl.find("listen \"127.0.0.1:").unwrap() + "listen \"127.0.0.1:".len();
     let port: u16 = kdl[at..].split('"').next().unwrap().parse().unwrap();

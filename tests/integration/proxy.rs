@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{env_key, World};
+use crate::support::{env_key, wait_for, World};
 
 pub struct Proxy {
     pub url: String,
@@ -153,7 +153,9 @@ fn a_killed_proxy_is_restarted_and_a_taken_port_is_refused() {
     let pid = w.proxy_pid("quickstart");
     // SAFETY: killing the proxy this test started.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(Duration::from_secs(60), &format!("the killed proxy (pid {pid}) to be gone"), || {
+        (!running(pid)).then_some(())
+    });
     let plan = w.fleet(&["plan"]).ok();
     assert!(
         plan.stdout.contains(&format!("~ litellm.proxy  (the proxy (pid {pid}) is not running)")),
@@ -242,15 +244,25 @@ fn sink_on(rt: &tokio::runtime::Runtime, port: u16, events: Events) -> (u16, Eve
     (port, events, tx)
 }
 
-fn wait_for(events: &Events, what: impl Fn(&[(String, Value)]) -> bool) -> bool {
-    let t0 = std::time::Instant::now();
-    while t0.elapsed() < Duration::from_secs(15) {
-        if what(&events.lock().unwrap()) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+/// Waits (at most 60 s: the proxy's callback retries with backoff) until the sink's events pass
+/// `done`; fails saying what it waited for and what the sink got.
+#[track_caller]
+fn wait_for_events(events: &Events, what: &str, done: impl Fn(&[(String, Value)]) -> bool) -> Vec<(String, Value)> {
+    let got = crate::support::wait_until(Duration::from_secs(60), || {
+        let ev = events.lock().unwrap().clone();
+        done(&ev).then_some(ev)
+    });
+    got.unwrap_or_else(|| {
+        let ev = events.lock().unwrap().clone();
+        let brief: Vec<String> =
+            ev.iter().map(|(_, e)| format!("{} {} {}", e["agent_name"], e["model"], e["id"])).collect();
+        panic!("waited 60 s for {what}; the sink got {} events: {brief:?}", ev.len())
+    })
+}
+
+/// The events of `agent`'s calls to `model`.
+fn calls_of<'a>(ev: &'a [(String, Value)], agent: &str, model: &str) -> Vec<&'a Value> {
+    ev.iter().map(|(_, e)| e).filter(|e| e["agent_name"] == agent && e["model"] == model).collect()
 }
 
 #[test]
@@ -283,14 +295,20 @@ fn every_call_is_reported_as_an_llm_call_event_and_a_dead_sink_costs_nothing_and
             })
             .collect()
     };
-    assert!(wait_for(&events, |ev| ev.len() >= 3), "events: {:?}", agents(&events.lock().unwrap()));
-    std::thread::sleep(Duration::from_millis(500));
-    let ev = events.lock().unwrap().clone();
+    wait_for_events(&events, "an event of each of the 3 calls", |ev| ev.len() >= 3);
+    // One call more, after them (alice's to demo-large, her fallback: the marker): the callback
+    // sends its spool oldest first, so once the marker is in, whatever the first three calls
+    // produced is in too.
+    assert_eq!(p.chat(&alice, "demo-large").0, 200);
+    let ev = wait_for_events(&events, "the event of the call after the first three", |ev| {
+        !calls_of(ev, "alice", "demo-large").is_empty()
+    });
     let mut got = agents(&ev);
     got.sort();
     assert_eq!(
         got,
         vec![
+            ("alice".to_string(), "demo-large".to_string(), true),
             ("alice".to_string(), "demo-small".to_string(), true),
             ("alice".to_string(), "demo-xl".to_string(), false),
             ("bob".to_string(), "demo-small".to_string(), true),
@@ -311,24 +329,54 @@ fn every_call_is_reported_as_an_llm_call_event_and_a_dead_sink_costs_nothing_and
 
     // The sink goes away: calls still succeed, and their events wait in the spool.
     stop.send(()).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    wait_for(Duration::from_secs(60), "the sink to stop listening", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err().then_some(())
+    });
     for _ in 0..3 {
         let (code, body) = p.chat(&alice, "demo-small");
         assert_eq!((code, answer(&body)), (200, "Hello from the demo model."));
     }
-    std::thread::sleep(Duration::from_secs(1));
-    let spool = w.data_dir("quickstart").join("litellm/callback-spool.jsonl");
-    assert!(std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0) > 0, "events kept in {}", spool.display());
+    let data = w.data_dir("quickstart").join("litellm");
+    // What the callback has spooled past the offset the sink acknowledged: alice's calls to demo-small.
+    let kept = || -> usize {
+        let spool = std::fs::read(data.join("callback-spool.jsonl")).unwrap_or_default();
+        let offset: usize = std::fs::read_to_string(data.join("callback-spool.jsonl.offset"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .filter(|n| *n <= spool.len())
+            .unwrap_or(0);
+        String::from_utf8_lossy(&spool[offset..])
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["agent_name"] == "alice" && e["model"] == "demo-small")
+            .count()
+    };
+    wait_for(
+        Duration::from_secs(60),
+        &format!("the 3 calls' events kept, undelivered, in {}", data.join("callback-spool.jsonl").display()),
+        || (kept() >= 3).then_some(()),
+    );
     // It comes back on the same address: every kept event arrives, once, oldest first.
     let (_, events, _stop) = sink_on(&rt, port, events);
-    assert!(wait_for(&events, |ev| ev.len() >= 6), "events after the outage: {}", events.lock().unwrap().len());
-    std::thread::sleep(Duration::from_secs(1));
-    let ev = events.lock().unwrap().clone();
+    wait_for_events(&events, "the 3 events kept during the outage", |ev| {
+        calls_of(ev, "alice", "demo-small").len() >= 4
+    });
+    // The marker again, after them: once it is in, nothing kept before it is still on its way.
+    assert_eq!(p.chat(&alice, "demo-large").0, 200);
+    let ev = wait_for_events(&events, "the event of the call after the outage", |ev| {
+        calls_of(ev, "alice", "demo-large").len() >= 2
+    });
     let mut ids: Vec<&str> = ev.iter().map(|(_, e)| e["id"].as_str().unwrap()).collect();
-    assert_eq!(ev.len(), 6, "three before, three after the outage");
+    assert_eq!(
+        (ev.len(), calls_of(&ev, "alice", "demo-small").len()),
+        (8, 4),
+        "four calls before, three during and one after the outage: {:?}",
+        agents(&ev)
+    );
     ids.sort();
     ids.dedup();
-    assert_eq!(ids.len(), 6, "no event twice");
+    assert_eq!(ids.len(), 8, "no event twice");
     drop(rt);
 }
 

@@ -1,23 +1,25 @@
 //! Per-agent spend control at the real LiteLLM proxy: budgets refused with 429 and a message a
 //! person understands, spend that survives a kill -9 of the proxy, budgets changed live (same
-//! pid), LiteLLM's own per-key rpm limiter, and the warning for a budget that could never trigger.
+//! pid), LiteLLM's own per-key rpm and tpm limiters, and the warning for a budget that could never
+//! trigger.
 
 use std::time::{Duration, Instant};
 
 use crate::proxy::Proxy;
-use crate::support::{env_key, free_port, World};
+use crate::support::{env_key, free_port, sha256, World};
 
 const FLEET: &str = "spend";
 
 /// The mock model answers every call with 10 prompt and 20 completion tokens: at $100 and $150 per
-/// million tokens a call costs $0.001 + $0.003 = $0.004.
-fn fleet_file(port: u16, alice_budget: &str, carol_limits: &str) -> String {
+/// million tokens a call costs $0.001 + $0.003 = $0.004. `alice` and `carol` are what goes in those
+/// agents' blocks (a `budget`, `limits`); bob never has either.
+fn fleet_file(port: u16, alice: &str, carol: &str) -> String {
     format!(
         "fleet \"{FLEET}\"\nlitellm port={port}\n\
          provider \"demo\" type=\"mock\" {{\n    model \"priced\" response=\"Priced.\" input-cost=100 output-cost=150\n    model \"free\"\n}}\n\
-         agent \"alice\" model=\"priced\" {{ {alice_budget} }}\n\
+         agent \"alice\" model=\"priced\" {{ {alice} }}\n\
          agent \"bob\" model=\"priced\"\n\
-         agent \"carol\" model=\"priced\" {{ {carol_limits} }}\n"
+         agent \"carol\" model=\"priced\" {{ {carol} }}\n"
     )
 }
 
@@ -25,13 +27,26 @@ fn key(w: &World, agent: &str) -> String {
     env_key(&w.data_dir(FLEET).join(format!("agents/{agent}/env")))
 }
 
-/// Today's UTC date, as the budget message names a day window.
-fn today() -> String {
-    fleet::clock::format_rfc3339(fleet::clock::now_ms().div_euclid(1000))[..10].to_string()
+/// The UTC date at `ms` (epoch milliseconds), as the budget message names a day window.
+fn utc_day(ms: i64) -> String {
+    fleet::clock::format_rfc3339(ms.div_euclid(1000))[..10].to_string()
+}
+
+/// A day budget's spend resets at 00:00 UTC: a run that crossed it would see alice's spend drop to
+/// nothing half-way through. Started within `margin` of midnight, the test waits until just past it
+/// (at most `margin`, on a few runs a day) so that it runs inside one day window.
+fn clear_of_utc_midnight(margin: Duration) {
+    const DAY_MS: i64 = 86_400_000;
+    let to_midnight = DAY_MS - fleet::clock::now_ms().rem_euclid(DAY_MS);
+    if to_midnight < margin.as_millis() as i64 {
+        eprintln!("{to_midnight} ms to 00:00 UTC: waiting for the new day window before starting");
+        std::thread::sleep(Duration::from_millis(to_midnight as u64 + 1_000));
+    }
 }
 
 #[test]
 fn a_budget_refuses_the_call_that_would_pass_it_survives_a_proxy_kill_and_changes_live() {
+    clear_of_utc_midnight(Duration::from_secs(180));
     let w = World::new();
     let port = free_port();
     w.write("fleet.kdl", &fleet_file(port, "budget usd=0.01 per=\"day\"", ""));
@@ -54,14 +69,25 @@ fn a_budget_refuses_the_call_that_would_pass_it_survives_a_proxy_kill_and_change
     assert!(r.stdout.contains("litellm.proxy"), "the killed proxy is started again: {}", r.stdout);
     let pid = w.proxy_pid(FLEET);
 
+    let before = fleet::clock::now_ms();
     let (status, body) = p.chat(&alice, "priced");
+    let after = fleet::clock::now_ms();
     assert_eq!(status, 429, "$0.008 spent, the next call (≈$0.004) would pass $0.01: {body}");
+    // The window is the UTC day the proxy checked the call in: the day at the moment before the
+    // call or the one after it (they differ only when the call straddles midnight).
     let message = body["error"]["message"].as_str().unwrap_or_default();
-    let want = format!(
-        "Out of budget: alice has spent $0.008 of $0.01 for {}, and its next call (about $0.004, as its last) would pass it; resets at 00:00 UTC",
-        today()
+    let want = |day: &str| {
+        format!(
+            "Out of budget: alice has spent $0.008 of $0.01 for {day}, and its next call (about $0.004, as its last) would pass it; resets at 00:00 UTC"
+        )
+    };
+    let days = [utc_day(before), utc_day(after)];
+    assert!(
+        days.iter().any(|day| message == want(day)),
+        "the refusal names the day window of the call ({}):\n  got:  {message}\n  want: {}",
+        days.join(" or "),
+        want(&days[0])
     );
-    assert_eq!(message, want, "{body}");
     assert_eq!(body["error"]["type"], "budget_exceeded", "{body}");
     for n in 1..=3 {
         assert_eq!(p.chat(&bob, "priced").0, 200, "bob has no budget (call {n})");
@@ -93,28 +119,77 @@ fn a_budget_refuses_the_call_that_would_pass_it_survives_a_proxy_kill_and_change
     assert!(!ledger.contains("sk-"), "no key in the ledger");
 }
 
+/// The status and the error message of a call refused by LiteLLM's per-key limiter (or "" when the call
+/// was not refused).
+fn refusal(r: &(u16, serde_json::Value)) -> (u16, String) {
+    (r.0, if r.0 == 200 { String::new() } else { r.1["error"]["message"].as_str().unwrap_or_default().to_string() })
+}
+
+/// One applied fleet (one proxy start) for both of LiteLLM's per-key limiters: carol has `rpm=3`,
+/// alice `tpm=20` (one mock call uses 30 tokens, so her first call takes her over), bob neither.
 #[test]
-fn an_rpm_limit_refuses_the_fourth_call_in_a_minute_and_lets_it_through_after() {
+fn rpm_and_tpm_limits_refuse_past_the_limit_pass_again_after_the_minute_and_spare_other_agents() {
     let w = World::new();
     let port = free_port();
-    w.write("fleet.kdl", &fleet_file(port, "", "limits rpm=3"));
-    assert_eq!(w.fleet(&["apply"]).code, 0);
+    w.write("fleet.kdl", &fleet_file(port, "limits tpm=20", "limits rpm=3"));
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}", r.all());
     let p = Proxy { url: format!("http://127.0.0.1:{port}") };
-    let carol = key(&w, "carol");
+    let (alice, bob, carol) = (key(&w, "alice"), key(&w, "bob"), key(&w, "carol"));
+
+    // rpm: LiteLLM counts a request when it arrives, so the 4th of a minute is refused.
     let t0 = Instant::now();
     for n in 1..=3 {
-        assert_eq!(p.chat(&carol, "priced").0, 200, "call {n}");
+        let (status, body) = p.chat(&carol, "priced");
+        assert_eq!(status, 200, "carol's call {n} of 3 allowed a minute: {body}");
     }
-    let (status, body) = p.chat(&carol, "priced");
-    assert_eq!(status, 429, "{body}");
-    assert_eq!(p.chat(&key(&w, "bob"), "priced").0, 200, "bob has no limit");
-    // LiteLLM's window is a minute: after it, calls pass again.
-    let mut passed = false;
-    while t0.elapsed() < Duration::from_secs(130) && !passed {
+    let (status, message) = refusal(&p.chat(&carol, "priced"));
+    assert_eq!(status, 429, "carol's 4th call in a minute, rpm=3: {message}");
+    assert!(message.contains("Limit type: requests"), "the refusal names the rpm limit: {message}");
+    assert!(message.contains(&sha256(&carol)), "carol's own key is limited (by its hash): {message}");
+    let (status, body) = p.chat(&bob, "priced");
+    assert_eq!(status, 200, "bob has no limit: {body}");
+
+    // tpm: LiteLLM checks a call's estimated tokens on arrival (the prompt's and a quarter of the
+    // limit for the answer) and counts its real ones once answered: alice's first call fits, and its
+    // 30 tokens take her over her 20; a later one in the same minute is refused.
+    let (status, body) = p.chat(&alice, "priced");
+    assert_eq!(status, 200, "alice's first call, no tokens counted yet: {body}");
+    let t_alice = Instant::now();
+    let deadline = Duration::from_secs(30);
+    let mut last = (200, String::new());
+    while t_alice.elapsed() < deadline && last.0 == 200 {
+        std::thread::sleep(Duration::from_millis(200));
+        last = refusal(&p.chat(&alice, "priced"));
+    }
+    let (status, message) = last;
+    assert_eq!(
+        status,
+        429,
+        "alice still let through {} s after her first 30 tokens (tpm=20): {message}",
+        deadline.as_secs()
+    );
+    assert!(message.contains("Limit type: tokens"), "the refusal names the tpm limit: {message}");
+    assert!(message.contains(&sha256(&alice)), "alice's own key is limited (by its hash): {message}");
+    for n in 1..=3 {
+        let (status, body) = p.chat(&bob, "priced");
+        assert_eq!(status, 200, "bob has no limit (call {n} after alice's refusal): {body}");
+    }
+
+    // LiteLLM's windows are a minute: after it, both pass again.
+    let (mut carol_passed, mut alice_passed) = (false, false);
+    while t0.elapsed() < Duration::from_secs(150) && !(carol_passed && alice_passed) {
         std::thread::sleep(Duration::from_secs(5));
-        passed = p.chat(&carol, "priced").0 == 200;
+        carol_passed = carol_passed || p.chat(&carol, "priced").0 == 200;
+        alice_passed = alice_passed || p.chat(&alice, "priced").0 == 200;
     }
-    assert!(passed, "carol's calls still refused {} s after her first", t0.elapsed().as_secs());
+    assert!(
+        carol_passed && alice_passed,
+        "still refused {} s after the limits' first calls: carol (rpm) {}, alice (tpm) {}",
+        t0.elapsed().as_secs(),
+        if carol_passed { "passed again" } else { "refused" },
+        if alice_passed { "passed again" } else { "refused" }
+    );
 }
 
 #[test]

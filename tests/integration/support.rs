@@ -67,24 +67,51 @@ pub fn shared_cache() -> PathBuf {
 /// (32768–60999 here): a port from that range, free when picked, can be taken by any outgoing
 /// connection's local end while the test's gateway is stopped between two applies — then the next
 /// start fails on a busy machine. Ports are handed out 25 apart (OpenClaw binds a few above its
-/// own), each block checked free, never twice in one test process.
+/// own), each block checked free and reserved for the life of the test process by an flock on
+/// `$TMPDIR/fleet-test-ports/<port>`: the runner starts one process per test, and two processes
+/// picking the same free block before either listens would collide.
 pub fn free_port() -> u16 {
+    use std::os::fd::AsRawFd;
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
     const LOW: u32 = 20_000;
     const HIGH: u32 = 32_000;
     const STEP: u32 = 25;
     let slots = (HIGH - LOW) / STEP;
     let start = std::process::id() % slots;
+    let locks = std::env::temp_dir().join("fleet-test-ports");
+    std::fs::create_dir_all(&locks).unwrap();
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         assert!(n < slots, "no free test port left between {LOW} and {HIGH}");
         let port = (LOW + ((start + n) % slots) * STEP) as u16;
+        let file = std::fs::File::create(locks.join(port.to_string())).unwrap();
+        // SAFETY: flock(2) on a file this function just opened; released when the process exits.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue; // another test process holds this block
+        }
         let block_free = (port..port + 10).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if block_free {
+            HELD.lock().unwrap_or_else(|p| p.into_inner()).push(file);
             return port;
         }
     }
+}
+
+/// Holds an exclusive lock shared by every test process (the runner starts one per test) until
+/// dropped: for work on something all tests share, such as the image build's output file.
+pub struct CrossProcessLock(#[allow(dead_code)] std::fs::File);
+
+pub fn cross_process_lock(name: &str) -> CrossProcessLock {
+    use std::os::fd::AsRawFd;
+    let dir = std::env::temp_dir().join("fleet-test-locks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = std::fs::File::create(dir.join(name)).unwrap();
+    // SAFETY: flock(2) on a file opened here; blocks until the other holder drops its lock or exits.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock {name}: {}", std::io::Error::last_os_error());
+    CrossProcessLock(file)
 }
 
 impl Drop for World {
@@ -265,4 +292,48 @@ pub fn env_key(path: &Path) -> String {
 pub fn sha256(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// One named phase of a test that shares one applied fleet between several checks: its name and
+/// time go to the test's output (shown with a failure), so a failure says which phase it was in.
+pub fn phase<T>(name: &str, f: impl FnOnce() -> T) -> T {
+    let t0 = std::time::Instant::now();
+    eprintln!("--- phase: {name}");
+    let out = f();
+    eprintln!("--- phase: {name}: ok in {:.1} s", t0.elapsed().as_secs_f64());
+    out
+}
+
+/// Waits (up to 60 s) until a killed process is gone or a zombie; fails saying what it waited for.
+pub fn wait_gone(pid: u32, what: &str) {
+    use fleet::process::{stat_fields, STAT_STATE};
+    let t0 = std::time::Instant::now();
+    while stat_fields(pid).is_some_and(|f| f[STAT_STATE] != "Z") {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(60), "{what} (pid {pid}) still runs 60 s after kill -9");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Asks `f` every 250 ms until it gives a value, for at most `within`; None once that has passed.
+/// For a wait whose failure message needs more than a name (what was seen instead).
+pub fn wait_until<T>(within: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if t0.elapsed() > within {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// [`wait_until`], failing the test once `within` has passed, saying what it waited for.
+#[track_caller]
+pub fn wait_for<T>(within: std::time::Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    match wait_until(within, f) {
+        Some(v) => v,
+        None => panic!("waited {} s for {what}", within.as_secs()),
+    }
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::proxy::{key_of, Proxy};
 use crate::serve::{agent_token, Daemon};
-use crate::support::World;
+use crate::support::{wait_for, wait_until, World};
 
 const FLEET: &str = "quickstart";
 
@@ -40,19 +40,6 @@ fn kinds(events: &[Value]) -> BTreeSet<String> {
     events.iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect()
 }
 
-fn wait_until<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if t0.elapsed() > within {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 fn event(id: &str, agent: &str, kind: &str) -> Value {
     // Now: an event hours old lands in a sealed bucket's late file (a fixed time here made these tests
     // depend on the hour they ran at).
@@ -69,23 +56,141 @@ fn serve_pid(w: &World) -> i32 {
     v["pid"]["pid"].as_u64().unwrap() as i32
 }
 
-#[test]
-fn a_routed_turn_is_traced_and_ingest_checks_every_batch() {
-    let w = World::quickstart();
-    w.fleet(&["apply"]).ok();
-    let d = Daemon::of(&w);
+/// How many times each event whose id passes `want` is kept, counted in the store's files
+/// themselves (not through the deduplicating read) wherever the daemon may keep an event: every
+/// agent's trace (`agents/<agent>/trace/`) and the trace of events of no agent of the fleet
+/// (`serve/trace/<agent>/`); in each, the hourly databases (`<stem>.db`), their fallback files
+/// (`<stem>.jsonl`) and late files (`<stem>.late.jsonl`). An event kept in a database and again in
+/// a fallback file counts twice.
+fn stored_copies(w: &World, want: impl Fn(&str) -> bool) -> BTreeMap<String, usize> {
+    let data = w.data_dir(FLEET);
+    let subdirs = |d: std::path::PathBuf| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(d).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect()
+    };
+    let mut dirs: Vec<std::path::PathBuf> = subdirs(data.join("agents")).into_iter().map(|a| a.join("trace")).collect();
+    dirs.extend(subdirs(data.join("serve/trace")));
+    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+    for dir in dirs {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            if name.ends_with(".db") {
+                let db = rusqlite::Connection::open_with_flags(&p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                db.busy_timeout(Duration::from_secs(10)).unwrap();
+                // A bucket the writer has just created holds no table yet, and no event.
+                let tables: i64 = db
+                    .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'events'", [], |r| r.get(0))
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                if tables == 0 {
+                    continue;
+                }
+                let mut st = db.prepare("SELECT id FROM events").unwrap();
+                for id in st.query_map([], |r| r.get::<_, String>(0)).unwrap() {
+                    let id = id.unwrap();
+                    if want(&id) {
+                        *copies.entry(id).or_default() += 1;
+                    }
+                }
+            } else if name.ends_with(".jsonl") {
+                // Fallback (`<stem>.jsonl`) and late (`<stem>.late.jsonl`) files: one event a line. A
+                // torn last line (a crash mid-append, never acknowledged, skipped by reads) holds none.
+                let text = std::fs::read_to_string(&p).unwrap();
+                let complete = text.rfind('\n').map(|at| &text[..at]).unwrap_or_default();
+                for line in complete.lines() {
+                    let v: Value =
+                        serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {e}: {line}", p.display()));
+                    let id = v["id"].as_str().unwrap();
+                    if want(id) {
+                        *copies.entry(id.to_string()).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+    copies
+}
+
+/// The quickstart's gateway `main`, as the test reaches it over its RPC.
+fn main_gateway(w: &World) -> fleet::openclaw::client::GatewayRef {
+    let kdl = w.read("fleet.kdl");
+    let at = kdl.find("gateway \"main\" host=\"local\" port=").unwrap() + "gateway \"main\" host=\"local\" port=".len();
+    let port: u16 = kdl[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
+    fleet::openclaw::client::GatewayRef {
+        name: "main".into(),
+        url: format!("ws://127.0.0.1:{port}"),
+        token_file: w.data_dir(FLEET).join("gateways/main/token"),
+    }
+}
+
+/// Whether the plugin on gateway `main` has every event it spooled acknowledged by the daemon: its
+/// offset (`trace-spool.offset`) is at the spool's end, so it has nothing left to send or resend.
+fn plugin_spool_acknowledged(w: &World) -> bool {
+    let dir = w.data_dir(FLEET).join("gateways/main/home/.fleet");
+    let size = std::fs::metadata(dir.join("trace-spool.jsonl")).map(|m| m.len()).unwrap_or(0);
+    let offset = std::fs::read_to_string(dir.join("trace-spool.offset"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v["offset"].as_u64());
+    offset.unwrap_or(0) == size
+}
+
+/// Whether the daemon's transcript backstop has read session `session` of `agent` to its end: it
+/// holds a cursor for it (`serve/transcript-cursors.json`), and the gateway, asked from that cursor,
+/// has no message past it. (Each pull stores its events before it advances the cursor.)
+fn backstop_read_to_the_end(
+    w: &World,
+    gateway: &fleet::openclaw::client::GatewayRef,
+    agent: &str,
+    session: &str,
+) -> bool {
+    let file = w.data_dir(FLEET).join("serve/transcript-cursors.json");
+    let cursors: Value = std::fs::read(file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
+    let Some(cursor) = cursors[format!("{agent}\u{0}{session}")].as_str() else { return false };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let delta = rt.block_on(async {
+        let c = gateway.connect().await.ok()?;
+        let params = json!({"sessionKey": session, "agentId": agent, "cursor": cursor});
+        c.rpc().call("chat.history", params, Duration::from_secs(30)).await.ok()
+    });
+    delta.is_some_and(|v| v["kind"] == "delta" && v["messages"].as_array().is_some_and(|m| m.is_empty()))
+}
+
+/// The proxy's `llm_call` events in the callback's spool past its acknowledged offset: what it
+/// holds and has not delivered yet.
+fn callback_unacknowledged(w: &World) -> Vec<Value> {
+    let dir = w.data_dir(FLEET).join("litellm");
+    let spool = std::fs::read(dir.join("callback-spool.jsonl")).unwrap_or_default();
+    let offset: usize = std::fs::read_to_string(dir.join("callback-spool.jsonl.offset"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .filter(|n| *n <= spool.len())
+        .unwrap_or(0);
+    let rest = String::from_utf8_lossy(&spool[offset..]).into_owned();
+    let complete = rest.rfind('\n').map(|at| &rest[..at]).unwrap_or_default().to_string();
+    complete.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect()
+}
+
+/// A phase of the daemon's shared fleet (serve.rs), before any phase posts `t-test` events.
+pub fn a_routed_turn_is_traced_and_ingest_checks_every_batch(w: &World) {
+    let d = Daemon::of(w);
     let (s, reply) = d.post("alice", r#"{"text":"hi there"}"#, Some(60));
     assert_eq!(s, 200, "{reply}");
     let msg = reply["reply_to"].as_str().unwrap().to_string();
 
     // The router's message_in / message_out and the proxy's llm_call, one turn.
-    let events = wait_until(Duration::from_secs(30), || {
+    let events = wait_until(Duration::from_secs(120), || {
         let ev = trace_of(&d, "alice", "");
         let answered = ev.iter().any(|e| e["kind"] == "message_out" && e["trace_id"] == msg.as_str());
         let called = ev.iter().any(|e| e["kind"] == "llm_call" && e["backend_name"] == "litellm");
         (answered && called).then_some(ev)
     })
-    .unwrap_or_else(|| panic!("trace: {}", brief(&trace_of(&d, "alice", ""))));
+    .unwrap_or_else(|| {
+        panic!(
+            "waited 120 s for turn {msg}'s message_out and a proxy llm_call in alice's trace: {}",
+            brief(&trace_of(&d, "alice", ""))
+        )
+    });
     let root = format!("oc:{msg}:in");
     // (The wake apply sent at provisioning is a turn too, with its own run id.)
     let m_in =
@@ -99,7 +204,11 @@ fn a_routed_turn_is_traced_and_ingest_checks_every_batch() {
     let call = events.iter().find(|e| e["kind"] == "llm_call" && e["backend_name"] == "litellm").unwrap();
     assert_eq!((call["agent_name"].as_str(), call["model"].as_str()), (Some("alice"), Some("demo-small")), "{call}");
     assert!(call["tokens_in"].as_i64().unwrap_or(0) > 0, "{call}");
-    assert!(trace_of(&d, "bob", "").iter().all(|e| e["agent_name"] == "bob"), "bob's trace holds bob's events only");
+    // Bob was woken at apply: his trace holds events (apply's own lifecycle events at least), his only.
+    let bobs = wait_for(Duration::from_secs(120), "events in bob's trace (woken at apply)", || {
+        Some(trace_of(&d, "bob", "")).filter(|ev| !ev.is_empty())
+    });
+    assert!(bobs.iter().all(|e| e["agent_name"] == "bob"), "bob's trace holds bob's events only: {}", brief(&bobs));
 
     // Filters and pages.
     let only = trace_of(&d, "alice", "&kind=message_in,message_out");
@@ -132,7 +241,7 @@ fn a_routed_turn_is_traced_and_ingest_checks_every_batch() {
     assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_field")), "{v}");
 
     // Who may post what.
-    let alice = agent_token(&w, "alice");
+    let alice = agent_token(w, "alice");
     let one = |id: &str, agent: &str| json!({"events": [event(id, agent, "lifecycle")]}).to_string();
     let (s, v) = d.request("POST", "/v1/trace", None, Some(&one("t-1", "alice")));
     assert_eq!(s, 401, "{v}");
@@ -175,12 +284,13 @@ fn a_routed_turn_is_traced_and_ingest_checks_every_batch() {
     assert!(alice_calls >= 1, "{v}");
 
     // `fleet trace --follow` prints what arrives — also an event older than what it printed last.
-    let mut follow = w
-        .cmd(&["trace", "alice", "--follow", "--json", "--kind", "lifecycle"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = follow.stdout.take().unwrap();
+    let mut follow = Reaped(
+        w.cmd(&["trace", "alice", "--follow", "--json", "--kind", "lifecycle"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let out = follow.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -188,16 +298,31 @@ fn a_routed_turn_is_traced_and_ingest_checks_every_batch() {
             let _ = tx.send(line);
         }
     });
-    std::thread::sleep(Duration::from_secs(1));
+    // The follower prints an event (with its id) within `within`, or the test fails saying so.
+    let printed = |id: &str, what: &str, within: Duration| {
+        let t0 = Instant::now();
+        while let Some(left) = within.checked_sub(t0.elapsed()) {
+            let Ok(line) = rx.recv_timeout(left) else { break };
+            if serde_json::from_str::<Value>(&line).is_ok_and(|v| v["id"] == id) {
+                return;
+            }
+        }
+        panic!("waited {} s for `fleet trace --follow` to print {what} ({id})", within.as_secs());
+    };
+    // First an event of now, printed: the follower runs and has printed something this recent.
+    let first_ms = fleet::clock::now_ms();
+    let mut first = event("t-follow-first", "alice", "lifecycle");
+    first["created_at"] = json!(fleet::clock::format_rfc3339_ms(first_ms));
+    let (s, v) = d.request("POST", "/v1/trace", Some(&d.admin), Some(&json!({"events": [first]}).to_string()));
+    assert_eq!(s, 200, "{v}");
+    printed("t-follow-first", "the event of now", Duration::from_secs(60));
+    // Then one 20 s older than that, arriving after it: printed too.
     let mut late = event("t-follow", "alice", "lifecycle");
-    late["created_at"] = json!(fleet::clock::format_rfc3339_ms(fleet::clock::now_ms() - 20_000));
-    let (s, _) = d.request("POST", "/v1/trace", Some(&d.admin), Some(&json!({"events": [late]}).to_string()));
-    assert_eq!(s, 200);
-    let seen =
-        (0..40).find_map(|_| rx.recv_timeout(Duration::from_millis(500)).ok().filter(|l| l.contains("t-follow")));
-    let _ = follow.kill();
-    let _ = follow.wait();
-    assert!(seen.is_some(), "--follow printed the new event");
+    late["created_at"] = json!(fleet::clock::format_rfc3339_ms(first_ms - 20_000));
+    let (s, v) = d.request("POST", "/v1/trace", Some(&d.admin), Some(&json!({"events": [late]}).to_string()));
+    assert_eq!(s, 200, "{v}");
+    printed("t-follow", "the late event, 20 s older than the one it printed last", Duration::from_secs(60));
+    drop(follow);
 
     // The CLI reads the same store (and works while the daemon is down).
     let r = w.fleet(&["trace", "alice", "--json", "--kind", "message_in"]).ok();
@@ -218,15 +343,23 @@ fn a_routed_turn_is_traced_and_ingest_checks_every_batch() {
     assert!(alice_calls <= cli && cli <= later, "API {alice_calls} ≤ CLI {cli} ≤ API {later}: {v}");
 }
 
+/// A child process killed and reaped when dropped, also when the test fails before it is done.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Four senders post batches while the daemon is SIGKILLed five times (apply restarts it); every
 /// event a sender got a 2xx for is stored exactly once. Then the daemon is stopped while alice
 /// calls her model straight through the proxy: the calls succeed, and once the daemon is back
 /// every `llm_call` arrives.
-#[test]
-fn no_acknowledged_event_is_lost_when_the_daemon_dies() {
-    let w = World::quickstart();
-    w.fleet(&["apply"]).ok();
-    let d = Arc::new(Daemon::of(&w));
+/// A phase of the daemon's shared fleet (serve.rs).
+pub fn no_acknowledged_event_is_lost_when_the_daemon_dies(w: &World) {
+    let d = Arc::new(Daemon::of(w));
     let acked: Arc<Mutex<BTreeSet<String>>> = Default::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let senders: Vec<_> = (0..4)
@@ -259,7 +392,7 @@ fn no_acknowledged_event_is_lost_when_the_daemon_dies() {
     for delay_ms in [200u64, 450, 700, 1100, 1600] {
         std::thread::sleep(Duration::from_millis(delay_ms));
         // SAFETY: kill(2) on the daemon this test's apply started.
-        unsafe { libc::kill(serve_pid(&w), libc::SIGKILL) };
+        unsafe { libc::kill(serve_pid(w), libc::SIGKILL) };
         w.fleet(&["apply"]).ok();
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -269,25 +402,10 @@ fn no_acknowledged_event_is_lost_when_the_daemon_dies() {
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 200, "the senders got through between kills: {}", acked.len());
-    // Exactly once: count rows in the store's files themselves, not through the deduplicating read.
-    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
-    let dir = w.data_dir(FLEET).join("agents/alice/trace");
-    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-        let p = entry.path();
-        let name = p.file_name().unwrap().to_str().unwrap().to_string();
-        if name.ends_with(".db") {
-            let db = rusqlite::Connection::open(&p).unwrap();
-            let mut st = db.prepare("SELECT id FROM events WHERE id LIKE 'burst-%'").unwrap();
-            for id in st.query_map([], |r| r.get::<_, String>(0)).unwrap() {
-                *copies.entry(id.unwrap()).or_default() += 1;
-            }
-        } else if name.ends_with(".jsonl") {
-            for line in std::fs::read_to_string(&p).unwrap().lines() {
-                let v: Value = serde_json::from_str(line).unwrap();
-                *copies.entry(v["id"].as_str().unwrap().to_string()).or_default() += 1;
-            }
-        }
-    }
+    // Exactly once: copies in the store's files themselves (every database, fallback and late file
+    // of every trace directory), not through the deduplicating read.
+    let burst = |w: &World| stored_copies(w, |id| id.starts_with("burst-"));
+    let copies = burst(w);
     let missing: Vec<&String> = acked.iter().filter(|id| !copies.contains_key(*id)).collect();
     assert!(
         missing.is_empty(),
@@ -295,27 +413,81 @@ fn no_acknowledged_event_is_lost_when_the_daemon_dies() {
         missing.len(),
         &missing[..missing.len().min(5)]
     );
-    assert!(copies.values().all(|n| *n == 1), "every event stored once");
+    let twice: Vec<_> = copies.iter().filter(|(_, n)| **n != 1).take(5).collect();
+    assert!(twice.is_empty(), "every event stored once; kept more often: {twice:?}");
     eprintln!("{} events acknowledged across 5 kills, all stored once", acked.len());
 
     // The daemon is down while alice works: the proxy keeps answering; her calls arrive later.
-    let calls =
-        |d: &Daemon| trace_of(d, "alice", "&kind=llm_call").iter().filter(|e| e["backend_name"] == "litellm").count();
-    let before = calls(&d);
+    // Her calls through the proxy since `t0` with `model`, as the daemon has them (the wake's call
+    // at apply came before).
+    let calls = |d: &Daemon, t0: i64, model: &str| -> Vec<Value> {
+        trace_of(d, "alice", "&kind=llm_call")
+            .into_iter()
+            .filter(|e| {
+                e["backend_name"] == "litellm"
+                    && e["model"] == model
+                    && e["created_at"].as_str().and_then(fleet::clock::parse_rfc3339_ms).is_some_and(|ms| ms >= t0)
+            })
+            .collect()
+    };
     // SAFETY: as above.
-    unsafe { libc::kill(serve_pid(&w), libc::SIGKILL) };
-    let p = Proxy::of(&w);
-    let key = key_of(&w, "alice");
+    unsafe { libc::kill(serve_pid(w), libc::SIGKILL) };
+    let t0 = fleet::clock::now_ms();
+    let p = Proxy::of(w);
+    let key = key_of(w, "alice");
     for _ in 0..5 {
         assert_eq!(p.chat(&key, "demo-small").0, 200, "the proxy answers without the daemon");
     }
-    std::thread::sleep(Duration::from_secs(20));
+    wait_for(
+        Duration::from_secs(60),
+        "the proxy's callback to hold alice's 5 calls, undelivered, in its spool",
+        || {
+            let held = callback_unacknowledged(w)
+                .into_iter()
+                .filter(|e| {
+                    e["agent_name"] == "alice"
+                        && e["model"] == "demo-small"
+                        && e["created_at"].as_str().and_then(fleet::clock::parse_rfc3339_ms).is_some_and(|ms| ms >= t0)
+                })
+                .count();
+            (held >= 5).then_some(())
+        },
+    );
     w.fleet(&["apply"]).ok();
-    let after = wait_until(Duration::from_secs(30), || {
-        let n = calls(&d);
-        (n >= before + 5).then_some(n)
+    wait_until(Duration::from_secs(120), || (calls(&d, t0, "demo-small").len() >= 5).then_some(())).unwrap_or_else(
+        || {
+            panic!(
+                "waited 120 s for the 5 calls made while the daemon was down: {}",
+                brief(&calls(&d, t0, "demo-small"))
+            )
+        },
+    );
+    // One call more, after them: the callback sends its spool oldest first, so once this one is
+    // stored, nothing spooled before it is still on its way — the count is final.
+    assert_eq!(p.chat(&key, "demo-large").0, 200);
+    let after = wait_for(Duration::from_secs(120), "the call made after the daemon came back", || {
+        let c = calls(&d, t0, "demo-large");
+        (!c.is_empty()).then_some(c)
     });
-    assert_eq!(after, Some(before + 5), "every call made while the daemon was down arrives, once");
+    let during = calls(&d, t0, "demo-small");
+    assert_eq!(
+        (during.len(), after.len()),
+        (5, 1),
+        "every call made while the daemon was down arrives, once: {}",
+        brief(&during)
+    );
+    let ids: BTreeSet<String> = during.iter().chain(&after).map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    let kept = stored_copies(w, |id| ids.contains(id));
+    assert!(ids.iter().all(|id| kept.get(id) == Some(&1)), "each call stored once: {kept:?}");
+    // The burst's events too, now that the daemon has been killed and restarted once more.
+    let now = burst(w);
+    let changed: Vec<_> = now
+        .iter()
+        .filter(|(id, n)| copies.get(*id) != Some(*n))
+        .chain(copies.iter().filter(|(id, _)| !now.contains_key(*id)))
+        .take(5)
+        .collect();
+    assert!(changed.is_empty(), "the burst's events are still each stored once; changed: {changed:?}");
 }
 
 /// The scripted upstream (tests/fixtures/tool_upstream.py): a tool call first, then text.
@@ -362,8 +534,10 @@ fn count(events: &[Value], kind: &str, backend: &str) -> usize {
 
 /// The gateway's plugin: a chat turn with a tool call, and a heartbeat run (woken over the RPC),
 /// each reconstructed from alice's trace; the proxy's llm_calls beside them.
+/// The quickstart with alice on the scripted tool-calling model, its daemon and plugin, applied
+/// once for two phases: what the plugin traces, then what survives the daemon's deaths.
 #[test]
-fn the_plugin_traces_tool_calls_of_chat_turns_and_heartbeats() {
+fn the_plugin_traces_tool_calls_and_heartbeats_and_its_events_survive_daemon_kills() {
     let w = World::quickstart();
     let up = Upstream::start();
     w.edit(
@@ -380,21 +554,36 @@ fn the_plugin_traces_tool_calls_of_chat_turns_and_heartbeats() {
         "agent \"alice\" gateway=\"main\" model=\"tool-model\"",
     );
     w.fleet(&["apply"]).ok();
-    let d = Daemon::of(&w);
+    crate::support::phase("the plugin traces tool calls of chat turns and heartbeats", || {
+        the_plugin_traces_tool_calls_of_chat_turns_and_heartbeats(&w)
+    });
+    crate::support::phase("the plugin's events survive daemon kills during turns", || {
+        the_plugins_events_survive_daemon_kills_during_turns(&w)
+    });
+    drop(up);
+}
+
+fn the_plugin_traces_tool_calls_of_chat_turns_and_heartbeats(w: &World) {
+    let d = Daemon::of(w);
     let (s, reply) = d.post("alice", r#"{"text":"check your status"}"#, Some(120));
     assert_eq!((s, reply["role"].as_str()), (200, Some("agent")), "{reply}");
     assert!(reply["text"].as_str().unwrap().starts_with("Done"), "{reply}");
     let msg = reply["reply_to"].as_str().unwrap().to_string();
     let root = format!("oc:{msg}:in");
 
-    let events = wait_until(Duration::from_secs(30), || {
+    let events = wait_until(Duration::from_secs(120), || {
         let ev = turn(&trace_of(&d, "alice", ""), &msg);
         (count(&ev, "tool_result", "openclaw") >= 1
             && count(&ev, "llm_call", "openclaw") >= 2
             && count(&ev, "message_out", "openclaw") + count(&ev, "message_out", "fleet") >= 1)
             .then_some(ev)
     })
-    .unwrap_or_else(|| panic!("turn {msg}: {}", brief(&trace_of(&d, "alice", ""))));
+    .unwrap_or_else(|| {
+        panic!(
+            "waited 120 s for turn {msg}'s tool_result, two plugin llm_calls and message_out: {}",
+            brief(&trace_of(&d, "alice", ""))
+        )
+    });
     let k = kinds(&events);
     for want in ["message_in", "llm_call", "tool_call", "tool_result", "message_out"] {
         assert!(k.contains(want), "{want} missing from {k:?}");
@@ -680,14 +869,19 @@ fn turns_from_before_the_daemon_are_read_back_from_the_transcript() {
     w.write("fleet.kdl", &with_daemon);
     w.fleet(&["apply"]).ok();
     let d = Daemon::of(&w);
-    let events = wait_until(Duration::from_secs(60), || {
+    let events = wait_until(Duration::from_secs(120), || {
         let ev = trace_of(&d, "alice", "");
         let m_in = ev.iter().find(|e| e["kind"] == "message_in" && e["payload"]["text"] == "before the daemon")?;
         let trace = m_in["trace_id"].as_str()?.to_string();
         let turn = turn(&ev, &trace);
         (kinds(&turn).len() >= 5).then_some(turn)
     })
-    .unwrap_or_else(|| panic!("no back-filled turn in {}", brief(&trace_of(&d, "alice", ""))));
+    .unwrap_or_else(|| {
+        panic!(
+            "waited 120 s for the backstop to read back the turn \"before the daemon\" (5 kinds): {}",
+            brief(&trace_of(&d, "alice", ""))
+        )
+    });
     let trace = events[0]["trace_id"].as_str().unwrap().to_string();
     let k = kinds(&events);
     for want in ["message_in", "llm_call", "tool_call", "tool_result", "message_out"] {
@@ -703,10 +897,31 @@ fn turns_from_before_the_daemon_are_read_back_from_the_transcript() {
     let (s, reply) = d.post("alice", r#"{"text":"after the daemon"}"#, Some(120));
     assert_eq!(s, 200, "{reply}");
     let msg = reply["reply_to"].as_str().unwrap().to_string();
-    std::thread::sleep(Duration::from_secs(3));
+    let want = [("message_in", 1), ("tool_call", 1), ("tool_result", 1), ("message_out", 1)];
+    // The turn arrives: every kind at least as often as it should be, and the plugin's last event of
+    // the run (lifecycle end: it spools that after all the others, and ships in order).
+    let end = format!("oc:{msg}:lifecycle:end");
+    let arrived = wait_until(Duration::from_secs(120), || {
+        let now = turn(&trace_of(&d, "alice", ""), &msg);
+        let all = want.iter().all(|(kind, n)| now.iter().filter(|e| e["kind"] == *kind).count() >= *n)
+            && count(&now, "llm_call", "openclaw") >= 2;
+        (all && now.iter().any(|e| e["id"] == end.as_str())).then_some(now)
+    })
+    .unwrap_or_else(|| {
+        panic!("waited 120 s for turn {msg} with {end}: {}", brief(&turn(&trace_of(&d, "alice", ""), &msg)))
+    });
+    // Both sources have had their say: the plugin has nothing left to (re)send, and the backstop has
+    // read the turn's session to its end (it stores what it read before it moves its cursor).
+    let session = arrived.iter().find(|e| e["id"] == end.as_str()).unwrap()["thread_id"].as_str().unwrap().to_string();
+    let gateway = main_gateway(&w);
+    wait_for(
+        Duration::from_secs(120),
+        &format!("the plugin's spool acknowledged and the backstop's cursor at the end of {session}"),
+        || (plugin_spool_acknowledged(&w) && backstop_read_to_the_end(&w, &gateway, "alice", &session)).then_some(()),
+    );
     let now = turn(&trace_of(&d, "alice", ""), &msg);
     // Both sources name the same things alike, so each is kept once (a different id would show twice).
-    for (kind, n) in [("message_in", 1), ("tool_call", 1), ("tool_result", 1), ("message_out", 1)] {
+    for (kind, n) in want {
         assert_eq!(now.iter().filter(|e| e["kind"] == kind).count(), n, "{kind}: {}", brief(&now));
     }
     assert_eq!(count(&now, "llm_call", "openclaw"), 2, "{}", brief(&now));
@@ -714,25 +929,8 @@ fn turns_from_before_the_daemon_are_read_back_from_the_transcript() {
 
 /// Real turns while the daemon is SIGKILLed three times: every run's plugin-only events
 /// (lifecycle start and end) and its tool call arrive, each stored exactly once.
-#[test]
-fn the_plugins_events_survive_daemon_kills_during_turns() {
-    let w = World::quickstart();
-    let up = Upstream::start();
-    w.edit(
-        "fleet.kdl",
-        "provider \"demo\" type=\"mock\" {",
-        &format!(
-            "provider \"scripted\" type=\"openai-compatible\" url=\"http://127.0.0.1:{}/v1\" {{\n    model \"tool-model\"\n}}\n\nprovider \"demo\" type=\"mock\" {{",
-            up.1
-        ),
-    );
-    w.edit(
-        "fleet.kdl",
-        "agent \"alice\" gateway=\"main\" model=\"demo-small\"",
-        "agent \"alice\" gateway=\"main\" model=\"tool-model\"",
-    );
-    w.fleet(&["apply"]).ok();
-    let d = Daemon::of(&w);
+fn the_plugins_events_survive_daemon_kills_during_turns(w: &World) {
+    let d = Daemon::of(w);
     let gw_port: u16 = {
         let kdl = w.read("fleet.kdl");
         let at =
@@ -762,7 +960,7 @@ fn the_plugins_events_survive_daemon_kills_during_turns() {
     for delay in [1500u64, 2500, 3500] {
         std::thread::sleep(Duration::from_millis(delay));
         // SAFETY: kill(2) on the daemon this test's apply started.
-        unsafe { libc::kill(serve_pid(&w), libc::SIGKILL) };
+        unsafe { libc::kill(serve_pid(w), libc::SIGKILL) };
         std::thread::sleep(Duration::from_millis(500));
         w.fleet(&["apply"]).ok();
     }
@@ -778,7 +976,7 @@ fn the_plugins_events_survive_daemon_kills_during_turns() {
             ]
         })
         .collect();
-    let got = wait_until(Duration::from_secs(60), || {
+    let got = wait_until(Duration::from_secs(120), || {
         let ids: BTreeSet<String> =
             trace_of(&d, "alice", "").iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
         want.iter().all(|w| ids.contains(w)).then_some(ids)
@@ -786,24 +984,28 @@ fn the_plugins_events_survive_daemon_kills_during_turns() {
     let ids = got.unwrap_or_else(|| {
         let ids: BTreeSet<String> =
             trace_of(&d, "alice", "").iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
-        panic!("missing: {:?}", want.iter().filter(|w| !ids.contains(*w)).collect::<Vec<_>>())
+        panic!(
+            "waited 120 s for every run's lifecycle start/end, in and out; missing: {:?}",
+            want.iter().filter(|w| !ids.contains(*w)).collect::<Vec<_>>()
+        )
     });
     for r in &runs {
         assert!(ids.iter().any(|i| i.starts_with(&format!("oc:{r}:tool_call:"))), "{r}: no tool call");
     }
-    // Exactly once: rows in the files themselves.
-    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
-    for entry in std::fs::read_dir(w.data_dir(FLEET).join("agents/alice/trace")).unwrap().flatten() {
-        let p = entry.path();
-        let name = p.file_name().unwrap().to_str().unwrap().to_string();
-        if name.ends_with(".db") {
-            let db = rusqlite::Connection::open(&p).unwrap();
-            let mut st = db.prepare("SELECT id FROM events WHERE id LIKE 'oc:killrun-%'").unwrap();
-            for id in st.query_map([], |r| r.get::<_, String>(0)).unwrap() {
-                *copies.entry(id.unwrap()).or_default() += 1;
-            }
-        }
-    }
+    // Exactly once, once both senders are done: the plugin has nothing left to resend and the
+    // backstop has read alice's session to its end. Copies in the store's files themselves (every
+    // database, fallback and late file of every trace directory).
+    let gateway = main_gateway(w);
+    wait_for(
+        Duration::from_secs(120),
+        "the plugin's spool acknowledged and the backstop's cursor at the end of agent:alice:main",
+        || {
+            (plugin_spool_acknowledged(w) && backstop_read_to_the_end(w, &gateway, "alice", "agent:alice:main"))
+                .then_some(())
+        },
+    );
+    let copies = stored_copies(w, |id| id.starts_with("oc:killrun-"));
+    assert!(want.iter().all(|id| copies.contains_key(id)), "{copies:?}");
     assert!(copies.values().all(|n| *n == 1), "{:?}", copies.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
     eprintln!("{} events of {} runs across 3 daemon kills, each stored once", copies.len(), runs.len());
 }
