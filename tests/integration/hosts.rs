@@ -530,12 +530,20 @@ fn gateways_on_a_remote_host_and_a_cluster_converge_answer_move_and_go() {
     // Declared again, carol comes back from her archive into the container there: her own file
     // and OpenClaw's sessions of her pushed back, nothing of her left in this machine's directory
     // of the gateway, the archive used up; she answers.
+    // The restore is first killed the moment it starts pushing her back into the container (the
+    // progress line comes right before the push): the next apply finishes the push.
     w.write("fleet.kdl", &with_alt(&["alice", "carol"]));
     let plan = w.fleet(&["plan"]);
     assert!(plan.stdout.contains("restore from archive carol-"), "{}", plan.stdout);
+    let killed = crate::kill::kill_during(
+        &w,
+        &["apply"],
+        "carol: brought back from archive carol-",
+        std::time::Duration::from_millis(150),
+    );
+    assert!(killed, "the restoring apply was still going when killed");
     let r = w.fleet(&["apply"]);
     assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
-    assert!(r.all().contains("carol: brought back from archive carol-"), "{}", r.all());
     assert_eq!(edge.incus(&["file", "pull", &carols, "-"]), "carol's own notes", "her workspace is back there");
     let sessions = format!("/1.0/instances/{}/files?path=/root/state/agents/carol", ct("far"));
     assert!(!edge.incus(&["query", &sessions]).is_empty(), "OpenClaw's state of her is back there");

@@ -172,10 +172,16 @@ fn callback_unacknowledged(w: &World) -> Vec<Value> {
 }
 
 /// A phase of the daemon's shared fleet (serve.rs), before any phase posts `t-test` events.
+/// Its turn goes to a thread of its own (a session of its own in OpenClaw), as in a fleet where it
+/// is the first turn: the phases before it talked to alice's main session.
 pub fn a_routed_turn_is_traced_and_ingest_checks_every_batch(w: &World) {
     let d = Daemon::of(w);
-    let (s, reply) = d.post("alice", r#"{"text":"hi there"}"#, Some(60));
-    assert_eq!(s, 200, "{reply}");
+    let (s, reply) = d.post("alice", r#"{"text":"hi there","thread":"traced"}"#, Some(120));
+    assert_eq!(
+        (s, reply["role"].as_str(), reply["text"].as_str()),
+        (200, Some("agent"), Some("Hello from the demo model.")),
+        "{reply}"
+    );
     let msg = reply["reply_to"].as_str().unwrap().to_string();
 
     // The router's message_in / message_out and the proxy's llm_call, one turn.
