@@ -146,7 +146,7 @@ fn a_remote_host_is_enrolled_once_pinned_and_checked_every_run() {
     // Later runs need no token: a no-op, and the plan is clean.
     let r = w.fleet(&["apply"]);
     assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
-    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
+    w.assert_converged();
 
     // The host goes away: plan says so; an apply fails that step, naming the host, and the rest
     // of the change (the proxy's config) still lands.
@@ -388,7 +388,7 @@ fn gateways_on_a_remote_host_and_a_cluster_converge_answer_move_and_go() {
     // Converged: a second apply changes nothing, the plan is clean.
     let r = w.fleet(&["apply"]);
     assert!(r.stdout.contains("No changes."), "{}", r.all());
-    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
+    w.assert_converged();
 
     // Another member: a planned `~`, the same container moved (not re-created), its agent there.
     let created = c2["created_at"].clone();
@@ -406,7 +406,7 @@ fn gateways_on_a_remote_host_and_a_cluster_converge_answer_move_and_go() {
     assert_eq!(moved["devices"]["gateway"]["listen"], format!("tcp:10.213.22.2:{}", ports[4]));
     let reply = w.fleet(&["chat", "dave", "still there?"]);
     assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
-    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
+    w.assert_converged();
 
     // The remote host goes away: the plan says its gateway is unreachable; an apply fails what is
     // on it, naming the host, and the rest of the change (a new agent on this machine) lands.
@@ -553,7 +553,7 @@ fn gateways_on_a_remote_host_and_a_cluster_converge_answer_move_and_go() {
     assert!(!list.stdout.contains("\"carol\""), "the archive was used: {}", list.all());
     let reply = w.fleet(&["chat", "carol", "back from the archive?"]);
     assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
-    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
+    w.assert_converged();
 
     // gc finds an unrecorded container labelled for this fleet on the remote host (through fleet's
     // own client config) and deletes it; the recorded one stays.

@@ -242,36 +242,73 @@ fn serve_pid(data: &Path) -> i32 {
     v["pid"]["pid"].as_u64().unwrap() as i32
 }
 
-/// Kill -9 inside the daemon's start window: once in the cold apply that first starts it, then
-/// in applies that start it again after it died. After each: converged, nothing untracked (the
-/// daemon included), every agent answering through the daemon, the exchange in its store.
+/// Kill -9 inside the daemon's start window, which is short: a restart of the daemon alone is over
+/// within 40 ms of its `started pid` line on an idle machine (points 41, 90 and 145 ms after it
+/// landed after the run's end), so no point here is a delay into that window. Points: cold
+/// applies killed at once and 60–180 ms after they start it (the apply goes on after it), an apply
+/// starting the killed daemon again killed at once, and a cold and a re-apply killed at the instant
+/// of the spawn (the apply kills itself before any pid file or record names the daemon:
+/// `FLEET_DEBUG_KILL_AFTER_SPAWN="fleet serve"`).
+/// After each: converged, nothing untracked (the daemon included), every agent answering through
+/// the daemon, the exchange in its store.
 #[test]
 fn an_apply_killed_while_it_starts_the_daemon_converges_and_the_daemon_answers() {
+    enum Point {
+        /// A cold apply (after a destroy), killed this long after the daemon's `started pid`.
+        Cold(u64),
+        /// An apply starting the killed daemon again, killed this long after `started pid`.
+        Again(u64),
+        /// An apply starting the killed daemon again that kills itself right after the spawn.
+        AgainAtTheSpawn,
+        /// A cold apply (after a destroy) that kills itself right after it spawned the daemon.
+        ColdAtTheSpawn,
+    }
     let agents = ["a1", "a2"];
     let (w, proxy, gw) = sweep_world(&agents);
     let port = free_port();
     w.write("fleet.kdl", &with_serve(fleet_file(&agents, proxy, gw), port));
     let data = w.data_dir(FLEET);
-    let points: [(&str, u64); 5] = [
-        ("serve: started pid", 0),
-        ("serve: started pid", 0),
-        ("serve: started pid", 40),
-        ("serve: started pid", 120),
-        ("serve: started pid", 80),
-    ];
     let mut rng = Lcg(0x5eed_0005);
+    let points = [Point::Cold(0), Point::Again(0), Point::AgainAtTheSpawn, Point::ColdAtTheSpawn, Point::Cold(120)];
     let mut missed = Vec::new();
-    for (i, (after, bound)) in points.into_iter().enumerate() {
-        if i > 0 {
-            // The daemon dies (kill -9 of its process group): the next apply starts it again.
-            // SAFETY: kill(2) on the daemon this test's apply started.
-            unsafe { libc::kill(-serve_pid(&data), libc::SIGKILL) };
-        }
-        let delay = Duration::from_millis(if bound == 0 { 0 } else { rng.next(bound) + bound / 2 });
-        let point = format!("{} apply killed {delay:?} after {after:?}", if i == 0 { "cold" } else { "re-" });
-        if !kill_during(&w, &["apply"], after, delay) {
-            missed.push(point.clone());
-        }
+    for (i, p) in points.iter().enumerate() {
+        let mut delay = |bound: u64| Duration::from_millis(if bound == 0 { 0 } else { rng.next(bound) + bound / 2 });
+        let point = match p {
+            Point::Cold(bound) => {
+                if i > 0 {
+                    assert_destroyed(&w, "before a cold point");
+                }
+                let d = delay(*bound);
+                let point = format!("cold apply killed {d:?} after the daemon's start");
+                if !kill_during(&w, &["apply"], "serve: started pid", d) {
+                    missed.push(point.clone());
+                }
+                point
+            }
+            Point::Again(bound) => {
+                // SAFETY: kill(2) on the daemon's process group, started by this test's apply.
+                unsafe { libc::kill(-serve_pid(&data), libc::SIGKILL) };
+                let d = delay(*bound);
+                let point = format!("re-apply killed {d:?} after the daemon's start");
+                if !kill_during(&w, &["apply"], "serve: started pid", d) {
+                    missed.push(point.clone());
+                }
+                point
+            }
+            Point::AgainAtTheSpawn | Point::ColdAtTheSpawn => {
+                let cold = matches!(p, Point::ColdAtTheSpawn);
+                if cold {
+                    assert_destroyed(&w, "before a cold point");
+                } else {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(-serve_pid(&data), libc::SIGKILL) };
+                }
+                let out = w.cmd(&["apply"]).env("FLEET_DEBUG_KILL_AFTER_SPAWN", "fleet serve").output().unwrap();
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(out.status.signal(), Some(libc::SIGKILL), "the spawn hook did not fire: {out:?}");
+                format!("{} killed right after spawning the daemon", if cold { "cold apply" } else { "re-apply" })
+            }
+        };
         assert_settled(&w, &point, &agents, gw);
         let before = conversation_rows(&data);
         assert_answers(&w, &point, &agents);

@@ -166,7 +166,7 @@ fn removal_archives_and_re_adding_restores_under_any_name_and_purge_removes_ever
     });
     assert!(leaks.is_empty(), "the raw key is in {leaks:?}");
     // The next plan is clean.
-    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
+    w.assert_converged();
 
     w.write("fleet.kdl", &full);
     let plan = w.fleet(&["plan"]).ok();
@@ -184,7 +184,7 @@ fn removal_archives_and_re_adding_restores_under_any_name_and_purge_removes_ever
     assert!(!data.join("agents/bob/restored.json").exists(), "the restored wake went out");
     let history = w.fleet(&["chat", "bob", "are you back?"]);
     assert_eq!(history.code, 0, "{}", history.all());
-    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
+    w.assert_converged();
 
     // bob leaves again; his archive comes back as robert.
     w.write("fleet.kdl", &no_bob);
@@ -338,7 +338,7 @@ fn an_agent_moved_to_another_gateway_keeps_its_memory() {
     assert!(!data.join("agents/bob/restored.json").exists());
     let chat = w.fleet(&["chat", "bob", "where are you?"]);
     assert_eq!(chat.code, 0, "{}", chat.all());
-    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
+    w.assert_converged();
 }
 
 /// A process started in its own session, working in `dir` (as a gateway started by hand would).

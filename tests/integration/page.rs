@@ -146,10 +146,14 @@ pub fn the_status_page_logs_in_lists_the_agents_and_chats(w: &World) {
         // Chat: pick alice, send, see the reply arrive (over SSE).
         p.eval("document.querySelector('.agent[data-agent=alice]').click()").await;
         p.until("!document.getElementById('text').disabled", Duration::from_secs(10)).await;
+        // The pane shows the thread's earlier turns too (the shared fleet's other phases talked to
+        // alice): the reply looked for is an agent message after this user message.
         p.eval("document.getElementById('text').value = 'hello from the browser'; document.getElementById('send').requestSubmit(); true").await;
         let reply = p
             .until(
-                "[...document.querySelectorAll('#log .msg.agent')].map(e => e.textContent).find(t => t.includes('Hello from the demo model.')) || ''",
+                "(() => { const m = [...document.querySelectorAll('#log .msg')]; \
+                  const at = m.map(e => e.classList.contains('user') && e.textContent.includes('hello from the browser')).lastIndexOf(true); \
+                  return at < 0 ? '' : (m.slice(at + 1).filter(e => e.classList.contains('agent')).map(e => e.textContent).find(t => t.includes('Hello from the demo model.')) || ''); })()",
                 Duration::from_secs(90),
             )
             .await;

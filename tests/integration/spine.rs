@@ -169,7 +169,7 @@ fn removing_an_agent_revokes_its_key() {
     assert!(!keys.contains(&bob_hash) && !keys.contains("fleet-bob"), "{keys}");
     assert!(!data.join("agents/bob/env").exists(), "the revoked key's env file is gone");
     assert!(keys.contains("fleet-alice"));
-    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
+    w.assert_converged();
 }
 
 #[test]
@@ -223,7 +223,7 @@ fn a_failed_step_names_the_resource_and_independent_work_goes_on() {
     assert_eq!(actions(&plan), pairs(&[("key.bob", "create")]));
     std::fs::remove_file(data.join("agents/bob")).unwrap();
     w.fleet(&["apply"]).ok();
-    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
+    w.assert_converged();
 }
 
 #[test]
@@ -267,7 +267,7 @@ fn drift_is_seen_and_repaired() {
     let keys = keys_json(&w);
     assert_eq!(key_entry(&keys, "fleet-alice").unwrap()["hash"], sha256(&alice), "a new key replaced the lost one");
     assert_eq!(env_key(&data.join("agents/bob/env")), bob_key);
-    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
+    w.assert_converged();
 }
 
 #[test]
@@ -445,7 +445,7 @@ fn target_narrows_and_replace_forces_as_in_terraform() {
     w.fleet(&["apply", "--replace", "key.alice"]).ok();
     assert_ne!(env_key(&data.join("agents/alice/env")), alice_key, "a new key");
     assert_eq!(env_key(&data.join("agents/bob/env")), bob_key, "bob's key is kept");
-    assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0);
+    w.assert_converged();
 
     // Addresses that do not parse, or name nothing, are errors that say so; nothing is applied.
     let r = w.fleet(&["apply", "--target", "key.Al ice"]);

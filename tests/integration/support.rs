@@ -242,6 +242,13 @@ impl World {
         Run::from(self.cmd(args).output().expect("run fleet"))
     }
 
+    /// `fleet plan --detailed-exitcode` says 0 (nothing to do); fails with the plan it printed.
+    #[track_caller]
+    pub fn assert_converged(&self) {
+        let r = self.fleet(&["plan", "--detailed-exitcode"]);
+        assert_eq!(r.code, 0, "the plan is not empty\n{}\n{}", r.failures(), r.all());
+    }
+
     /// Every file fleet wrote under a directory, with its bytes. Left out: state.db* (SQLite rewrites
     /// pages) and *.log (the processes fleet runs write those).
     pub fn files(&self, dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {

@@ -525,7 +525,11 @@ export default {
             closeCall(r, at, str(d.stopReason), err);
             if (d.phase === "finishing") break;
             if (d.phase === "end") {
-              const reply = d.terminalReply && typeof d.terminalReply.text === "string" ? d.terminalReply.text : r.assistant || null;
+              // An empty terminal text is no text: the streamed assistant text then (the daemon's router
+              // writes the same event id with the reply it got; whichever lands first is kept, and
+              // an empty one was, under load — the reply itself was there).
+              const terminal = d.terminalReply && typeof d.terminalReply.text === "string" ? d.terminalReply.text : "";
+              const reply = terminal !== "" ? terminal : r.assistant || null;
               if (reply !== null || str(d.stopReason))
                 emit(r, "message_out", "out", { at, payload: { text: reply === null ? null : cap(reply, TEXT_CAP), stop_reason: str(d.stopReason) ?? null } });
             } else {
