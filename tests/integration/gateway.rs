@@ -184,7 +184,7 @@ fn the_quickstart_converges_answers_and_stays_put() {
     // Kill the gateway: the plan sees it, apply restarts it, the agents answer again.
     // SAFETY: killing the gateway process group this test started.
     unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
-    std::thread::sleep(Duration::from_millis(500));
+    crate::support::wait_gone(pid, "the killed gateway");
     let plan = w.fleet(&["plan"]).ok();
     assert!(plan.stdout.contains("~ gateway.main  (gateway main is not running)"), "{}", plan.stdout);
     w.fleet(&["apply"]).ok();

@@ -339,16 +339,8 @@ fn every_call_is_reported_as_an_llm_call_event_and_a_dead_sink_costs_nothing_and
     let data = w.data_dir("quickstart").join("litellm");
     // What the callback has spooled past the offset the sink acknowledged: alice's calls to demo-small.
     let kept = || -> usize {
-        let spool = std::fs::read(data.join("callback-spool.jsonl")).unwrap_or_default();
-        let offset: usize = std::fs::read_to_string(data.join("callback-spool.jsonl.offset"))
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .filter(|n| *n <= spool.len())
-            .unwrap_or(0);
-        String::from_utf8_lossy(&spool[offset..])
-            .split_inclusive('\n')
-            .filter(|l| l.ends_with('\n'))
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        crate::trace::callback_unacknowledged(&w)
+            .into_iter()
             .filter(|e| e["agent_name"] == "alice" && e["model"] == "demo-small")
             .count()
     };

@@ -158,7 +158,7 @@ fn backstop_read_to_the_end(
 
 /// The proxy's `llm_call` events in the callback's spool past its acknowledged offset: what it
 /// holds and has not delivered yet.
-fn callback_unacknowledged(w: &World) -> Vec<Value> {
+pub(crate) fn callback_unacknowledged(w: &World) -> Vec<Value> {
     let dir = w.data_dir(FLEET).join("litellm");
     let spool = std::fs::read(dir.join("callback-spool.jsonl")).unwrap_or_default();
     let offset: usize = std::fs::read_to_string(dir.join("callback-spool.jsonl.offset"))
