@@ -236,12 +236,6 @@ fn with_serve(fleet: String, port: u16) -> String {
     format!("{fleet}serve {{ listen \"127.0.0.1:{port}\"; }}\n")
 }
 
-/// The daemon's pid as its pid file records it.
-fn serve_pid(data: &Path) -> i32 {
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(data.join("serve/serve.pid")).unwrap()).unwrap();
-    v["pid"]["pid"].as_u64().unwrap() as i32
-}
-
 /// Kill -9 inside the daemon's start window, which is short: a restart of the daemon alone is over
 /// within 40 ms of its `started pid` line on an idle machine (points 41, 90 and 145 ms after it
 /// landed after the run's end), so no point here is a delay into that window. Points: cold
@@ -287,7 +281,7 @@ fn an_apply_killed_while_it_starts_the_daemon_converges_and_the_daemon_answers()
             }
             Point::Again(bound) => {
                 // SAFETY: kill(2) on the daemon's process group, started by this test's apply.
-                unsafe { libc::kill(-serve_pid(&data), libc::SIGKILL) };
+                unsafe { libc::kill(-crate::support::serve_pid(&data), libc::SIGKILL) };
                 let d = delay(*bound);
                 let point = format!("re-apply killed {d:?} after the daemon's start");
                 if !kill_during(&w, &["apply"], "serve: started pid", d) {
@@ -301,7 +295,7 @@ fn an_apply_killed_while_it_starts_the_daemon_converges_and_the_daemon_answers()
                     assert_destroyed(&w, "before a cold point");
                 } else {
                     // SAFETY: as above.
-                    unsafe { libc::kill(-serve_pid(&data), libc::SIGKILL) };
+                    unsafe { libc::kill(-crate::support::serve_pid(&data), libc::SIGKILL) };
                 }
                 let out = w.cmd(&["apply"]).env("FLEET_DEBUG_KILL_AFTER_SPAWN", "fleet serve").output().unwrap();
                 use std::os::unix::process::ExitStatusExt;

@@ -303,11 +303,7 @@ fn bad_requests_get_their_status_and_store_nothing(w: &World) {
 /// again, and every thread ends with the reply or a system message; nothing acknowledged is lost.
 fn a_daemon_killed_while_a_reply_is_pending_loses_nothing(w: &World) {
     let d = Daemon::of(w);
-    let serve_pid = || -> u32 {
-        let v: Value =
-            serde_json::from_str(&std::fs::read_to_string(w.data_dir(FLEET).join("serve/serve.pid")).unwrap()).unwrap();
-        v["pid"]["pid"].as_u64().unwrap() as u32
-    };
+    let serve_pid = || crate::support::serve_pid(&w.data_dir(FLEET)) as u32;
     let mut acknowledged = Vec::new();
     for (i, delay_ms) in [0u64, 50, 300, 1000, 2500].into_iter().enumerate() {
         let thread = format!("kill-{i}");

@@ -344,3 +344,10 @@ pub fn wait_for<T>(within: std::time::Duration, what: &str, f: impl FnMut() -> O
         None => panic!("waited {} s for {what}", within.as_secs()),
     }
 }
+
+/// The daemon's pid as its pid file (`serve/serve.pid` in a fleet's data dir) records it.
+pub fn serve_pid(data: &Path) -> i32 {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("serve/serve.pid")).unwrap()).unwrap();
+    v["pid"]["pid"].as_u64().unwrap() as i32
+}

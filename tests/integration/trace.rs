@@ -50,12 +50,6 @@ fn event(id: &str, agent: &str, kind: &str) -> Value {
            "error": null, "payload": {}})
 }
 
-fn serve_pid(w: &World) -> i32 {
-    let v: Value =
-        serde_json::from_str(&std::fs::read_to_string(w.data_dir(FLEET).join("serve/serve.pid")).unwrap()).unwrap();
-    v["pid"]["pid"].as_u64().unwrap() as i32
-}
-
 /// How many times each event whose id passes `want` is kept, counted in the store's files
 /// themselves (not through the deduplicating read) wherever the daemon may keep an event: every
 /// agent's trace (`agents/<agent>/trace/`) and the trace of events of no agent of the fleet
@@ -398,7 +392,7 @@ pub fn no_acknowledged_event_is_lost_when_the_daemon_dies(w: &World) {
     for delay_ms in [200u64, 450, 700, 1100, 1600] {
         std::thread::sleep(Duration::from_millis(delay_ms));
         // SAFETY: kill(2) on the daemon this test's apply started.
-        unsafe { libc::kill(serve_pid(w), libc::SIGKILL) };
+        unsafe { libc::kill(crate::support::serve_pid(&w.data_dir(FLEET)), libc::SIGKILL) };
         w.fleet(&["apply"]).ok();
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -437,7 +431,7 @@ pub fn no_acknowledged_event_is_lost_when_the_daemon_dies(w: &World) {
             .collect()
     };
     // SAFETY: as above.
-    unsafe { libc::kill(serve_pid(w), libc::SIGKILL) };
+    unsafe { libc::kill(crate::support::serve_pid(&w.data_dir(FLEET)), libc::SIGKILL) };
     let t0 = fleet::clock::now_ms();
     let p = Proxy::of(w);
     let key = key_of(w, "alice");
@@ -966,7 +960,7 @@ fn the_plugins_events_survive_daemon_kills_during_turns(w: &World) {
     for delay in [1500u64, 2500, 3500] {
         std::thread::sleep(Duration::from_millis(delay));
         // SAFETY: kill(2) on the daemon this test's apply started.
-        unsafe { libc::kill(serve_pid(w), libc::SIGKILL) };
+        unsafe { libc::kill(crate::support::serve_pid(&w.data_dir(FLEET)), libc::SIGKILL) };
         std::thread::sleep(Duration::from_millis(500));
         w.fleet(&["apply"]).ok();
     }
