@@ -47,9 +47,16 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --locked cargo-nextest@0.9.143
 fi
 suite_start=$(date +%s)
+# How busy the machine's cores were while the tests ran (from /proc/stat): near 100% means the
+# suite is bound by CPU, and only less work (not more threads) makes it faster.
+cpu_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat; }
+read -r busy0 idle0 < <(cpu_ticks)
 status=0
 cargo nextest run --locked --no-fail-fast || status=$?
 python3 tests/timings.py target/nextest/default/junit.xml || true
+read -r busy1 idle1 < <(cpu_ticks)
+printf '\n==> cores busy while the tests ran: %s%% (%s cores)\n' \
+    "$(( 100 * (busy1 - busy0) / (busy1 - busy0 + idle1 - idle0 + 1) ))" "$(nproc)"
 printf '\n==> tests: %s s wall, exit %s; whole run: %s s\n' "$(( $(date +%s) - suite_start ))" "$status" "$(( $(date +%s) - run_start ))"
 # (nextest runs no doctests: the crate has none.)
 exit "$status"
