@@ -130,7 +130,7 @@ impl Daemon {
     /// The daemon the fleet file declares, if it answers.
     pub async fn find(spec: &crate::fleetfile::FleetSpec, layout: &Layout) -> Option<Daemon> {
         let url = spec.serve.as_ref()?.url();
-        crate::serve::daemon::answering_pid(&url).await?;
+        crate::serve::process::answering_pid(&url).await?;
         let token = std::fs::read_to_string(layout.serve_token()).ok()?.trim().to_string();
         Some(Daemon { url, token, http: reqwest::Client::new() })
     }

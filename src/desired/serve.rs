@@ -7,7 +7,7 @@ use crate::layout::Layout;
 use crate::litellm::resources::SecretInputs;
 use crate::resource::{add as put, Address, Desired, Resource};
 use crate::serve::agent_token::AgentTokenInputs;
-use crate::serve::daemon::{exe_id, ServeInputs};
+use crate::serve::process::{exe_id, ServeInputs};
 
 pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
     let Some(sv) = &spec.serve else { return };
@@ -24,7 +24,7 @@ pub fn add(spec: &FleetSpec, layout: &Layout, out: &mut Desired) {
         reply_timeout_s: sv.reply_timeout_s,
         log: layout.serve_dir().join("serve.log"),
         pid_file: layout.serve_dir().join("serve.pid"),
-        export: sv.export.as_ref().map(|e| crate::serve::daemon::ExportInputs {
+        export: sv.export.as_ref().map(|e| crate::serve::process::ExportInputs {
             url: e.otlp.clone(),
             headers: e.headers.as_ref().map(|h| h.to_string()),
             capture_content: e.capture_content,

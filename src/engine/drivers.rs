@@ -35,8 +35,8 @@ pub fn drivers(spec: &FleetSpec, layout: &Layout, overwrite: bool) -> Drivers {
     let listings = Arc::new(crate::openclaw::agent::Listings::default());
     d.insert(Kind::Agent, crate::openclaw::agent::driver(overwrite, listings.clone(), layout.clone()));
     d.insert(Kind::GatewayModels, Arc::new(crate::openclaw::models::ModelsDriver { listings, layout: layout.clone() }));
-    d.insert(Kind::Wake, Arc::new(crate::openclaw::models::WakeDriver { layout: layout.clone() }));
-    d.insert(Kind::Serve, Arc::new(crate::serve::daemon::ServeDriver));
+    d.insert(Kind::Wake, Arc::new(crate::openclaw::wake::WakeDriver { layout: layout.clone() }));
+    d.insert(Kind::Serve, Arc::new(crate::serve::process::ServeDriver));
     d.insert(Kind::AgentToken, Arc::new(crate::serve::agent_token::AgentTokenDriver));
     d.insert(Kind::Host, Arc::new(crate::runtime::incus_host::HostDriver));
     d

@@ -6,16 +6,17 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use miette::{miette, IntoDiagnostic, WrapErr};
+use miette::miette;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::fleetfile::secret::{Secret, SecretRef};
-use crate::fsutil::{sha256_hex, write_atomic};
-use crate::process::{listener_pid, log_tail, port_holder, port_open, spawn_detached, Pid};
+use crate::fsutil::sha256_hex;
+use crate::process::supervisor::{self, Place, Service};
+use crate::process::{listener_pid, Pid};
 use crate::resource::Resource;
 use crate::state::Record;
 
@@ -83,87 +84,78 @@ pub async fn ready(url: &str) -> bool {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct PidFile {
-    pid: Pid,
+/// What a proxy was started with (its pid file records it): a running proxy is adopted only when both match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Started {
     config_sha256: String,
     env_sha256: String,
-    /// False from the moment the proxy is spawned until it answered its readiness probe.
-    #[serde(default = "yes")]
-    ready: bool,
 }
 
-fn yes() -> bool {
-    true
+/// The proxy as the supervisor runs it: its inputs and its resolved environment.
+struct Proxy<'a> {
+    k: &'a ProxyInputs,
+    env: Vec<(String, Secret)>,
 }
 
-pub struct ProxyDriver;
-
-impl ProxyDriver {
-    fn outputs(k: &ProxyInputs, pid: Pid, env_sha: &str) -> Outputs {
-        json!({"pid": pid.pid, "start": pid.start, "url": k.url(), "env_sha256": env_sha, "config_sha256": k.config_sha256})
+impl<'a> Proxy<'a> {
+    fn new(k: &'a ProxyInputs) -> miette::Result<Self> {
+        Ok(Proxy { k, env: k.resolve_env()? })
     }
 
-    /// A proxy this fleet started (its command line names our config).
-    fn ours(pid: Pid, k: &ProxyInputs) -> bool {
-        pid.alive() && pid.cmdline().contains(&k.config.display().to_string())
+    fn started(&self) -> Started {
+        Started { config_sha256: self.k.config_sha256.clone(), env_sha256: env_digest(&self.env) }
+    }
+
+    fn outputs(&self, pid: Pid) -> Outputs {
+        let k = self.k;
+        json!({"pid": pid.pid, "start": pid.start, "url": k.url(), "env_sha256": env_digest(&self.env), "config_sha256": k.config_sha256})
+    }
+}
+
+/// A proxy this fleet started: its command line names our config.
+fn ours(pid: Pid, k: &ProxyInputs) -> bool {
+    pid.alive() && pid.cmdline().contains(&k.config.display().to_string())
+}
+
+#[async_trait::async_trait]
+impl Service for Proxy<'_> {
+    type Started = Started;
+
+    fn place(&self) -> Place<'_> {
+        let k = self.k;
+        Place {
+            what: "the proxy",
+            label: "litellm proxy",
+            pid_file: &k.pid_file,
+            log: &k.log,
+            host: k.host(),
+            port: k.port,
+            workdir: k.config.parent().unwrap_or(Path::new("/")),
+            start_timeout: Duration::from_secs(k.start_timeout_s),
+            stop_grace: Duration::from_secs(15),
+            log_lines: 25,
+        }
+    }
+
+    fn ours(&self, pid: Pid) -> bool {
+        ours(pid, self.k)
     }
 
     /// Ready, and it is this very process answering (not an older one still on the port).
-    async fn answering(k: &ProxyInputs, pid: Pid) -> bool {
-        ready(&k.url()).await && listener_pid(k.port).and_then(Pid::of).and_then(|p| p.session_leader()) == Some(pid)
+    async fn healthy(&self, pid: Pid) -> bool {
+        ready(&self.k.url()).await
+            && listener_pid(self.k.port).and_then(Pid::of).and_then(|p| p.session_leader()) == Some(pid)
     }
 
-    fn pid_file(k: &ProxyInputs) -> Option<PidFile> {
-        std::fs::read(&k.pid_file).ok().and_then(|b| serde_json::from_slice::<PidFile>(&b).ok())
+    fn health_check(&self) -> String {
+        format!("{}/health/readiness", self.k.url())
     }
 
-    /// This fleet's proxies running outside the record: the pid file's (written the moment a proxy
-    /// is spawned, before it is ready), whoever listens on the port, and any session working in the
-    /// config's directory (a proxy spawned just before a crash, before its pid file) — each only
-    /// with this fleet's config on its command line.
-    fn strays(k: &ProxyInputs) -> Vec<Pid> {
-        let dir = k.config.parent().unwrap_or(Path::new("/"));
-        crate::process::strays(Self::pid_file(k).map(|pf| pf.pid), k.port, dir, |p| Self::ours(p, k))
-    }
-
-    async fn stop_strays(k: &ProxyInputs, ctx: &StepCtx) -> miette::Result<()> {
-        for p in Self::strays(k) {
-            ctx.progress(&format!("stopping an unrecorded proxy of this fleet (pid {})", p.pid));
-            Self::stop(p, k).await?;
-        }
-        Ok(())
-    }
-
-    fn write_pid_file(k: &ProxyInputs, pf: &PidFile) -> miette::Result<()> {
-        write_atomic(&k.pid_file, &serde_json::to_vec(pf).expect("pid file serialises"), 0o644)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("cannot write {}", k.pid_file.display()))
-    }
-
-    async fn start(k: &ProxyInputs, ctx: &StepCtx) -> miette::Result<Outputs> {
-        Self::stop_strays(k, ctx).await?;
-        // A stopped proxy's workers may hold the port a moment longer.
-        let t0 = Instant::now();
-        while port_open(k.host(), k.port) && t0.elapsed() < Duration::from_secs(10) && Self::strays(k).is_empty() {
-            if listener_pid(k.port).and_then(Pid::of).is_some_and(|p| !Self::ours(p, k)) {
-                break; // someone else's: said below
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if port_open(k.host(), k.port) {
-            return Err(miette!(
-                "port {} on {} is already in use by {}; stop it, or give this fleet's litellm another `port`",
-                k.port,
-                k.host(),
-                port_holder(k.port)
-            ));
-        }
+    fn command(&self) -> miette::Result<Command> {
+        let k = self.k;
         if !k.exe.is_file() {
             return Err(miette!("litellm executable {} does not exist", k.exe.display()));
         }
-        let env = k.resolve_env()?;
-        let env_sha = env_digest(&env);
         let mut cmd = Command::new(&k.exe);
         cmd.arg("--config")
             .arg(&k.config)
@@ -180,52 +172,24 @@ impl ProxyDriver {
             Some(bin) => cmd.env("PATH", crate::process::path_with(bin)),
             None => cmd.env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into())),
         };
-        for (var, value) in &env {
+        for (var, value) in &self.env {
             cmd.env(var, value.expose());
         }
-        let pid = spawn_detached(cmd, &k.log, "litellm proxy").into_diagnostic().wrap_err("cannot start litellm")?;
-        // Intent before waiting: from here on, a crash leaves a proxy the next run finds and adopts or stops.
-        let mut pf = PidFile { pid, config_sha256: k.config_sha256.clone(), env_sha256: env_sha.clone(), ready: false };
-        if let Err(e) = Self::write_pid_file(k, &pf) {
-            pid.stop_async(Duration::from_secs(5)).await;
-            return Err(e);
-        }
-        ctx.progress(&format!("started pid {}, waiting for {}/health/readiness", pid.pid, k.url()));
-        let t0 = Instant::now();
-        let timeout = Duration::from_secs(k.start_timeout_s);
-        loop {
-            if !pid.alive() {
-                return Err(miette!(
-                    "the proxy exited during start; last lines of {}:\n{}",
-                    k.log.display(),
-                    log_tail(&k.log, 25)
-                ));
-            }
-            if Self::answering(k, pid).await {
-                break;
-            }
-            if t0.elapsed() > timeout {
-                pid.stop_async(Duration::from_secs(5)).await;
-                return Err(miette!(
-                    "the proxy was not ready within {} s (stopped it); last lines of {}:\n{}",
-                    k.start_timeout_s,
-                    k.log.display(),
-                    log_tail(&k.log, 25)
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        pf.ready = true;
-        Self::write_pid_file(k, &pf)?;
-        Ok(Self::outputs(k, pid, &env_sha))
+        Ok(cmd)
     }
 
-    /// Stops the proxy at `pid` if it is ours.
-    async fn stop(pid: Pid, k: &ProxyInputs) -> miette::Result<()> {
-        if Self::ours(pid, k) && !pid.stop_async(Duration::from_secs(15)).await {
-            return Err(miette!("the proxy (pid {}) did not stop", pid.pid));
-        }
-        Ok(())
+    fn port_hint(&self) -> String {
+        "stop it, or give this fleet's litellm another `port`".into()
+    }
+}
+
+pub struct ProxyDriver;
+
+impl ProxyDriver {
+    async fn start(k: &ProxyInputs, ctx: &StepCtx) -> miette::Result<Outputs> {
+        let proxy = Proxy::new(k)?;
+        let pid = supervisor::start(&proxy, &proxy.started(), &|m| ctx.progress(m)).await?;
+        Ok(proxy.outputs(pid))
     }
 }
 
@@ -253,7 +217,7 @@ impl Driver for ProxyDriver {
 
     async fn observe_unrecorded(&self, desired: &Resource) -> Option<String> {
         let k = desired.inputs_as::<ProxyInputs>().ok()?;
-        let p = Self::strays(&k).into_iter().next()?;
+        let p = supervisor::strays_of(&Proxy { k: &k, env: Vec::new() }).into_iter().next()?;
         Some(format!("an unrecorded proxy of this fleet is running, pid {}; it will be adopted or replaced", p.pid))
     }
 
@@ -261,25 +225,10 @@ impl Driver for ProxyDriver {
         let k = r.inputs_as::<ProxyInputs>()?;
         // Adopt a proxy this fleet started earlier (state lost, or a crash before it was recorded);
         // `start` stops any other.
-        if let Some(pf) = Self::pid_file(&k).filter(|pf| Self::ours(pf.pid, &k)) {
-            if !pf.ready {
-                // Started by a run that did not see it through: let it finish starting, then look.
-                ctx.progress(&format!("waiting for the proxy a previous run started (pid {})", pf.pid.pid));
-                let t0 = Instant::now();
-                while pf.pid.alive() && !Self::answering(&k, pf.pid).await && t0.elapsed().as_secs() < k.start_timeout_s
-                {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-            }
-            let env = k.resolve_env()?;
-            if pf.config_sha256 == k.config_sha256
-                && pf.env_sha256 == env_digest(&env)
-                && Self::answering(&k, pf.pid).await
-            {
-                ctx.progress(&format!("adopting the running proxy (pid {})", pf.pid.pid));
-                Self::write_pid_file(&k, &PidFile { ready: true, ..pf })?;
-                return Ok(Self::outputs(&k, pf.pid, &env_digest(&env)));
-            }
+        let proxy = Proxy::new(&k)?;
+        let say = |m: &str| ctx.progress(m);
+        if let Some(pid) = supervisor::adopt(&proxy, &proxy.started(), &say).await? {
+            return Ok(proxy.outputs(pid));
         }
         Self::start(&k, ctx).await
     }
@@ -290,7 +239,7 @@ impl Driver for ProxyDriver {
             if pid.alive() {
                 ctx.progress(&format!("stopping the proxy (pid {}) to restart it", pid.pid));
             }
-            Self::stop(pid, &old).await?;
+            supervisor::stop(&Proxy { k: &old, env: Vec::new() }, pid).await?;
         }
         Self::start(&k, ctx).await
     }
@@ -298,11 +247,7 @@ impl Driver for ProxyDriver {
     /// Stops the recorded proxy and any other of this fleet's (a crash may have left one).
     async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()> {
         let k = prior.inputs_as::<ProxyInputs>()?;
-        if let Some(pid) = Pid::recorded_in(&prior.outputs) {
-            Self::stop(pid, &k).await?;
-        }
-        Self::stop_strays(&k, ctx).await?;
-        let _ = std::fs::remove_file(&k.pid_file);
-        Ok(())
+        let proxy = Proxy { k: &k, env: Vec::new() };
+        supervisor::retire(&proxy, Pid::recorded_in(&prior.outputs), &|m| ctx.progress(m)).await
     }
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use prost::Message as _;
 
-use super::daemon::ExportInputs;
 use super::http::App;
+use super::process::ExportInputs;
 use crate::fleetfile::secret::SecretRef;
 use crate::trace::envelope::Envelope;
 use crate::trace::otlp::{request, span_of, Options};

@@ -2,17 +2,18 @@
 //! (`store`, `router`), says who is alive (`status`), serves the API and the status page
 //! (`http`, `page`), knows who may do what (`auth`), and reads the fleet from its state (`view`).
 //! `run(listener, config, shutdown)` is the whole server, so tests bind port 0 and stop it.
-//! `daemon` is the `serve` resource apply runs it as; `agent_token` the agents' own tokens.
+//! `process` is the `serve` resource: the daemon as a process apply starts, adopts and stops;
+//! `agent_token` the agents' own tokens.
 
 pub mod agent_token;
 mod api_error;
 pub mod auth;
 mod backstop;
-pub mod daemon;
 pub mod export;
 mod http;
 mod late;
 mod page;
+pub mod process;
 mod request;
 pub mod router;
 mod status;

@@ -60,7 +60,7 @@ pub struct FleetView {
     /// Gateway → the sha256 (hex) of its own token (its plugin posts trace events with it).
     pub gateway_tokens: BTreeMap<String, String>,
     /// `trace { otlp … }`, as the `serve` record holds it.
-    pub export: Option<crate::serve::daemon::ExportInputs>,
+    pub export: Option<crate::serve::process::ExportInputs>,
     pub runs: Vec<RunRow>,
 }
 
@@ -128,7 +128,7 @@ impl FleetView {
                     }
                 }
                 "serve" => {
-                    v.export = r.inputs_as::<crate::serve::daemon::ServeInputs>().ok().and_then(|s| s.export);
+                    v.export = r.inputs_as::<crate::serve::process::ServeInputs>().ok().and_then(|s| s.export);
                 }
                 "serve.token" => {
                     let agent = r.address.strip_prefix("serve.token.").unwrap_or_default();

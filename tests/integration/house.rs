@@ -135,7 +135,7 @@ fn the_core_and_the_helpers_stay_on_their_floors() {
     };
     let mut found = Vec::new();
     found.extend(breaks("plan/", &["exec/", "engine/", "cli/", "litellm/", "openclaw/", "image/", "runtime/"]));
-    found.extend(breaks("process.rs", &["exec/", "state/", "driver.rs", "engine/"]));
+    found.extend(breaks("process/", &["exec/", "state/", "driver.rs", "engine/", "runtime/", "litellm/", "serve/"]));
     found.extend(breaks("fsutil.rs", &["exec/", "state/", "driver.rs", "engine/", "plan/"]));
     found.extend(breaks("resource/", &["exec/", "plan/", "engine/", "driver.rs", "litellm/", "openclaw/"]));
     found.extend(breaks("fleetfile/", &["image/", "resource/", "desired/", "plan/", "exec/", "engine/"]));
@@ -154,4 +154,26 @@ fn the_core_and_the_helpers_stay_on_their_floors() {
     assert!(edge("plan/diff.rs", "driver.rs"), "plan/diff.rs uses crate::driver::Drift");
     assert!(edge("runtime/process.rs", "runtime/mod.rs"), "runtime/process.rs uses super::Launch");
     assert!(edge("openclaw/models.rs", "openclaw/client.rs"), "openclaw/models.rs uses super::client");
+}
+
+/// A process that outlives fleet is started in one place: `process/` (its own session, its pid file
+/// written at the spawn, adopted or stopped by the supervisor). Anything else that detaches a child
+/// would escape what the supervisor — and the containment it will apply — knows.
+#[test]
+fn only_process_starts_detached_processes() {
+    let mut all = Vec::new();
+    rust_files(&src(), &mut all);
+    let mut found = Vec::new();
+    for f in all.iter().filter(|f| !rel(f).starts_with("process/")) {
+        let text = std::fs::read_to_string(f).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        for needle in ["setsid", "pre_exec(", "process_group("] {
+            if code.contains(needle) {
+                found.push(format!("{} uses {needle}", rel(f)));
+            }
+        }
+    }
+    assert!(found.is_empty(), "detached processes started outside process/:\n{}", found.join("\n"));
+    let supervisor = std::fs::read_to_string(src().join("process/spawn.rs")).unwrap();
+    assert!(supervisor.contains("setsid"), "the reader looks where the one detaching spawn is");
 }

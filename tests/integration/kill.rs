@@ -449,6 +449,24 @@ fn a_run_killed_right_after_a_spawn_leaves_nothing_the_next_apply_misses() {
         assert_settled(&w, &point, &agents, gw);
         assert_destroyed(&w, &point);
     }
+    // Wider still on a busy machine: fleet dies between the proxy's fork and its exec, and the child
+    // (still a copy of fleet, with fleet's command line) holds its exec 4 s
+    // (`FLEET_DEBUG_KILL_DURING_SPAWN`). The next run must wait for it to become the proxy and stop
+    // it — not start a second proxy beside a process it did not recognise.
+    let out = w.cmd(&["apply"]).env("FLEET_DEBUG_KILL_DURING_SPAWN", "litellm proxy").output().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "the mid-spawn hook did not fire: {out:?}");
+    let point = "apply killed between the proxy's fork and its exec";
+    assert!(!untracked(&w.data_dir(FLEET)).is_empty(), "{point}: the half-spawned process is not there");
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{point}: the re-apply failed\n{}\n{}", r.failures(), r.all());
+    assert!(
+        r.stdout.contains("litellm.proxy: stopping the proxy of this fleet that the state does not record"),
+        "{point}: the re-apply did not find the half-spawned proxy\n{}",
+        r.stdout
+    );
+    assert_settled(&w, point, &agents, gw);
+    assert_destroyed(&w, point);
 }
 
 #[test]

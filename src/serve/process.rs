@@ -5,15 +5,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::driver::{Drift, Driver, Outputs, StepCtx};
-use crate::fsutil::write_atomic;
-use crate::process::{log_tail, port_holder, port_open, spawn_detached, Pid};
+use crate::process::supervisor::{self, Place, Service};
+use crate::process::Pid;
 use crate::resource::Resource;
 use crate::state::Record;
 
@@ -74,68 +73,66 @@ pub async fn answering_pid(url: &str) -> Option<u32> {
     (v["ok"] == true).then(|| v["pid"].as_u64()).flatten().map(|p| p as u32)
 }
 
-#[derive(Serialize, Deserialize)]
-struct PidFile {
-    pid: Pid,
+/// What a daemon was started with (its pid file records it): a running daemon is adopted only when
+/// it was started with the same settings and binary.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+struct Started {
     inputs: ServeInputs,
-    ready: bool,
 }
 
-pub struct ServeDriver;
+/// The daemon as the supervisor runs it.
+struct Daemon<'a>(&'a ServeInputs);
 
-impl ServeDriver {
-    fn pid_file(s: &ServeInputs) -> Option<PidFile> {
-        std::fs::read(&s.pid_file).ok().and_then(|b| serde_json::from_slice(&b).ok())
+impl Daemon<'_> {
+    fn started(&self) -> Started {
+        Started { inputs: self.0.clone() }
+    }
+
+    fn outputs(&self, pid: Pid) -> Outputs {
+        json!({"pid": pid.pid, "start": pid.start, "url": self.0.url()})
+    }
+}
+
+#[async_trait::async_trait]
+impl Service for Daemon<'_> {
+    type Started = Started;
+
+    fn place(&self) -> Place<'_> {
+        let s = self.0;
+        Place {
+            what: "the daemon",
+            label: "fleet serve",
+            pid_file: &s.pid_file,
+            log: &s.log,
+            host: crate::netaddr::connect_host(&s.bind),
+            port: s.port,
+            workdir: &s.data_dir,
+            start_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(10),
+            log_lines: 20,
+        }
     }
 
     /// A daemon of this fleet: `fleet serve --from-state --data-dir <this data dir>` (its arguments,
     /// not substrings: a proxy's config path may contain "serve").
-    fn ours(pid: Pid, s: &ServeInputs) -> bool {
+    fn ours(&self, pid: Pid) -> bool {
         let argv = pid.argv();
-        let data_dir = s.data_dir.display().to_string();
+        let data_dir = self.0.data_dir.display().to_string();
         pid.alive()
             && argv.windows(2).any(|w| w[0] == "serve" && w[1] == "--from-state")
             && argv.windows(2).any(|w| w[0] == "--data-dir" && w[1] == data_dir)
     }
 
-    async fn healthy(s: &ServeInputs, pid: Pid) -> bool {
-        answering_pid(&s.url()).await == Some(pid.pid)
+    async fn healthy(&self, pid: Pid) -> bool {
+        answering_pid(&self.0.url()).await == Some(pid.pid)
     }
 
-    fn strays(s: &ServeInputs) -> Vec<Pid> {
-        crate::process::strays(Self::pid_file(s).map(|f| f.pid), s.port, &s.data_dir, |p| Self::ours(p, s))
+    fn health_check(&self) -> String {
+        format!("{}/healthz", self.0.url())
     }
 
-    async fn stop_strays(s: &ServeInputs, ctx: &StepCtx) -> miette::Result<()> {
-        for p in Self::strays(s) {
-            ctx.progress(&format!("stopping a daemon of this fleet (pid {})", p.pid));
-            if !p.stop_async(Duration::from_secs(10)).await {
-                return Err(miette!("the daemon (pid {}) did not stop", p.pid));
-            }
-        }
-        Ok(())
-    }
-
-    fn outputs(s: &ServeInputs, pid: Pid) -> Outputs {
-        json!({"pid": pid.pid, "start": pid.start, "url": s.url()})
-    }
-
-    fn write_pid_file(s: &ServeInputs, pid: Pid, ready: bool) -> miette::Result<()> {
-        let f = PidFile { pid, inputs: s.clone(), ready };
-        write_atomic(&s.pid_file, &serde_json::to_vec(&f).expect("serialises"), 0o644)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("cannot write {}", s.pid_file.display()))
-    }
-
-    async fn start(s: &ServeInputs, ctx: &StepCtx) -> miette::Result<Outputs> {
-        Self::stop_strays(s, ctx).await?;
-        if port_open(crate::netaddr::connect_host(&s.bind), s.port) {
-            return Err(miette!(
-                "port {} is already in use by {}; give serve another `listen` address",
-                s.port,
-                port_holder(s.port)
-            ));
-        }
+    fn command(&self) -> miette::Result<Command> {
+        let s = self.0;
         let mut cmd = Command::new(&s.exe);
         cmd.arg("serve")
             .arg("--from-state")
@@ -154,34 +151,21 @@ impl ServeDriver {
         if let Some(filter) = std::env::var_os("FLEET_SERVE_LOG") {
             cmd.env("RUST_LOG", filter);
         }
-        let pid = spawn_detached(cmd, &s.log, "fleet serve").into_diagnostic().wrap_err("cannot start fleet serve")?;
-        // Intent before waiting: a crash from here on leaves a daemon the next run adopts or stops.
-        if let Err(e) = Self::write_pid_file(s, pid, false) {
-            pid.stop_async(Duration::from_secs(5)).await;
-            return Err(e);
-        }
-        ctx.progress(&format!("started pid {}; waiting for {}/healthz", pid.pid, s.url()));
-        let t0 = Instant::now();
-        while !Self::healthy(s, pid).await {
-            if !pid.alive() {
-                return Err(miette!(
-                    "fleet serve exited during start; last lines of {}:\n{}",
-                    s.log.display(),
-                    log_tail(&s.log, 20)
-                ));
-            }
-            if t0.elapsed() > Duration::from_secs(30) {
-                pid.stop_async(Duration::from_secs(5)).await;
-                return Err(miette!(
-                    "fleet serve did not answer within 30 s (stopped it); last lines of {}:\n{}",
-                    s.log.display(),
-                    log_tail(&s.log, 20)
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Self::write_pid_file(s, pid, true)?;
-        Ok(Self::outputs(s, pid))
+        Ok(cmd)
+    }
+
+    fn port_hint(&self) -> String {
+        "give serve another `listen` address".into()
+    }
+}
+
+pub struct ServeDriver;
+
+impl ServeDriver {
+    async fn start(s: &ServeInputs, ctx: &StepCtx) -> miette::Result<Outputs> {
+        let d = Daemon(s);
+        let pid = supervisor::start(&d, &d.started(), &|m| ctx.progress(m)).await?;
+        Ok(d.outputs(pid))
     }
 }
 
@@ -193,7 +177,7 @@ impl Driver for ServeDriver {
         if !pid.alive() {
             return Drift::Update(format!("the daemon (pid {}) is not running", pid.pid));
         }
-        if !Self::healthy(&s, pid).await {
+        if !Daemon(&s).healthy(pid).await {
             return Drift::Update(format!("the daemon (pid {}) does not answer {}/healthz", pid.pid, s.url()));
         }
         Drift::InSync
@@ -201,23 +185,15 @@ impl Driver for ServeDriver {
 
     async fn observe_unrecorded(&self, desired: &Resource) -> Option<String> {
         let s = desired.inputs_as::<ServeInputs>().ok()?;
-        let p = Self::strays(&s).into_iter().next()?;
+        let p = supervisor::strays_of(&Daemon(&s)).into_iter().next()?;
         Some(format!("an unrecorded daemon of this fleet is running, pid {}; it will be adopted or replaced", p.pid))
     }
 
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
         let s = r.inputs_as::<ServeInputs>()?;
-        if let Some(f) = Self::pid_file(&s).filter(|f| Self::ours(f.pid, &s)) {
-            let t0 = Instant::now();
-            while !f.ready && f.pid.alive() && !Self::healthy(&s, f.pid).await && t0.elapsed() < Duration::from_secs(30)
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            if f.inputs == s && Self::healthy(&s, f.pid).await {
-                ctx.progress(&format!("adopting the running daemon (pid {})", f.pid.pid));
-                Self::write_pid_file(&s, f.pid, true)?;
-                return Ok(Self::outputs(&s, f.pid));
-            }
+        let d = Daemon(&s);
+        if let Some(pid) = supervisor::adopt(&d, &d.started(), &|m| ctx.progress(m)).await? {
+            return Ok(d.outputs(pid));
         }
         Self::start(&s, ctx).await
     }
@@ -225,9 +201,10 @@ impl Driver for ServeDriver {
     async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
         let s = r.inputs_as::<ServeInputs>()?;
         if let (Some(pid), Ok(old)) = (Pid::recorded_in(&prior.outputs), prior.inputs_as::<ServeInputs>()) {
-            if Self::ours(pid, &old) {
+            let d = Daemon(&old);
+            if d.ours(pid) {
                 ctx.progress(&format!("stopping the daemon (pid {}) to restart it", pid.pid));
-                pid.stop_async(Duration::from_secs(10)).await;
+                supervisor::stop(&d, pid).await?;
             }
         }
         Self::start(&s, ctx).await
@@ -235,13 +212,6 @@ impl Driver for ServeDriver {
 
     async fn delete(&self, prior: &Record, ctx: &StepCtx) -> miette::Result<()> {
         let s = prior.inputs_as::<ServeInputs>()?;
-        if let Some(pid) = Pid::recorded_in(&prior.outputs).filter(|p| Self::ours(*p, &s)) {
-            if !pid.stop_async(Duration::from_secs(10)).await {
-                return Err(miette!("the daemon (pid {}) did not stop", pid.pid));
-            }
-        }
-        Self::stop_strays(&s, ctx).await?;
-        let _ = std::fs::remove_file(&s.pid_file);
-        Ok(())
+        supervisor::retire(&Daemon(&s), Pid::recorded_in(&prior.outputs), &|m| ctx.progress(m)).await
     }
 }
