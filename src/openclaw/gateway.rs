@@ -14,9 +14,8 @@ use super::client::handle_path;
 use super::client::{read_token, GatewayClient, GatewayRef};
 use crate::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::fsutil::write_atomic;
-use crate::process::log_tail;
 use crate::resource::Resource;
-use crate::runtime::{HomeFile, Launch, Runtime};
+use crate::runtime::{Handle, HomeFile, Launch, Runtime};
 use crate::state::Record;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,56 +102,24 @@ impl GatewayDriver {
         write_atomic(&Self::pid_file(g), doc.to_string().as_bytes(), 0o644)
     }
 
-    async fn logs(g: &GatewayInputs, rt: &dyn Runtime) -> String {
-        if g.launch.home_is_here() {
-            return format!(
-                "last lines of {}:\n{}\nlast lines of {}:\n{}",
-                g.launch.log.display(),
-                log_tail(&g.launch.log, 15),
-                g.launch.home.join("logs/openclaw.log").display(),
-                log_tail(&g.launch.home.join("logs/openclaw.log"), 10)
-            );
-        }
-        // In the container on its host (the image's init writes gateway.out there).
-        let mut out = String::new();
-        for (file, n) in [("logs/gateway.out", 15), ("logs/openclaw.log", 10)] {
-            let text = rt.read_home(&g.launch, Path::new(file)).await.unwrap_or_default();
-            let text = String::from_utf8_lossy(&text);
-            let lines: Vec<&str> = text.lines().collect();
-            out += &format!(
-                "last lines of /root/{file} in the container:\n{}\n",
-                lines[lines.len().saturating_sub(n)..].join("\n")
-            );
-        }
-        out
-    }
-
     /// The handle file: written the moment a gateway is started (`starting`), rewritten once healthy.
     fn handle_file(g: &GatewayInputs) -> Option<Value> {
         std::fs::read(Self::pid_file(g)).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok())
     }
 
-    /// This fleet's processes for the gateway that the record may not know: the handle file's, and on
-    /// the process runtime every session working inside its home (never a process that merely has
-    /// the same name).
-    async fn strays(&self, g: &GatewayInputs) -> Vec<Value> {
+    /// This fleet's processes for the gateway that the record may not know: the handle file's, and
+    /// what its runtime finds of it (`Runtime::strays`) — never a process that merely has the same name.
+    async fn strays(&self, g: &GatewayInputs) -> Vec<Handle> {
         let Ok(rt) = self.runtime(g) else { return Vec::new() };
         let mut out = Vec::new();
-        if let Some(h) = Self::handle_file(g).and_then(|v| v.get("handle").cloned()) {
+        if let Some(h) = Self::handle_file(g).and_then(|v| Handle::recorded_in(&v)) {
             if rt.running(&h).await {
                 out.push(h);
             }
         }
-        if g.launch.container.is_none() {
-            // Whoever works inside its home: found even before it listens, or when a kill landed
-            // between the spawn and the handle file.
-            let home = g.launch.home.clone();
-            let found = tokio::task::spawn_blocking(move || crate::process::leaders_working_in(&home)).await;
-            for p in found.unwrap_or_default() {
-                let h = json!({"pid": p});
-                if !out.contains(&h) {
-                    out.push(h);
-                }
+        for h in rt.strays(&g.launch).await {
+            if !out.contains(&h) {
+                out.push(h);
             }
         }
         out
@@ -161,20 +128,16 @@ impl GatewayDriver {
     /// Waits, at most the start timeout, until a gateway process is past its start: healthy, or
     /// gone. Stopping one mid-start (while it migrates its state) leaves OpenClaw's state leases
     /// held for minutes, and the next gateway on that home refuses to start.
-    async fn settle(&self, g: &GatewayInputs, handle: &Value, ctx: &StepCtx) {
+    async fn settle(&self, g: &GatewayInputs, handle: &Handle, ctx: &StepCtx) {
         let Ok(rt) = self.runtime(g) else { return };
-        let outputs = json!({"handle": handle});
         let t0 = Instant::now();
         let mut said = false;
         while rt.running(handle).await && t0.elapsed() < Duration::from_secs(g.start_timeout_s) {
-            if self.unhealthy(g, &outputs).await.is_none() {
+            if self.unhealthy(g, Some(handle)).await.is_none() {
                 return;
             }
             if !said {
-                ctx.progress(&format!(
-                    "waiting for the gateway a previous run started ({}) to finish starting",
-                    describe(handle)
-                ));
+                ctx.progress(&format!("waiting for the gateway a previous run started ({handle}) to finish starting"));
                 said = true;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -185,7 +148,7 @@ impl GatewayDriver {
         let rt = self.runtime(g)?;
         for h in self.strays(g).await {
             self.settle(g, &h, ctx).await;
-            ctx.progress(&format!("stopping an unrecorded process of this gateway ({})", describe(&h)));
+            ctx.progress(&format!("stopping an unrecorded process of this gateway ({h})"));
             rt.stop(&g.launch, &h).await?;
         }
         Ok(())
@@ -194,11 +157,10 @@ impl GatewayDriver {
     async fn start(&self, g: &GatewayInputs, ctx: &StepCtx) -> miette::Result<Outputs> {
         let rt = self.runtime(g)?;
         self.stop_strays(g, ctx).await?;
-        if g.launch.home_is_here() && crate::process::port_open("127.0.0.1", g.launch.port) {
+        if let Some(holder) = rt.port_taken(&g.launch) {
             return Err(miette!(
-                "port {} is already in use by {}; give gateway {} another `port`",
+                "port {} is already in use by {holder}; give gateway {} another `port`",
                 g.launch.port,
-                crate::process::port_holder(g.launch.port),
                 g.launch.gateway
             ));
         }
@@ -216,7 +178,7 @@ impl GatewayDriver {
         let timeout = Duration::from_secs(g.start_timeout_s);
         let client: GatewayClient = loop {
             if !rt.running(&handle).await {
-                return Err(miette!("the gateway exited during start; {}", Self::logs(g, rt).await));
+                return Err(miette!("the gateway exited during start; {}", rt.logs(&g.launch).await));
             }
             match gref.connect_within(Duration::from_secs(2)).await {
                 Ok(c) => break c,
@@ -227,7 +189,7 @@ impl GatewayDriver {
                         "{}; not healthy within {} s (stopped it); {}",
                         crate::driver::error_chain(&e),
                         g.start_timeout_s,
-                        Self::logs(g, rt).await
+                        rt.logs(&g.launch).await
                     ));
                 }
             }
@@ -238,7 +200,7 @@ impl GatewayDriver {
                 _ if t0.elapsed() < timeout => tokio::time::sleep(Duration::from_millis(500)).await,
                 other => {
                     let _ = rt.stop(&g.launch, &handle).await;
-                    return Err(miette!("health never answered ok ({other:?}); {}", Self::logs(g, rt).await));
+                    return Err(miette!("health never answered ok ({other:?}); {}", rt.logs(&g.launch).await));
                 }
             }
         }
@@ -250,18 +212,18 @@ impl GatewayDriver {
 
     async fn stop_recorded(&self, g: &GatewayInputs, outputs: &Value) -> miette::Result<()> {
         let rt = self.runtime(g)?;
-        if let Some(h) = outputs.get("handle") {
-            rt.stop(&g.launch, h).await?;
+        if let Some(h) = Handle::recorded_in(outputs) {
+            rt.stop(&g.launch, &h).await?;
         }
         Ok(())
     }
 
     /// Health of a recorded gateway: None when fine, else why not.
-    pub async fn unhealthy(&self, g: &GatewayInputs, outputs: &Value) -> Option<String> {
+    pub async fn unhealthy(&self, g: &GatewayInputs, handle: Option<&Handle>) -> Option<String> {
         let rt = self.runtime(g).ok()?;
-        let handle = outputs.get("handle").cloned().unwrap_or(Value::Null);
-        if !rt.running(&handle).await {
-            if let Some(why) = rt.unreachable(&g.launch, &handle).await {
+        let Some(handle) = handle else { return Some(format!("gateway {} is not running", g.launch.gateway)) };
+        if !rt.running(handle).await {
+            if let Some(why) = rt.unreachable(&g.launch, handle).await {
                 return Some(format!("gateway {} is {why}", g.launch.gateway));
             }
             return Some(format!("gateway {} is not running", g.launch.gateway));
@@ -281,7 +243,7 @@ impl GatewayDriver {
 impl Driver for GatewayDriver {
     async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
         let Ok(g) = prior.inputs_as::<GatewayInputs>() else { return Drift::Update("unreadable record".into()) };
-        match self.unhealthy(&g, &prior.outputs).await {
+        match self.unhealthy(&g, Handle::recorded_in(&prior.outputs).as_ref()).await {
             None => Drift::InSync,
             Some(why) => Drift::Update(why),
         }
@@ -291,16 +253,15 @@ impl Driver for GatewayDriver {
     async fn refreshed(&self, rec: &Record) -> Option<Outputs> {
         let g = rec.inputs_as::<GatewayInputs>().ok()?;
         let live = live_outputs(&g, &rec.outputs);
-        (live.get("handle") != rec.outputs.get("handle") && self.unhealthy(&g, &live).await.is_none()).then_some(live)
+        let handle = Handle::recorded_in(&live);
+        (handle != Handle::recorded_in(&rec.outputs) && self.unhealthy(&g, handle.as_ref()).await.is_none())
+            .then_some(live)
     }
 
     async fn observe_unrecorded(&self, desired: &Resource) -> Option<String> {
         let g = desired.inputs_as::<GatewayInputs>().ok()?;
         let h = self.strays(&g).await.into_iter().next()?;
-        Some(format!(
-            "an unrecorded gateway of this fleet is running, {}; it will be adopted or replaced",
-            describe(&h)
-        ))
+        Some(format!("an unrecorded gateway of this fleet is running, {h}; it will be adopted or replaced"))
     }
 
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
@@ -308,10 +269,11 @@ impl Driver for GatewayDriver {
         // Adopt a gateway this fleet started before (state lost, or a crash before it was recorded) when
         // it is healthy and its settings match; `start` stops any other.
         if let Some(mut prev) = Self::handle_file(&g) {
-            if let Some(h) = prev.get("handle").cloned().filter(|_| prev["starting"] == true) {
-                self.settle(&g, &h, ctx).await;
+            let handle = Handle::recorded_in(&prev);
+            if let Some(h) = handle.as_ref().filter(|_| prev["starting"] == true) {
+                self.settle(&g, h, ctx).await;
             }
-            if self.unhealthy(&g, &prev).await.is_none() {
+            if self.unhealthy(&g, handle.as_ref()).await.is_none() {
                 let (on_disk, want) = config_now_and_wanted(&g, self.runtime(&g)?).await?;
                 if want == on_disk {
                     ctx.progress("adopting the running gateway");
@@ -407,14 +369,10 @@ pub async fn stop_as_it_goes(token_file: &Path, ctx: &StepCtx) {
     // finish first: a kill mid-start has broken a home's state before (docs/reliability.md). One
     // that started and now hangs is stopped at once — destroy means destroy.
     for h in GatewayDriver.strays(&g).await {
-        if file["starting"] == true || file.get("handle") != Some(&h) {
+        if file["starting"] == true || Handle::recorded_in(&file).as_ref() != Some(&h) {
             GatewayDriver.settle(&g, &h, ctx).await;
         }
-        ctx.progress(&format!(
-            "gateway {} goes in this run too: stopping it first ({})",
-            g.launch.gateway,
-            describe(&h)
-        ));
+        ctx.progress(&format!("gateway {} goes in this run too: stopping it first ({h})", g.launch.gateway));
         if let Err(e) = rt.stop(&g.launch, &h).await {
             ctx.progress(&format!("could not stop it ({}); asking it instead", crate::driver::error_chain(&e)));
             return;
@@ -519,7 +477,7 @@ pub async fn await_restart(gref: &GatewayRef, old_boot: &str, ctx: &StepCtx) -> 
     if old_boot.is_empty() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let recorded = recorded_launch(&gref.token_file).map(|(g, doc)| (g, doc["handle"].clone()));
+    let recorded = recorded_launch(&gref.token_file).and_then(|(g, doc)| Some((g, Handle::recorded_in(&doc)?)));
     let d = GatewayDriver;
     while t0.elapsed() < Duration::from_secs(120) {
         if let Some(c) = gref.try_connect(Duration::from_secs(5)).await {
@@ -542,13 +500,4 @@ pub async fn await_restart(gref: &GatewayRef, old_boot: &str, ctx: &StepCtx) -> 
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Err(miette!("gateway {} did not come back within 120 s after restarting to apply the patch", gref.name))
-}
-
-/// "pid 123" or "container fleet-x-main", for messages.
-fn describe(handle: &Value) -> String {
-    match (handle.pointer("/pid/pid"), handle.get("container")) {
-        (Some(pid), _) => format!("pid {pid}"),
-        (None, Some(Value::String(c))) => format!("container {c}"),
-        _ => handle.to_string(),
-    }
 }

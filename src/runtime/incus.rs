@@ -12,10 +12,9 @@
 use std::path::{Path, PathBuf};
 
 use miette::{miette, IntoDiagnostic};
-use serde_json::{json, Value};
 
 use super::incus_cli::{incus, incus_in, instance_state, query_in, target};
-use super::{Container, HomeFile, Launch, Runtime};
+use super::{Container, ContainerHandle, Handle, HomeFile, Launch, Runtime};
 use crate::netaddr::join_host_port;
 
 pub struct IncusRuntime;
@@ -26,7 +25,7 @@ fn container(l: &Launch) -> miette::Result<&Container> {
 
 #[async_trait::async_trait]
 impl Runtime for IncusRuntime {
-    async fn start(&self, l: &Launch) -> miette::Result<Value> {
+    async fn start(&self, l: &Launch) -> miette::Result<Handle> {
         let c = container(l)?;
         if c.elsewhere() {
             return remote::start(l, c).await;
@@ -48,12 +47,12 @@ impl Runtime for IncusRuntime {
             incus(&args).await?;
         }
         incus(&["start", &name]).await?;
-        Ok(handle(c))
+        Ok(Handle::Container(handle(c)))
     }
 
-    async fn stop(&self, l: &Launch, handle: &Value) -> miette::Result<()> {
+    async fn stop(&self, l: &Launch, handle: &Handle) -> miette::Result<()> {
         let c = container(l)?;
-        let name = handle["container"].as_str().unwrap_or(&c.name);
+        let name = handle.container().map_or(c.name.as_str(), |h| h.container.as_str());
         let config = c.incus_config.as_deref();
         match instance_state(config, &c.remote, name).await.as_deref() {
             None => {}
@@ -69,11 +68,9 @@ impl Runtime for IncusRuntime {
         Ok(())
     }
 
-    async fn running(&self, handle: &Value) -> bool {
-        let Some(name) = handle["container"].as_str() else { return false };
-        let remote = handle["remote"].as_str().map(str::to_string);
-        let config = handle["incus_config"].as_str().map(Path::new);
-        instance_state(config, &remote, name).await.as_deref() == Some("Running")
+    async fn running(&self, handle: &Handle) -> bool {
+        let Some(h) = handle.container() else { return false };
+        instance_state(h.incus_config.as_deref(), &h.remote, &h.container).await.as_deref() == Some("Running")
     }
 
     async fn place(&self, l: &Launch, files: &[HomeFile]) -> miette::Result<()> {
@@ -112,7 +109,7 @@ impl Runtime for IncusRuntime {
         }
     }
 
-    async fn unreachable(&self, l: &Launch, handle: &Value) -> Option<String> {
+    async fn unreachable(&self, l: &Launch, handle: &Handle) -> Option<String> {
         let c = l.container.as_ref().filter(|c| c.elsewhere())?;
         let (conf, host) = (c.incus_config.as_deref(), c.remote.as_deref().unwrap_or_default());
         if let Err(e) = incus_in(conf, &["query", &target(&c.remote, "/1.0")]).await {
@@ -123,13 +120,29 @@ impl Runtime for IncusRuntime {
         let located = query_in(conf, &c.remote, &format!("/1.0/instances/{}", c.name))
             .await
             .and_then(|i| i["location"].as_str().map(str::to_string));
-        let member = located.or_else(|| handle["member"].as_str().map(str::to_string));
+        let member = located.or_else(|| handle.container().and_then(|h| h.member.clone()));
         let member = member.filter(|m| !m.is_empty() && m != "none")?;
         let status = query_in(conf, &c.remote, &format!("/1.0/cluster/members/{member}")).await?["status"]
             .as_str()
             .map(str::to_string)?;
         (!status.eq_ignore_ascii_case("online"))
             .then(|| format!("unreachable: its member {member} of host {host} is {status}"))
+    }
+
+    /// On another host, from inside the container (the image's init writes gateway.out there).
+    async fn logs(&self, l: &Launch) -> String {
+        let Some(c) = l.container.as_ref().filter(|c| c.elsewhere()) else { return super::logs_here(l) };
+        let mut out = String::new();
+        for (file, n) in [("logs/gateway.out", 15), ("logs/openclaw.log", 10)] {
+            let text = remote::pull(c, &Path::new("/root").join(file)).await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            let lines: Vec<&str> = text.lines().collect();
+            out += &format!(
+                "last lines of /root/{file} in the container:\n{}\n",
+                lines[lines.len().saturating_sub(n)..].join("\n")
+            );
+        }
+        out
     }
 
     async fn discard(&self, l: &Launch) -> miette::Result<()> {
@@ -152,12 +165,14 @@ fn label(l: &Launch, c: &Container) -> String {
 }
 
 /// What the runtime records to find the container again.
-fn handle(c: &Container) -> Value {
-    let mut h = json!({"container": c.name, "remote": c.remote});
-    if let Some(conf) = &c.incus_config {
-        h["incus_config"] = json!(conf);
+fn handle(c: &Container) -> ContainerHandle {
+    ContainerHandle {
+        container: c.name.clone(),
+        remote: c.remote.clone(),
+        incus_config: c.incus_config.clone(),
+        listen: None,
+        member: None,
     }
-    h
 }
 
 /// The proxy devices (name, properties): the gateway's port published on the host (its loopback
@@ -190,9 +205,10 @@ mod remote {
     use std::path::Path;
 
     use miette::{miette, IntoDiagnostic, WrapErr};
-    use serde_json::{json, Value};
 
-    use super::{devices, handle, incus_in, label, query_in, target, Container, HomeFile, Launch};
+    use super::{
+        devices, handle, incus_in, label, query_in, target, Container, ContainerHandle, Handle, HomeFile, Launch,
+    };
 
     /// The container as fleet wants it before the gateway starts: there, from the image the alias
     /// names now, stopped. One from another image is replaced, its home carried across.
@@ -299,7 +315,7 @@ mod remote {
         Ok(())
     }
 
-    pub async fn start(l: &Launch, c: &Container) -> miette::Result<Value> {
+    pub async fn start(l: &Launch, c: &Container) -> miette::Result<Handle> {
         ensure(l, c).await?;
         let conf = c.incus_config.as_deref();
         let name = target(&c.remote, &c.name);
@@ -314,12 +330,7 @@ mod remote {
             incus_in(conf, &args).await?;
         }
         incus_in(conf, &["start", &name]).await?;
-        let mut h = handle(c);
-        h["listen"] = json!(ip);
-        if let Some(m) = member {
-            h["member"] = json!(m);
-        }
-        Ok(h)
+        Ok(Handle::Container(ContainerHandle { listen: Some(ip), member, ..handle(c) }))
     }
 
     /// `path` of the home (a directory) pulled into the same place under `l.home` here, then

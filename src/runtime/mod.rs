@@ -2,6 +2,7 @@
 //! embedded default: a detached local process) and `incus` (a container).
 
 pub mod by_kind;
+pub mod handle;
 pub mod incus;
 pub mod incus_cli;
 pub mod incus_host;
@@ -11,8 +12,8 @@ pub mod toolchain;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+pub use handle::{ContainerHandle, Handle};
 use toolchain::Toolchain;
 
 /// Everything a runtime needs to start one gateway.
@@ -88,6 +89,18 @@ impl Launch {
     }
 }
 
+/// `Runtime::logs` for a home on this machine.
+pub fn logs_here(l: &Launch) -> String {
+    let own = l.home.join("logs/openclaw.log");
+    format!(
+        "last lines of {}:\n{}\nlast lines of {}:\n{}",
+        l.log.display(),
+        crate::process::log_tail(&l.log, 15),
+        own.display(),
+        crate::process::log_tail(&own, 10)
+    )
+}
+
 /// `place` for a home on this machine.
 pub async fn place_in_home_here(l: &Launch, files: &[HomeFile]) -> miette::Result<()> {
     let (home, files) = (l.home.clone(), files.to_vec());
@@ -114,8 +127,23 @@ fn place_here(home: &std::path::Path, files: &[HomeFile]) -> std::io::Result<()>
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync {
     /// Starts the gateway; returns a handle (recorded in state) to find it again.
-    async fn start(&self, l: &Launch) -> miette::Result<Value>;
-    async fn stop(&self, l: &Launch, handle: &Value) -> miette::Result<()>;
+    async fn start(&self, l: &Launch) -> miette::Result<Handle>;
+    async fn stop(&self, l: &Launch, handle: &Handle) -> miette::Result<()>;
+    /// This fleet's processes of the gateway that no handle may name: on the process runtime every
+    /// session working inside its home (one spawned by a run killed before it wrote the handle
+    /// file, not listening yet); never a process by its name alone.
+    async fn strays(&self, _l: &Launch) -> Vec<Handle> {
+        Vec::new()
+    }
+    /// Whether the gateway's port is taken on this machine, and by whom (before a start).
+    fn port_taken(&self, l: &Launch) -> Option<String> {
+        (l.home_is_here() && crate::process::port_open("127.0.0.1", l.port))
+            .then(|| crate::process::port_holder(l.port))
+    }
+    /// The last lines of the gateway's output and of OpenClaw's own log, for an error.
+    async fn logs(&self, l: &Launch) -> String {
+        logs_here(l)
+    }
     /// Puts `files` into the gateway's home (before `start`).
     async fn place(&self, l: &Launch, files: &[HomeFile]) -> miette::Result<()> {
         place_in_home_here(l, files).await
@@ -141,7 +169,7 @@ pub trait Runtime: Send + Sync {
     }
     /// Why the gateway's host cannot be asked about it now (another machine that does not answer);
     /// None when it can.
-    async fn unreachable(&self, _l: &Launch, _handle: &Value) -> Option<String> {
+    async fn unreachable(&self, _l: &Launch, _handle: &Handle) -> Option<String> {
         None
     }
     /// Removes what the gateway leaves behind once it is deleted for good (a remote container
@@ -150,7 +178,7 @@ pub trait Runtime: Send + Sync {
         Ok(())
     }
     /// Whether what the handle names still runs.
-    async fn running(&self, handle: &Value) -> bool;
+    async fn running(&self, handle: &Handle) -> bool;
     /// Where fleet reaches the gateway's WebSocket (both runtimes: this machine's loopback, where
     /// the incus runtime's proxy device listens).
     fn url(&self, l: &Launch) -> String {
@@ -159,8 +187,8 @@ pub trait Runtime: Send + Sync {
     }
     /// Where fleet reaches the gateway the handle names (its runtime may publish it elsewhere than
     /// `url` says: a container on a cluster, on the member it landed on).
-    fn url_of(&self, l: &Launch, handle: &Value) -> String {
-        match handle.get("listen").and_then(Value::as_str) {
+    fn url_of(&self, l: &Launch, handle: &Handle) -> String {
+        match handle.container().and_then(|c| c.listen.as_deref()) {
             Some(ip) => format!("ws://{}", crate::netaddr::join_host_port(ip, l.port)),
             None => self.url(l),
         }

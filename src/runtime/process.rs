@@ -5,10 +5,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use miette::{miette, IntoDiagnostic, WrapErr};
-use serde_json::{json, Value};
 
-use super::{Launch, Runtime};
-use crate::process::{passed_env, path_with, spawn_detached, Pid};
+use super::{Handle, Launch, Runtime};
+use crate::process::{passed_env, path_with, spawn_detached};
 
 pub struct ProcessRuntime;
 
@@ -29,13 +28,9 @@ pub fn gateway_env(l: &Launch) -> Vec<(String, String)> {
     ]
 }
 
-fn pid_of(handle: &Value) -> Option<Pid> {
-    serde_json::from_value(handle.get("pid")?.clone()).ok()
-}
-
 #[async_trait::async_trait]
 impl Runtime for ProcessRuntime {
-    async fn start(&self, l: &Launch) -> miette::Result<Value> {
+    async fn start(&self, l: &Launch) -> miette::Result<Handle> {
         let (node, entry, bin_dir) = match (&l.image_root, &l.toolchain) {
             (Some(root), _) => {
                 // The image's own `openclaw` command (a relative symlink to its entry script).
@@ -63,11 +58,11 @@ impl Runtime for ProcessRuntime {
         let pid = spawn_detached(cmd, &l.log, &format!("openclaw gateway {}", l.gateway))
             .into_diagnostic()
             .wrap_err("cannot start the gateway")?;
-        Ok(json!({"pid": pid}))
+        Ok(Handle::Process { pid })
     }
 
-    async fn stop(&self, _l: &Launch, handle: &Value) -> miette::Result<()> {
-        if let Some(pid) = pid_of(handle) {
+    async fn stop(&self, _l: &Launch, handle: &Handle) -> miette::Result<()> {
+        if let Some(pid) = handle.pid() {
             if !pid.stop_async(Duration::from_secs(20)).await {
                 return Err(miette!("the gateway (pid {}) did not stop", pid.pid));
             }
@@ -75,7 +70,15 @@ impl Runtime for ProcessRuntime {
         Ok(())
     }
 
-    async fn running(&self, handle: &Value) -> bool {
-        pid_of(handle).is_some_and(|p| p.alive())
+    async fn running(&self, handle: &Handle) -> bool {
+        handle.pid().is_some_and(|p| p.alive())
+    }
+
+    /// Every session working inside the gateway's home: found before it listens, or when a kill
+    /// landed between the spawn and the handle file (workers folded into their gateway).
+    async fn strays(&self, l: &Launch) -> Vec<Handle> {
+        let home = l.home.clone();
+        let found = tokio::task::spawn_blocking(move || crate::process::leaders_working_in(&home)).await;
+        found.unwrap_or_default().into_iter().map(|pid| Handle::Process { pid }).collect()
     }
 }
