@@ -20,4 +20,4 @@ pub use footprint::Footprint;
 pub use id::{agent_of, archive_id};
 pub use listing::{list, Archive, ArchiveState};
 pub use manifest::{About, Manifest};
-pub use tree::move_into;
+pub use tree::{move_into, volatile};

@@ -56,7 +56,16 @@ pub struct FileSum {
     pub bytes: u64,
 }
 
-/// Every regular file under `root` (relative path → hash and size); symlinks are listed by target.
+/// SQLite's shared-memory index beside a WAL database (`*.db-shm`): not data (SQLite rebuilds it from
+/// the database and its WAL), and rewritten by any connection still open on a moved database, even
+/// one that only reads (the daemon's trace writer keeps its buckets open). An archive neither
+/// lists nor exports it.
+pub fn volatile(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("-shm"))
+}
+
+/// Every regular file under `root` (relative path → hash and size), `volatile` ones left out;
+/// symlinks are listed by target.
 pub fn sums(root: &Path) -> miette::Result<BTreeMap<String, FileSum>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
@@ -69,7 +78,7 @@ pub fn sums(root: &Path) -> miette::Result<BTreeMap<String, FileSum>> {
             let rel = path.strip_prefix(root).expect("under root").to_string_lossy().into_owned();
             if ft.is_dir() {
                 stack.push(path);
-            } else if ft.is_file() {
+            } else if ft.is_file() && !volatile(&path) {
                 let bytes = entry.metadata().into_diagnostic()?.len();
                 out.insert(rel, FileSum { sha256: crate::fsutil::sha256_file(&path)?, bytes });
             } else if ft.is_symlink() {

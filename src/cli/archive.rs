@@ -194,7 +194,7 @@ fn export(path: Option<&Path>, data_dir: Option<&Path>, id: &str, out: &Path) ->
         let enc = zstd::Encoder::new(tmp.as_file(), 3).into_diagnostic()?.auto_finish();
         let mut tar = tar::Builder::new(enc);
         tar.follow_symlinks(false);
-        tar.append_dir_all(id, &a.dir)
+        pack(&mut tar, Path::new(id), &a.dir)
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot pack {}", a.dir.display()))?;
         tar.finish().into_diagnostic()?;
@@ -207,4 +207,26 @@ fn export(path: Option<&Path>, data_dir: Option<&Path>, id: &str, out: &Path) ->
     let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     println!("wrote {} ({bytes} bytes): archive {id}, manifest.json inside", out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `root` into the tarball under `name`: what the manifest lists (SQLite's `-shm` files left out,
+/// `crate::archive::volatile`), in name order, symlinks as links.
+fn pack<W: std::io::Write>(tar: &mut tar::Builder<W>, name: &Path, root: &Path) -> std::io::Result<()> {
+    tar.append_dir(name.join(""), root)?; // "<id>/", as tar writes a directory
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut entries = std::fs::read_dir(&dir)?.collect::<Result<Vec<_>, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            let inside = name.join(path.strip_prefix(root).expect("under root"));
+            if e.file_type()?.is_dir() {
+                tar.append_dir(&inside, &path)?;
+                stack.push(path);
+            } else if !crate::archive::volatile(&path) {
+                tar.append_path_with_name(&path, &inside)?;
+            }
+        }
+    }
+    Ok(())
 }
