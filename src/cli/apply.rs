@@ -20,32 +20,16 @@ pub struct Request<'a> {
     pub opts: Options,
 }
 
-/// Before anything else, a converging plan or apply resolves every secret reference it will need:
-/// an unset variable fails here, at its reference, not halfway through an apply.
+/// Before anything else, a converging plan or apply runs the engine's pre-checks (every secret
+/// reference resolves); their warnings go to stderr.
 fn load_for(r: &Request) -> miette::Result<super::loaded::Loaded> {
     let l = load(r.path, r.data_dir)?;
     if r.goal == Goal::Converge {
-        crate::fleetfile::check_secrets(&l.spec)?;
-        warn_unpriced_budgets(&l);
+        for w in crate::engine::prechecks(&l.spec, &l.layout)? {
+            eprintln!("{w:?}");
+        }
     }
     Ok(l)
-}
-
-/// A budget on a model nobody prices can never trigger: said before the plan (stderr), not refused.
-fn warn_unpriced_budgets(l: &super::loaded::Loaded) {
-    use crate::litellm::cost_map;
-    let spec = &l.spec;
-    let needs_map = spec.agents.iter().any(|a| a.spend.budget.is_some())
-        && spec.providers.iter().flat_map(|p| &p.models).any(|m| m.price.is_none());
-    if !needs_map {
-        return;
-    }
-    let venv = crate::litellm::install::venv_dir(&l.layout.cache_dir, &spec.litellm.version);
-    let map = if spec.litellm.path.is_none() { cost_map::find(&venv).and_then(|f| cost_map::load(&f)) } else { None };
-    let priced = |p: &crate::fleetfile::Provider, m: &crate::fleetfile::ModelDecl| cost_map::prices(map.as_ref(), p, m);
-    if let Some(w) = crate::fleetfile::spend_check::unpriced_budgets(spec, &priced) {
-        eprintln!("{:?}", miette::Report::new(w));
-    }
 }
 
 pub fn plan(r: Request, json: bool, detailed: bool) -> miette::Result<ExitCode> {

@@ -2,15 +2,7 @@
 
 mod apply;
 mod archive;
-mod bench;
-mod bench_archive;
-mod bench_hosts;
-pub(crate) mod bench_kit;
-mod bench_plugin;
-mod bench_removal;
-mod bench_serve;
-mod bench_spend;
-mod bench_trace;
+pub(crate) mod bench;
 mod chat;
 mod gc;
 mod image;

@@ -5,6 +5,7 @@
 //! Plan and apply share every line up to execution, so they cannot disagree.
 
 mod drivers;
+mod prechecks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use miette::{miette, IntoDiagnostic, WrapErr};
 
 pub use drivers::drivers;
+pub use prechecks::prechecks;
 
 use crate::driver::{Drift, Drivers};
 use crate::exec::{Cancel, Execution, Reporter, Summary};

@@ -125,7 +125,7 @@ fn the_benchs_apply_after_a_failed_plan_leaves_the_lock_free() {
     .unwrap();
     let l = Layout::resolve("t", None, Some(&dir.path().join("data")));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let r = crate::cli::bench_kit::apply_in_process(&rt, &file, &l, Goal::Converge);
+    let r = crate::cli::bench::kit::apply_in_process(&rt, &file, &l, Goal::Converge);
     assert!(r.is_err(), "the plan fails on the recipe");
     assert_free(&l);
 }

@@ -48,9 +48,10 @@ pub struct AgentDriver {
 }
 
 /// Gateway URL → the agents it listed, and when: a plan observes every agent of a gateway and then
-/// its models patch in a row, and one `agents.list` answers for all of them.
+/// its models patch, many at once, and one `agents.list` on one connection answers for all of them
+/// (the observers of one gateway wait for the one asking instead of each opening a connection).
 #[derive(Default)]
-pub struct Listings(Mutex<HashMap<String, Listing>>);
+pub struct Listings(Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Listing>>>>>);
 
 /// When a gateway was asked, and the agent ids it listed (None: it could not be asked).
 type Listing = (Instant, Option<Vec<String>>);
@@ -61,13 +62,15 @@ const LISTING_FRESH: Duration = Duration::from_secs(2);
 impl Listings {
     /// The ids the gateway lists (None when it cannot be asked), one RPC per gateway per plan.
     pub async fn of(&self, g: &GatewayRef) -> Option<Vec<String>> {
-        if let Some((at, ids)) = self.0.lock().expect("listing").get(&g.url) {
+        let slot = self.0.lock().expect("listing").entry(g.url.clone()).or_default().clone();
+        let mut slot = slot.lock().await;
+        if let Some((at, ids)) = slot.as_ref() {
             if at.elapsed() < LISTING_FRESH {
                 return ids.clone();
             }
         }
         let ids = g.listed_now().await;
-        self.0.lock().expect("listing").insert(g.url.clone(), (Instant::now(), ids.clone()));
+        *slot = Some((Instant::now(), ids.clone()));
         ids
     }
 }

@@ -10,4 +10,5 @@ pub mod plugin;
 pub mod roster;
 pub mod rpc;
 pub mod toolchain;
+pub mod wake;
 pub mod workspace;

@@ -236,14 +236,25 @@ impl App {
     }
 }
 
-async fn agents(State(app): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let who = app.principal(&headers).await?;
+/// Who is asking, as a handler takes it: the request's bearer token or the status page's session
+/// cookie (`App::principal`). A handler that takes a `Caller` answers 401 before it runs when the
+/// caller is nobody.
+pub struct Caller(pub Principal);
+
+impl axum::extract::FromRequestParts<Shared> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &Shared) -> Result<Self, ApiError> {
+        app.principal(&parts.headers).await.map(Caller)
+    }
+}
+
+async fn agents(State(app): State<Shared>, Caller(who): Caller) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({"agents": app.agents_json(&who).await?})))
 }
 
 /// The fleet, its gateways (healthy?, version, agent count), every agent, the last runs (admin only).
-async fn status(State(app): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let who = app.principal(&headers).await?;
+async fn status(State(app): State<Shared>, Caller(who): Caller) -> Result<Json<Value>, ApiError> {
     if who != Principal::Admin {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the fleet's status needs the admin token"));
     }
@@ -272,12 +283,11 @@ async fn status(State(app): State<Shared>, headers: HeaderMap) -> Result<Json<Va
 
 async fn post_message(
     State(app): State<Shared>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(agent): Path<String>,
     Query(q): Params,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let who = app.principal(&headers).await?;
     let agent = app.agent(&who, &agent).await?.to_string();
     let body = body.map_err(|r| match r.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
@@ -327,11 +337,10 @@ async fn post_message(
 /// `GET …/messages?thread=&after=&limit=`: a thread, oldest first; `after` is a message id.
 async fn history(
     State(app): State<Shared>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(agent): Path<String>,
     Query(q): Params,
 ) -> Result<Json<Value>, ApiError> {
-    let who = app.principal(&headers).await?;
     let agent = app.agent(&who, &agent).await?.to_string();
     let thread = request::thread_id(q.get("thread").map(String::as_str).unwrap_or("main"))?.to_string();
     let limit = request::limit(q.get("limit").map(String::as_str))?;
@@ -352,8 +361,12 @@ async fn history(
     Ok(Json(json!({"thread": thread, "messages": msgs, "next_after": next})))
 }
 
-async fn all_events(State(app): State<Shared>, headers: HeaderMap, Query(q): Params) -> Result<Response, ApiError> {
-    let who = app.principal(&headers).await?;
+async fn all_events(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
     let scope = match who {
         Principal::Admin => None,
         Principal::Agent(a) => Some(a),
@@ -366,11 +379,11 @@ async fn all_events(State(app): State<Shared>, headers: HeaderMap, Query(q): Par
 
 async fn agent_events(
     State(app): State<Shared>,
+    Caller(who): Caller,
     headers: HeaderMap,
     Path(agent): Path<String>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
-    let who = app.principal(&headers).await?;
     let agent = app.agent(&who, &agent).await?.to_string();
     events(app, Some(agent), &headers, &q).await
 }

@@ -69,28 +69,19 @@ impl Router {
         let Some((writer, layout)) = &self.traces else { return };
         let root = format!("oc:{}:in", msg.id);
         let id = format!("oc:{}:{suffix}", msg.id);
+        let created_at = if kind == "message_in" {
+            msg.created_at.clone()
+        } else {
+            crate::clock::format_rfc3339_ms(crate::clock::now_ms())
+        };
+        let payload = serde_json::json!({"text": text, "message_id": msg.id, "from": msg.sender});
         let event = Envelope {
-            v: 1,
             parent_id: (id != root).then(|| root.clone()),
-            id,
             trace_id: Some(msg.id.clone()),
-            created_at: if kind == "message_in" {
-                msg.created_at.clone()
-            } else {
-                crate::clock::format_rfc3339_ms(crate::clock::now_ms())
-            },
-            agent_name: Some(msg.agent.clone()),
-            kind: kind.into(),
             channel_id: Some("fleet".into()),
             thread_id: Some(thread_session(&msg.agent, &msg.thread)),
-            backend_name: Some("fleet".into()),
-            model: None,
-            duration_ms: None,
-            tokens_in: None,
-            tokens_out: None,
-            cost_usd: None,
             error: error.map(str::to_string),
-            payload: serde_json::json!({"text": text, "message_id": msg.id, "from": msg.sender}),
+            ..Envelope::new(id, kind, &msg.agent, created_at, "fleet", payload)
         };
         let Ok(ms) = event.check() else { return };
         let item = Item { dir: layout.agent_trace(&msg.agent), ms, event };

@@ -9,14 +9,14 @@ use std::path::PathBuf;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router as Routes};
 use serde_json::{json, Value};
 
 use super::api_error::ApiError;
 use super::auth::Principal;
-use super::http::Shared;
+use super::http::{Caller, Shared};
 use crate::litellm::spend;
 use crate::trace::envelope::Envelope;
 use crate::trace::query::{cursor_of, parse_cursor, Order, Query as TraceQuery, LIMIT_DEFAULT, LIMIT_MAX};
@@ -66,10 +66,9 @@ fn envelopes(body: &[u8]) -> Result<Vec<Envelope>, ApiError> {
 
 pub async fn ingest(
     State(app): State<Shared>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let who = app.principal(&headers).await?;
     let body = body.map_err(|r| match r.status() {
         StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is over {BODY_MAX} bytes"))
@@ -181,11 +180,10 @@ fn trace_query(q: &HashMap<String, String>) -> Result<TraceQuery, ApiError> {
 
 pub async fn read(
     State(app): State<Shared>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(agent): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let who = app.principal(&headers).await?;
     let agent = app.agent(&who, &agent).await?.to_string();
     let tq = trace_query(&q)?;
     let dir = app.layout().agent_trace(&agent);
@@ -227,10 +225,9 @@ async fn usage_of(app: &Shared, agents: Vec<String>, q: &HashMap<String, String>
 /// agent; an agent: itself).
 pub async fn usage(
     State(app): State<Shared>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let who = app.principal(&headers).await?;
     let agents: Vec<String> =
         app.router.view.read().expect("view").agents.keys().filter(|a| who.may_touch(a)).cloned().collect();
     if agents.is_empty() && !matches!(who, Principal::Admin | Principal::Agent(_)) {
@@ -252,11 +249,10 @@ async fn standings(app: &Shared) -> Result<std::collections::BTreeMap<String, sp
 
 pub async fn agent_usage(
     State(app): State<Shared>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(agent): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let who = app.principal(&headers).await?;
     let agent = app.agent(&who, &agent).await?.to_string();
     let budget = standings(&app).await?.remove(&agent);
     Ok(Json(json!({"agent": agent.clone(), "rows": usage_of(&app, vec![agent], &q).await?, "budget": budget})))

@@ -79,6 +79,30 @@ fn not_negative(field: &'static str, v: Option<i64>) -> Result<(), Invalid> {
 }
 
 impl Envelope {
+    /// An event of `kind` by `agent` at `created_at`, sent by `backend`, every optional field
+    /// empty: senders set what applies (`Envelope { trace_id: …, ..Envelope::new(…) }`).
+    pub fn new(id: String, kind: &str, agent: &str, created_at: String, backend: &str, payload: Value) -> Envelope {
+        Envelope {
+            v: 1,
+            id,
+            trace_id: None,
+            parent_id: None,
+            created_at,
+            agent_name: Some(agent.to_string()),
+            kind: kind.to_string(),
+            channel_id: None,
+            thread_id: None,
+            backend_name: Some(backend.to_string()),
+            model: None,
+            duration_ms: None,
+            tokens_in: None,
+            tokens_out: None,
+            cost_usd: None,
+            error: None,
+            payload,
+        }
+    }
+
     /// Checks the envelope; returns its time in UTC milliseconds.
     pub fn check(&self) -> Result<i64, Invalid> {
         if self.v != 1 {

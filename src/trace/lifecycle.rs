@@ -25,23 +25,16 @@ pub fn phase_of(address: &str, action: &str) -> Option<(String, &'static str)> {
 pub fn event(run: i64, address: &str, action: &str, at_ms: i64) -> Option<(String, Envelope)> {
     let (agent, phase) = phase_of(address, action)?;
     let e = Envelope {
-        v: 1,
-        id: format!("fleet:run-{run}:{address}:{action}"),
         trace_id: Some(format!("apply-run-{run}")),
-        parent_id: None,
-        created_at: crate::clock::format_rfc3339_ms(at_ms),
-        agent_name: Some(agent.clone()),
-        kind: "lifecycle".into(),
         channel_id: Some("apply".into()),
-        thread_id: None,
-        backend_name: Some("fleet".into()),
-        model: None,
-        duration_ms: None,
-        tokens_in: None,
-        tokens_out: None,
-        cost_usd: None,
-        error: None,
-        payload: json!({"phase": phase, "run": run, "address": address}),
+        ..Envelope::new(
+            format!("fleet:run-{run}:{address}:{action}"),
+            "lifecycle",
+            &agent,
+            crate::clock::format_rfc3339_ms(at_ms),
+            "fleet",
+            json!({"phase": phase, "run": run, "address": address}),
+        )
     };
     Some((agent, e))
 }

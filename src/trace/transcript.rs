@@ -82,23 +82,11 @@ impl Ctx<'_> {
         let root = format!("oc:{run}:in");
         let ms = m["timestamp"].as_i64().unwrap_or(0);
         Envelope {
-            v: 1,
             parent_id: (id != root).then_some(root),
-            id,
             trace_id: Some(run.to_string()),
-            created_at: crate::clock::format_rfc3339_ms(ms),
-            agent_name: Some(self.agent.to_string()),
-            kind: kind.into(),
             channel_id: channel.map(str::to_string),
             thread_id: Some(self.session.to_string()),
-            backend_name: Some("openclaw".into()),
-            model: None,
-            duration_ms: None,
-            tokens_in: None,
-            tokens_out: None,
-            cost_usd: None,
-            error: None,
-            payload,
+            ..Envelope::new(id, kind, self.agent, crate::clock::format_rfc3339_ms(ms), "openclaw", payload)
         }
     }
 }

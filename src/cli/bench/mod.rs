@@ -17,11 +17,11 @@ mod serve;
 mod spend;
 mod trace;
 
-use kit::{apply_in_process, cli_apply, free_port, gateway_fleet, median, ms, time_n, Quiet};
 use super::loaded::runtime;
 use crate::engine::{Goal, Options, Session};
 use crate::layout::Layout;
 use crate::resource::Address;
+use kit::{apply_in_process, cli_apply, free_port, gateway_fleet, median, ms, time_n, Quiet};
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
@@ -158,15 +158,9 @@ pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {
         BenchCmd::Plugin { turns } => plugin::run(turns),
         BenchCmd::Hosts { hosts, runs } => hosts::run(hosts::HostsBench { hosts, runs }),
         BenchCmd::Gc { agents, runs } => gc_bench(agents, runs),
-        BenchCmd::Spend { requests, history } => {
-            spend::run(spend::SpendBench { requests, history })
-        }
-        BenchCmd::Removal { agents, remove } => {
-            removal::run(removal::RemovalBench { agents, remove })
-        }
-        BenchCmd::Archive { mb, runs, dir } => {
-            archive::run(archive::ArchiveBench { mb, runs, dir })
-        }
+        BenchCmd::Spend { requests, history } => spend::run(spend::SpendBench { requests, history }),
+        BenchCmd::Removal { agents, remove } => removal::run(removal::RemovalBench { agents, remove }),
+        BenchCmd::Archive { mb, runs, dir } => archive::run(archive::ArchiveBench { mb, runs, dir }),
         BenchCmd::Trace { events, senders, batch, stored, hours } => {
             trace::run(trace::TraceBench { events, senders, batch, stored, hours })
         }
