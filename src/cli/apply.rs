@@ -45,6 +45,24 @@ pub fn plan(r: Request, json: bool, detailed: bool) -> miette::Result<ExitCode> 
     Ok(if detailed && !p.plan.is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }
 
+/// `fleet graph`: what the file declares and what needs what, and — planned as `fleet plan` would —
+/// what a run would change and the order apply would walk it in. A fleet that cannot be planned
+/// (a secret not set here) is drawn from the file alone, saying why.
+pub fn graph(path: Option<&Path>, data_dir: Option<&Path>) -> miette::Result<ExitCode> {
+    let l = load(path, data_dir)?;
+    let planned = Session::read_only(&l.layout)
+        .and_then(|session| runtime()?.block_on(session.plan(&l.spec, &l.layout, Goal::Converge, &Options::default())));
+    match planned {
+        Ok(p) => print!("{}", crate::plan::dot::dot(&l.spec.name, &p.desired, Some(&p.plan))),
+        Err(e) => {
+            eprintln!("(not planned: {}; drawn from the file alone)", crate::exec::error_chain(&e));
+            let d = crate::desired::desired(&l.spec, &l.layout)?;
+            print!("{}", crate::plan::dot::dot(&l.spec.name, &d, None));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn apply(r: Request, jobs: Option<usize>) -> miette::Result<ExitCode> {
     let t0 = Instant::now();
     let l = load_for(&r)?;

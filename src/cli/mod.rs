@@ -152,7 +152,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print the resource graph as Graphviz DOT
+    /// Print the resource graph as Graphviz DOT: what needs what, and (planned as `fleet plan` would) what a run would change and the order apply walks it in
     Graph { path: Option<PathBuf> },
     /// List recorded resources and recent runs; `fleet state forget ADDRESS` for hand repairs
     #[command(args_conflicts_with_subcommands = true)]
@@ -308,11 +308,7 @@ pub fn main() -> ExitCode {
                 false => apply::apply(req, jobs),
             }
         }
-        Cmd::Graph { path } => loaded::load(path.as_deref(), data_dir).and_then(|l| {
-            let d = crate::desired::desired(&l.spec, &l.layout)?;
-            print!("{}", crate::plan::dot::dot(&l.spec.name, &d));
-            Ok(ExitCode::SUCCESS)
-        }),
+        Cmd::Graph { path } => apply::graph(path.as_deref(), data_dir),
         Cmd::State { cmd: None, path } => apply::state(path.as_deref(), data_dir),
         Cmd::State { cmd: Some(StateCmd::Forget { address, path }), .. } => {
             apply::forget(path.as_deref(), data_dir, &address)

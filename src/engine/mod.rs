@@ -149,6 +149,7 @@ impl Session {
         if !opts.targets.is_empty() {
             plan = crate::plan::target::select(plan, &desired, &prior, &opts.targets)?;
         }
+        crate::plan::order::attach(&mut plan, &desired, &prior);
         Ok(Prepared { desired, prior, drift, plan, drivers })
     }
 

@@ -65,6 +65,9 @@ pub struct Plan {
     /// With `--target`: the addresses the plan is narrowed to (the targets and what they need).
     #[serde(skip)]
     pub scope: Option<std::collections::BTreeSet<String>>,
+    /// The order apply walks `changes` in: (before, after) indices (`order::attach`).
+    #[serde(skip)]
+    pub order: Vec<(usize, usize)>,
 }
 
 impl Plan {

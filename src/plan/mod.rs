@@ -3,6 +3,7 @@
 
 mod diff;
 pub mod dot;
+pub mod order;
 pub mod render;
 pub mod target;
 

@@ -44,7 +44,7 @@ pub fn select(
         .filter(|a| desired.contains_key(*a))
         .count()
         .saturating_sub(changes.iter().filter(|c| desired.contains_key(&c.address)).count());
-    Ok(Plan { changes, unchanged, scope: Some(keep) })
+    Ok(Plan { changes, unchanged, scope: Some(keep), order: Vec::new() })
 }
 
 #[cfg(test)]
