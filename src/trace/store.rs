@@ -309,7 +309,13 @@ fn read_db(path: &Path, q: &Query, out: &mut Vec<(i64, Envelope)>) -> Result<(),
     }
     sql.push_str(if q.order == Order::Asc { " ORDER BY ts, id" } else { " ORDER BY ts DESC, id DESC" });
     sql.push_str(&format!(" LIMIT {}", q.limit.clamp(1, i64::MAX as usize)));
-    let mut st = c.prepare(&sql).map_err(|e| err(path, e))?;
+    let mut st = match c.prepare(&sql) {
+        Ok(st) => st,
+        // A bucket its writer is creating this instant (the file is there, its table not yet):
+        // it holds no event yet. Found by the suite: a read at that instant answered 500.
+        Err(e) if e.to_string().contains("no such table") => return Ok(()),
+        Err(e) => return Err(err(path, e)),
+    };
     let rows = st
         .query_map(params_from_iter(args), |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
         .map_err(|e| err(path, e))?;
@@ -458,6 +464,17 @@ mod tests {
         assert_eq!(r, vec![Written::New]);
         assert!(d.path().join("20261129T14.db").exists());
         assert!(!d.path().join("20261129T15.db").exists());
+    }
+
+    #[test]
+    fn a_bucket_being_created_reads_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        // The file exists, its schema not yet: what a reader sees between the writer's open and
+        // its CREATE TABLE.
+        let hour = Hour::of(parse_rfc3339_ms("2026-11-29T14:00:00.000Z").unwrap());
+        std::fs::write(dir.path().join(hour.db_name()), b"").unwrap();
+        let page = read(dir.path(), &Query { limit: 10, ..Query::default() }).unwrap();
+        assert!(page.is_empty());
     }
 
     #[test]
