@@ -362,7 +362,9 @@ async fn drop_in_parts(gref: &GatewayRef, ids: Vec<&String>, ctx: &StepCtx) -> m
                 chunks.push(b.to_vec());
                 chunks.push(a.to_vec());
             }
-            Err(e) if e.during_restart() && restarts < 5 => {
+            // Refused while restarting, or restarting while it answered (the connection closed
+            // before the answer: the part may be in or not; sent again, it changes nothing more).
+            Err(e) if (e.during_restart() || matches!(e, RpcError::Closed)) && restarts < 5 => {
                 restarts += 1;
                 ctx.progress("the gateway is restarting; waiting for it before the next part");
                 super::gateway::await_restart(gref, c.boot_id(), ctx).await?;
