@@ -197,12 +197,9 @@ impl ProxyDriver {
 impl Driver for ProxyDriver {
     async fn observe(&self, prior: &Record, desired: &Resource) -> Drift {
         let Ok(k) = prior.inputs_as::<ProxyInputs>() else { return Drift::Update("unreadable record".into()) };
-        let Some(pid) = Pid::recorded_in(&prior.outputs) else { return Drift::Update("no pid recorded".into()) };
-        if !pid.alive() {
-            return Drift::Update(format!("the proxy (pid {}) is not running", pid.pid));
-        }
-        if !ready(&k.url()).await {
-            return Drift::Update(format!("the proxy (pid {}) does not answer {}/health/readiness", pid.pid, k.url()));
+        let proxy = Proxy { k: &k, env: Vec::new() };
+        if let Some(why) = supervisor::trouble(&proxy, Pid::recorded_in(&prior.outputs)).await {
+            return Drift::Update(why);
         }
         // A rotated secret (same reference, new value) needs a restart too.
         if let Ok(want) = desired.inputs_as::<ProxyInputs>() {
@@ -216,9 +213,7 @@ impl Driver for ProxyDriver {
     }
 
     async fn observe_unrecorded(&self, desired: &Resource) -> Option<String> {
-        let k = desired.inputs_as::<ProxyInputs>().ok()?;
-        let p = supervisor::strays_of(&Proxy { k: &k, env: Vec::new() }).into_iter().next()?;
-        Some(format!("an unrecorded proxy of this fleet is running, pid {}; it will be adopted or replaced", p.pid))
+        supervisor::unrecorded(&Proxy { k: &desired.inputs_as::<ProxyInputs>().ok()?, env: Vec::new() })
     }
 
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {

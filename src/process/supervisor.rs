@@ -257,6 +257,26 @@ pub async fn start<S: Service>(s: &S, started: &S::Started, say: Say<'_>) -> mie
     Ok(pid)
 }
 
+/// Why the recorded process is not what the state says (None: it runs and answers its health check).
+pub async fn trouble<S: Service>(s: &S, recorded: Option<Pid>) -> Option<String> {
+    let p = s.place();
+    let Some(pid) = recorded else { return Some("no pid recorded".into()) };
+    if !pid.alive() {
+        return Some(format!("{} (pid {}) is not running", p.what, pid.pid));
+    }
+    if !s.healthy(pid).await {
+        return Some(format!("{} (pid {}) does not answer {}", p.what, pid.pid, s.health_check()));
+    }
+    None
+}
+
+/// What a plan says of a process of this service that the state does not record, if one runs.
+pub fn unrecorded<S: Service>(s: &S) -> Option<String> {
+    let pid = strays_of(s).into_iter().next()?;
+    let what = s.place().what.trim_start_matches("the ");
+    Some(format!("an unrecorded {what} of this fleet is running, pid {}; it will be adopted or replaced", pid.pid))
+}
+
 /// Stops the recorded process and every stray, and removes the pid file: the service is gone.
 pub async fn retire<S: Service>(s: &S, recorded: Option<Pid>, say: Say<'_>) -> miette::Result<()> {
     if let Some(pid) = recorded {

@@ -173,20 +173,14 @@ impl ServeDriver {
 impl Driver for ServeDriver {
     async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
         let Ok(s) = prior.inputs_as::<ServeInputs>() else { return Drift::Update("unreadable record".into()) };
-        let Some(pid) = Pid::recorded_in(&prior.outputs) else { return Drift::Update("no pid recorded".into()) };
-        if !pid.alive() {
-            return Drift::Update(format!("the daemon (pid {}) is not running", pid.pid));
+        match supervisor::trouble(&Daemon(&s), Pid::recorded_in(&prior.outputs)).await {
+            Some(why) => Drift::Update(why),
+            None => Drift::InSync,
         }
-        if !Daemon(&s).healthy(pid).await {
-            return Drift::Update(format!("the daemon (pid {}) does not answer {}/healthz", pid.pid, s.url()));
-        }
-        Drift::InSync
     }
 
     async fn observe_unrecorded(&self, desired: &Resource) -> Option<String> {
-        let s = desired.inputs_as::<ServeInputs>().ok()?;
-        let p = supervisor::strays_of(&Daemon(&s)).into_iter().next()?;
-        Some(format!("an unrecorded daemon of this fleet is running, pid {}; it will be adopted or replaced", p.pid))
+        supervisor::unrecorded(&Daemon(&desired.inputs_as::<ServeInputs>().ok()?))
     }
 
     async fn create(&self, r: &Resource, ctx: &StepCtx) -> miette::Result<Outputs> {
