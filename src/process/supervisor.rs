@@ -50,6 +50,11 @@ pub trait Service: Send + Sync {
     fn ours(&self, pid: Pid) -> bool;
     /// Whether it answers its health check — and it is this very process that answers.
     async fn healthy(&self, pid: Pid) -> bool;
+    /// For a plan's look at a recorded process: whether it answers. `healthy` unless a service has a
+    /// cheaper check that says enough there (the proxy: its readiness, without finding who listens).
+    async fn answers(&self, pid: Pid) -> bool {
+        self.healthy(pid).await
+    }
     /// What the health check asks (in progress lines).
     fn health_check(&self) -> String;
     /// Its command, environment and working directory set: `env_clear` + `passed_env` + its own.
@@ -264,7 +269,7 @@ pub async fn trouble<S: Service>(s: &S, recorded: Option<Pid>) -> Option<String>
     if !pid.alive() {
         return Some(format!("{} (pid {}) is not running", p.what, pid.pid));
     }
-    if !s.healthy(pid).await {
+    if !s.answers(pid).await {
         return Some(format!("{} (pid {}) does not answer {}", p.what, pid.pid, s.health_check()));
     }
     None
