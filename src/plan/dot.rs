@@ -44,34 +44,14 @@ pub fn dot(fleet: &str, desired: &Desired, plan: Option<&Plan>) -> String {
 mod tests {
     use std::collections::BTreeMap;
 
-    use serde_json::Value;
-
     use super::*;
-    use crate::plan::Action;
-    use crate::resource::{Address, Resource};
+    use crate::plan::order::tests::{carol_leaves, patch_stays, record};
     use crate::state::Record;
-
-    fn record(address: &str, deps: &[&str]) -> (String, Record) {
-        let r = Record {
-            address: address.into(),
-            kind: address.split('.').next().unwrap_or_default().into(),
-            fingerprint: String::new(),
-            inputs: Value::Null,
-            outputs: Value::Null,
-            deps: deps.iter().map(|d| d.to_string()).collect(),
-        };
-        (address.into(), r)
-    }
 
     /// carol leaves a gateway: the graph shows the order apply walks, not only what needs what.
     #[test]
     fn the_graph_draws_the_order_apply_walks() {
-        let gw = |n: &str| Address::Gateway(n.into());
-        let desired: Desired = [(
-            "gateway.main.models".to_string(),
-            Resource::new(Address::GatewayModels("main".into()), &Value::Null, vec![gw("main")]),
-        )]
-        .into();
+        let desired = patch_stays();
         let prior: BTreeMap<String, Record> = [
             record("agent.carol", &["gateway.main", "gateway.main.models"]),
             record("gateway.main.models", &["gateway.main", "key.carol"]),
@@ -79,23 +59,7 @@ mod tests {
             record("wake.carol", &["gateway.main.models", "agent.carol"]),
         ]
         .into();
-        let change = |address: &str, action| Change {
-            address: address.into(),
-            kind: "x".into(),
-            action,
-            reason: None,
-            fields: vec![],
-            place: None,
-        };
-        let mut plan = Plan {
-            changes: vec![
-                change("agent.carol", Action::Delete),
-                change("gateway.main.models", Action::Update),
-                change("key.carol", Action::Delete),
-                change("wake.carol", Action::Delete),
-            ],
-            ..Plan::default()
-        };
+        let mut plan = carol_leaves();
         super::super::order::attach(&mut plan, &desired, &prior);
         let text = dot("demo", &desired, Some(&plan));
         assert!(text.contains("\"key.carol\" -> \"agent.carol\" [style=dashed"), "{text}");

@@ -113,7 +113,7 @@ fn key_agent(address: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::plan::Change;
     use crate::resource::Resource;
@@ -123,7 +123,7 @@ mod tests {
         Change { address: address.into(), kind: "x".into(), action, reason: None, fields: vec![], place: None }
     }
 
-    fn record(address: &str, deps: &[&str]) -> (String, Record) {
+    pub(in crate::plan) fn record(address: &str, deps: &[&str]) -> (String, Record) {
         let r = Record {
             address: address.into(),
             kind: "x".into(),
@@ -174,7 +174,7 @@ mod tests {
     }
 
     /// carol leaves: her agent, key and wake go; the gateway's models patch stays, minus carol.
-    fn carol_leaves() -> Plan {
+    pub(in crate::plan) fn carol_leaves() -> Plan {
         Plan {
             changes: vec![
                 change("agent.carol", Action::Delete),
@@ -187,7 +187,7 @@ mod tests {
     }
 
     /// What stays desired when carol leaves: the gateway's models patch.
-    fn patch_stays() -> Desired {
+    pub(in crate::plan) fn patch_stays() -> Desired {
         [(
             "gateway.main.models".to_string(),
             Resource::new(Address::GatewayModels("main".into()), &Value::Null, vec![Address::Gateway("main".into())]),
