@@ -174,6 +174,6 @@ fn only_process_starts_detached_processes() {
         }
     }
     assert!(found.is_empty(), "detached processes started outside process/:\n{}", found.join("\n"));
-    let supervisor = std::fs::read_to_string(src().join("process/spawn.rs")).unwrap();
-    assert!(supervisor.contains("setsid"), "the reader looks where the one detaching spawn is");
+    let spawn = std::fs::read_to_string(src().join("process/spawn.rs")).unwrap();
+    assert!(spawn.contains("setsid"), "the reader looks where the one detaching spawn is");
 }
