@@ -192,9 +192,9 @@ impl Service for Proxy<'_> {
 pub struct ProxyDriver;
 
 impl ProxyDriver {
-    async fn start(k: &ProxyInputs, ctx: &StepCtx) -> miette::Result<Outputs> {
-        let proxy = Proxy::new(k)?;
-        let pid = supervisor::start(&proxy, &proxy.started(), &|m| ctx.progress(m)).await?;
+    /// Starts `proxy` (its secrets resolved once, by `Proxy::new`).
+    async fn start(proxy: &Proxy<'_>, ctx: &StepCtx) -> miette::Result<Outputs> {
+        let pid = supervisor::start(proxy, &proxy.started(), &|m| ctx.progress(m)).await?;
         Ok(proxy.outputs(pid))
     }
 }
@@ -231,7 +231,7 @@ impl Driver for ProxyDriver {
         if let Some(pid) = supervisor::adopt(&proxy, &proxy.started(), &say).await? {
             return Ok(proxy.outputs(pid));
         }
-        Self::start(&k, ctx).await
+        Self::start(&proxy, ctx).await
     }
 
     async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
@@ -242,7 +242,7 @@ impl Driver for ProxyDriver {
             }
             supervisor::stop(&Proxy { k: &old, env: Vec::new() }, pid).await?;
         }
-        Self::start(&k, ctx).await
+        Self::start(&Proxy::new(&k)?, ctx).await
     }
 
     /// Stops the recorded proxy and any other of this fleet's (a crash may have left one).
