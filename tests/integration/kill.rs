@@ -329,19 +329,33 @@ fn sweep_world(agents: &[&str]) -> (World, u16, u16) {
     (w, proxy, gw)
 }
 
+/// Where the destroy sweep kills: the destroy that ends a cold-sweep point (a whole fleet, up and
+/// answering) is killed after the first line containing the text, plus a seeded delay below the bound.
+const DESTROY_POINTS: [(&str, u64); 5] =
+    [("", 300), ("Applying", 0), ("Applying", 700), ("agent.a1: deleted", 0), ("gateway.gw: deleted", 0)];
+/// The cold-sweep points whose destroy is killed, one per destroy point (two in the first half, three in
+/// the second): each needs a whole fleet to destroy, and the cold sweep builds one per point anyway (a
+/// sweep of its own paid five more cold applies, 328 s of the suite's summed time).
+const DESTROY_AT: [usize; 5] = [2, 5, 9, 12, 15];
+
 /// The cold sweep's 17 points, split in two tests that the runner can run side by side (one test
 /// was the suite's longest, and started alone it set the suite's end): the points before the
 /// gateway is up, and from its start on. The delays are drawn for all 17 from one seed first, so
-/// each point is the same as when they were one test.
+/// each point is the same as when they were one test. Five points end in a killed destroy (the
+/// destroy sweep): the next destroy must finish it, leave nothing running, and `plan --json` work.
 fn cold_sweep(range: std::ops::Range<usize>) {
     let agents = ["a1", "a2"];
     let (w, _proxy, gw) = sweep_world(&agents);
-    let mut rng = Lcg(0x5eed_0001);
-    let delays: Vec<Duration> = APPLY_POINTS
-        .iter()
-        .map(|(_, bound)| Duration::from_millis(if *bound == 0 { 0 } else { rng.next(*bound) + bound / 2 }))
-        .collect();
-    let mut missed = Vec::new();
+    let seeded = |seed: u64, points: &[(&str, u64)]| -> Vec<Duration> {
+        let mut rng = Lcg(seed);
+        points
+            .iter()
+            .map(|(_, bound)| Duration::from_millis(if *bound == 0 { 0 } else { rng.next(*bound) + bound / 2 }))
+            .collect()
+    };
+    let delays = seeded(0x5eed_0001, &APPLY_POINTS);
+    let destroy_delays = seeded(0x5eed_0003, &DESTROY_POINTS);
+    let (mut missed, mut missed_destroys, mut destroys) = (Vec::new(), Vec::new(), 0);
     for i in range.clone() {
         let (after, delay) = (APPLY_POINTS[i].0, delays[i]);
         let point = format!("apply killed {delay:?} after {after:?}");
@@ -351,18 +365,31 @@ fn cold_sweep(range: std::ops::Range<usize>) {
         assert_settled(&w, &point, &agents, gw);
         // One chat turn per point, the agents taking turns (every turn costs the gateway a run).
         assert_answers(&w, &point, &[agents[i % agents.len()]]);
+        let Some(d) = DESTROY_AT.iter().position(|&at| at == i) else {
+            assert_destroyed(&w, &point);
+            continue;
+        };
+        destroys += 1;
+        let (after, delay) = (DESTROY_POINTS[d].0, destroy_delays[d]);
+        let point = format!("destroy killed {delay:?} after {after:?}");
+        if !kill_during(&w, &["destroy"], after, delay) {
+            missed_destroys.push(point.clone());
+        }
         assert_destroyed(&w, &point);
+        let r: Run = w.fleet(&["plan", "--json"]);
+        assert_eq!(r.code, 0, "{point}: {}", r.all());
     }
     assert_every_point_killed("apply sweep", range.len(), &missed);
+    assert_every_point_killed("destroy sweep", destroys, &missed_destroys);
 }
 
 #[test]
-fn a_cold_apply_killed_before_its_gateway_is_up_converges_on_the_next_run() {
+fn a_cold_apply_killed_before_its_gateway_is_up_converges_and_a_killed_destroy_is_finished() {
     cold_sweep(0..8);
 }
 
 #[test]
-fn a_cold_apply_killed_once_its_gateway_started_converges_on_the_next_run() {
+fn a_cold_apply_killed_once_its_gateway_started_converges_and_a_killed_destroy_is_finished() {
     cold_sweep(8..APPLY_POINTS.len());
 }
 
@@ -388,49 +415,6 @@ fn assert_answers(w: &World, point: &str, agents: &[&str]) {
             r.all()
         );
     }
-}
-
-#[test]
-fn a_removal_killed_anywhere_converges_and_the_removed_keys_are_refused() {
-    let all = ["a1", "a2", "a3", "a4"];
-    let kept = ["a1", "a2"];
-    let (w, proxy, gw) = sweep_world(&all);
-    let points: [(&str, u64); 10] = [
-        ("", 200),
-        ("Applying", 0),
-        ("Applying", 600),
-        ("agent.a3: deleted", 0),
-        ("agent.a4: deleted", 0),
-        ("gateway.gw.models", 0),
-        ("gateway.gw.models", 800),
-        ("key.a3: deleted", 0),
-        ("key.a4: deleted", 0),
-        ("wake.a3: deleted", 0),
-    ];
-    let mut rng = Lcg(0x5eed_0002);
-    let mut missed = Vec::new();
-    for (after, bound) in points {
-        w.write("fleet.kdl", &fleet_file(&all, proxy, gw));
-        let r = w.fleet(&["apply"]);
-        assert_eq!(r.code, 0, "setup: {}", r.all());
-        let data = w.data_dir(FLEET);
-        let keys: Vec<String> =
-            ["a3", "a4"].iter().map(|a| crate::support::env_key(&data.join(format!("agents/{a}/env")))).collect();
-        w.write("fleet.kdl", &fleet_file(&kept, proxy, gw));
-        let delay = Duration::from_millis(if bound == 0 { 0 } else { rng.next(bound) + bound / 2 });
-        let point = format!("removal killed {delay:?} after {after:?}");
-        if !kill_during(&w, &["apply"], after, delay) {
-            missed.push(point.clone());
-        }
-        assert_settled(&w, &point, &kept, gw);
-        for key in keys {
-            let (status, _) = crate::proxy::Proxy { url: format!("http://127.0.0.1:{proxy}") }.chat(&key, "demo-small");
-            assert!(status == 401 || status == 403, "{point}: a removed agent's key got {status}");
-        }
-        assert_archived_whole(&data, &point, &["a3", "a4"]);
-    }
-    assert_destroyed(&w, "after the removal sweep");
-    assert_every_point_killed("removal sweep", points.len(), &missed);
 }
 
 /// The narrowest window: fleet dies the instant a long-lived process is spawned, before its pid
@@ -467,29 +451,6 @@ fn a_run_killed_right_after_a_spawn_leaves_nothing_the_next_apply_misses() {
     );
     assert_settled(&w, point, &agents, gw);
     assert_destroyed(&w, point);
-}
-
-#[test]
-fn a_destroy_killed_anywhere_is_finished_by_the_next() {
-    let agents = ["a1", "a2"];
-    let (w, _proxy, _gw) = sweep_world(&agents);
-    let points: [(&str, u64); 5] =
-        [("", 300), ("Applying", 0), ("Applying", 700), ("agent.a1: deleted", 0), ("gateway.gw: deleted", 0)];
-    let mut rng = Lcg(0x5eed_0003);
-    let mut missed = Vec::new();
-    for (after, bound) in points {
-        let r = w.fleet(&["apply"]);
-        assert_eq!(r.code, 0, "setup: {}", r.all());
-        let delay = Duration::from_millis(if bound == 0 { 0 } else { rng.next(bound) + bound / 2 });
-        let point = format!("destroy killed {delay:?} after {after:?}");
-        if !kill_during(&w, &["destroy"], after, delay) {
-            missed.push(point.clone());
-        }
-        assert_destroyed(&w, &point);
-        let r: Run = w.fleet(&["plan", "--json"]);
-        assert_eq!(r.code, 0, "{point}: {}", r.all());
-    }
-    assert_every_point_killed("destroy sweep", points.len(), &missed);
 }
 
 #[test]
@@ -572,16 +533,32 @@ fn assert_archived_whole(data: &Path, point: &str, gone: &[&str]) {
     }
 }
 
+/// The removal sweep and the restore sweep, one the other's setup: each round removes (archives) 2 of the
+/// 4 agents, killed at a removal point, and brings them back (a restore), killed at a restore point; after
+/// each kill the usual checks and the step's own. (Two sweeps with a setup apply per point each paid 20
+/// applies that did nothing but set up; 706 s of the suite's summed time together.)
 #[test]
-fn a_restore_killed_anywhere_brings_the_agent_back_whole_with_a_working_key() {
-    let (all, kept) = (["a1", "a2", "a3"], ["a1", "a2"]);
+fn removals_and_restores_killed_anywhere_converge_refuse_the_old_keys_and_bring_agents_back_whole() {
+    let (all, kept, moved) = (["a1", "a2", "a3", "a4"], ["a1", "a2"], ["a3", "a4"]);
     let (w, proxy, gw) = sweep_world(&all);
     let r = w.fleet(&["apply"]);
     assert_eq!(r.code, 0, "setup: {}", r.all());
     let data = w.data_dir(FLEET);
-    let user_md = "# USER\nWritten while a3 was live; must survive every restore.\n";
+    let user_md = "# USER\nWritten while a3 was live; must survive every removal and restore.\n";
     std::fs::write(data.join("gateways/gw/home/workspaces/a3/USER.md"), user_md).unwrap();
-    let points: [(&str, u64); 10] = [
+    let removals: [(&str, u64); 10] = [
+        ("", 200),
+        ("Applying", 0),
+        ("Applying", 600),
+        ("agent.a3: deleted", 0),
+        ("agent.a4: deleted", 0),
+        ("gateway.gw.models", 0),
+        ("gateway.gw.models", 800),
+        ("key.a3: deleted", 0),
+        ("key.a4: deleted", 0),
+        ("wake.a3: deleted", 0),
+    ];
+    let restores: [(&str, u64); 10] = [
         ("", 200),
         ("Applying", 0),
         ("Applying", 500),
@@ -593,31 +570,53 @@ fn a_restore_killed_anywhere_brings_the_agent_back_whole_with_a_working_key() {
         ("agent.a3: created", 400),
         ("agent.a3: created", 2000),
     ];
-    let mut rng = Lcg(0x5eed_0004);
-    let mut missed = Vec::new();
-    for (after, bound) in points {
+    let (mut removal_rng, mut restore_rng) = (Lcg(0x5eed_0002), Lcg(0x5eed_0004));
+    let (mut missed_removals, mut missed_restores) = (Vec::new(), Vec::new());
+    for ((after, bound), (restore_after, restore_bound)) in removals.into_iter().zip(restores) {
+        // The removal.
+        let keys: Vec<String> =
+            moved.iter().map(|a| crate::support::env_key(&data.join(format!("agents/{a}/env")))).collect();
         w.write("fleet.kdl", &fleet_file(&kept, proxy, gw));
-        let r = w.fleet(&["apply"]);
-        assert_eq!(r.code, 0, "setup: {}", r.all());
-        assert_archived_whole(&data, "setup", &["a3"]);
-        w.write("fleet.kdl", &fleet_file(&all, proxy, gw));
-        let delay = Duration::from_millis(if bound == 0 { 0 } else { rng.next(bound) + bound / 2 });
-        let point = format!("restore killed {delay:?} after {after:?}");
+        let delay = Duration::from_millis(if bound == 0 { 0 } else { removal_rng.next(bound) + bound / 2 });
+        let point = format!("removal killed {delay:?} after {after:?}");
         if !kill_during(&w, &["apply"], after, delay) {
-            missed.push(point.clone());
+            missed_removals.push(point.clone());
         }
-        // Woken once: OpenClaw's agents.delete closed a3's sessions, so its main session now holds
-        // this restore's wake alone (once, however often the restore was killed).
+        assert_settled(&w, &point, &kept, gw);
+        for key in keys {
+            let (status, _) = crate::proxy::Proxy { url: format!("http://127.0.0.1:{proxy}") }.chat(&key, "demo-small");
+            assert!(status == 401 || status == 403, "{point}: a removed agent's key got {status}");
+        }
+        assert_archived_whole(&data, &point, &moved);
+        // The restore.
+        w.write("fleet.kdl", &fleet_file(&all, proxy, gw));
+        let delay = Duration::from_millis(if restore_bound == 0 {
+            0
+        } else {
+            restore_rng.next(restore_bound) + restore_bound / 2
+        });
+        let point = format!("restore killed {delay:?} after {restore_after:?}");
+        if !kill_during(&w, &["apply"], restore_after, delay) {
+            missed_restores.push(point.clone());
+        }
+        // Woken once: OpenClaw's agents.delete closed the agents' sessions, so each main session now
+        // holds this restore's wake alone (once, however often the restore was killed).
         assert_settled(&w, &point, &all, gw);
         let dirs = archive_dirs(&data);
         assert!(dirs.is_empty(), "{point}: the archive was not taken back whole: {dirs:?}");
         let ws = data.join("gateways/gw/home/workspaces/a3");
         assert_eq!(std::fs::read_to_string(ws.join("USER.md")).unwrap(), user_md, "{point}: USER.md");
-        assert!(!data.join("agents/a3/restored.json").exists(), "{point}: the restore was not finished by a wake");
-        let key = crate::support::env_key(&data.join("agents/a3/env"));
-        let (status, _) = crate::proxy::Proxy { url: format!("http://127.0.0.1:{proxy}") }.chat(&key, "demo-small");
-        assert_eq!(status, 200, "{point}: the restored agent's new key");
+        for a in moved {
+            assert!(
+                !data.join(format!("agents/{a}/restored.json")).exists(),
+                "{point}: {a}'s restore was not finished by a wake"
+            );
+            let key = crate::support::env_key(&data.join(format!("agents/{a}/env")));
+            let (status, _) = crate::proxy::Proxy { url: format!("http://127.0.0.1:{proxy}") }.chat(&key, "demo-small");
+            assert_eq!(status, 200, "{point}: the restored {a}'s new key");
+        }
     }
-    assert_destroyed(&w, "after the restore sweep");
-    assert_every_point_killed("restore sweep", points.len(), &missed);
+    assert_destroyed(&w, "after the removal and restore sweep");
+    assert_every_point_killed("removal sweep", removals.len(), &missed_removals);
+    assert_every_point_killed("restore sweep", restores.len(), &missed_restores);
 }
