@@ -36,10 +36,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     Ok(())
 }
 
+/// Closes what a data dir holds beside its gateways' homes, by mode: a confined gateway's user may
+/// search the data dir to reach its home (docs/security.md), so everything else there is private to
+/// fleet's user (directories 0700, the state 0600) and `gateways/` lets one reach a home by name
+/// without listing the others (0711). Best effort: a missing entry is skipped.
+pub fn close_data_dir(data: &Path) {
+    let mode = |p: &Path, m: u32| {
+        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+    };
+    for d in ["litellm", "agents", "serve", "archive", "incus"] {
+        mode(&data.join(d), 0o700);
+    }
+    for f in ["state.db", "state.db-wal", "state.db-shm"] {
+        mode(&data.join(f), 0o600);
+    }
+    mode(&data.join("gateways"), 0o711);
+    for gw in std::fs::read_dir(data.join("gateways")).into_iter().flatten().flatten() {
+        mode(&gw.path(), 0o711);
+    }
+}
+
 /// Creates a directory (and parents) private to the owner.
+/// Group search alone (`--x`) is left as it is: on a data dir it is the mask of the ACL entry that
+/// lets confined gateways reach their homes (docs/security.md), and a chmod to 0700 would close it.
 pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if mode & 0o067 != 0 || mode & 0o700 != 0o700 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 /// Holds an exclusive flock on a file for as long as it lives (parallel fleets installing the same venv).

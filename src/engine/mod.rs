@@ -80,6 +80,7 @@ impl Session {
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot create data dir {}", layout.data_dir.display()))?;
         let mut store = Store::open(&layout.state_db()).into_diagnostic()?;
+        crate::fsutil::close_data_dir(&layout.data_dir);
         match store.lock(command) {
             Ok(me) => Ok(Session {
                 store: Some(store),

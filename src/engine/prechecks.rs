@@ -1,6 +1,7 @@
 //! What a converging plan or apply checks before anything else — for the CLI and the daemon alike:
 //! every secret reference it will need resolves (an unset variable fails here, at its reference,
-//! not halfway through an apply), and budgets that can never trigger are warned about.
+//! not halfway through an apply), budgets that can never trigger are warned about, and so are
+//! process gateways this kernel cannot confine (no Landlock).
 
 use crate::fleetfile::FleetSpec;
 use crate::layout::Layout;
@@ -9,7 +10,26 @@ use crate::layout::Layout;
 /// budget on a model nobody prices).
 pub fn prechecks(spec: &FleetSpec, layout: &Layout) -> miette::Result<Vec<miette::Report>> {
     crate::fleetfile::check_secrets(spec)?;
-    Ok(unpriced_budgets(spec, layout).into_iter().collect())
+    Ok(unpriced_budgets(spec, layout).into_iter().chain(unconfined_gateways(spec)).collect())
+}
+
+/// Process gateways on a kernel without Landlock: their agents' tools are kept from fleet's files
+/// by owners and modes only (docs/security.md). Said loudly, not refused.
+fn unconfined_gateways(spec: &FleetSpec) -> Option<miette::Report> {
+    use crate::fleetfile::Runtime;
+    let runtime_of = |host: &str| spec.hosts.iter().find(|h| *h.name == host).map_or(Runtime::Process, |h| h.runtime);
+    let names: Vec<&str> =
+        spec.gateways.iter().filter(|g| runtime_of(&g.host) == Runtime::Process).map(|g| g.name.as_str()).collect();
+    if names.is_empty() || !crate::runtime::confine::landlock_missing() {
+        return None;
+    }
+    Some(miette::miette!(
+        severity = miette::Severity::Warning,
+        help = "run fleet on a kernel with Landlock (5.13+, `lsm=…,landlock` on its command line), or put these gateways on an Incus host",
+        "this kernel has no Landlock: process gateway(s) {} cannot be confined to their homes; their agents' tools \
+         can read every file of this machine their user may read",
+        names.join(", ")
+    ))
 }
 
 /// A budget on a model nobody prices can never trigger: said, not refused.

@@ -160,6 +160,11 @@ impl AgentEnv<'_> {
         if now.as_bytes() == want.as_bytes() {
             return Ok(());
         }
+        if let Some(dir) = path.parent() {
+            crate::fsutil::create_private_dir(dir)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot create {}", dir.display()))?;
+        }
         write_atomic(path, want.as_bytes(), 0o600)
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot write env file {}", path.display()))

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use miette::{miette, WrapErr};
+use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -175,6 +175,13 @@ impl ModelsDriver {
                 (Some(from), _) => ctx.progress(&format!("{id}: brought back from {from}")),
                 (None, Some(there)) if there.has_workspace(id).await => {}
                 (None, _) => seed(&self.layout.agent_workspace(&want.gateway.name, id), id, r)?,
+            }
+            // What was put in the gateway's home is its user's (a confined gateway: docs/security.md).
+            let home = self.layout.gateway_home(&want.gateway.name);
+            for p in [self.layout.agent_workspace(&want.gateway.name, id), home.join("state/agents").join(id)] {
+                crate::process::users::own_like(&p, &home)
+                    .into_diagnostic()
+                    .wrap_err_with(|| format!("agent {id}: cannot give {} to its gateway", p.display()))?;
             }
             if let Some(there) = &there {
                 there.send_agent_there(id).await.wrap_err_with(|| format!("agent {id}"))?;

@@ -3,16 +3,19 @@
 //! adopted or stopped by one supervisor (`supervisor`), stopped politely then firmly; and the small
 //! helpers around them (ports, logs). The only place fleet spawns a detached process.
 
+pub mod confine;
+pub mod landlock;
 mod logs;
 mod pid;
 mod port;
 mod spawn;
 pub mod supervisor;
+pub mod users;
 
 pub use logs::{log_tail, run_logged};
 pub use pid::{leaders_working_in, proc_start, stat_fields, Pid, STAT_PPID, STAT_SESSION, STAT_STATE};
 pub use port::{listener_pid, port_holder, port_open};
-pub use spawn::{passed_env, path_with, spawn_detached};
+pub use spawn::{passed_env, path_with, spawn_confined, spawn_detached};
 pub use supervisor::strays;
 
 #[cfg(test)]

@@ -2,10 +2,12 @@
 //! given, its output appended to a log.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use super::confine::Confinement;
 use super::pid::{proc_start, Pid};
 
 /// What a process fleet starts may take from fleet's own environment: locale, time zone, the CA
@@ -37,6 +39,13 @@ pub fn path_with(bin: &Path) -> String {
     format!("{}:{rest}", bin.display())
 }
 
+/// `spawn_detached` for a child that runs confined (`confine`): its identity, no new privileges,
+/// its Landlock ruleset, its limits, all in place before its exec.
+pub fn spawn_confined(mut cmd: Command, log: &Path, what: &str, confine: &Confinement) -> std::io::Result<Pid> {
+    confine.install(&mut cmd);
+    spawn_detached(cmd, log, what)
+}
+
 /// Starts `cmd` in its own session (it survives fleet exiting), stdin closed, stdout and stderr
 /// appended to `log` after a header line. The caller decides its environment (`env_clear` +
 /// `passed_env` + what it needs).
@@ -44,7 +53,8 @@ pub fn spawn_detached(mut cmd: Command, log: &Path, what: &str) -> std::io::Resu
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    // The log is fleet's (its child writes through the descriptor it inherits): 0600.
+    let mut out = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(log)?;
     writeln!(out, "\n=== fleet: starting {what} at {} ===", crate::clock::now())?;
     let err = out.try_clone()?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);

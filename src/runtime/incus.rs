@@ -37,7 +37,10 @@ impl Runtime for IncusRuntime {
         if instance_state(None, &c.remote, &c.name).await.is_some() {
             let _ = incus(&["delete", "--force", &name]).await;
         }
-        incus(&["init", &target(&c.remote, &c.image), &name, "-c", &label(l, c), "-q"]).await?;
+        let (image, label) = (target(&c.remote, &c.image), label(l, c));
+        let mut init = vec!["init", image.as_str(), name.as_str(), "-c", label.as_str(), "-q"];
+        init.extend(CONFINED);
+        incus(&init).await?;
         let home = format!("source={}", l.home.display());
         incus(&["config", "device", "add", &name, "home", "disk", &home, "path=/root", "shift=true", "-q"]).await?;
         for (device, props) in devices(l, c) {
@@ -159,6 +162,10 @@ impl Runtime for IncusRuntime {
 }
 
 /// The label `fleet gc` knows a container by: the container is `fleet-<fleet>-<gateway>`.
+/// A gateway's container is never privileged and never nests containers (docs/security.md): said at
+/// its creation, and again before every start of one kept from before.
+const CONFINED: [&str; 4] = ["-c", "security.privileged=false", "-c", "security.nesting=false"];
+
 fn label(l: &Launch, c: &Container) -> String {
     let fleet = c.name.strip_prefix("fleet-").and_then(|r| r.strip_suffix(&format!("-{}", l.gateway)));
     format!("user.fleet.fleet={}", fleet.unwrap_or(&c.name))
@@ -240,6 +247,7 @@ mod remote {
         if let Some(t) = &c.target {
             init.extend(["--target".to_string(), t.clone()]);
         }
+        init.extend(super::CONFINED.iter().map(|s| s.to_string()));
         incus_in(conf, &init.iter().map(String::as_str).collect::<Vec<_>>()).await?;
         if let Some(dir) = carried {
             let home = dir.path().join("root");
@@ -329,6 +337,7 @@ mod remote {
             args.push("-q");
             incus_in(conf, &args).await?;
         }
+        incus_in(conf, &["config", "set", &name, "security.privileged=false", "security.nesting=false"]).await?;
         incus_in(conf, &["start", &name]).await?;
         Ok(Handle::Container(ContainerHandle { listen: Some(ip), member, ..handle(c) }))
     }

@@ -2,6 +2,7 @@
 //! embedded default: a detached local process) and `incus` (a container).
 
 pub mod by_kind;
+pub mod confine;
 pub mod handle;
 pub mod incus;
 pub mod incus_cli;

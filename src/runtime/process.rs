@@ -7,7 +7,7 @@ use std::time::Duration;
 use miette::{miette, IntoDiagnostic, WrapErr};
 
 use super::{Handle, Launch, Runtime};
-use crate::process::{passed_env, path_with, spawn_detached};
+use crate::process::{passed_env, path_with, spawn_confined};
 
 pub struct ProcessRuntime;
 
@@ -31,14 +31,16 @@ pub fn gateway_env(l: &Launch) -> Vec<(String, String)> {
 #[async_trait::async_trait]
 impl Runtime for ProcessRuntime {
     async fn start(&self, l: &Launch) -> miette::Result<Handle> {
-        let (node, entry, bin_dir) = match (&l.image_root, &l.toolchain) {
+        let (node, entry, bin_dir, reads) = match (&l.image_root, &l.toolchain) {
             (Some(root), _) => {
                 // The image's own `openclaw` command (a relative symlink to its entry script).
                 let bin = root.join("usr/local/bin");
                 let entry = std::fs::canonicalize(bin.join("openclaw")).unwrap_or_else(|_| bin.join("openclaw"));
-                (bin.join("node"), entry, bin)
+                (bin.join("node"), entry, bin, vec![root.clone()])
             }
-            (None, Some(t)) => (t.node_bin(), t.entry(), t.node_dir.join("bin")),
+            (None, Some(t)) => {
+                (t.node_bin(), t.entry(), t.node_dir.join("bin"), vec![t.node_dir.clone(), t.openclaw_dir.clone()])
+            }
             (None, None) => return Err(miette!("the process runtime needs the openclaw toolchain or an image")),
         };
         if !node.is_file() || !entry.is_file() {
@@ -47,6 +49,11 @@ impl Runtime for ProcessRuntime {
         for d in ["state", "logs", "tmp", "workspaces"] {
             std::fs::create_dir_all(l.home.join(d)).into_diagnostic()?;
         }
+        // Confined (docs/security.md): its own user when fleet is root, no new privileges, Landlock.
+        let launch = l.clone();
+        let confinement = tokio::task::spawn_blocking(move || super::confine::prepare(&launch, &reads))
+            .await
+            .map_err(|e| miette!("{e}"))??;
         // openclaw's scripts run `#!/usr/bin/env node`: this Node comes first.
         // Only what it needs: never fleet's caller's environment (provider keys live in the proxy alone).
         let mut cmd = Command::new(node);
@@ -55,7 +62,11 @@ impl Runtime for ProcessRuntime {
         for (k, v) in gateway_env(l) {
             cmd.env(k, v);
         }
-        let pid = spawn_detached(cmd, &l.log, &format!("openclaw gateway {}", l.gateway))
+        if confinement.identity.is_some() {
+            let user = super::confine::user_name(l);
+            cmd.env("USER", &user).env("LOGNAME", &user);
+        }
+        let pid = spawn_confined(cmd, &l.log, &format!("openclaw gateway {}", l.gateway), &confinement)
             .into_diagnostic()
             .wrap_err("cannot start the gateway")?;
         Ok(Handle::Process { pid })
@@ -68,6 +79,12 @@ impl Runtime for ProcessRuntime {
             }
         }
         Ok(())
+    }
+
+    /// The gateway's user and lock directory go with it (its home stays).
+    async fn discard(&self, l: &Launch) -> miette::Result<()> {
+        let l = l.clone();
+        tokio::task::spawn_blocking(move || super::confine::discard(&l)).await.map_err(|e| miette!("{e}"))?
     }
 
     async fn running(&self, handle: &Handle) -> bool {

@@ -1,5 +1,6 @@
 //! The one integration-test binary: every test runs the real `fleet` binary.
 
+mod contain;
 mod db_keys;
 mod diagnostics;
 mod gateway;

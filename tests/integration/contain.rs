@@ -1,0 +1,218 @@
+//! Containment (docs/security.md): a prompt-injected agent, played by a scripted model that makes it
+//! run escape attempts through OpenClaw's `exec` tool, reaches its own workspace and its own
+//! gateway's files — nothing of fleet's, nothing of another gateway's agents. Every attempt is
+//! first run by the test itself without confinement (as fleet's own user), where it must succeed:
+//! an attempt that could not succeed anyway proves nothing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{free_port, World};
+
+const FLEET: &str = "redteam";
+
+/// The scripted model (tests/fixtures/redteam_upstream.py): "EXEC <base64>" runs the script through
+/// `exec` and replies with what it printed.
+struct Upstream(std::process::Child, u16);
+
+impl Upstream {
+    fn start() -> Upstream {
+        let port = free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/redteam_upstream.py");
+        let child = std::process::Command::new("python3").arg(script).arg(port.to_string()).spawn().unwrap();
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the scripted upstream did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Upstream(child, port)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fleet_file(up: u16, proxy: u16, g1: u16, g2: u16, serve: u16) -> String {
+    format!(
+        "fleet \"{FLEET}\" {{ parallelism 8; }}\nhost \"local\" runtime=\"process\"\nlitellm host=\"local\" port={proxy}\n\
+         provider \"scripted\" type=\"openai-compatible\" url=\"http://127.0.0.1:{up}/v1\" {{ model \"tool-model\"; }}\n\
+         gateway \"gw1\" host=\"local\" port={g1}\ngateway \"gw2\" host=\"local\" port={g2}\n\
+         agent \"alice\" gateway=\"gw1\" model=\"tool-model\"\nagent \"bob\" gateway=\"gw2\" model=\"tool-model\"\n\
+         serve {{ listen \"127.0.0.1:{serve}\"; }}\n"
+    )
+}
+
+fn json_file(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+/// The credentials an attempt uses: what alice can find (her gateway's token), or, in the control
+/// run, the one that must work (so a refusal in the attack is the principal's, not a bad request).
+struct Creds {
+    proxy: String,
+    post_as_bob: String,
+    read_bob: String,
+}
+
+/// The escape attempts, one line each: `ATTEMPT <name> ESCAPED|denied`; then alice's own work.
+fn script(data: &Path, toolchain: &Path, ports: (u16, u16), pids: (i32, i32), c: &Creds) -> String {
+    let (d, g2) = (data.display(), data.join("gateways/gw2/home"));
+    let g2 = g2.display();
+    let (proxy, daemon) = (format!("http://127.0.0.1:{}", ports.0), format!("http://127.0.0.1:{}", ports.1));
+    let now = fleet::clock::format_rfc3339_ms(fleet::clock::now_ms());
+    let event = format!(
+        r#"{{"v":1,"id":"forged-{n}","trace_id":"forged","parent_id":null,"created_at":"{now}","agent_name":"bob","kind":"llm_call","channel_id":null,"thread_id":null,"backend_name":"openclaw","model":null,"duration_ms":null,"tokens_in":null,"tokens_out":null,"cost_usd":12345,"error":null,"payload":{{}}}}"#,
+        n = std::process::id()
+    );
+    let attempts: Vec<(&str, String)> = vec![
+        ("read the LiteLLM master key", format!("cat {d}/litellm/master.key")),
+        ("read the daemon's admin token", format!("cat {d}/serve/token")),
+        ("read bob's env file (his key, his fleet token)", format!("cat {d}/agents/bob/env")),
+        ("read bob's gateway's openclaw.json (his key, its token)", format!("cat {g2}/openclaw.json")),
+        ("list bob's workspace", format!("ls {g2}/workspaces/bob")),
+        ("list bob's trace", format!("ls {d}/agents/bob/trace")),
+        ("read the state database", format!("cat {d}/state.db")),
+        ("read bob's gateway's log", format!("cat {d}/gateways/gw2/gateway.log")),
+        ("read the proxy's environment (the master key)", format!("cat /proc/{}/environ", pids.0)),
+        ("write into the data dir", format!("touch {d}/escaped")),
+        ("write into bob's workspace", format!("touch {g2}/workspaces/bob/escaped")),
+        ("write into the shared toolchain", format!("touch {}/escaped", toolchain.display())),
+        ("signal the proxy", format!("kill -CONT {}", pids.0)),
+        ("signal the daemon", format!("kill -CONT {}", pids.1)),
+        ("list root's home", "ls /root".to_string()),
+        ("call the proxy with a credential not its own key", format!("http GET {proxy}/v1/models {} ''", c.proxy)),
+        ("post a trace event as bob", format!("http POST {daemon}/v1/trace {} '{event}'", c.post_as_bob)),
+        ("read bob's trace through the daemon", format!("http GET {daemon}/v1/agents/bob/trace {} ''", c.read_bob)),
+    ];
+    // `http METHOD URL TOKEN BODY`: fails on anything but a 2xx.
+    let mut s = String::from(
+        "http() { python3 - \"$@\" <<'PY'\nimport sys, urllib.request as u\nm, url, tok, body = sys.argv[1:5]\n\
+         r = u.Request(url, data=(body.encode() or None), method=m, headers={'Authorization': 'Bearer ' + tok, 'content-type': 'application/json'})\n\
+         u.urlopen(r, timeout=20)\nPY\n}\n\
+         try() { n=\"$1\"; shift; if \"$@\" >/dev/null 2>&1; then echo \"ATTEMPT $n ESCAPED\"; else echo \"ATTEMPT $n denied\"; fi; }\n",
+    );
+    for (name, cmd) in attempts {
+        s.push_str(&format!("try \"{name}\" {cmd}\n"));
+    }
+    s
+}
+
+/// `ATTEMPT <name> <verdict>` lines of a run, by name.
+fn verdicts(out: &str) -> BTreeMap<String, String> {
+    out.lines()
+        .filter_map(|l| l.trim().strip_prefix("ATTEMPT "))
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_prompt_injected_agent_reaches_nothing_of_fleets_nor_of_another_gateways_agents() {
+    let w = World::new();
+    let up = Upstream::start();
+    let (proxy, g1, g2, serve) = (free_port(), free_port(), free_port(), free_port());
+    w.write("fleet.kdl", &fleet_file(up.1, proxy, g1, g2, serve));
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
+    let data = w.data_dir(FLEET);
+    let root = fleet::runtime::confine::running_as_root();
+
+    // The gateways: their own users (fleet runs as root here), no new privileges.
+    for gw in ["gw1", "gw2"] {
+        let handle = json_file(&data.join(format!("gateways/{gw}/gateway.handle")));
+        let pid = handle.pointer("/handle/pid/pid").and_then(Value::as_u64).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).unwrap_or("").trim().to_string();
+        assert_eq!(field("NoNewPrivs:"), "1", "{gw}: {status}");
+        let uid: u32 = field("Uid:").split_whitespace().next().unwrap().parse().unwrap();
+        if root {
+            assert!(uid >= 2_000_000_000, "{gw} runs as uid {uid}");
+        }
+    }
+
+    let proxy_pid = json_file(&data.join("litellm/proxy.pid"))["pid"]["pid"].as_i64().unwrap() as i32;
+    let daemon_pid = crate::support::serve_pid(&data);
+    let gw_token = |gw: &str| {
+        json_file(&data.join(format!("gateways/{gw}/home/openclaw.json")))["gateway"]["auth"]["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let toolchain = std::fs::read_dir(crate::support::shared_cache().join("fleet/openclaw"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("node_modules/openclaw").is_dir())
+        .expect("the openclaw toolchain in the cache");
+    let ports = (proxy, serve);
+
+    // The control: each attempt as fleet's own user, unconfined, with the credential that works.
+    let control = Creds {
+        proxy: std::fs::read_to_string(data.join("litellm/master.key")).unwrap().trim().to_string(),
+        post_as_bob: gw_token("gw2"),
+        read_bob: std::fs::read_to_string(data.join("serve/token")).unwrap().trim().to_string(),
+    };
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script(&data, &toolchain, ports, (proxy_pid, daemon_pid), &control))
+        .output()
+        .unwrap();
+    let control = verdicts(&String::from_utf8_lossy(&out.stdout));
+    for p in [data.join("escaped"), data.join("gateways/gw2/home/workspaces/bob/escaped"), toolchain.join("escaped")] {
+        let _ = std::fs::remove_file(p);
+    }
+    let unreal: Vec<&String> = control.iter().filter(|(_, v)| *v != "ESCAPED").map(|(n, _)| n).collect();
+    assert!(control.len() >= 12 && unreal.is_empty(), "attempts that fail even unconfined: {unreal:?} of {control:?}");
+
+    // The attack: alice, told by the page she read, runs the same attempts with what she can find.
+    let attack = Creds { proxy: gw_token("gw1"), post_as_bob: gw_token("gw1"), read_bob: gw_token("gw1") };
+    let mut body = script(&data, &toolchain, ports, (proxy_pid, daemon_pid), &attack);
+    body.push_str("echo mine > ./alice-was-here.txt && echo 'LEGIT write own workspace ok'\n");
+    body.push_str("test -s AGENTS.md && echo 'LEGIT read own workspace ok'\n");
+    body.push_str("echo \"UID $(id -u)\"\n");
+    use base64::Engine;
+    let msg = format!("EXEC {}", base64::engine::general_purpose::STANDARD.encode(body));
+    let r = w.fleet(&["chat", "alice", &msg]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let attack = verdicts(&r.stdout);
+    eprintln!("red team, process runtime: attempt | unconfined | alice's tools");
+    for (name, v) in &attack {
+        eprintln!("  {name:<58} | {:<8} | {v}", control.get(name).map_or("-", String::as_str));
+    }
+    let escaped: Vec<&String> = attack.iter().filter(|(_, v)| *v != "denied").map(|(n, _)| n).collect();
+    assert_eq!(attack.len(), control.len(), "every attempt ran and reported: {}", r.stdout);
+    assert!(escaped.is_empty(), "{} of {} attempts escaped: {escaped:?}", escaped.len(), attack.len());
+    eprintln!("red team, process runtime: 0 of {} attempts succeeded", attack.len());
+    assert!(r.stdout.contains("LEGIT write own workspace ok"), "alice's own work: {}", r.stdout);
+    assert!(r.stdout.contains("LEGIT read own workspace ok"), "alice's own work: {}", r.stdout);
+    let ws = data.join("gateways/gw1/home/workspaces/alice/alice-was-here.txt");
+    assert_eq!(std::fs::read_to_string(&ws).unwrap_or_default().trim(), "mine", "{}", ws.display());
+    let uid = r.stdout.lines().find_map(|l| l.trim().strip_prefix("UID ")).map(str::to_string);
+    if root {
+        assert!(uid.as_deref().is_some_and(|u| u != "0"), "alice's tools ran as uid {uid:?}: {}", r.stdout);
+    }
+    // She still answers, and so does bob.
+    for a in ["alice", "bob"] {
+        let r = w.fleet(&["chat", a, "hello"]);
+        assert!(r.stdout.contains("Plain reply"), "{a}: {}", r.all());
+    }
+    // Destroy takes the gateways' users with them.
+    let users: Vec<String> = std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&data.join("gateways").display().to_string()))
+        .map(String::from)
+        .collect();
+    assert_eq!(users.len(), if root { 2 } else { 0 }, "{users:?}");
+    let r = w.fleet(&["destroy"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let left = std::fs::read_to_string("/etc/passwd").unwrap();
+    assert!(!left.contains(&data.join("gateways").display().to_string()), "gateway users left after destroy");
+}
