@@ -163,7 +163,7 @@ impl AgentEnv<'_> {
         if let Some(dir) = path.parent() {
             crate::fsutil::create_private_dir(dir)
                 .into_diagnostic()
-                .wrap_err_with(|| format!("cannot create {}", dir.display()))?;
+                .wrap_err_with(|| format!("cannot write env file {}", path.display()))?;
         }
         write_atomic(path, want.as_bytes(), 0o600)
             .into_diagnostic()

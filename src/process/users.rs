@@ -36,6 +36,23 @@ pub fn group(name: &str) -> Option<u32> {
     })
 }
 
+/// An id for `name` in fleet's range: derived from the name, the next free one when that is taken.
+fn free_id(name: &str, taken: impl Fn(u32) -> bool) -> u32 {
+    let hash = crate::fsutil::sha256_hex(name.as_bytes());
+    let mut id = ID_BASE + u32::from_str_radix(&hash[..8], 16).unwrap_or(0) % ID_SPAN;
+    while taken(id) {
+        id = ID_BASE + (id - ID_BASE + 1) % ID_SPAN;
+    }
+    id
+}
+
+fn uid_taken(id: u32) -> bool {
+    std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(':').nth(2).and_then(|s| s.parse::<u32>().ok()) == Some(id))
+}
+
 fn taken(id: u32) -> bool {
     let used = |file: &str| {
         std::fs::read_to_string(file)
@@ -83,13 +100,17 @@ pub fn ensure_user(name: &str, home: &Path) -> miette::Result<(u32, u32)> {
     }
     prune_stale();
     ensure_shared_group()?;
-    let hash = crate::fsutil::sha256_hex(name.as_bytes());
-    let mut id = ID_BASE + u32::from_str_radix(&hash[..8], 16).unwrap_or(0) % ID_SPAN;
-    while taken(id) {
-        id = ID_BASE + (id - ID_BASE + 1) % ID_SPAN;
-    }
-    let n = id.to_string();
-    run(Command::new("groupadd").args(["--system", "-g", &n, name]))?;
+    // Each step is idempotent: a run killed between the group and the user finds the group next time.
+    let gid = match group(name) {
+        Some(g) => g,
+        None => {
+            let id = free_id(name, taken);
+            run(Command::new("groupadd").args(["--system", "-g", &id.to_string(), name]))?;
+            group(name).ok_or_else(|| miette!("groupadd made no group {name}"))?
+        }
+    };
+    let uid = if uid_taken(gid) { free_id(name, |id| taken(id) || uid_taken(id)) } else { gid };
+    let n = uid.to_string();
     let home = home.display().to_string();
     run(Command::new("useradd").args([
         "--system",

@@ -476,7 +476,18 @@ fn gateways_on_a_remote_host_and_a_cluster_converge_answer_move_and_go() {
     };
     assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
     let reply = w.fleet(&["chat", "erin", "back?"]);
-    assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
+    if reply.stdout.trim() != "Hello from the demo model." {
+        // Seen once (2026-12-07, run 12): "No route-compatible authentication source is configured
+        // for openai" right after this apply. What the plan and the gateway's record say then:
+        let plan = w.fleet(&["plan"]);
+        let state = w.fleet(&["state"]);
+        panic!(
+            "erin does not answer after m2 came back:\n{}\n--- plan\n{}\n--- state\n{}",
+            reply.all(),
+            plan.all(),
+            state.all()
+        );
+    }
 
     // A new image for the remote gateway (the same bits; an empty gzip member appended makes it
     // another file, sha256 and Incus fingerprint): its container is replaced and its home carried
