@@ -64,17 +64,4 @@ impl Confinement {
             });
         }
     }
-
-    /// One line for the log and the plan: what the child runs under.
-    pub fn describe(&self) -> String {
-        let who = match &self.identity {
-            Some(id) => format!("uid {} gid {}", id.uid, id.gid),
-            None => "fleet's own uid".to_string(),
-        };
-        let fs = match &self.ruleset {
-            Some(r) => format!("Landlock ABI {} (its home, its toolchain, the system read-only)", r.abi),
-            None => "NO Landlock on this kernel: files are guarded by their owners and modes only".to_string(),
-        };
-        format!("{who}, no new privileges, {fs}")
-    }
 }
