@@ -61,7 +61,8 @@ struct Creds {
     read_bob: String,
 }
 
-/// The escape attempts, one line each: `ATTEMPT <name> ESCAPED|denied`; then alice's own work.
+/// The escape attempts as one shell script, each printing `ATTEMPT <name> ESCAPED|denied` (the caller
+/// adds alice's own work).
 fn script(data: &Path, toolchain: &Path, ports: (u16, u16), pids: (i32, i32), c: &Creds) -> String {
     let (d, g2) = (data.display(), data.join("gateways/gw2/home"));
     let g2 = g2.display();
