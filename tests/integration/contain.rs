@@ -6,38 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{free_port, World};
+use crate::support::{free_port, Upstream, World};
 
 const FLEET: &str = "redteam";
-
-/// The scripted model (tests/fixtures/redteam_upstream.py): "EXEC <base64>" runs the script through
-/// `exec` and replies with what it printed.
-struct Upstream(std::process::Child, u16);
-
-impl Upstream {
-    fn start() -> Upstream {
-        let port = free_port();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/redteam_upstream.py");
-        let child = std::process::Command::new("python3").arg(script).arg(port.to_string()).spawn().unwrap();
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "the scripted upstream did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Upstream(child, port)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn fleet_file(up: u16, proxy: u16, g1: u16, g2: u16, serve: u16) -> String {
     format!(
@@ -117,7 +91,7 @@ fn verdicts(out: &str) -> BTreeMap<String, String> {
 #[test]
 fn a_prompt_injected_agent_reaches_nothing_of_fleets_nor_of_another_gateways_agents() {
     let w = World::new();
-    let up = Upstream::start();
+    let up = Upstream::start("redteam_upstream.py");
     let (proxy, g1, g2, serve) = (free_port(), free_port(), free_port(), free_port());
     w.write("fleet.kdl", &fleet_file(up.1, proxy, g1, g2, serve));
     let r = w.fleet(&["apply"]);

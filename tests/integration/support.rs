@@ -351,3 +351,28 @@ pub fn serve_pid(data: &Path) -> i32 {
         serde_json::from_str(&std::fs::read_to_string(data.join("serve/serve.pid")).unwrap()).unwrap();
     v["pid"]["pid"].as_u64().unwrap() as i32
 }
+
+/// A scripted OpenAI-compatible upstream from `tests/fixtures/` (the one stand-in: no model can be
+/// reached), on a port of its own; stopped when dropped.
+pub struct Upstream(std::process::Child, pub u16);
+
+impl Upstream {
+    pub fn start(fixture: &str) -> Upstream {
+        let port = free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
+        let child = Command::new("python3").arg(script).arg(port.to_string()).spawn().unwrap();
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(10), "the scripted upstream {fixture} did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Upstream(child, port)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::proxy::{key_of, Proxy};
 use crate::serve::{agent_token, Daemon};
-use crate::support::{wait_for, wait_until, World};
+use crate::support::{wait_for, wait_until, Upstream, World};
 
 const FLEET: &str = "quickstart";
 
@@ -490,30 +490,6 @@ pub fn no_acknowledged_event_is_lost_when_the_daemon_dies(w: &World) {
     assert!(changed.is_empty(), "the burst's events are still each stored once; changed: {changed:?}");
 }
 
-/// The scripted upstream (tests/fixtures/tool_upstream.py): a tool call first, then text.
-struct Upstream(std::process::Child, u16);
-
-impl Upstream {
-    fn start() -> Upstream {
-        let port = crate::support::free_port();
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tool_upstream.py");
-        let child = std::process::Command::new("python3").arg(script).arg(port.to_string()).spawn().unwrap();
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "the scripted upstream did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Upstream(child, port)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Every event of one turn: one trace id, every event but the root pointing at the root.
 fn turn(events: &[Value], trace: &str) -> Vec<Value> {
     events.iter().filter(|e| e["trace_id"] == trace).cloned().collect()
@@ -539,7 +515,7 @@ fn count(events: &[Value], kind: &str, backend: &str) -> usize {
 #[test]
 fn the_plugin_traces_tool_calls_and_heartbeats_and_its_events_survive_daemon_kills() {
     let w = World::quickstart();
-    let up = Upstream::start();
+    let up = Upstream::start("tool_upstream.py");
     w.edit(
         "fleet.kdl",
         "provider \"demo\" type=\"mock\" {",
@@ -774,7 +750,7 @@ impl Drop for Phoenix {
 fn turns_are_exported_to_phoenix_as_genai_spans() {
     let phoenix = Phoenix::start();
     let w = World::quickstart();
-    let up = Upstream::start();
+    let up = Upstream::start("tool_upstream.py");
     w.edit(
         "fleet.kdl",
         "provider \"demo\" type=\"mock\" {",
@@ -840,7 +816,7 @@ fn turns_are_exported_to_phoenix_as_genai_spans() {
 #[test]
 fn turns_from_before_the_daemon_are_read_back_from_the_transcript() {
     let w = World::quickstart();
-    let up = Upstream::start();
+    let up = Upstream::start("tool_upstream.py");
     w.edit(
         "fleet.kdl",
         "provider \"demo\" type=\"mock\" {",
