@@ -74,12 +74,23 @@ impl GatewayRef {
         Some(GatewayClient { rpc, name: self.name.clone() })
     }
 
-    /// The agent ids the gateway lists right now, asked in one quick attempt (None: it cannot be
-    /// asked — for observing, where an unreachable gateway is the gateway step's drift).
-    pub async fn listed_now(&self) -> Option<Vec<String>> {
+    /// The agent ids the gateway lists right now, and its config (redacted, as `config.get` gives
+    /// it; None when it did not answer within 10 s), asked on one connection in one quick attempt
+    /// (None: it cannot be asked — for observing, where an unreachable gateway is the gateway
+    /// step's drift).
+    pub async fn seen_now(&self) -> Option<Seen> {
         let c = self.try_connect(Duration::from_secs(3)).await?;
-        c.agent_ids().await.ok()
+        let ids = c.agent_ids().await.ok()?;
+        let config = c.rpc.call("config.get", json!({}), Duration::from_secs(10)).await.ok();
+        Some(Seen { ids, config: config.map(|mut v| v["config"].take()).filter(Value::is_object) })
     }
+}
+
+/// What observing a gateway saw: the agents it lists and its config.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    pub ids: Vec<String>,
+    pub config: Option<Value>,
 }
 
 /// A workspace file as the gateway has it.

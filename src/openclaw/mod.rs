@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod config_drift;
 pub mod gateway;
 pub mod models;
 pub mod offline;

@@ -81,17 +81,28 @@ pub const UNASSIGNED: &str = "fleet-unassigned/none";
 
 /// The merge patch: wanted entries, plus nulls deleting what `prior` had and `want` no longer does.
 pub fn patch(want: &ModelsInputs, prior: Option<&ModelsInputs>) -> miette::Result<(Value, Vec<String>)> {
+    document(want, prior, &|id, a| {
+        let key =
+            read_env_key(&a.env_file).ok_or_else(|| miette!("no key in {} for agent {id}", a.env_file.display()))?;
+        Ok(json!(key.expose()))
+    })
+}
+
+/// What fleet writes into a gateway's config for its agents, each provider's `apiKey` given by `key`.
+pub(super) fn document(
+    want: &ModelsInputs,
+    prior: Option<&ModelsInputs>,
+    key: &dyn Fn(&str, &AgentModels) -> miette::Result<Value>,
+) -> miette::Result<(Value, Vec<String>)> {
     let mut providers = Map::new();
     let mut entries = Map::new();
     let mut replace = Vec::new();
     for (id, a) in &want.agents {
-        let key =
-            read_env_key(&a.env_file).ok_or_else(|| miette!("no key in {} for agent {id}", a.env_file.display()))?;
         let pid = provider_id(id);
         let models: Vec<Value> = a.models.iter().map(|m| json!({"id": m, "name": m})).collect();
         providers.insert(
             pid.clone(),
-            json!({"baseUrl": want.base_url, "apiKey": key.expose(), "api": "openai-completions", "models": models}),
+            json!({"baseUrl": want.base_url, "apiKey": key(id, a)?, "api": "openai-completions", "models": models}),
         );
         replace.push(format!("models.providers.{pid}.models"));
         // The same entry `agents.create` writes (name = id, so the id is exactly fleet's).
@@ -310,16 +321,30 @@ impl ModelsDriver {
 impl Driver for ModelsDriver {
     /// An agent the gateway no longer lists (deleted by hand, or its gateway's state lost) is
     /// drift: the patch brings it back. A gateway that cannot be reached is its own step's concern.
+    ///
+    /// So is a config that no longer holds what the last patch wrote (an agent's model, its
+    /// provider, `main` pointing nowhere — edited by hand, or lost): an agent listed without its
+    /// model would answer through OpenClaw's default provider, with no key.
     async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
         let Ok(old) = prior.inputs_as::<ModelsInputs>() else {
             return Drift::Update("unreadable record".into());
         };
-        let Some(listed) = self.listings.of(&old.gateway).await else { return Drift::InSync };
-        let missing: Vec<&str> = old.agents.keys().filter(|id| !listed.contains(id)).map(String::as_str).collect();
+        let Some(seen) = self.listings.seen(&old.gateway).await else { return Drift::InSync };
+        let missing: Vec<&str> = old.agents.keys().filter(|id| !seen.ids.contains(id)).map(String::as_str).collect();
+        let name = &old.gateway.name;
         match missing.as_slice() {
+            [] => {}
+            [one] => return Drift::Update(format!("agent {one} is missing from gateway {name}")),
+            many => return Drift::Update(format!("agents {} are missing from gateway {name}", many.join(", "))),
+        }
+        let Some(config) = seen.config else { return Drift::InSync };
+        match super::config_drift::differences(&config, &old).as_slice() {
             [] => Drift::InSync,
-            [one] => Drift::Update(format!("agent {one} is missing from gateway {}", old.gateway.name)),
-            many => Drift::Update(format!("agents {} are missing from gateway {}", many.join(", "), old.gateway.name)),
+            [one] => Drift::Update(format!("gateway {name}'s config differs from fleet's at {one}")),
+            [one, rest @ ..] => Drift::Update(format!(
+                "gateway {name}'s config differs from fleet's at {one} (and {} more)",
+                rest.len()
+            )),
         }
     }
 

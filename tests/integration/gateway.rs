@@ -205,6 +205,31 @@ fn the_quickstart_converges_answers_and_stays_put() {
     let r = w.fleet(&["plan", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "one apply converges:\n{}", r.stdout);
 
+    // Bob's model taken out of the config by hand: still listed, a new session of his would answer
+    // through OpenClaw's default provider, which has no key (seen once in the hosts test: "No
+    // route-compatible authentication source is configured for openai"). The plan sees it; apply
+    // puts it back.
+    let bob_model = |w: &World| {
+        call_gateway(w, "config.get", serde_json::json!({}))["config"]["agents"]["entries"]["bob"]["model"].clone()
+    };
+    let hash = call_gateway(&w, "config.get", serde_json::json!({}))["hash"].clone();
+    let raw = serde_json::json!({"agents": {"entries": {"bob": {"model": null}}}}).to_string();
+    let replace = ["agents.entries.bob.model.fallbacks"];
+    call_gateway(
+        &w,
+        "config.patch",
+        serde_json::json!({"raw": raw, "baseHash": hash, "replacePaths": replace, "note": "by hand"}),
+    );
+    assert_eq!(bob_model(&w), serde_json::Value::Null);
+    let plan = w.fleet(&["plan"]).ok();
+    let line = "~ gateway.main.models  (gateway main's config differs from fleet's at agents.entries.bob.model)";
+    assert!(plan.stdout.contains(line), "{line} missing in\n{}", plan.stdout);
+    w.fleet(&["apply"]).ok();
+    assert_eq!(bob_model(&w)["primary"], "fleet-bob/demo-small");
+    assert_eq!(chat(&w, "bob"), "Hello from the demo model.");
+    let r = w.fleet(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "one apply converges:\n{}", r.stdout);
+
     // Removing an agent removes it from its gateway; its files go into an archive.
     let text = w.read("fleet.kdl");
     let (a, b) = (text.find("agent \"carol\"").unwrap(), text.find("agent \"bob\"").unwrap());
@@ -266,7 +291,7 @@ fn a_gateway_that_never_gets_healthy_fails_alone() {
         token_file: w.data_dir("quickstart").join("gateways/broken/token"),
     };
     let listed = |g: &fleet::openclaw::client::GatewayRef| {
-        tokio::runtime::Runtime::new().unwrap().block_on(g.listed_now()).unwrap()
+        tokio::runtime::Runtime::new().unwrap().block_on(g.seen_now()).unwrap().ids
     };
     assert!(listed(&broken).contains(&"bob".to_string()));
 
