@@ -46,15 +46,17 @@ fn merge(base: &mut Value, patch: &Value) {
     }
 }
 
-/// openclaw.json as it is in the home (`{}` when absent or unreadable) and as fleet wants it: the
+/// openclaw.json as it is in the home (`{}` when there is none yet) and as fleet wants it: the
 /// same document with the fleet-owned settings and the token merged in, everything the gateway
-/// added kept.
+/// added kept. One that cannot be read, or is not JSON, is an error: written over, it would lose
+/// every agent's entry.
 async fn config_now_and_wanted(g: &GatewayInputs, rt: &dyn Runtime) -> miette::Result<(Value, Value)> {
-    let now: Value = rt
-        .read_home(&g.launch, Path::new(CONFIG))
-        .await
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(json!({}));
+    let now: Value = match rt.read_home(&g.launch, Path::new(CONFIG)).await? {
+        None => json!({}),
+        Some(b) => serde_json::from_slice(&b).into_diagnostic().wrap_err_with(|| {
+            format!("{CONFIG} in the home of gateway {} is not JSON; fleet will not write over it", g.launch.gateway)
+        })?,
+    };
     let mut settings = g.settings.clone();
     settings["gateway"]["auth"]["token"] = json!(read_token(&g.token_file)?);
     let mut wanted = now.clone();

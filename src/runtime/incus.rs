@@ -84,10 +84,10 @@ impl Runtime for IncusRuntime {
         remote::place(l, c, files).await
     }
 
-    async fn read_home(&self, l: &Launch, path: &Path) -> Option<Vec<u8>> {
+    async fn read_home(&self, l: &Launch, path: &Path) -> miette::Result<Option<Vec<u8>>> {
         match l.container.as_ref().filter(|c| c.elsewhere()) {
             Some(c) => remote::pull(c, &Path::new("/root").join(path)).await,
-            None => tokio::fs::read(l.home.join(path)).await.ok(),
+            None => super::read_here(&l.home.join(path)).await,
         }
     }
 
@@ -137,7 +137,7 @@ impl Runtime for IncusRuntime {
         let Some(c) = l.container.as_ref().filter(|c| c.elsewhere()) else { return super::logs_here(l) };
         let mut out = String::new();
         for (file, n) in [("logs/gateway.out", 15), ("logs/openclaw.log", 10)] {
-            let text = remote::pull(c, &Path::new("/root").join(file)).await.unwrap_or_default();
+            let text = remote::pull(c, &Path::new("/root").join(file)).await.ok().flatten().unwrap_or_default();
             let text = String::from_utf8_lossy(&text);
             let lines: Vec<&str> = text.lines().collect();
             out += &format!(
@@ -306,7 +306,7 @@ mod remote {
         let staging = tempfile::tempdir().into_diagnostic()?;
         for f in files {
             let inside = Path::new("/root").join(&f.path);
-            if pull(c, &inside).await.as_deref() == Some(f.content.as_slice()) {
+            if pull(c, &inside).await.ok().flatten().as_deref() == Some(f.content.as_slice()) {
                 continue;
             }
             // Staged in a private directory (0700) only as long as the push takes.
@@ -395,12 +395,15 @@ mod remote {
         incus_in(c.incus_config.as_deref(), &["query", &target(&c.remote, &at)]).await.is_ok()
     }
 
-    /// A file of the container (absolute path inside); None when it is not there.
-    pub async fn pull(c: &Container, inside: &Path) -> Option<Vec<u8>> {
+    /// A file of the container (absolute path inside); None when Incus says it is not there, an
+    /// error when it cannot be asked (a cluster member just back, a host away: seen wiping a
+    /// gateway's agents from its config when that was taken for "no config yet").
+    pub async fn pull(c: &Container, inside: &Path) -> miette::Result<Option<Vec<u8>>> {
         let name = target(&c.remote, &c.name);
-        incus_in(c.incus_config.as_deref(), &["file", "pull", &format!("{name}{}", inside.display()), "-"])
-            .await
-            .ok()
-            .map(String::into_bytes)
+        match incus_in(c.incus_config.as_deref(), &["file", "pull", &format!("{name}{}", inside.display()), "-"]).await {
+            Ok(text) => Ok(Some(text.into_bytes())),
+            Err(e) if format!("{e:?}").to_ascii_lowercase().contains("not found") => Ok(None),
+            Err(e) => Err(e.wrap_err(format!("cannot read {} in container {}", inside.display(), c.name))),
+        }
     }
 }

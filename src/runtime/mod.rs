@@ -149,9 +149,10 @@ pub trait Runtime: Send + Sync {
     async fn place(&self, l: &Launch, files: &[HomeFile]) -> miette::Result<()> {
         place_in_home_here(l, files).await
     }
-    /// A file of the gateway's home (path relative to it); None when it is not there.
-    async fn read_home(&self, l: &Launch, path: &std::path::Path) -> Option<Vec<u8>> {
-        tokio::fs::read(l.home.join(path)).await.ok()
+    /// A file of the gateway's home (path relative to it); None when it is not there, an error when
+    /// it cannot be read (never taken for "not there": a caller would write over what it holds).
+    async fn read_home(&self, l: &Launch, path: &std::path::Path) -> miette::Result<Option<Vec<u8>>> {
+        read_here(&l.home.join(path)).await
     }
     /// Moves a directory of the gateway's home (relative path) to the same place in its directory on
     /// this machine, where an archive takes it from. Nothing to do when the home is here.
@@ -197,5 +198,14 @@ pub trait Runtime: Send + Sync {
     /// How the gateway sees its own home (for workspace paths given over RPC).
     fn home_inside(&self, l: &Launch) -> PathBuf {
         l.home.clone()
+    }
+}
+
+/// A file on this machine; None when it is not there, an error naming it when it cannot be read.
+pub async fn read_here(path: &std::path::Path) -> miette::Result<Option<Vec<u8>>> {
+    match tokio::fs::read(path).await {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(miette::miette!("cannot read {}: {e}", path.display())),
     }
 }
