@@ -138,6 +138,7 @@ fn launch(spec: &FleetSpec, layout: &Layout, g: &Gateway, image: Option<&ImageUs
         toolchain,
         image_root,
         container,
+        limits: g.limits,
     }
 }
 

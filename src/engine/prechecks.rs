@@ -1,7 +1,7 @@
 //! What a converging plan or apply checks before anything else — for the CLI and the daemon alike:
 //! every secret reference it will need resolves (an unset variable fails here, at its reference,
 //! not halfway through an apply), budgets that can never trigger are warned about, and so are
-//! process gateways this kernel cannot confine (no Landlock).
+//! process gateways this kernel cannot confine (no Landlock); and how gateways' `limits` are held.
 
 use crate::fleetfile::FleetSpec;
 use crate::layout::Layout;
@@ -10,7 +10,32 @@ use crate::layout::Layout;
 /// budget on a model nobody prices).
 pub fn prechecks(spec: &FleetSpec, layout: &Layout) -> miette::Result<Vec<miette::Report>> {
     crate::fleetfile::check_secrets(spec)?;
-    Ok(unpriced_budgets(spec, layout).into_iter().chain(unconfined_gateways(spec)).collect())
+    Ok(unpriced_budgets(spec, layout).into_iter().chain(unconfined_gateways(spec)).chain(limits_held(spec)).collect())
+}
+
+/// How the `limits` of process gateways are held on this machine: said every plan, since it
+/// depends on where fleet runs (root and cgroups, or rlimits only — CPU time not held then).
+fn limits_held(spec: &FleetSpec) -> Option<miette::Report> {
+    use crate::fleetfile::Runtime;
+    use crate::runtime::confine::{how_limited, Held};
+    let runtime_of = |host: &str| spec.hosts.iter().find(|h| *h.name == host).map_or(Runtime::Process, |h| h.runtime);
+    let limited: Vec<&crate::fleetfile::Gateway> =
+        spec.gateways.iter().filter(|g| runtime_of(&g.host) == Runtime::Process && !g.limits.is_none()).collect();
+    let names = limited.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ");
+    match how_limited(&limited.first()?.limits) {
+        Held::Nothing => None,
+        Held::Cgroups(h) => Some(miette::miette!(
+            severity = miette::Severity::Advice,
+            "the limits of process gateway(s) {names} are held by {}: memory (swap included), processes, CPU time",
+            h.describe()
+        )),
+        Held::Rlimits => Some(miette::miette!(
+            severity = miette::Severity::Warning,
+            help = "run fleet as root on a machine with cgroups to hold all of them, or put these gateways on an Incus host",
+            "the limits of process gateway(s) {names} are held by rlimits only (fleet is not root, or this machine \
+             has no cgroups): memory as its data segments, processes counted for its user; `cpus` is not held"
+        )),
+    }
 }
 
 /// Process gateways on a kernel without Landlock: their agents' tools are kept from fleet's files

@@ -348,6 +348,28 @@ impl Spend {
     }
 }
 
+/// What a gateway (its process and everything its agents' tools start) may take of its host
+/// (`limits memory="2GiB" cpus=1.5 processes=512`). Held by cgroups on the process runtime where
+/// fleet may write them, by rlimits otherwise (memory and processes only), by `limits.*` on Incus.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// Bytes of memory (swap included: none beyond it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// CPU time, in CPUs (1.5 = one and a half cores' time per period), a hard cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Processes and threads at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u64>,
+}
+
+impl Limits {
+    pub fn is_none(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
 pub const DEFAULT_MOCK_RESPONSE: &str = "This is a mock response from fleet's demo model.";
 
 #[derive(Debug, Clone)]
@@ -363,6 +385,7 @@ pub struct Gateway {
     pub listen_written: bool,
     /// On a cluster host: the member (`m2`) or group (`@gpu`) to run on; Incus places it otherwise.
     pub target: Option<String>,
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -567,3 +567,26 @@ agent "alice" model="m"
         assert!(m.iter().any(|x| x.contains(want)), "{bad}: {m:?}");
     }
 }
+
+#[test]
+fn gateway_limits_are_read_with_units_and_checked() {
+    use super::decode::gateway::parse_bytes;
+    assert_eq!(parse_bytes("2GiB"), Some(2 << 30));
+    assert_eq!(parse_bytes("512 MiB"), Some(512 << 20));
+    assert_eq!(parse_bytes("1.5GB"), Some(1_500_000_000));
+    assert_eq!(parse_bytes("1048576"), Some(1 << 20));
+    assert_eq!(parse_bytes("2 gigs"), None);
+    assert_eq!(parse_bytes("GiB"), None);
+    let ok = kdl(
+        "fleet \"a\"\nprovider \"p\" type=\"mock\" { model \"m\"; }\ngateway \"main\" { limits memory=\"1GiB\" cpus=1.5 processes=512; }\nagent \"x\" model=\"m\"\n",
+    )
+    .unwrap();
+    let l = ok.gateways[0].limits;
+    assert_eq!((l.memory, l.cpus, l.processes), (Some(1 << 30), Some(1.5), Some(512)));
+    let err = messages(kdl(
+        "fleet \"a\"\nprovider \"p\" type=\"mock\" { model \"m\"; }\ngateway \"main\" { limits memory=\"512MiB\"; }\nagent \"x\" model=\"m\"\n",
+    )
+    .unwrap_err())
+    .join("\n");
+    assert!(err.contains("too little for a gateway"), "{err}");
+}

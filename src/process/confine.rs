@@ -1,5 +1,5 @@
 //! What a confined child becomes between its fork and its exec: its resource limits, its own
-//! identity (uid, gid, one supplementary group), no new privileges (no setuid binary gives any
+//! cgroups, its own identity (uid, gid, one supplementary group), no new privileges (no setuid binary gives any
 //! back), and a Landlock ruleset. Everything is prepared in the parent; the child only makes system
 //! calls. The policy — which user, which paths — is the caller's (`runtime::confine` for gateways).
 
@@ -27,6 +27,8 @@ pub struct Confinement {
     /// Missing when the kernel has no Landlock (the plan says so).
     pub ruleset: Option<Ruleset>,
     pub rlimits: Vec<Rlimit>,
+    /// The `cgroup.procs` files of the cgroups it joins (`cgroup.rs`), opened by the parent.
+    pub cgroups: Vec<std::os::fd::OwnedFd>,
 }
 
 impl Confinement {
@@ -36,10 +38,17 @@ impl Confinement {
         let identity = self.identity.clone();
         let ruleset = self.ruleset.as_ref().map(Ruleset::raw_fd);
         let rlimits = self.rlimits.clone();
-        // SAFETY: between fork and exec the closure makes system calls only (setrlimit, setgroups,
-        // setgid, setuid, prctl, landlock_restrict_self) on data allocated before the fork.
+        let cgroups: Vec<i32> = self.cgroups.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+        // SAFETY: between fork and exec the closure makes system calls only (write, setrlimit,
+        // setgroups, setgid, setuid, prctl, landlock_restrict_self) on data allocated before the fork.
         unsafe {
             cmd.pre_exec(move || {
+                // Into its cgroups first, while still privileged enough to move itself.
+                for fd in &cgroups {
+                    if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 for (resource, value) in &rlimits {
                     let lim = libc::rlimit { rlim_cur: *value, rlim_max: *value };
                     if libc::setrlimit(*resource, &lim) != 0 {

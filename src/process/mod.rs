@@ -3,6 +3,7 @@
 //! adopted or stopped by one supervisor (`supervisor`), stopped politely then firmly; and the small
 //! helpers around them (ports, logs). The only place fleet spawns a detached process.
 
+pub mod cgroup;
 pub mod confine;
 pub mod landlock;
 mod logs;

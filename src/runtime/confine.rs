@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use miette::{IntoDiagnostic, WrapErr};
 
 use super::Launch;
+use crate::fleetfile::Limits;
+use crate::process::cgroup;
 use crate::process::confine::{Confinement, Identity};
 use crate::process::landlock::{self, Ruleset};
 use crate::process::users;
@@ -62,7 +64,63 @@ pub fn prepare(l: &Launch, reads: &[PathBuf]) -> miette::Result<Confinement> {
     }
     set_mode(&locks, 0o700).wrap_err_with(what)?;
     let ruleset = ruleset(l, reads, &locks).into_diagnostic().wrap_err_with(what)?;
-    Ok(Confinement { identity, ruleset, rlimits: vec![(libc::RLIMIT_CORE, 0)] })
+    let mut rlimits = vec![(libc::RLIMIT_CORE, 0)];
+    let mut cgroups = Vec::new();
+    match how_limited(&l.limits) {
+        // Limits dropped from the fleet file: their cgroups stay, empty, until the gateway goes.
+        Held::Nothing => {}
+        Held::Cgroups(h) => {
+            let placed = h.place(&user_name(l), &caps(&l.limits)).into_diagnostic().wrap_err_with(what)?;
+            cgroups = placed.procs;
+        }
+        Held::Rlimits => rlimits.extend(rlimits_for(&l.limits)),
+    }
+    Ok(Confinement { identity, ruleset, rlimits, cgroups })
+}
+
+/// How a process gateway's `limits` are held on this machine.
+pub enum Held {
+    Nothing,
+    /// Its own cgroups: memory (swap included), processes, CPU time.
+    Cgroups(cgroup::Hierarchy),
+    /// Not root (or no cgroups): rlimits, which hold memory (its data segments: heap and private
+    /// writable mappings) and processes (counted for its user), not CPU time.
+    Rlimits,
+}
+
+pub fn how_limited(limits: &Limits) -> Held {
+    if limits.is_none() {
+        return Held::Nothing;
+    }
+    match cgroup::hierarchy().filter(|_| running_as_root()) {
+        Some(h) => Held::Cgroups(h),
+        None => Held::Rlimits,
+    }
+}
+
+fn caps(limits: &Limits) -> cgroup::Caps {
+    cgroup::Caps {
+        memory: limits.memory,
+        cpu_quota: limits.cpus.map(cgroup::Caps::cpu_quota_of),
+        pids: limits.processes,
+    }
+}
+
+fn rlimits_for(limits: &Limits) -> Vec<crate::process::confine::Rlimit> {
+    let mut out = Vec::new();
+    if let Some(m) = limits.memory {
+        out.push((libc::RLIMIT_DATA, m));
+    }
+    if let Some(p) = limits.processes {
+        out.push((libc::RLIMIT_NPROC, p));
+    }
+    out
+}
+
+/// How many times the kernel killed a process of gateway `l` for its memory limit (None: its
+/// limits are not held by cgroups here).
+pub fn oom_kills(l: &Launch) -> Option<u64> {
+    cgroup::hierarchy()?.oom_kills(&user_name(l))
 }
 
 fn ruleset(l: &Launch, reads: &[PathBuf], locks: &Path) -> std::io::Result<Option<Ruleset>> {
@@ -106,6 +164,9 @@ pub fn discard(l: &Launch) -> miette::Result<()> {
     let name = user_name(l);
     if let Some((uid, _)) = users::user(&name) {
         let _ = std::fs::remove_dir_all(lock_dir(uid));
+    }
+    if let Some(h) = cgroup::hierarchy() {
+        h.remove(&name).into_diagnostic().wrap_err_with(|| format!("gateway {}", l.gateway))?;
     }
     users::remove_user(&name)
 }

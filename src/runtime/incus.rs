@@ -38,8 +38,9 @@ impl Runtime for IncusRuntime {
             let _ = incus(&["delete", "--force", &name]).await;
         }
         let (image, label) = (target(&c.remote, &c.image), label(l, c));
+        let confined = confined_at_init(l);
         let mut init = vec!["init", image.as_str(), name.as_str(), "-c", label.as_str(), "-q"];
-        init.extend(CONFINED);
+        init.extend(confined.iter().map(String::as_str));
         incus(&init).await?;
         let home = format!("source={}", l.home.display());
         incus(&["config", "device", "add", &name, "home", "disk", &home, "path=/root", "shift=true", "-q"]).await?;
@@ -162,9 +163,31 @@ impl Runtime for IncusRuntime {
 }
 
 /// The label `fleet gc` knows a container by: the container is `fleet-<fleet>-<gateway>`.
-/// A gateway's container is never privileged and never nests containers (docs/security.md): said at
-/// its creation, and again before every start of one kept from before.
-const CONFINED: [&str; 4] = ["-c", "security.privileged=false", "-c", "security.nesting=false"];
+/// A gateway's container is never privileged and never nests containers (docs/security.md), and
+/// takes no more than its `limits` (none set: the keys empty, which unsets them): said at its
+/// creation, and again before every start of one kept from before.
+fn confined(l: &Launch) -> Vec<String> {
+    let lim = &l.limits;
+    let or_empty = |v: Option<String>| v.unwrap_or_default();
+    vec![
+        "security.privileged=false".into(),
+        "security.nesting=false".into(),
+        format!("limits.memory={}", or_empty(lim.memory.map(|b| b.to_string()))),
+        // Swap would let it past its memory limit.
+        format!("limits.memory.swap={}", or_empty(lim.memory.map(|_| "false".to_string()))),
+        // A hard cap on CPU time, as the process runtime's cgroup quota.
+        format!(
+            "limits.cpu.allowance={}",
+            or_empty(lim.cpus.map(|c| format!("{}ms/100ms", (c * 100.0).round().max(1.0) as u64)))
+        ),
+        format!("limits.processes={}", or_empty(lim.processes.map(|p| p.to_string()))),
+    ]
+}
+
+/// `confined(l)` as `init` options: only the keys with a value.
+fn confined_at_init(l: &Launch) -> Vec<String> {
+    confined(l).into_iter().filter(|kv| !kv.ends_with('=')).flat_map(|kv| ["-c".to_string(), kv]).collect()
+}
 
 fn label(l: &Launch, c: &Container) -> String {
     let fleet = c.name.strip_prefix("fleet-").and_then(|r| r.strip_suffix(&format!("-{}", l.gateway)));
@@ -247,7 +270,7 @@ mod remote {
         if let Some(t) = &c.target {
             init.extend(["--target".to_string(), t.clone()]);
         }
-        init.extend(super::CONFINED.iter().map(|s| s.to_string()));
+        init.extend(super::confined_at_init(l));
         incus_in(conf, &init.iter().map(String::as_str).collect::<Vec<_>>()).await?;
         if let Some(dir) = carried {
             let home = dir.path().join("root");
@@ -337,7 +360,10 @@ mod remote {
             args.push("-q");
             incus_in(conf, &args).await?;
         }
-        incus_in(conf, &["config", "set", &name, "security.privileged=false", "security.nesting=false"]).await?;
+        let confined = super::confined(l);
+        let mut set = vec!["config", "set", name.as_str()];
+        set.extend(confined.iter().map(String::as_str));
+        incus_in(conf, &set).await?;
         incus_in(conf, &["start", &name]).await?;
         Ok(Handle::Container(ContainerHandle { listen: Some(ip), member, ..handle(c) }))
     }
@@ -400,7 +426,8 @@ mod remote {
     /// gateway's agents from its config when that was taken for "no config yet").
     pub async fn pull(c: &Container, inside: &Path) -> miette::Result<Option<Vec<u8>>> {
         let name = target(&c.remote, &c.name);
-        match incus_in(c.incus_config.as_deref(), &["file", "pull", &format!("{name}{}", inside.display()), "-"]).await {
+        match incus_in(c.incus_config.as_deref(), &["file", "pull", &format!("{name}{}", inside.display()), "-"]).await
+        {
             Ok(text) => Ok(Some(text.into_bytes())),
             Err(e) if format!("{e:?}").to_ascii_lowercase().contains("not found") => Ok(None),
             Err(e) => Err(e.wrap_err(format!("cannot read {} in container {}", inside.display(), c.name))),

@@ -35,6 +35,9 @@ pub struct Launch {
     /// absent), and host ports the gateway must reach on its own loopback (the LiteLLM proxy).
     #[serde(default)]
     pub container: Option<Container>,
+    /// What the gateway may take of its host (`limits` in the fleet file).
+    #[serde(default, skip_serializing_if = "crate::fleetfile::Limits::is_none")]
+    pub limits: crate::fleetfile::Limits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use base64::Engine;
 use serde_json::Value;
 
 use crate::support::{free_port, Upstream, World};
@@ -17,7 +18,7 @@ fn fleet_file(up: u16, proxy: u16, g1: u16, g2: u16, serve: u16) -> String {
     format!(
         "fleet \"{FLEET}\" {{ parallelism 8; }}\nhost \"local\" runtime=\"process\"\nlitellm host=\"local\" port={proxy}\n\
          provider \"scripted\" type=\"openai-compatible\" url=\"http://127.0.0.1:{up}/v1\" {{ model \"tool-model\"; }}\n\
-         gateway \"gw1\" host=\"local\" port={g1}\ngateway \"gw2\" host=\"local\" port={g2}\n\
+         gateway \"gw1\" host=\"local\" port={g1} {{ limits memory=\"3GiB\" processes=512 cpus=1.5; }}\ngateway \"gw2\" host=\"local\" port={g2}\n\
          agent \"alice\" gateway=\"gw1\" model=\"tool-model\"\nagent \"bob\" gateway=\"gw2\" model=\"tool-model\"\n\
          serve {{ listen \"127.0.0.1:{serve}\"; }}\n"
     )
@@ -98,6 +99,9 @@ fn a_prompt_injected_agent_reaches_nothing_of_fleets_nor_of_another_gateways_age
     assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
     let data = w.data_dir(FLEET);
     let root = fleet::runtime::confine::running_as_root();
+    let cgroups = fleet::process::cgroup::hierarchy().filter(|_| root);
+    let held = if cgroups.is_some() { "are held by cgroup" } else { "are held by rlimits only" };
+    assert!(r.stderr.contains(&format!("the limits of process gateway(s) gw1 {held}")), "{}", r.stderr);
 
     // The gateways: their own users (fleet runs as root here), no new privileges.
     for gw in ["gw1", "gw2"] {
@@ -152,7 +156,6 @@ fn a_prompt_injected_agent_reaches_nothing_of_fleets_nor_of_another_gateways_age
     body.push_str("echo mine > ./alice-was-here.txt && echo 'LEGIT write own workspace ok'\n");
     body.push_str("test -s AGENTS.md && echo 'LEGIT read own workspace ok'\n");
     body.push_str("echo \"UID $(id -u)\"\n");
-    use base64::Engine;
     let msg = format!("EXEC {}", base64::engine::general_purpose::STANDARD.encode(body));
     let r = w.fleet(&["chat", "alice", &msg]);
     assert_eq!(r.code, 0, "{}", r.all());
@@ -178,7 +181,46 @@ fn a_prompt_injected_agent_reaches_nothing_of_fleets_nor_of_another_gateways_age
         let r = w.fleet(&["chat", a, "hello"]);
         assert!(r.stdout.contains("Plain reply"), "{a}: {}", r.all());
     }
-    // Destroy takes the gateways' users with them.
+
+    // A runaway agent: alice told to allocate memory without end. Her gateway's memory limit holds
+    // (the kernel kills what outgrows it), her gateway answers again (at once, or after the next
+    // apply if the kernel chose it), and bob's gateway, unlimited, is never touched.
+    let pid_of = |gw: &str| {
+        json_file(&data.join(format!("gateways/{gw}/gateway.handle")))
+            .pointer("/handle/pid/pid")
+            .and_then(Value::as_u64)
+            .unwrap()
+    };
+    let (gw1_before, gw2_before) = (pid_of("gw1"), pid_of("gw2"));
+    let user = data.join("gateways/gw1/home").display().to_string();
+    let unit = format!("fl-{}", &fleet::fsutil::sha256_hex(user.as_bytes())[..10]);
+    if let Some(h) = &cgroups {
+        let own = std::fs::read_to_string(format!("/proc/{gw1_before}/cgroup")).unwrap();
+        assert!(own.contains(&format!("/fleet/{unit}")), "gw1 is not in its cgroup: {own}");
+        assert_eq!(h.oom_kills(&unit), Some(0), "nothing killed before");
+    }
+    let hog = "python3 -c 'a = []\nwhile True: a.append(b\"x\" * (32 << 20))'; echo \"HOG exit $?\"\n";
+    let msg = format!("EXEC {}", base64::engine::general_purpose::STANDARD.encode(hog));
+    let r = w.fleet(&["chat", "alice", &msg]);
+    eprintln!("the memory hog's turn: exit {}; {}", r.code, r.stdout.trim());
+    if let Some(h) = &cgroups {
+        assert!(h.oom_kills(&unit).unwrap_or(0) >= 1, "the kernel never stopped the hog: {}", r.all());
+    }
+    assert_eq!(pid_of("gw2"), gw2_before, "bob's gateway was touched");
+    let r = w.fleet(&["chat", "bob", "hello"]);
+    assert!(r.stdout.contains("Plain reply"), "bob: {}", r.all());
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
+    let gw1_after = pid_of("gw1");
+    eprintln!(
+        "alice's gateway after the hog: {}",
+        if gw1_after == gw1_before { "kept (the kernel killed the hog)" } else { "restarted by the apply" }
+    );
+    let r = w.fleet(&["chat", "alice", "hello"]);
+    assert!(r.stdout.contains("Plain reply"), "alice after the hog: {}", r.all());
+    w.assert_converged();
+
+    // Destroy takes the gateways' users (and their cgroups) with them.
     let users: Vec<String> = std::fs::read_to_string("/etc/passwd")
         .unwrap()
         .lines()
@@ -190,4 +232,8 @@ fn a_prompt_injected_agent_reaches_nothing_of_fleets_nor_of_another_gateways_age
     assert_eq!(r.code, 0, "{}", r.all());
     let left = std::fs::read_to_string("/etc/passwd").unwrap();
     assert!(!left.contains(&data.join("gateways").display().to_string()), "gateway users left after destroy");
+    if cgroups.is_some() {
+        let gone = ["memory", "pids", "cpu", ""].map(|c| Path::new("/sys/fs/cgroup").join(c).join("fleet").join(&unit));
+        assert!(gone.iter().all(|d| !d.exists()), "cgroups left after destroy: {gone:?}");
+    }
 }

@@ -74,7 +74,7 @@ image "openclaw-base" {{
 host "box" runtime="incus"
 litellm host="box" port={litellm}
 provider "demo" type="mock" {{ model "demo-small" response="Hello from the demo model." }}
-gateway "main" host="box" image="openclaw-base" port={gw}
+gateway "main" host="box" image="openclaw-base" port={gw} {{ limits memory="3GiB" cpus=1.5 processes=500; }}
 agent "alice" gateway="main" model="demo-small"
 "#
     )
@@ -193,6 +193,18 @@ fn an_incus_gateway_from_a_fetched_image_answers() {
         assert!(r.stdout.contains(line), "{line} missing in\n{}", r.stdout);
     }
     assert!(!r.stdout.contains("openclaw.toolchain"), "a process gateway with an image needs no toolchain");
+    // Its container: unprivileged, no nesting, and its limits.
+    let config = incus_query(&dir, &format!("/1.0/instances/fleet-{fleet}-main")).unwrap()["config"].clone();
+    for (key, value) in [
+        ("security.privileged", "false"),
+        ("security.nesting", "false"),
+        ("limits.memory", "3221225472"),
+        ("limits.memory.swap", "false"),
+        ("limits.cpu.allowance", "150ms/100ms"),
+        ("limits.processes", "500"),
+    ] {
+        assert_eq!(config[key], value, "{key} in {config}");
+    }
     // The process gateway runs the image's own Node, unpacked into this host's image store.
     let store = w.data_dir(fleet).join("images/local/openclaw-base");
     let handle: serde_json::Value = serde_json::from_str(

@@ -14,7 +14,7 @@ use crate::syntax::reader::Reader;
 
 mod agent;
 mod common;
-mod gateway;
+pub(crate) mod gateway;
 mod host;
 mod image;
 mod litellm;
