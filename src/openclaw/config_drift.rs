@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use super::models::{document, ModelsInputs};
+use super::agents_config::{document, ModelsInputs};
 
 /// The paths (`agents.entries.erin.model.primary`) where `config` differs from what fleet wrote,
 /// in the document's (alphabetical) order; empty when it holds all of it. Never a value: a path names what differs.
@@ -54,8 +54,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::openclaw::agents_config::{AgentIdentity, AgentModels};
     use crate::openclaw::client::GatewayRef;
-    use crate::openclaw::models::{AgentIdentity, AgentModels};
 
     fn inputs() -> ModelsInputs {
         let agent = |models: &[&str], heartbeat: Option<&str>| AgentModels {

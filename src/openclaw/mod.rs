@@ -2,6 +2,7 @@
 //! gateways and agents as resources, and the workspace templates.
 
 pub mod agent;
+pub mod agents_config;
 pub mod client;
 pub mod config_drift;
 pub mod gateway;

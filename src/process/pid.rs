@@ -133,6 +133,42 @@ pub fn leaders_working_in(dir: &Path) -> Vec<Pid> {
     found.iter().filter(|p| !ancestors(p).iter().any(|a| found.iter().any(|f| f.pid == *a))).copied().collect()
 }
 
+/// Every live process working inside `dir` (`Pid::works_in`).
+pub fn working_in(dir: &Path) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| *pid != std::process::id())
+        .filter_map(Pid::of)
+        .filter(|p| p.alive() && p.works_in(dir))
+        .collect()
+}
+
+/// Stops whatever still works inside `dir` once its leader is gone: the workers a gateway starts in
+/// sessions of their own outlive its group's signal for a moment, or for good (seen: a destroy
+/// killed right after the gateway's delete, and the next destroy returned while one still ran).
+/// TERM, then KILL after `grace`; the processes still there after that (none, normally).
+pub fn stop_all_working_in(dir: &Path, grace: Duration) -> Vec<Pid> {
+    let t0 = Instant::now();
+    let mut killed = false;
+    loop {
+        let left = working_in(dir);
+        if left.is_empty() || t0.elapsed() > grace + Duration::from_secs(5) {
+            return left;
+        }
+        let sig = if t0.elapsed() < grace { libc::SIGTERM } else { libc::SIGKILL };
+        if sig == libc::SIGTERM || !killed {
+            for p in &left {
+                // SAFETY: kill(2) on a process just seen alive, working in `dir`.
+                unsafe { libc::kill(p.pid as i32, sig) };
+            }
+            killed |= sig == libc::SIGKILL;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn signal_group(pid: u32, sig: i32) {
     // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
     unsafe {

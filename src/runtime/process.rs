@@ -72,11 +72,21 @@ impl Runtime for ProcessRuntime {
         Ok(Handle::Process { pid })
     }
 
-    async fn stop(&self, _l: &Launch, handle: &Handle) -> miette::Result<()> {
+    /// Its session, then whatever of it still works in its home (workers in sessions of their own).
+    async fn stop(&self, l: &Launch, handle: &Handle) -> miette::Result<()> {
         if let Some(pid) = handle.pid() {
             if !pid.stop_async(Duration::from_secs(20)).await {
                 return Err(miette!("the gateway (pid {}) did not stop", pid.pid));
             }
+        }
+        let home = l.home.clone();
+        let left =
+            tokio::task::spawn_blocking(move || crate::process::stop_all_working_in(&home, Duration::from_secs(2)))
+                .await
+                .map_err(|e| miette!("{e}"))?;
+        if !left.is_empty() {
+            let pids: Vec<String> = left.iter().map(|p| p.pid.to_string()).collect();
+            return Err(miette!("processes of gateway {} still run in its home: {}", l.gateway, pids.join(", ")));
         }
         Ok(())
     }

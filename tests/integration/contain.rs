@@ -24,22 +24,32 @@ fn fleet_file(up: u16, proxy: u16, g1: u16, g2: u16, serve: u16) -> String {
     )
 }
 
-fn json_file(p: &Path) -> Value {
+pub(crate) fn json_file(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
 }
 
-/// The credentials an attempt uses: what alice can find (her gateway's token), or, in the control
-/// run, the one that must work (so a refusal in the attack is the principal's, not a bad request).
-struct Creds {
-    proxy: String,
-    post_as_bob: String,
-    read_bob: String,
+/// The credentials an attempt uses: what the attacker can find (its gateway's token), or, in the
+/// control run, the one that must work (so a refusal in the attack is the principal's, not a bad
+/// request).
+pub(crate) struct Creds {
+    pub proxy: String,
+    pub post_as_bob: String,
+    pub read_bob: String,
 }
 
 /// The escape attempts as one shell script, each printing `ATTEMPT <name> ESCAPED|denied` (the caller
-/// adds alice's own work).
-fn script(data: &Path, toolchain: &Path, ports: (u16, u16), pids: (i32, i32), c: &Creds) -> String {
-    let (d, g2) = (data.display(), data.join("gateways/gw2/home"));
+/// adds the attacker's own work). The victim is bob, on gateway `bobs`; `toolchain` is the Node and
+/// openclaw the gateways run from.
+pub(crate) fn script(
+    data: &Path,
+    bobs: &str,
+    toolchain: &Path,
+    ports: (u16, u16),
+    pids: (i32, i32),
+    c: &Creds,
+) -> String {
+    let (d, g2, log) =
+        (data.display(), data.join(format!("gateways/{bobs}/home")), format!("gateways/{bobs}/gateway.log"));
     let g2 = g2.display();
     let (proxy, daemon) = (format!("http://127.0.0.1:{}", ports.0), format!("http://127.0.0.1:{}", ports.1));
     let now = fleet::clock::format_rfc3339_ms(fleet::clock::now_ms());
@@ -55,7 +65,7 @@ fn script(data: &Path, toolchain: &Path, ports: (u16, u16), pids: (i32, i32), c:
         ("list bob's workspace", format!("ls {g2}/workspaces/bob")),
         ("list bob's trace", format!("ls {d}/agents/bob/trace")),
         ("read the state database", format!("cat {d}/state.db")),
-        ("read bob's gateway's log", format!("cat {d}/gateways/gw2/gateway.log")),
+        ("read bob's gateway's log", format!("cat {d}/{log}")),
         ("read the proxy's environment (the master key)", format!("cat /proc/{}/environ", pids.0)),
         ("write into the data dir", format!("touch {d}/escaped")),
         ("write into bob's workspace", format!("touch {g2}/workspaces/bob/escaped")),
@@ -67,11 +77,14 @@ fn script(data: &Path, toolchain: &Path, ports: (u16, u16), pids: (i32, i32), c:
         ("post a trace event as bob", format!("http POST {daemon}/v1/trace {} '{event}'", c.post_as_bob)),
         ("read bob's trace through the daemon", format!("http GET {daemon}/v1/agents/bob/trace {} ''", c.read_bob)),
     ];
-    // `http METHOD URL TOKEN BODY`: fails on anything but a 2xx.
+    // `http METHOD URL TOKEN BODY`: fails on anything but a 2xx (Python where there is one, else
+    // Node: an Incus gateway's image has no Python).
     let mut s = String::from(
-        "http() { python3 - \"$@\" <<'PY'\nimport sys, urllib.request as u\nm, url, tok, body = sys.argv[1:5]\n\
+        "http() { if command -v python3 >/dev/null; then python3 - \"$@\" <<'PY'\nimport sys, urllib.request as u\nm, url, tok, body = sys.argv[1:5]\n\
          r = u.Request(url, data=(body.encode() or None), method=m, headers={'Authorization': 'Bearer ' + tok, 'content-type': 'application/json'})\n\
-         u.urlopen(r, timeout=20)\nPY\n}\n\
+         u.urlopen(r, timeout=20)\nPY\n\
+         else node -e 'const [m, u, t, b] = process.argv.slice(1); fetch(u, {method: m, body: b || undefined, \
+         headers: {authorization: \"Bearer \" + t, \"content-type\": \"application/json\"}}).then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))' \"$@\"; fi; }\n\
          try() { n=\"$1\"; shift; if \"$@\" >/dev/null 2>&1; then echo \"ATTEMPT $n ESCAPED\"; else echo \"ATTEMPT $n denied\"; fi; }\n",
     );
     for (name, cmd) in attempts {
@@ -81,7 +94,7 @@ fn script(data: &Path, toolchain: &Path, ports: (u16, u16), pids: (i32, i32), c:
 }
 
 /// `ATTEMPT <name> <verdict>` lines of a run, by name.
-fn verdicts(out: &str) -> BTreeMap<String, String> {
+pub(crate) fn verdicts(out: &str) -> BTreeMap<String, String> {
     out.lines()
         .filter_map(|l| l.trim().strip_prefix("ATTEMPT "))
         .filter_map(|l| l.rsplit_once(' '))
@@ -140,7 +153,7 @@ fn a_prompt_injected_agent_reaches_nothing_of_fleets_nor_of_another_gateways_age
     };
     let out = std::process::Command::new("sh")
         .arg("-c")
-        .arg(script(&data, &toolchain, ports, (proxy_pid, daemon_pid), &control))
+        .arg(script(&data, "gw2", &toolchain, ports, (proxy_pid, daemon_pid), &control))
         .output()
         .unwrap();
     let control = verdicts(&String::from_utf8_lossy(&out.stdout));
@@ -152,9 +165,15 @@ fn a_prompt_injected_agent_reaches_nothing_of_fleets_nor_of_another_gateways_age
 
     // The attack: alice, told by the page she read, runs the same attempts with what she can find.
     let attack = Creds { proxy: gw_token("gw1"), post_as_bob: gw_token("gw1"), read_bob: gw_token("gw1") };
-    let mut body = script(&data, &toolchain, ports, (proxy_pid, daemon_pid), &attack);
+    let mut body = script(&data, "gw2", &toolchain, ports, (proxy_pid, daemon_pid), &attack);
     body.push_str("echo mine > ./alice-was-here.txt && echo 'LEGIT write own workspace ok'\n");
     body.push_str("test -s AGENTS.md && echo 'LEGIT read own workspace ok'\n");
+    // Her own key does reach the proxy: the refusals above are the proxy's, not an unreachable port.
+    let own_key = fleet::litellm::keys::read_env_key(&data.join("agents/alice/env")).unwrap();
+    body.push_str(&format!(
+        "http GET http://127.0.0.1:{proxy}/v1/models {} '' && echo 'LEGIT own key ok'\n",
+        own_key.expose()
+    ));
     body.push_str("echo \"UID $(id -u)\"\n");
     let msg = format!("EXEC {}", base64::engine::general_purpose::STANDARD.encode(body));
     let r = w.fleet(&["chat", "alice", &msg]);
@@ -170,6 +189,7 @@ fn a_prompt_injected_agent_reaches_nothing_of_fleets_nor_of_another_gateways_age
     eprintln!("red team, process runtime: 0 of {} attempts succeeded", attack.len());
     assert!(r.stdout.contains("LEGIT write own workspace ok"), "alice's own work: {}", r.stdout);
     assert!(r.stdout.contains("LEGIT read own workspace ok"), "alice's own work: {}", r.stdout);
+    assert!(r.stdout.contains("LEGIT own key ok"), "alice's own key: {}", r.stdout);
     let ws = data.join("gateways/gw1/home/workspaces/alice/alice-was-here.txt");
     assert_eq!(std::fs::read_to_string(&ws).unwrap_or_default().trim(), "mine", "{}", ws.display());
     let uid = r.stdout.lines().find_map(|l| l.trim().strip_prefix("UID ")).map(str::to_string);

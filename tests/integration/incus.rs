@@ -81,17 +81,20 @@ agent "alice" gateway="main" model="demo-small"
 }
 
 /// The same fleet plus a process gateway on this machine running the same image (from the
-/// process host's image store instead of the cached toolchain), and the daemon (the container's
-/// trace plugin reaches it through a forwarded port).
-fn fleet_file_with_process(name: &str, url: &str, sha: &str, litellm: u16, gw: u16, plain: u16) -> String {
+/// process host's image store instead of the cached toolchain), the daemon (the container's trace
+/// plugin reaches it through a forwarded port), and mallory beside alice in the container, on the
+/// scripted model at port `up` that plays a prompt-injected one (`contain.rs`).
+fn fleet_file_with_process(name: &str, url: &str, sha: &str, ports: [u16; 5]) -> String {
+    let [litellm, gw, plain, serve, up] = ports;
     fleet_file(name, url, sha, litellm, gw)
         + &format!(
             r#"host "local" runtime="process"
 gateway "plain" host="local" image="openclaw-base" port={plain}
 agent "bob" gateway="plain" model="demo-small"
-serve {{ listen "127.0.0.1:{}"; }}
-"#,
-            free_port()
+serve {{ listen "127.0.0.1:{serve}"; }}
+provider "scripted" type="openai-compatible" url="http://127.0.0.1:{up}/v1" {{ model "tool-model"; }}
+agent "mallory" gateway="main" model="tool-model"
+"#
         )
 }
 
@@ -184,7 +187,12 @@ fn an_incus_gateway_from_a_fetched_image_answers() {
     // The real thing.
     let fleet = "incus-ok";
     let url = format!("http://127.0.0.1:{port}/good");
-    w.write("fleet.kdl", &fleet_file_with_process(fleet, &url, &sha, free_port(), free_port(), free_port()));
+    let up = crate::support::Upstream::start("redteam_upstream.py");
+    let (litellm, serve_port) = (free_port(), free_port());
+    w.write(
+        "fleet.kdl",
+        &fleet_file_with_process(fleet, &url, &sha, [litellm, free_port(), free_port(), serve_port, up.1]),
+    );
     let r = run(&["apply"]);
     assert_eq!(r.code, 0, "{}", r.all());
     for line in
@@ -236,6 +244,8 @@ fn an_incus_gateway_from_a_fetched_image_answers() {
     // Re-apply: nothing imported again, nothing restarted.
     let r = run(&["apply"]);
     assert!(r.stdout.contains("No changes."), "{}", r.all());
+
+    red_team(&w, &run, fleet, (litellm, serve_port));
 
     // gc: a container labelled for this fleet that the state does not record is collected by id; one
     // labelled for another fleet, and the recorded one, are left alone.
@@ -289,4 +299,100 @@ fn an_incus_gateway_from_a_fetched_image_answers() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(!alias_exists(&dir, "openclaw-base"));
     assert!(!store.exists(), "the image store goes with the fleet");
+}
+
+/// The red team on Incus (docs/security.md): mallory, in the container with alice, runs the escape
+/// attempts of `contain.rs` from inside it, told by the scripted model; the victim is bob on the
+/// process gateway `plain`. Each attempt first runs on this machine as fleet's user, unconfined,
+/// where it must succeed. Then mallory allocates memory without end: the container's memory limit
+/// holds, and alice (same gateway) answers again, at once or after the next apply.
+fn red_team(w: &World, run: &dyn Fn(&[&str]) -> crate::support::Run, fleet: &str, ports: (u16, u16)) {
+    use base64::Engine;
+
+    use crate::contain::{json_file, script, verdicts, Creds};
+    let data = w.data_dir(fleet);
+    let gw_token = |gw: &str| {
+        json_file(&data.join(format!("gateways/{gw}/home/openclaw.json")))["gateway"]["auth"]["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let pids = (
+        json_file(&data.join("litellm/proxy.pid"))["pid"]["pid"].as_i64().unwrap() as i32,
+        crate::support::serve_pid(&data),
+    );
+    // The process gateway runs the image's Node and openclaw from this machine's image store.
+    let runs_from = data.join("images/local/openclaw-base/rootfs");
+    let control = Creds {
+        proxy: std::fs::read_to_string(data.join("litellm/master.key")).unwrap().trim().to_string(),
+        post_as_bob: gw_token("plain"),
+        read_bob: std::fs::read_to_string(data.join("serve/token")).unwrap().trim().to_string(),
+    };
+    // In the container `/root` is its gateway's home (its own trust domain): the attempt on root's
+    // home of this machine lists what only this machine's /root holds.
+    let attempts = |c: &Creds| {
+        script(&data, "plain", &runs_from, ports, pids, c).replace(
+            "try \"list root's home\" ls /root\n",
+            "try \"list this machine's root's home\" ls /root/.cache/fleet\n",
+        )
+    };
+    let out = std::process::Command::new("sh").arg("-c").arg(attempts(&control)).output().unwrap();
+    let control = verdicts(&String::from_utf8_lossy(&out.stdout));
+    for p in [data.join("escaped"), data.join("gateways/plain/home/workspaces/bob/escaped"), runs_from.join("escaped")]
+    {
+        let _ = std::fs::remove_file(p);
+    }
+    let unreal: Vec<&String> = control.iter().filter(|(_, v)| *v != "ESCAPED").map(|(n, _)| n).collect();
+    assert!(control.len() >= 12 && unreal.is_empty(), "attempts that fail even unconfined: {unreal:?} of {control:?}");
+
+    let mine = gw_token("main");
+    let mut body = attempts(&Creds { proxy: mine.clone(), post_as_bob: mine.clone(), read_bob: mine });
+    body.push_str("echo mine > ./mallory-was-here.txt && echo 'LEGIT write own workspace ok'\n");
+    body.push_str("test -s AGENTS.md && echo 'LEGIT read own workspace ok'\n");
+    // Its own key does reach the proxy from in there: the refusals above are the proxy's and the
+    // daemon's, not an unreachable port.
+    let own_key = fleet::litellm::keys::read_env_key(&data.join("agents/mallory/env")).unwrap();
+    body.push_str(&format!(
+        "http GET http://127.0.0.1:{}/v1/models {} '' && echo 'LEGIT own key ok'\n",
+        ports.0,
+        own_key.expose()
+    ));
+    let exec = |script: &str| format!("EXEC {}", base64::engine::general_purpose::STANDARD.encode(script));
+    let r = run(&["chat", "mallory", &exec(&body)]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let attack = verdicts(&r.stdout);
+    eprintln!("red team, incus runtime: attempt | unconfined | mallory's tools (in the container)");
+    for (name, v) in &attack {
+        eprintln!("  {name:<58} | {:<8} | {v}", control.get(name).map_or("-", String::as_str));
+    }
+    let escaped: Vec<&String> = attack.iter().filter(|(_, v)| *v != "denied").map(|(n, _)| n).collect();
+    assert_eq!(attack.len(), control.len(), "every attempt ran and reported: {}", r.stdout);
+    assert!(escaped.is_empty(), "{} of {} attempts escaped: {escaped:?}", escaped.len(), attack.len());
+    eprintln!("red team, incus runtime: 0 of {} attempts succeeded", attack.len());
+    assert!(r.stdout.contains("LEGIT write own workspace ok"), "mallory's own work: {}", r.stdout);
+    assert!(r.stdout.contains("LEGIT read own workspace ok"), "mallory's own work: {}", r.stdout);
+    assert!(r.stdout.contains("LEGIT own key ok"), "mallory's own key: {}", r.stdout);
+    let ws = data.join("gateways/main/home/workspaces/mallory/mallory-was-here.txt");
+    assert_eq!(std::fs::read_to_string(&ws).unwrap_or_default().trim(), "mine", "{}", ws.display());
+
+    // Memory without end, inside the container (its limit: 3GiB).
+    let oom_kills = || {
+        let cg = std::fs::read_dir("/sys/fs/cgroup/memory")
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(&format!("{fleet}-main"))))
+            .unwrap_or_else(|| panic!("no memory cgroup of the container under /sys/fs/cgroup/memory"));
+        let text = std::fs::read_to_string(cg.join("memory.oom_control")).unwrap();
+        text.lines().find_map(|l| l.strip_prefix("oom_kill ")).unwrap().trim().parse::<u64>().unwrap()
+    };
+    let before = oom_kills();
+    let hog = "node -e 'const a = []; for (;;) a.push(Buffer.alloc(32 << 20, 1))'; echo \"HOG exit $?\"\n";
+    let r = run(&["chat", "mallory", &exec(hog)]);
+    eprintln!("the memory hog's turn in the container: exit {}; {}", r.code, r.stdout.trim());
+    assert!(oom_kills() > before, "the container's memory limit never stopped the hog: {}", r.all());
+    let r = run(&["apply"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let reply = run(&["chat", "alice", "hi"]);
+    assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
 }
