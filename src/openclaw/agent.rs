@@ -13,7 +13,7 @@ use miette::{miette, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::client::{FileState, GatewayClient, GatewayRef, Seen};
+use super::client::{FileState, GatewayClient, GatewayRef};
 use super::workspace::{AGENT_OWNED, FIRST_ONLY};
 use crate::archive::restore::{marker, Restore};
 use crate::archive::{About, Footprint};
@@ -47,36 +47,31 @@ pub struct AgentDriver {
     layout: Layout,
 }
 
-/// Gateway URL → what it listed and its config, and when: a plan observes every agent of a gateway
-/// and then its models patch, many at once, and one connection answers for all of them (the
-/// observers of one gateway wait for the one asking instead of each opening a connection).
+/// Gateway URL → the agents it listed, and when: a plan observes every agent of a gateway and then
+/// its models patch, many at once, and one `agents.list` on one connection answers for all of them
+/// (the observers of one gateway wait for the one asking instead of each opening a connection).
 #[derive(Default)]
 pub struct Listings(Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Listing>>>>>);
 
-/// When a gateway was asked, and what it answered (None: it could not be asked).
-type Listing = (Instant, Option<Seen>);
+/// When a gateway was asked, and the agent ids it listed (None: it could not be asked).
+type Listing = (Instant, Option<Vec<String>>);
 
-/// How long one look answers for observing a gateway's agents.
+/// How long one `agents.list` answers for observing a gateway's agents.
 const LISTING_FRESH: Duration = Duration::from_secs(2);
 
 impl Listings {
-    /// The ids the gateway lists (None when it cannot be asked), one look per gateway per plan.
+    /// The ids the gateway lists (None when it cannot be asked), one RPC per gateway per plan.
     pub async fn of(&self, g: &GatewayRef) -> Option<Vec<String>> {
-        self.seen(g).await.map(|s| s.ids)
-    }
-
-    /// What the gateway lists and its config, one look per gateway per plan.
-    pub async fn seen(&self, g: &GatewayRef) -> Option<Seen> {
         let slot = self.0.lock().expect("listing").entry(g.url.clone()).or_default().clone();
         let mut slot = slot.lock().await;
-        if let Some((at, seen)) = slot.as_ref() {
+        if let Some((at, ids)) = slot.as_ref() {
             if at.elapsed() < LISTING_FRESH {
-                return seen.clone();
+                return ids.clone();
             }
         }
-        let seen = g.seen_now().await;
-        *slot = Some((Instant::now(), seen.clone()));
-        seen
+        let ids = g.listed_now().await;
+        *slot = Some((Instant::now(), ids.clone()));
+        ids
     }
 }
 

@@ -6,12 +6,27 @@
 
 use serde_json::{json, Value};
 
-use super::agents_config::{document, ModelsInputs};
+use super::agents_config::{document, AgentModels, ModelsInputs};
+use crate::litellm::keys::read_env_key;
+
+/// How the agents' keys are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// Each must be the agent's own (its env file's): the config read from the gateway's file.
+    Exact,
+    /// Each must be there: the config as `config.get` gives it, keys redacted.
+    Present,
+}
 
 /// The paths (`agents.entries.erin.model.primary`) where `config` differs from what fleet wrote,
-/// in the document's (alphabetical) order; empty when it holds all of it. Never a value: a path names what differs.
-pub fn differences(config: &Value, want: &ModelsInputs) -> Vec<String> {
-    let Ok((doc, _)) = document(want, None, &|_, _| Ok(json!(KEY_PRESENT))) else { return Vec::new() };
+/// in the document's (alphabetical) order; empty when it holds all of it. Never a value: a path
+/// names what differs.
+pub fn differences(config: &Value, want: &ModelsInputs, keys: Keys) -> Vec<String> {
+    let key = |_: &str, a: &AgentModels| {
+        let own = (keys == Keys::Exact).then(|| read_env_key(&a.env_file)).flatten();
+        Ok(own.map_or(json!(KEY_PRESENT), |k| json!(k.expose())))
+    };
+    let Ok((doc, _)) = document(want, None, &key) else { return Vec::new() };
     let mut out = Vec::new();
     compare(&doc, Some(config), "", &mut out);
     out
@@ -54,7 +69,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::openclaw::agents_config::{AgentIdentity, AgentModels};
+    use crate::openclaw::agents_config::AgentIdentity;
     use crate::openclaw::client::GatewayRef;
 
     fn inputs() -> ModelsInputs {
@@ -109,7 +124,7 @@ mod tests {
 
     #[test]
     fn a_config_holding_what_fleet_wrote_has_no_differences() {
-        assert_eq!(differences(&as_gateway_has_it(), &inputs()), Vec::<String>::new());
+        assert_eq!(differences(&as_gateway_has_it(), &inputs(), Keys::Present), Vec::<String>::new());
     }
 
     #[test]
@@ -121,7 +136,7 @@ mod tests {
         c["agents"]["entries"]["main"]["model"]["primary"] = json!("openai/gpt-5");
         c["agents"]["entries"]["alice"]["heartbeat"] = Value::Null;
         assert_eq!(
-            differences(&c, &inputs()),
+            differences(&c, &inputs(), Keys::Present),
             [
                 "agents.entries.alice.heartbeat",
                 "agents.entries.bob.model",
@@ -134,9 +149,29 @@ mod tests {
 
     #[test]
     fn a_lost_config_differs_at_its_roots_and_a_removed_setting_must_stay_removed() {
-        assert_eq!(differences(&json!({"gateway": {"port": 1}}), &inputs()), ["agents", "models", "talk"]);
+        assert_eq!(
+            differences(&json!({"gateway": {"port": 1}}), &inputs(), Keys::Present),
+            ["agents", "models", "talk"]
+        );
         let mut c = as_gateway_has_it();
         c["agents"]["entries"]["bob"]["heartbeat"] = json!({"every": "5m"});
-        assert_eq!(differences(&c, &inputs()), ["agents.entries.bob.heartbeat"]);
+        assert_eq!(differences(&c, &inputs(), Keys::Present), ["agents.entries.bob.heartbeat"]);
+    }
+
+    #[test]
+    fn against_its_file_each_key_must_be_the_agents_own() {
+        use crate::litellm::keys::{mint_raw, AgentEnv, KEY_PREFIX};
+        let dir = tempfile::tempdir().unwrap();
+        let mut want = inputs();
+        let mut c = as_gateway_has_it();
+        for (id, a) in want.agents.iter_mut() {
+            a.env_file = dir.path().join(id).join("env");
+            let key = mint_raw(KEY_PREFIX);
+            AgentEnv { agent: id, base_url: "u", model: "m", key: &key }.write(&a.env_file).unwrap();
+            c["models"]["providers"][format!("fleet-{id}")]["apiKey"] = json!(key.expose());
+        }
+        assert_eq!(differences(&c, &want, Keys::Exact), Vec::<String>::new());
+        c["models"]["providers"]["fleet-bob"]["apiKey"] = c["models"]["providers"]["fleet-alice"]["apiKey"].clone();
+        assert_eq!(differences(&c, &want, Keys::Exact), ["models.providers.fleet-bob.apiKey"]);
     }
 }

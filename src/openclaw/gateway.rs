@@ -351,6 +351,13 @@ pub async fn config_if_down(token_file: &Path) -> Option<PathBuf> {
     Some(g.launch.config_file()).filter(|p| p.exists())
 }
 
+/// The openclaw.json of a gateway whose home is on this machine (None: on another host, or fleet
+/// has no handle file of it).
+pub fn config_here(token_file: &Path) -> Option<PathBuf> {
+    let (g, _) = recorded_launch(token_file)?;
+    g.launch.home_is_here().then(|| g.launch.config_file())
+}
+
 /// Stops a gateway of this machine that the same run deletes, so that its agents' removal is an
 /// edit of its `openclaw.json` on disk (`config_if_down`) instead of one serialised `agents.delete`
 /// each (~5.6 s apiece, a config reload each, measured). Several agent steps call this at once:

@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 use super::agent::Listings;
 use super::client::{GatewayClient, GatewayRef, PatchOutcome};
+use super::config_drift::{differences, Keys};
 use super::roster;
 use super::rpc::RpcError;
 use crate::archive::restore::Restore;
@@ -215,16 +216,25 @@ impl Driver for ModelsDriver {
         let Ok(old) = prior.inputs_as::<ModelsInputs>() else {
             return Drift::Update("unreadable record".into());
         };
-        let Some(seen) = self.listings.seen(&old.gateway).await else { return Drift::InSync };
-        let missing: Vec<&str> = old.agents.keys().filter(|id| !seen.ids.contains(id)).map(String::as_str).collect();
+        let Some(listed) = self.listings.of(&old.gateway).await else { return Drift::InSync };
+        let missing: Vec<&str> = old.agents.keys().filter(|id| !listed.contains(id)).map(String::as_str).collect();
         let name = &old.gateway.name;
         match missing.as_slice() {
             [] => {}
             [one] => return Drift::Update(format!("agent {one} is missing from gateway {name}")),
             many => return Drift::Update(format!("agents {} are missing from gateway {name}", many.join(", "))),
         }
-        let Some(config) = seen.config else { return Drift::InSync };
-        match super::config_drift::differences(&config, &old).as_slice() {
+        // Its file when the home is here (the real keys, compared), else the gateway's word (keys
+        // redacted: only their presence is compared).
+        let (config, keys) = match super::gateway::config_here(&old.gateway.token_file) {
+            Some(file) => {
+                let read = tokio::fs::read(&file).await.ok().and_then(|b| serde_json::from_slice(&b).ok());
+                (read, Keys::Exact)
+            }
+            None => (old.gateway.config_now().await, Keys::Present),
+        };
+        let Some(config) = config else { return Drift::InSync };
+        match differences(&config, &old, keys).as_slice() {
             [] => Drift::InSync,
             [one] => Drift::Update(format!("gateway {name}'s config differs from fleet's at {one}")),
             [one, rest @ ..] => Drift::Update(format!(

@@ -291,7 +291,7 @@ fn a_gateway_that_never_gets_healthy_fails_alone() {
         token_file: w.data_dir("quickstart").join("gateways/broken/token"),
     };
     let listed = |g: &fleet::openclaw::client::GatewayRef| {
-        tokio::runtime::Runtime::new().unwrap().block_on(g.seen_now()).unwrap().ids
+        tokio::runtime::Runtime::new().unwrap().block_on(g.listed_now()).unwrap()
     };
     assert!(listed(&broken).contains(&"bob".to_string()));
 
