@@ -94,12 +94,57 @@ pub(crate) fn script(
 }
 
 /// `ATTEMPT <name> <verdict>` lines of a run, by name.
-pub(crate) fn verdicts(out: &str) -> BTreeMap<String, String> {
+fn verdicts(out: &str) -> BTreeMap<String, String> {
     out.lines()
         .filter_map(|l| l.trim().strip_prefix("ATTEMPT "))
         .filter_map(|l| l.rsplit_once(' '))
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect()
+}
+
+/// The control run: the attempts run here, as fleet's user, unconfined, with the credentials that
+/// work; each must succeed (an attempt that could not anyway proves nothing). What the writes made
+/// (in the data dir, bob's workspace on gateway `bobs`, `toolchain`) is removed again.
+pub(crate) fn unconfined(script: &str, data: &Path, bobs: &str, toolchain: &Path) -> BTreeMap<String, String> {
+    let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+    let control = verdicts(&String::from_utf8_lossy(&out.stdout));
+    let bob = data.join(format!("gateways/{bobs}/home/workspaces/bob/escaped"));
+    for p in [data.join("escaped"), bob, toolchain.join("escaped")] {
+        let _ = std::fs::remove_file(p);
+    }
+    let unreal: Vec<&String> = control.iter().filter(|(_, v)| *v != "ESCAPED").map(|(n, _)| n).collect();
+    assert!(control.len() >= 12 && unreal.is_empty(), "attempts that fail even unconfined: {unreal:?} of {control:?}");
+    control
+}
+
+/// What the attacker must still be able to do, appended to the attempts: write and read its own
+/// workspace, and reach the proxy with its own key (so the refusals are the proxy's and the
+/// daemon's, not an unreachable port). `who` names the marker file.
+pub(crate) fn own_work(who: &str, proxy: u16, own_key: &str) -> String {
+    format!(
+        "echo mine > ./{who}-was-here.txt && echo 'LEGIT write own workspace ok'\n\
+         test -s AGENTS.md && echo 'LEGIT read own workspace ok'\n\
+         http GET http://127.0.0.1:{proxy}/v1/models {own_key} '' && echo 'LEGIT own key ok'\n"
+    )
+}
+
+/// Prints the red-team table of `runtime` and asserts its verdict: every attempt ran, none got
+/// through, and the attacker's own work (`own_work`) succeeded, its file in `workspace`.
+pub(crate) fn judge(runtime: &str, who: &str, control: &BTreeMap<String, String>, out: &str, workspace: &Path) {
+    let attack = verdicts(out);
+    eprintln!("red team, {runtime} runtime: attempt | unconfined | {who}'s tools");
+    for (name, v) in &attack {
+        eprintln!("  {name:<58} | {:<8} | {v}", control.get(name).map_or("-", String::as_str));
+    }
+    let escaped: Vec<&String> = attack.iter().filter(|(_, v)| *v != "denied").map(|(n, _)| n).collect();
+    assert_eq!(attack.len(), control.len(), "every attempt ran and reported: {out}");
+    assert!(escaped.is_empty(), "{} of {} attempts escaped: {escaped:?}", escaped.len(), attack.len());
+    eprintln!("red team, {runtime} runtime: 0 of {} attempts succeeded", attack.len());
+    for legit in ["LEGIT write own workspace ok", "LEGIT read own workspace ok", "LEGIT own key ok"] {
+        assert!(out.contains(legit), "{who}'s own work ({legit}): {out}");
+    }
+    let file = workspace.join(format!("{who}-was-here.txt"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap_or_default().trim(), "mine", "{}", file.display());
 }
 
 #[test]
@@ -151,47 +196,23 @@ fn a_prompt_injected_agent_reaches_nothing_of_fleets_nor_of_another_gateways_age
         post_as_bob: gw_token("gw2"),
         read_bob: std::fs::read_to_string(data.join("serve/token")).unwrap().trim().to_string(),
     };
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(script(&data, "gw2", &toolchain, ports, (proxy_pid, daemon_pid), &control))
-        .output()
-        .unwrap();
-    let control = verdicts(&String::from_utf8_lossy(&out.stdout));
-    for p in [data.join("escaped"), data.join("gateways/gw2/home/workspaces/bob/escaped"), toolchain.join("escaped")] {
-        let _ = std::fs::remove_file(p);
-    }
-    let unreal: Vec<&String> = control.iter().filter(|(_, v)| *v != "ESCAPED").map(|(n, _)| n).collect();
-    assert!(control.len() >= 12 && unreal.is_empty(), "attempts that fail even unconfined: {unreal:?} of {control:?}");
+    let control = unconfined(
+        &script(&data, "gw2", &toolchain, ports, (proxy_pid, daemon_pid), &control),
+        &data,
+        "gw2",
+        &toolchain,
+    );
 
     // The attack: alice, told by the page she read, runs the same attempts with what she can find.
     let attack = Creds { proxy: gw_token("gw1"), post_as_bob: gw_token("gw1"), read_bob: gw_token("gw1") };
     let mut body = script(&data, "gw2", &toolchain, ports, (proxy_pid, daemon_pid), &attack);
-    body.push_str("echo mine > ./alice-was-here.txt && echo 'LEGIT write own workspace ok'\n");
-    body.push_str("test -s AGENTS.md && echo 'LEGIT read own workspace ok'\n");
-    // Her own key does reach the proxy: the refusals above are the proxy's, not an unreachable port.
     let own_key = fleet::litellm::keys::read_env_key(&data.join("agents/alice/env")).unwrap();
-    body.push_str(&format!(
-        "http GET http://127.0.0.1:{proxy}/v1/models {} '' && echo 'LEGIT own key ok'\n",
-        own_key.expose()
-    ));
+    body.push_str(&own_work("alice", proxy, own_key.expose()));
     body.push_str("echo \"UID $(id -u)\"\n");
     let msg = format!("EXEC {}", base64::engine::general_purpose::STANDARD.encode(body));
     let r = w.fleet(&["chat", "alice", &msg]);
     assert_eq!(r.code, 0, "{}", r.all());
-    let attack = verdicts(&r.stdout);
-    eprintln!("red team, process runtime: attempt | unconfined | alice's tools");
-    for (name, v) in &attack {
-        eprintln!("  {name:<58} | {:<8} | {v}", control.get(name).map_or("-", String::as_str));
-    }
-    let escaped: Vec<&String> = attack.iter().filter(|(_, v)| *v != "denied").map(|(n, _)| n).collect();
-    assert_eq!(attack.len(), control.len(), "every attempt ran and reported: {}", r.stdout);
-    assert!(escaped.is_empty(), "{} of {} attempts escaped: {escaped:?}", escaped.len(), attack.len());
-    eprintln!("red team, process runtime: 0 of {} attempts succeeded", attack.len());
-    assert!(r.stdout.contains("LEGIT write own workspace ok"), "alice's own work: {}", r.stdout);
-    assert!(r.stdout.contains("LEGIT read own workspace ok"), "alice's own work: {}", r.stdout);
-    assert!(r.stdout.contains("LEGIT own key ok"), "alice's own key: {}", r.stdout);
-    let ws = data.join("gateways/gw1/home/workspaces/alice/alice-was-here.txt");
-    assert_eq!(std::fs::read_to_string(&ws).unwrap_or_default().trim(), "mine", "{}", ws.display());
+    judge("process", "alice", &control, &r.stdout, &data.join("gateways/gw1/home/workspaces/alice"));
     let uid = r.stdout.lines().find_map(|l| l.trim().strip_prefix("UID ")).map(str::to_string);
     if root {
         assert!(uid.as_deref().is_some_and(|u| u != "0"), "alice's tools ran as uid {uid:?}: {}", r.stdout);

@@ -309,7 +309,7 @@ fn an_incus_gateway_from_a_fetched_image_answers() {
 fn red_team(w: &World, run: &dyn Fn(&[&str]) -> crate::support::Run, fleet: &str, ports: (u16, u16)) {
     use base64::Engine;
 
-    use crate::contain::{json_file, script, verdicts, Creds};
+    use crate::contain::{json_file, judge, own_work, script, unconfined, Creds};
     let data = w.data_dir(fleet);
     let gw_token = |gw: &str| {
         json_file(&data.join(format!("gateways/{gw}/home/openclaw.json")))["gateway"]["auth"]["token"]
@@ -336,44 +336,15 @@ fn red_team(w: &World, run: &dyn Fn(&[&str]) -> crate::support::Run, fleet: &str
             "try \"list this machine's root's home\" ls /root/.cache/fleet\n",
         )
     };
-    let out = std::process::Command::new("sh").arg("-c").arg(attempts(&control)).output().unwrap();
-    let control = verdicts(&String::from_utf8_lossy(&out.stdout));
-    for p in [data.join("escaped"), data.join("gateways/plain/home/workspaces/bob/escaped"), runs_from.join("escaped")]
-    {
-        let _ = std::fs::remove_file(p);
-    }
-    let unreal: Vec<&String> = control.iter().filter(|(_, v)| *v != "ESCAPED").map(|(n, _)| n).collect();
-    assert!(control.len() >= 12 && unreal.is_empty(), "attempts that fail even unconfined: {unreal:?} of {control:?}");
-
+    let control = unconfined(&attempts(&control), &data, "plain", &runs_from);
     let mine = gw_token("main");
     let mut body = attempts(&Creds { proxy: mine.clone(), post_as_bob: mine.clone(), read_bob: mine });
-    body.push_str("echo mine > ./mallory-was-here.txt && echo 'LEGIT write own workspace ok'\n");
-    body.push_str("test -s AGENTS.md && echo 'LEGIT read own workspace ok'\n");
-    // Its own key does reach the proxy from in there: the refusals above are the proxy's and the
-    // daemon's, not an unreachable port.
     let own_key = fleet::litellm::keys::read_env_key(&data.join("agents/mallory/env")).unwrap();
-    body.push_str(&format!(
-        "http GET http://127.0.0.1:{}/v1/models {} '' && echo 'LEGIT own key ok'\n",
-        ports.0,
-        own_key.expose()
-    ));
+    body.push_str(&own_work("mallory", ports.0, own_key.expose()));
     let exec = |script: &str| format!("EXEC {}", base64::engine::general_purpose::STANDARD.encode(script));
     let r = run(&["chat", "mallory", &exec(&body)]);
     assert_eq!(r.code, 0, "{}", r.all());
-    let attack = verdicts(&r.stdout);
-    eprintln!("red team, incus runtime: attempt | unconfined | mallory's tools (in the container)");
-    for (name, v) in &attack {
-        eprintln!("  {name:<58} | {:<8} | {v}", control.get(name).map_or("-", String::as_str));
-    }
-    let escaped: Vec<&String> = attack.iter().filter(|(_, v)| *v != "denied").map(|(n, _)| n).collect();
-    assert_eq!(attack.len(), control.len(), "every attempt ran and reported: {}", r.stdout);
-    assert!(escaped.is_empty(), "{} of {} attempts escaped: {escaped:?}", escaped.len(), attack.len());
-    eprintln!("red team, incus runtime: 0 of {} attempts succeeded", attack.len());
-    assert!(r.stdout.contains("LEGIT write own workspace ok"), "mallory's own work: {}", r.stdout);
-    assert!(r.stdout.contains("LEGIT read own workspace ok"), "mallory's own work: {}", r.stdout);
-    assert!(r.stdout.contains("LEGIT own key ok"), "mallory's own key: {}", r.stdout);
-    let ws = data.join("gateways/main/home/workspaces/mallory/mallory-was-here.txt");
-    assert_eq!(std::fs::read_to_string(&ws).unwrap_or_default().trim(), "mine", "{}", ws.display());
+    judge("incus", "mallory", &control, &r.stdout, &data.join("gateways/main/home/workspaces/mallory"));
 
     // Memory without end, inside the container (its limit: 3GiB).
     let oom_kills = || {
