@@ -1,8 +1,10 @@
 //! Whether a gateway's config still holds what fleet's last models patch wrote into it: each
 //! agent's entry (workspace, model, fallbacks, heartbeat, identity), its provider (the proxy's URL,
-//! a key, its models) and `main` pointing nowhere. Compared against the config as `config.get`
-//! gives it — keys redacted, model entries filled in with OpenClaw's defaults — so a key only has
-//! to be there, and models are compared by id. Pure: the caller asks the gateway.
+//! a key, its models) and `main` pointing nowhere. Compared against the gateway's file when its
+//! home is on this machine (each key must be the agent's own), or against the config as
+//! `config.get` gives it (keys redacted: a key only has to be there). Models are compared by id
+//! (OpenClaw fills their entries in with its defaults). Pure but for reading the agents' env files:
+//! the caller reads the config.
 
 use serde_json::{json, Value};
 

@@ -1,6 +1,6 @@
-//! What a confined child becomes between its fork and its exec: its resource limits, its own
-//! cgroups, its own identity (uid, gid, one supplementary group), no new privileges (no setuid binary gives any
-//! back), and a Landlock ruleset. Everything is prepared in the parent; the child only makes system
+//! What a confined child becomes between its fork and its exec: its cgroups, its resource limits,
+//! its own identity (uid, gid, one supplementary group), no new privileges (no setuid binary gives
+//! any back), and a Landlock ruleset. Everything is prepared in the parent; the child only makes system
 //! calls. The policy — which user, which paths — is the caller's (`runtime::confine` for gateways).
 
 use std::os::unix::process::CommandExt;

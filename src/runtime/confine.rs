@@ -117,12 +117,6 @@ fn rlimits_for(limits: &Limits) -> Vec<crate::process::confine::Rlimit> {
     out
 }
 
-/// How many times the kernel killed a process of gateway `l` for its memory limit (None: its
-/// limits are not held by cgroups here).
-pub fn oom_kills(l: &Launch) -> Option<u64> {
-    cgroup::hierarchy()?.oom_kills(&user_name(l))
-}
-
 fn ruleset(l: &Launch, reads: &[PathBuf], locks: &Path) -> std::io::Result<Option<Ruleset>> {
     let Some(mut rs) = Ruleset::new()? else { return Ok(None) };
     rs.allow(&l.home, landlock::ALL)?;

@@ -164,8 +164,8 @@ impl Runtime for IncusRuntime {
 
 /// The label `fleet gc` knows a container by: the container is `fleet-<fleet>-<gateway>`.
 /// A gateway's container is never privileged and never nests containers (docs/security.md), and
-/// takes no more than its `limits` (none set: the keys empty, which unsets them): said at its
-/// creation, and again before every start of one kept from before.
+/// takes no more than its `limits` (one not declared: its key empty, Incus's "no limit"): said at
+/// its creation (only the keys with a value), and again before every start of one kept from before.
 fn confined(l: &Launch) -> Vec<String> {
     let lim = &l.limits;
     let or_empty = |v: Option<String>| v.unwrap_or_default();
@@ -422,8 +422,9 @@ mod remote {
     }
 
     /// A file of the container (absolute path inside); None when Incus says it is not there, an
-    /// error when it cannot be asked (a cluster member just back, a host away: seen wiping a
-    /// gateway's agents from its config when that was taken for "no config yet").
+    /// error when it cannot be asked (a cluster member just back, a host away): taken for "not
+    /// there", the gateway's config would be written anew, every agent's entry lost (the likeliest
+    /// cause of the hosts test's failure of 2026-12-07).
     pub async fn pull(c: &Container, inside: &Path) -> miette::Result<Option<Vec<u8>>> {
         let name = target(&c.remote, &c.name);
         match incus_in(c.incus_config.as_deref(), &["file", "pull", &format!("{name}{}", inside.display()), "-"]).await
