@@ -56,7 +56,7 @@ fn about(spec: &FleetSpec, g: &Gateway, a: &Agent) -> About {
     About {
         gateway: g.name.value.clone(),
         host: g.host.value.clone(),
-        runtime: runtime_of(spec, g).as_str().into(),
+        runtime: spec.runtime_of(g).as_str().into(),
         model: a.model.value.clone(),
         identity,
     }
@@ -68,14 +68,10 @@ pub fn default_wake(name: &str) -> String {
     )
 }
 
-fn runtime_of(spec: &FleetSpec, g: &Gateway) -> Runtime {
-    spec.hosts.iter().find(|h| h.name.value == g.host.value).map(|h| h.runtime).unwrap_or(Runtime::Process)
-}
-
 /// What the gateway is launched with: where its home is, how it runs.
 fn launch(spec: &FleetSpec, layout: &Layout, g: &Gateway, image: Option<&ImageUse>) -> Launch {
     let gw = &g.name.value;
-    let runtime = runtime_of(spec, g);
+    let runtime = spec.runtime_of(g);
     let host = spec.hosts.iter().find(|h| h.name.value == g.host.value);
     let container = match (runtime, &g.image, host) {
         (Runtime::Incus, Some(img_name), Some(host)) if host.is_remote() => {
@@ -147,7 +143,7 @@ pub fn gateway_ref(spec: &FleetSpec, layout: &Layout, g: &Gateway) -> GatewayRef
     let l = launch(spec, layout, g, None);
     GatewayRef {
         name: g.name.value.clone(),
-        url: crate::runtime::by_kind::of(runtime_of(spec, g)).url(&l),
+        url: crate::runtime::by_kind::of(spec.runtime_of(g)).url(&l),
         token_file: layout.gateway_token(&g.name.value),
     }
 }
@@ -167,7 +163,7 @@ fn identity(a: &Agent) -> Option<AgentIdentity> {
 pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>, out: &mut Desired) {
     for g in &spec.gateways {
         let gw = &g.name.value;
-        let runtime = runtime_of(spec, g);
+        let runtime = spec.runtime_of(g);
         let host = spec.hosts.iter().find(|h| h.name.value == g.host.value);
         let image = host.and_then(|h| image::add(spec, layout, recipes, g, h, out));
         let launch = launch(spec, layout, g, image.as_ref());

@@ -16,11 +16,8 @@ pub fn prechecks(spec: &FleetSpec, layout: &Layout) -> miette::Result<Vec<miette
 /// How the `limits` of process gateways are held on this machine: said every plan, since it
 /// depends on where fleet runs (root and cgroups, or rlimits only — CPU time not held then).
 fn limits_held(spec: &FleetSpec) -> Option<miette::Report> {
-    use crate::fleetfile::Runtime;
     use crate::runtime::confine::{how_limited, Held};
-    let runtime_of = |host: &str| spec.hosts.iter().find(|h| *h.name == host).map_or(Runtime::Process, |h| h.runtime);
-    let limited: Vec<&crate::fleetfile::Gateway> =
-        spec.gateways.iter().filter(|g| runtime_of(&g.host) == Runtime::Process && !g.limits.is_none()).collect();
+    let limited: Vec<&crate::fleetfile::Gateway> = process_gateways(spec).filter(|g| !g.limits.is_none()).collect();
     let names = limited.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ");
     match how_limited(&limited.first()?.limits) {
         Held::Nothing => None,
@@ -38,13 +35,15 @@ fn limits_held(spec: &FleetSpec) -> Option<miette::Report> {
     }
 }
 
+/// The gateways that run as processes of this machine.
+fn process_gateways(spec: &FleetSpec) -> impl Iterator<Item = &crate::fleetfile::Gateway> {
+    spec.gateways.iter().filter(|g| spec.runtime_of(g) == crate::fleetfile::Runtime::Process)
+}
+
 /// Process gateways on a kernel without Landlock: their agents' tools are kept from fleet's files
 /// by owners and modes only (docs/security.md). Said loudly, not refused.
 fn unconfined_gateways(spec: &FleetSpec) -> Option<miette::Report> {
-    use crate::fleetfile::Runtime;
-    let runtime_of = |host: &str| spec.hosts.iter().find(|h| *h.name == host).map_or(Runtime::Process, |h| h.runtime);
-    let names: Vec<&str> =
-        spec.gateways.iter().filter(|g| runtime_of(&g.host) == Runtime::Process).map(|g| g.name.as_str()).collect();
+    let names: Vec<&str> = process_gateways(spec).map(|g| g.name.as_str()).collect();
     if names.is_empty() || !crate::runtime::confine::landlock_missing() {
         return None;
     }

@@ -47,6 +47,11 @@ pub struct FleetSpec {
 }
 
 impl FleetSpec {
+    /// How gateway `g` runs: its host's runtime (a process when the host is not declared).
+    pub fn runtime_of(&self, g: &Gateway) -> Runtime {
+        self.hosts.iter().find(|h| h.name.value == g.host.value).map_or(Runtime::Process, |h| h.runtime)
+    }
+
     /// Every secret reference the file makes, with where: what plan and apply resolve first.
     pub fn secret_refs(&self) -> Vec<(&'static str, Spanned<SecretRef>)> {
         let mut out = Vec::new();
