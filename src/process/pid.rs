@@ -148,25 +148,31 @@ pub fn working_in(dir: &Path) -> Vec<Pid> {
 /// Stops whatever still works inside `dir` once its leader is gone: the workers a gateway starts in
 /// sessions of their own outlive its group's signal for a moment, or for good (seen: a destroy
 /// killed right after the gateway's delete, and the next destroy returned while one still ran).
-/// TERM, then KILL after `grace`; the processes still there after that (none, normally).
+/// TERM, then KILL what is left after `grace`; the processes still there after that (none, normally).
 pub fn stop_all_working_in(dir: &Path, grace: Duration) -> Vec<Pid> {
-    let t0 = Instant::now();
-    let mut killed = false;
-    loop {
-        let left = working_in(dir);
-        if left.is_empty() || t0.elapsed() > grace + Duration::from_secs(5) {
-            return left;
+    let signal = |sig: i32| {
+        for p in working_in(dir) {
+            // SAFETY: kill(2) on a process just seen alive, working in `dir`.
+            unsafe { libc::kill(p.pid as i32, sig) };
         }
-        let sig = if t0.elapsed() < grace { libc::SIGTERM } else { libc::SIGKILL };
-        if sig == libc::SIGTERM || !killed {
-            for p in &left {
-                // SAFETY: kill(2) on a process just seen alive, working in `dir`.
-                unsafe { libc::kill(p.pid as i32, sig) };
+    };
+    let gone_within = |within: Duration| {
+        let t0 = Instant::now();
+        while t0.elapsed() < within {
+            if working_in(dir).is_empty() {
+                return true;
             }
-            killed |= sig == libc::SIGKILL;
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        false
+    };
+    signal(libc::SIGTERM);
+    if gone_within(grace) {
+        return Vec::new();
     }
+    signal(libc::SIGKILL);
+    gone_within(Duration::from_secs(5));
+    working_in(dir)
 }
 
 fn signal_group(pid: u32, sig: i32) {
