@@ -24,7 +24,7 @@ fn fleet_file(up: u16, proxy: u16, g1: u16, g2: u16, serve: u16) -> String {
     )
 }
 
-pub(crate) fn json_file(p: &Path) -> Value {
+fn json_file(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
 }
 
@@ -37,17 +37,42 @@ pub(crate) struct Creds {
     pub read_bob: String,
 }
 
+impl Creds {
+    /// What works, for the control run: the master key, the token of bob's gateway `bobs`, the
+    /// daemon's admin token.
+    pub(crate) fn that_work(data: &Path, bobs: &str) -> Creds {
+        let file = |f: &str| std::fs::read_to_string(data.join(f)).unwrap().trim().to_string();
+        Creds {
+            proxy: file("litellm/master.key"),
+            post_as_bob: gateway_token(data, bobs),
+            read_bob: file("serve/token"),
+        }
+    }
+
+    /// What an agent of gateway `gw` finds: its gateway's token, tried for everything.
+    pub(crate) fn found_in(data: &Path, gw: &str) -> Creds {
+        let t = gateway_token(data, gw);
+        Creds { proxy: t.clone(), post_as_bob: t.clone(), read_bob: t }
+    }
+}
+
+/// Gateway `gw`'s token, as its openclaw.json holds it.
+fn gateway_token(data: &Path, gw: &str) -> String {
+    json_file(&data.join(format!("gateways/{gw}/home/openclaw.json")))["gateway"]["auth"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// The escape attempts as one shell script, each printing `ATTEMPT <name> ESCAPED|denied` (the caller
 /// adds the attacker's own work). The victim is bob, on gateway `bobs`; `toolchain` is the Node and
-/// openclaw the gateways run from.
-pub(crate) fn script(
-    data: &Path,
-    bobs: &str,
-    toolchain: &Path,
-    ports: (u16, u16),
-    pids: (i32, i32),
-    c: &Creds,
-) -> String {
+/// openclaw the gateways run from; `ports` are the proxy's and the daemon's, whose processes the
+/// attempts signal.
+pub(crate) fn script(data: &Path, bobs: &str, toolchain: &Path, ports: (u16, u16), c: &Creds) -> String {
+    let pids = (
+        json_file(&data.join("litellm/proxy.pid"))["pid"]["pid"].as_i64().unwrap() as i32,
+        crate::support::serve_pid(data),
+    );
     let (d, g2, log) =
         (data.display(), data.join(format!("gateways/{bobs}/home")), format!("gateways/{bobs}/gateway.log"));
     let g2 = g2.display();
@@ -174,14 +199,6 @@ fn a_prompt_injected_agent_reaches_nothing_of_fleets_nor_of_another_gateways_age
         }
     }
 
-    let proxy_pid = json_file(&data.join("litellm/proxy.pid"))["pid"]["pid"].as_i64().unwrap() as i32;
-    let daemon_pid = crate::support::serve_pid(&data);
-    let gw_token = |gw: &str| {
-        json_file(&data.join(format!("gateways/{gw}/home/openclaw.json")))["gateway"]["auth"]["token"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
     let toolchain = std::fs::read_dir(crate::support::shared_cache().join("fleet/openclaw"))
         .unwrap()
         .flatten()
@@ -191,21 +208,11 @@ fn a_prompt_injected_agent_reaches_nothing_of_fleets_nor_of_another_gateways_age
     let ports = (proxy, serve);
 
     // The control: each attempt as fleet's own user, unconfined, with the credential that works.
-    let control = Creds {
-        proxy: std::fs::read_to_string(data.join("litellm/master.key")).unwrap().trim().to_string(),
-        post_as_bob: gw_token("gw2"),
-        read_bob: std::fs::read_to_string(data.join("serve/token")).unwrap().trim().to_string(),
-    };
-    let control = unconfined(
-        &script(&data, "gw2", &toolchain, ports, (proxy_pid, daemon_pid), &control),
-        &data,
-        "gw2",
-        &toolchain,
-    );
+    let control = Creds::that_work(&data, "gw2");
+    let control = unconfined(&script(&data, "gw2", &toolchain, ports, &control), &data, "gw2", &toolchain);
 
     // The attack: alice, told by the page she read, runs the same attempts with what she can find.
-    let attack = Creds { proxy: gw_token("gw1"), post_as_bob: gw_token("gw1"), read_bob: gw_token("gw1") };
-    let mut body = script(&data, "gw2", &toolchain, ports, (proxy_pid, daemon_pid), &attack);
+    let mut body = script(&data, "gw2", &toolchain, ports, &Creds::found_in(&data, "gw1"));
     let own_key = fleet::litellm::keys::read_env_key(&data.join("agents/alice/env")).unwrap();
     body.push_str(&own_work("alice", proxy, own_key.expose()));
     body.push_str("echo \"UID $(id -u)\"\n");

@@ -309,36 +309,21 @@ fn an_incus_gateway_from_a_fetched_image_answers() {
 fn red_team(w: &World, run: &dyn Fn(&[&str]) -> crate::support::Run, fleet: &str, ports: (u16, u16)) {
     use base64::Engine;
 
-    use crate::contain::{json_file, judge, own_work, script, unconfined, Creds};
+    use crate::contain::{judge, own_work, script, unconfined, Creds};
     let data = w.data_dir(fleet);
-    let gw_token = |gw: &str| {
-        json_file(&data.join(format!("gateways/{gw}/home/openclaw.json")))["gateway"]["auth"]["token"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let pids = (
-        json_file(&data.join("litellm/proxy.pid"))["pid"]["pid"].as_i64().unwrap() as i32,
-        crate::support::serve_pid(&data),
-    );
     // The process gateway runs the image's Node and openclaw from this machine's image store.
     let runs_from = data.join("images/local/openclaw-base/rootfs");
-    let control = Creds {
-        proxy: std::fs::read_to_string(data.join("litellm/master.key")).unwrap().trim().to_string(),
-        post_as_bob: gw_token("plain"),
-        read_bob: std::fs::read_to_string(data.join("serve/token")).unwrap().trim().to_string(),
-    };
+    let control = Creds::that_work(&data, "plain");
     // In the container `/root` is its gateway's home (its own trust domain): the attempt on root's
     // home of this machine lists what only this machine's /root holds.
     let attempts = |c: &Creds| {
-        script(&data, "plain", &runs_from, ports, pids, c).replace(
+        script(&data, "plain", &runs_from, ports, c).replace(
             "try \"list root's home\" ls /root\n",
             "try \"list this machine's root's home\" ls /root/.cache/fleet\n",
         )
     };
     let control = unconfined(&attempts(&control), &data, "plain", &runs_from);
-    let mine = gw_token("main");
-    let mut body = attempts(&Creds { proxy: mine.clone(), post_as_bob: mine.clone(), read_bob: mine });
+    let mut body = attempts(&Creds::found_in(&data, "main"));
     let own_key = fleet::litellm::keys::read_env_key(&data.join("agents/mallory/env")).unwrap();
     body.push_str(&own_work("mallory", ports.0, own_key.expose()));
     let exec = |script: &str| format!("EXEC {}", base64::engine::general_purpose::STANDARD.encode(script));
