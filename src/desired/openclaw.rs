@@ -17,7 +17,7 @@ use crate::netaddr::connect_host;
 use crate::openclaw::agent::AgentInputs;
 use crate::openclaw::client::GatewayRef;
 use crate::openclaw::gateway::GatewayInputs;
-use crate::openclaw::models::{AgentIdentity, AgentModels, ModelsInputs};
+use crate::openclaw::models::{AgentIdentity, AgentModels, ModelsInputs, ToolSandbox};
 use crate::openclaw::roster;
 use crate::openclaw::toolchain::Toolchain;
 use crate::openclaw::wake::{WakeInputs, WAKE_FILE, WAKE_RESTORED_FILE};
@@ -69,7 +69,13 @@ pub fn default_wake(name: &str) -> String {
 }
 
 /// What the gateway is launched with: where its home is, how it runs.
-fn launch(spec: &FleetSpec, layout: &Layout, g: &Gateway, image: Option<&ImageUse>) -> Launch {
+fn launch(
+    spec: &FleetSpec,
+    layout: &Layout,
+    g: &Gateway,
+    image: Option<&ImageUse>,
+    sandboxes: Vec<crate::runtime::sandbox::SandboxImage>,
+) -> Launch {
     let gw = &g.name.value;
     let runtime = spec.runtime_of(g);
     let host = spec.hosts.iter().find(|h| h.name.value == g.host.value);
@@ -135,12 +141,20 @@ fn launch(spec: &FleetSpec, layout: &Layout, g: &Gateway, image: Option<&ImageUs
         image_root,
         container,
         limits: g.limits,
+        sandboxes,
     }
+}
+
+/// Where agent `a`'s tools run: its sandbox, with the tag of its image in its gateway's store.
+fn tool_sandbox(spec: &FleetSpec, images: &[crate::runtime::sandbox::SandboxImage], a: &Agent) -> Option<ToolSandbox> {
+    let s = spec.sandbox_of(a)?;
+    let image = images.iter().find(|i| i.name == s.image)?;
+    Some(ToolSandbox { mode: s.mode, image: image.tag(), workspace: s.workspace, network: s.network })
 }
 
 /// How fleet (and `fleet chat`, and the daemon) reaches a gateway: the URL its runtime gives.
 pub fn gateway_ref(spec: &FleetSpec, layout: &Layout, g: &Gateway) -> GatewayRef {
-    let l = launch(spec, layout, g, None);
+    let l = launch(spec, layout, g, None, Vec::new());
     GatewayRef {
         name: g.name.value.clone(),
         url: crate::runtime::by_kind::of(spec.runtime_of(g)).url(&l),
@@ -166,7 +180,11 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
         let runtime = spec.runtime_of(g);
         let host = spec.hosts.iter().find(|h| h.name.value == g.host.value);
         let image = host.and_then(|h| image::add(spec, layout, recipes, g, h, out));
-        let launch = launch(spec, layout, g, image.as_ref());
+        let (sandboxes, sandbox_deps) = match host {
+            Some(h) if runtime == Runtime::Process => image::sandboxes(spec, layout, recipes, g, h, out),
+            _ => (Vec::new(), Vec::new()),
+        };
+        let launch = launch(spec, layout, g, image.as_ref(), sandboxes);
         let rt = crate::runtime::by_kind::of(runtime);
         let home = launch.home.clone();
         // Where the gateway sees its own home: the same path for a process, /root in a container.
@@ -197,6 +215,7 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
         });
         let mut deps = vec![token_addr];
         deps.extend(image.as_ref().map(|i| i.import.clone()));
+        deps.extend(sandbox_deps);
         // On another machine: nothing of it can work while its host cannot be reached.
         deps.extend(host.filter(|h| h.is_remote()).map(|h| Address::Host(h.name.value.clone())));
         if launch.toolchain.is_some() {
@@ -205,6 +224,11 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
             deps.push(Address::Toolchain);
         }
         let gref = GatewayRef { name: gw.clone(), url: rt.url(&launch), token_file: token_file.clone() };
+        if !launch.sandboxes.is_empty() {
+            // Elevated exec would run an agent's command outside its sandbox: never on such a gateway.
+            settings["tools"] = serde_json::json!({"elevated": {"enabled": false}});
+        }
+        let sandbox_images = launch.sandboxes.clone();
         let inputs = GatewayInputs {
             launch,
             runtime: runtime.as_str().into(),
@@ -257,6 +281,7 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
                     identity: identity(a),
                     env_file: layout.agent_env(&id),
                     restore: restore_of(a),
+                    sandbox: tool_sandbox(spec, &sandbox_images, a),
                 },
             );
             let shown = a.identity.name.as_deref().unwrap_or(&id);

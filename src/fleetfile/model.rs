@@ -47,6 +47,11 @@ pub struct FleetSpec {
 }
 
 impl FleetSpec {
+    /// Agent `a`'s sandbox (`AgentSandbox::of` on its gateway).
+    pub fn sandbox_of(&self, a: &Agent) -> Option<AgentSandbox> {
+        self.gateways.iter().find(|g| g.name.value == a.gateway.value).and_then(|g| AgentSandbox::of(g, a))
+    }
+
     /// How gateway `g` runs: its host's runtime (a process when the host is not declared).
     pub fn runtime_of(&self, g: &Gateway) -> Runtime {
         self.hosts.iter().find(|h| h.name.value == g.host.value).map_or(Runtime::Process, |h| h.runtime)
@@ -375,6 +380,81 @@ impl Limits {
     }
 }
 
+/// When an agent's tools run in a sandbox (OpenClaw's `sandbox.mode`): every session, every
+/// session but the agent's main one, or none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxMode {
+    #[default]
+    Off,
+    NonMain,
+    All,
+}
+
+impl SandboxMode {
+    pub const NAMES: [&'static str; 3] = ["all", "non-main", "off"];
+    pub fn parse(s: &str) -> Option<SandboxMode> {
+        match s {
+            "all" => Some(SandboxMode::All),
+            "non-main" => Some(SandboxMode::NonMain),
+            "off" => Some(SandboxMode::Off),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::All => "all",
+            SandboxMode::NonMain => "non-main",
+            SandboxMode::Off => "off",
+        }
+    }
+}
+
+/// What a sandbox sees of the agent's workspace (OpenClaw's `workspaceAccess`).
+pub const WORKSPACE_ACCESS: [&str; 3] = ["rw", "ro", "none"];
+/// The networks a sandbox may have. Only `none`: outbound network for tools is not built (docs/security.md).
+pub const SANDBOX_NETWORKS: [&str; 1] = ["none"];
+
+/// `sandbox "all" image="sandbox" workspace="rw" network="none"`, on a gateway (its agents'
+/// default) or an agent (its own; what it leaves out comes from its gateway's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sandbox {
+    pub mode: SandboxMode,
+    pub image: Option<Spanned<String>>,
+    pub workspace: Option<String>,
+    pub network: Option<String>,
+    pub span: miette::SourceSpan,
+}
+
+/// An agent's sandbox, its gateway's defaults filled in (only when its tools run in one).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentSandbox {
+    pub mode: SandboxMode,
+    /// The `image` it runs from.
+    pub image: String,
+    pub workspace: String,
+    pub network: String,
+}
+
+impl AgentSandbox {
+    /// Agent `a`'s sandbox on gateway `g`: the agent's settings, else the gateway's; None when its
+    /// tools run unsandboxed (`off`, or nothing declared).
+    pub fn of(g: &Gateway, a: &Agent) -> Option<AgentSandbox> {
+        let (own, gw) = (a.sandbox.as_ref(), g.sandbox.as_ref());
+        let mode = own.or(gw)?.mode;
+        if mode == SandboxMode::Off {
+            return None;
+        }
+        let pick = |f: &dyn Fn(&Sandbox) -> Option<String>| own.and_then(f).or_else(|| gw.and_then(f));
+        Some(AgentSandbox {
+            mode,
+            image: pick(&|s| s.image.as_ref().map(|i| i.value.clone()))?,
+            workspace: pick(&|s| s.workspace.clone()).unwrap_or_else(|| "rw".into()),
+            network: pick(&|s| s.network.clone()).unwrap_or_else(|| "none".into()),
+        })
+    }
+}
+
 pub const DEFAULT_MOCK_RESPONSE: &str = "This is a mock response from fleet's demo model.";
 
 #[derive(Debug, Clone)]
@@ -391,6 +471,8 @@ pub struct Gateway {
     /// On a cluster host: the member (`m2`) or group (`@gpu`) to run on; Incus places it otherwise.
     pub target: Option<String>,
     pub limits: Limits,
+    /// Its agents' sandbox (`sandbox "all" image=…`), unless an agent says otherwise.
+    pub sandbox: Option<Sandbox>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -440,6 +522,8 @@ pub struct Agent {
     pub moved_from: Option<String>,
     /// Its budget and limits, the fleet's defaults filled in.
     pub spend: Spend,
+    /// Its own sandbox settings (its gateway's apply where it has none).
+    pub sandbox: Option<Sandbox>,
 }
 
 impl Agent {

@@ -34,6 +34,33 @@ pub struct AgentModels {
     /// How it comes back when it is new to this gateway and an archive of it exists.
     #[serde(default, skip_serializing_if = "Restore::is_newest")]
     pub restore: Restore,
+    /// Where its tools run: a podman sandbox (runtime/sandbox.rs), or its gateway's process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<ToolSandbox>,
+}
+
+/// An agent's sandbox as OpenClaw takes it (`agents.entries.<id>.sandbox`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolSandbox {
+    pub mode: crate::fleetfile::SandboxMode,
+    /// The image's tag in the gateway's podman store.
+    pub image: String,
+    pub workspace: String,
+    pub network: String,
+}
+
+impl ToolSandbox {
+    /// One sandbox per agent (scope `agent`), podman, the workspace mounted as declared, no network,
+    /// a read-only root, every capability dropped (OpenClaw adds no-new-privileges and `--init`).
+    fn config(&self) -> Value {
+        json!({
+            "mode": self.mode.as_str(),
+            "backend": "podman",
+            "scope": "agent",
+            "workspaceAccess": self.workspace,
+            "docker": {"image": self.image, "network": self.network, "readOnlyRoot": true, "capDrop": ["ALL"]},
+        })
+    }
 }
 
 /// `agents.entries.<id>.identity`, the keys OpenClaw's config takes (its schema is strict: name,
@@ -107,6 +134,8 @@ pub fn document(
             Some(i) => json!({"name": i.name, "emoji": i.emoji, "theme": i.theme}),
             None => Value::Null,
         };
+        // Null takes a sandbox fleet set before away (its tools then run in the gateway again).
+        entry["sandbox"] = a.sandbox.as_ref().map_or(Value::Null, ToolSandbox::config);
         entries.insert(id.clone(), entry);
     }
     if let Some(prior) = prior {
@@ -147,6 +176,7 @@ mod tests {
             identity: None,
             env_file,
             restore: Restore::Newest,
+            sandbox: None,
         }
     }
 

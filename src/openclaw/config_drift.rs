@@ -85,6 +85,7 @@ mod tests {
             identity: Some(AgentIdentity { name: Some("Alice".into()), emoji: None, theme: None }),
             env_file: "/nowhere".into(),
             restore: Default::default(),
+            sandbox: None,
         };
         ModelsInputs {
             gateway: GatewayRef { name: "main".into(), url: "ws://x".into(), token_file: "/t".into() },

@@ -24,7 +24,7 @@ use crate::layout::Layout;
 use crate::resource::Resource;
 use crate::state::Record;
 
-pub use super::agents_config::{patch, AgentIdentity, AgentModels, ModelsInputs, UNASSIGNED};
+pub use super::agents_config::{patch, AgentIdentity, AgentModels, ModelsInputs, ToolSandbox, UNASSIGNED};
 pub use super::offline::provider_id;
 
 pub struct ModelsDriver {

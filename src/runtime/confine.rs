@@ -63,7 +63,12 @@ pub fn prepare(l: &Launch, reads: &[PathBuf]) -> miette::Result<Confinement> {
         users::own_tree(&locks, uid, gid).into_diagnostic().wrap_err_with(what)?;
     }
     set_mode(&locks, 0o700).wrap_err_with(what)?;
-    let ruleset = ruleset(l, reads, &locks).into_diagnostic().wrap_err_with(what)?;
+    // Podman cannot start inside a Landlock domain (no mount(2) there): a gateway whose agents' tools
+    // run in sandboxes keeps its own user, no new privileges and its limits, not Landlock.
+    let ruleset = match l.sandboxes.is_empty() {
+        true => ruleset(l, reads, &locks).into_diagnostic().wrap_err_with(what)?,
+        false => None,
+    };
     let mut rlimits = vec![(libc::RLIMIT_CORE, 0)];
     let mut cgroups = Vec::new();
     match how_limited(&l.limits) {
@@ -157,7 +162,12 @@ pub fn discard(l: &Launch) -> miette::Result<()> {
     }
     let name = user_name(l);
     if let Some((uid, _)) = users::user(&name) {
-        let _ = std::fs::remove_dir_all(lock_dir(uid));
+        // Its OpenClaw locks and podman's runtime directories (sandbox.rs).
+        for dir in
+            [lock_dir(uid), format!("/tmp/podman-run-{uid}").into(), format!("/tmp/containers-user-{uid}").into()]
+        {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
     if let Some(h) = cgroup::hierarchy() {
         h.remove(&name).into_diagnostic().wrap_err_with(|| format!("gateway {}", l.gateway))?;
@@ -168,4 +178,14 @@ pub fn discard(l: &Launch) -> miette::Result<()> {
 /// Whether this kernel confines gateways' files (Landlock), for the plan's warning.
 pub fn landlock_missing() -> bool {
     landlock::abi().is_none()
+}
+
+/// Who gateway `l` runs as, when fleet gave it a user of its own (None: fleet's own).
+pub fn identity_of(l: &Launch) -> Option<Identity> {
+    if !running_as_root() {
+        return None;
+    }
+    let (uid, gid) = users::user(&user_name(l))?;
+    let shared = users::group(users::SHARED_GROUP)?;
+    Some(Identity { uid, gid, groups: vec![shared] })
 }

@@ -8,6 +8,7 @@ pub mod incus;
 pub mod incus_cli;
 pub mod incus_host;
 pub mod process;
+pub mod sandbox;
 pub mod toolchain;
 
 use std::path::PathBuf;
@@ -38,6 +39,10 @@ pub struct Launch {
     /// What the gateway may take of its host (`limits` in the fleet file).
     #[serde(default, skip_serializing_if = "crate::fleetfile::Limits::is_none")]
     pub limits: crate::fleetfile::Limits,
+    /// Process runtime: the images its agents' tools run from, in podman sandboxes (`sandbox.rs`).
+    /// A gateway with any gives up Landlock (podman cannot start inside a Landlock domain).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sandboxes: Vec<sandbox::SandboxImage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

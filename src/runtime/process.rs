@@ -50,17 +50,34 @@ impl Runtime for ProcessRuntime {
             std::fs::create_dir_all(l.home.join(d)).into_diagnostic()?;
         }
         // Confined (docs/security.md): its own user when fleet is root, no new privileges, Landlock.
+        // Its sandbox images into its own podman store, as its user.
         let launch = l.clone();
-        let confinement = tokio::task::spawn_blocking(move || super::confine::prepare(&launch, &reads))
-            .await
-            .map_err(|e| miette!("{e}"))??;
+        let real_node = node.clone();
+        let confinement = tokio::task::spawn_blocking(move || {
+            if !launch.sandboxes.is_empty() {
+                super::sandbox::place(&launch, &real_node)?;
+            }
+            let c = super::confine::prepare(&launch, &reads)?;
+            if !launch.sandboxes.is_empty() {
+                super::sandbox::import(&launch, &c.identity)?;
+            }
+            Ok::<_, miette::Report>(c)
+        })
+        .await
+        .map_err(|e| miette!("{e}"))??;
         // openclaw's scripts run `#!/usr/bin/env node`: this Node comes first.
         // Only what it needs: never fleet's caller's environment (provider keys live in the proxy alone).
+        // Sandboxes: the gateway's Node beside fleet's `podman` (sandbox.rs).
+        let node = if l.sandboxes.is_empty() { node } else { super::sandbox::node(&l.home) };
         let mut cmd = Command::new(node);
         cmd.arg(entry).args(["gateway", "run"]).current_dir(&l.home).env_clear().envs(passed_env());
         cmd.env("PATH", path_with(&bin_dir));
         for (k, v) in gateway_env(l) {
             cmd.env(k, v);
+        }
+        if !l.sandboxes.is_empty() {
+            let path = format!("{}:{}", super::sandbox::bin_dir(&l.home).display(), path_with(&bin_dir));
+            cmd.env("PATH", path).envs(super::sandbox::env(&l.home));
         }
         if confinement.identity.is_some() {
             let user = super::confine::user_name(l);
@@ -79,11 +96,21 @@ impl Runtime for ProcessRuntime {
                 return Err(miette!("the gateway (pid {}) did not stop", pid.pid));
             }
         }
-        let home = l.home.clone();
-        let left =
-            tokio::task::spawn_blocking(move || crate::process::stop_all_working_in(&home, Duration::from_secs(2)))
-                .await
-                .map_err(|e| miette!("{e}"))?;
+        // Its sandboxes (OpenClaw makes them again on the next turn), then whatever still works in its home.
+        let launch = l.clone();
+        let left = tokio::task::spawn_blocking(move || {
+            let who = super::confine::identity_of(&launch);
+            // As root, never as root: a gateway whose user is gone has no sandboxes podman could still reach.
+            let removed = match who.is_none() && super::confine::running_as_root() {
+                true => Ok(()),
+                false => super::sandbox::remove_containers(&launch, &who),
+            };
+            (removed, crate::process::stop_all_working_in(&launch.home, Duration::from_secs(2)))
+        })
+        .await
+        .map_err(|e| miette!("{e}"))?;
+        let (removed, left) = left;
+        removed?;
         if !left.is_empty() {
             let pids: Vec<String> = left.iter().map(|p| p.pid.to_string()).collect();
             return Err(miette!("processes of gateway {} still run in its home: {}", l.gateway, pids.join(", ")));

@@ -132,6 +132,7 @@ pub(super) fn agent(n: &RawNode, base: &Path, p: &mut Problems) -> Option<AgentR
         }
     });
     let spend = crate::fleetfile::decode_spend::spend(&mut r);
+    let sandbox = r.child("sandbox").and_then(|s| super::sandbox::sandbox(s, r.problems));
     let gateway_attempted = r.attempted("gateway");
     let model_attempted = r.attempted("model");
     r.finish();
@@ -157,6 +158,7 @@ pub(super) fn agent(n: &RawNode, base: &Path, p: &mut Problems) -> Option<AgentR
         wake_restored,
         moved_from: None,
         spend,
+        sandbox,
     };
     Some(AgentRaw { name, gateway, gateway_attempted, model, model_attempted, rest })
 }

@@ -20,6 +20,7 @@ pub struct GatewayRaw {
     /// `target="m2"` / `target="@gpu"`: the cluster member or group it runs on.
     pub target: Option<Spanned<String>>,
     pub limits: Limits,
+    pub sandbox: Option<Sandbox>,
 }
 
 pub(super) fn gateway(n: &RawNode, p: &mut Problems) -> Option<GatewayRaw> {
@@ -33,6 +34,7 @@ pub(super) fn gateway(n: &RawNode, p: &mut Problems) -> Option<GatewayRaw> {
     let host_attempted = r.attempted("host");
     let image_attempted = r.attempted("image");
     let limits = r.child("limits").map(|l| limits(l, r.problems)).unwrap_or_default();
+    let sandbox = r.child("sandbox").and_then(|s| super::sandbox::sandbox(s, r.problems));
     r.finish();
     let name = name?;
     check_slug(p, "gateway", &name);
@@ -68,7 +70,7 @@ pub(super) fn gateway(n: &RawNode, p: &mut Problems) -> Option<GatewayRaw> {
             );
         }
     }
-    Some(GatewayRaw { name, host, host_attempted, image, image_attempted, port, listen, target, limits })
+    Some(GatewayRaw { name, host, host_attempted, image, image_attempted, port, listen, target, limits, sandbox })
 }
 
 /// The least memory a gateway is given: an OpenClaw 2026.9.6 gateway with two agents peaked at

@@ -20,6 +20,7 @@ mod image;
 mod litellm;
 mod openclaw;
 mod provider;
+mod sandbox;
 mod serve;
 
 use agent::agent;

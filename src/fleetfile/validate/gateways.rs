@@ -57,7 +57,9 @@ pub fn gateways(
         }
     }
     let mut placed = Vec::new();
-    for GatewayRaw { name, host, host_attempted, image, image_attempted, port, listen, target, limits } in gateways {
+    for GatewayRaw { name, host, host_attempted, image, image_attempted, port, listen, target, limits, sandbox } in
+        gateways
+    {
         let host = idx.resolve_host(p, host, host_attempted, &format!("gateway {:?}", name.value), name.span);
         if let Some(img) = &image {
             idx.check_ref(p, img, "image", &idx.image_names);
@@ -114,7 +116,7 @@ pub fn gateways(
                 None
             }
         };
-        placed.push((name, host, image, port, (listen, listen_written, target, limits)));
+        placed.push((name, host, image, port, (listen, listen_written, target, limits, sandbox)));
     }
     for (name, host, _, port, _) in &placed {
         let Some(port) = port else { continue };
@@ -141,7 +143,7 @@ pub fn gateways(
     }
     let mut next_port: BTreeMap<String, u16> = BTreeMap::new();
     let mut gw_out = Vec::new();
-    for (name, host, image, port, (listen, listen_written, target, limits)) in placed {
+    for (name, host, image, port, (listen, listen_written, target, limits, sandbox)) in placed {
         let port = match port {
             Some(p) => p.value,
             None => {
@@ -158,7 +160,7 @@ pub fn gateways(
                 v
             }
         };
-        gw_out.push(Gateway { name, host, image, port, listen, listen_written, target, limits });
+        gw_out.push(Gateway { name, host, image, port, listen, listen_written, target, limits, sandbox });
     }
     gw_out
 }

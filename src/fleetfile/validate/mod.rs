@@ -9,6 +9,7 @@ mod agents;
 mod gateways;
 mod litellm;
 mod names;
+mod sandboxes;
 
 use std::path::Path;
 
@@ -89,6 +90,7 @@ pub fn assemble(
     let mut agent_out = agents::agents(p, &idx, agents, &gw_out, spend_default);
     agents::moved(p, &mut agent_out, &moved);
     agents::budgets_need_file_keys(p, &litellm, &agent_out);
+    sandboxes::sandboxes(p, &idx, &gw_out, &agent_out);
     let (name, parallelism, data_dir) = match fleet {
         Some(f) => f,
         None => {
