@@ -6,6 +6,7 @@
 
 mod drivers;
 mod prechecks;
+mod sandbox_checks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! What a converging plan or apply checks before anything else — for the CLI and the daemon alike:
 //! every secret reference it will need resolves (an unset variable fails here, at its reference,
 //! not halfway through an apply), budgets that can never trigger are warned about, and so are
-//! process gateways this kernel cannot confine (no Landlock); and how gateways' `limits` are held.
+//! process gateways this kernel cannot confine (no Landlock); how gateways' `limits` are held; and
+//! what tool sandboxes need and give up (`sandbox_checks.rs`).
 
 use crate::fleetfile::FleetSpec;
 use crate::layout::Layout;
@@ -10,7 +11,14 @@ use crate::layout::Layout;
 /// budget on a model nobody prices).
 pub fn prechecks(spec: &FleetSpec, layout: &Layout) -> miette::Result<Vec<miette::Report>> {
     crate::fleetfile::check_secrets(spec)?;
-    Ok(unpriced_budgets(spec, layout).into_iter().chain(unconfined_gateways(spec)).chain(limits_held(spec)).collect())
+    super::sandbox_checks::tools_present(spec, &crate::runtime::sandbox::missing_tools())?;
+    Ok(unpriced_budgets(spec, layout)
+        .into_iter()
+        .chain(unconfined_gateways(spec))
+        .chain(limits_held(spec))
+        .chain(super::sandbox_checks::without_landlock(spec))
+        .chain(super::sandbox_checks::shared_trust(spec))
+        .collect())
 }
 
 /// How the `limits` of process gateways are held on this machine: said every plan, since it

@@ -216,6 +216,33 @@ mod tests {
     }
 
     #[test]
+    fn a_sandbox_is_written_for_podman_without_network_and_taken_away_with_null() {
+        let dir = tempfile::tempdir().unwrap();
+        let gateway = GatewayRef { name: "g".into(), url: "ws://x".into(), token_file: dir.path().join("t") };
+        let mut a = agent(dir.path(), "alice", None);
+        a.sandbox = Some(ToolSandbox {
+            mode: crate::fleetfile::SandboxMode::All,
+            image: "localhost/fleet-sandbox-sb:0123".into(),
+            workspace: "rw".into(),
+            network: "none".into(),
+        });
+        let b = agent(dir.path(), "bob", None);
+        let agents = [("alice".to_string(), a), ("bob".to_string(), b)].into();
+        let inputs = ModelsInputs { gateway, base_url: "u".into(), agents, state_db: None };
+        let (raw, _) = patch(&inputs, None).unwrap();
+        let sb = &raw["agents"]["entries"]["alice"]["sandbox"];
+        assert_eq!(sb["mode"], "all");
+        assert_eq!(sb["backend"], "podman");
+        assert_eq!(sb["scope"], "agent");
+        assert_eq!(sb["workspaceAccess"], "rw");
+        assert_eq!(sb["docker"]["image"], "localhost/fleet-sandbox-sb:0123");
+        assert_eq!(sb["docker"]["network"], "none");
+        assert_eq!(sb["docker"]["capDrop"], json!(["ALL"]));
+        assert_eq!(sb["docker"]["readOnlyRoot"], true);
+        assert_eq!(raw["agents"]["entries"]["bob"]["sandbox"], Value::Null, "none declared: none kept");
+    }
+
+    #[test]
     fn a_missing_key_is_an_error_naming_the_agent() {
         let dir = tempfile::tempdir().unwrap();
         let mut a = agent(dir.path(), "alice", None);
