@@ -143,29 +143,33 @@ pub(crate) fn unconfined(script: &str, data: &Path, bobs: &str, toolchain: &Path
 }
 
 /// What the attacker must still be able to do, appended to the attempts: write and read its own
-/// workspace, and reach the proxy with its own key (so the refusals are the proxy's and the
-/// daemon's, not an unreachable port). `who` names the marker file.
-pub(crate) fn own_work(who: &str, proxy: u16, own_key: &str) -> String {
-    format!(
+/// workspace, and (given its key and the proxy's port) reach the proxy with its own key, so the
+/// refusals are the proxy's and the daemon's, not an unreachable port. `who` names the marker file.
+pub(crate) fn own_work(who: &str, own_key: Option<(u16, &str)>) -> String {
+    let mut s = format!(
         "echo mine > ./{who}-was-here.txt && echo 'LEGIT write own workspace ok'\n\
-         test -s AGENTS.md && echo 'LEGIT read own workspace ok'\n\
-         http GET http://127.0.0.1:{proxy}/v1/models {own_key} '' && echo 'LEGIT own key ok'\n"
-    )
+         test -s AGENTS.md && echo 'LEGIT read own workspace ok'\n"
+    );
+    if let Some((proxy, key)) = own_key {
+        s.push_str(&format!("http GET http://127.0.0.1:{proxy}/v1/models {key} '' && echo 'LEGIT own key ok'\n"));
+    }
+    s
 }
 
 /// Prints the red-team table of `runtime` and asserts its verdict: every attempt ran, none got
-/// through, and the attacker's own work (`own_work`) succeeded, its file in `workspace`.
-pub(crate) fn judge(runtime: &str, who: &str, control: &BTreeMap<String, String>, out: &str, workspace: &Path) {
+/// through, and the attacker's own work (`own`, from `own_work`) succeeded, its file in `workspace`.
+pub(crate) fn judge(runtime: &str, who: &str, control: &BTreeMap<String, String>, out: &str, own: &str, workspace: &Path) {
     let attack = verdicts(out);
-    eprintln!("red team, {runtime} runtime: attempt | unconfined | {who}'s tools");
+    eprintln!("red team, {runtime}: attempt | unconfined | {who}'s tools");
     for (name, v) in &attack {
         eprintln!("  {name:<58} | {:<8} | {v}", control.get(name).map_or("-", String::as_str));
     }
     let escaped: Vec<&String> = attack.iter().filter(|(_, v)| *v != "denied").map(|(n, _)| n).collect();
     assert_eq!(attack.len(), control.len(), "every attempt ran and reported: {out}");
     assert!(escaped.is_empty(), "{} of {} attempts escaped: {escaped:?}", escaped.len(), attack.len());
-    eprintln!("red team, {runtime} runtime: 0 of {} attempts succeeded", attack.len());
-    for legit in ["LEGIT write own workspace ok", "LEGIT read own workspace ok", "LEGIT own key ok"] {
+    eprintln!("red team, {runtime}: 0 of {} attempts succeeded", attack.len());
+    let legit = own.split("echo '").skip(1).filter_map(|l| l.split_once('\'')).map(|(l, _)| l);
+    for legit in legit {
         assert!(out.contains(legit), "{who}'s own work ({legit}): {out}");
     }
     let file = workspace.join(format!("{who}-was-here.txt"));
@@ -214,12 +218,13 @@ fn a_prompt_injected_agent_reaches_nothing_of_fleets_nor_of_another_gateways_age
     // The attack: alice, told by the page she read, runs the same attempts with what she can find.
     let mut body = script(&data, "gw2", &toolchain, ports, &Creds::found_in(&data, "gw1"));
     let own_key = fleet::litellm::keys::read_env_key(&data.join("agents/alice/env")).unwrap();
-    body.push_str(&own_work("alice", proxy, own_key.expose()));
+    let own = own_work("alice", Some((proxy, own_key.expose())));
+    body.push_str(&own);
     body.push_str("echo \"UID $(id -u)\"\n");
     let msg = format!("EXEC {}", base64::engine::general_purpose::STANDARD.encode(body));
     let r = w.fleet(&["chat", "alice", &msg]);
     assert_eq!(r.code, 0, "{}", r.all());
-    judge("process", "alice", &control, &r.stdout, &data.join("gateways/gw1/home/workspaces/alice"));
+    judge("process runtime", "alice", &control, &r.stdout, &own, &data.join("gateways/gw1/home/workspaces/alice"));
     let uid = r.stdout.lines().find_map(|l| l.trim().strip_prefix("UID ")).map(str::to_string);
     if root {
         assert!(uid.as_deref().is_some_and(|u| u != "0"), "alice's tools ran as uid {uid:?}: {}", r.stdout);
@@ -283,5 +288,123 @@ fn a_prompt_injected_agent_reaches_nothing_of_fleets_nor_of_another_gateways_age
     if cgroups.is_some() {
         let gone = ["memory", "pids", "cpu", ""].map(|c| Path::new("/sys/fs/cgroup").join(c).join("fleet").join(&unit));
         assert!(gone.iter().all(|d| !d.exists()), "cgroups left after destroy: {gone:?}");
+    }
+}
+
+/// The processes left of a uid that are not zombies (this machine's PID 1 reaps none).
+fn live_processes_of(uid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else { continue };
+        let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).unwrap_or("").trim().to_string();
+        let owner: Option<u32> = field("Uid:").split_whitespace().next().and_then(|u| u.parse().ok());
+        if owner == Some(uid) && !field("State:").starts_with('Z') {
+            out.push(format!("{} {}", field("Name:"), e.file_name().to_string_lossy()));
+        }
+    }
+    out
+}
+
+/// Agents sharing one gateway, their tools in sandboxes (`sandbox "all"`: rootless podman, the
+/// gateway's own user, the sandbox image built from `recipes/sandbox.kdl`): alice, prompt-injected,
+/// reaches neither bob (his key in their gateway's config, his workspace, the gateway's token and
+/// state) nor fleet, and still works in her own workspace.
+#[test]
+fn sandboxed_agents_sharing_a_gateway_reach_only_their_own_workspace() {
+    let w = World::new();
+    let up = Upstream::start("redteam_upstream.py");
+    let (proxy, gw, serve) = (free_port(), free_port(), free_port());
+    let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/sandbox.kdl");
+    w.write(
+        "fleet.kdl",
+        &format!(
+            "fleet \"{FLEET}\" {{ parallelism 8; }}\nhost \"local\" runtime=\"process\"\nlitellm host=\"local\" port={proxy}\n\
+             provider \"scripted\" type=\"openai-compatible\" url=\"http://127.0.0.1:{}/v1\" {{ model \"tool-model\"; }}\n\
+             image \"sandbox\" {{ recipe \"{}\"; }}\n\
+             gateway \"shared\" host=\"local\" port={gw} {{ sandbox \"all\" image=\"sandbox\"; }}\n\
+             agent \"alice\" gateway=\"shared\" model=\"tool-model\"\nagent \"bob\" gateway=\"shared\" model=\"tool-model\"\n\
+             serve {{ listen \"127.0.0.1:{serve}\"; }}\n",
+            up.1,
+            recipe.display()
+        ),
+    );
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
+    assert!(r.stderr.contains("tools run in rootless podman sandboxes on gateway(s) shared (alice, bob)"), "{}", r.stderr);
+    assert!(!r.stderr.contains("can read those agents' keys"), "sandboxed agents are not warned about: {}", r.stderr);
+    let data = w.data_dir(FLEET);
+    let root = fleet::runtime::confine::running_as_root();
+
+    // The gateway: its own user, no new privileges; its agents' sandboxes in its config, no elevated exec.
+    let handle = json_file(&data.join("gateways/shared/gateway.handle"));
+    let pid = handle.pointer("/handle/pid/pid").and_then(Value::as_u64).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).unwrap_or("").trim().to_string();
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+    let uid: u32 = field("Uid:").split_whitespace().next().unwrap().parse().unwrap();
+    if root {
+        assert!(uid >= 2_000_000_000, "the gateway runs as uid {uid}");
+    }
+    let config = json_file(&data.join("gateways/shared/home/openclaw.json"));
+    for a in ["alice", "bob"] {
+        let sb = &config["agents"]["entries"][a]["sandbox"];
+        assert_eq!((sb["mode"].as_str(), sb["backend"].as_str()), (Some("all"), Some("podman")), "{a}: {sb}");
+        assert_eq!(sb["docker"]["network"], "none", "{a}: {sb}");
+    }
+    assert_eq!(config["tools"]["elevated"]["enabled"], false, "{}", config["tools"]);
+
+    let toolchain = std::fs::read_dir(crate::support::shared_cache().join("fleet/openclaw"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("node_modules/openclaw").is_dir())
+        .expect("the openclaw toolchain in the cache");
+    let home = data.join("gateways/shared/home");
+    // bob is on alice's own gateway: its config (bob's key, the gateway's token), bob's workspace,
+    // the gateway's state (bob's sessions) and its token file are the targets a shared gateway adds.
+    // In a sandbox `/root` is the image's: the attempt on root's home lists what only this machine's holds.
+    let attempts = |c: &Creds| {
+        let mut s = script(&data, "shared", &toolchain, (proxy, serve), c).replace(
+            "try \"list root's home\" ls /root\n",
+            "try \"list this machine's root's home\" ls /root/.cache/fleet\n",
+        );
+        s.push_str(&format!("try \"read its gateway's token file\" cat {}\n", data.join("gateways/shared/token").display()));
+        s.push_str(&format!("try \"list its gateway's state (bob's sessions)\" ls {}\n", home.join("state").display()));
+        s.push_str(&format!("try \"read bob's AGENTS.md\" cat {}\n", home.join("workspaces/bob/AGENTS.md").display()));
+        s
+    };
+    let control = unconfined(&attempts(&Creds::that_work(&data, "shared")), &data, "shared", &toolchain);
+
+    // The attack, with the credential alice would hold if she could read her gateway's config.
+    let mut body = attempts(&Creds::found_in(&data, "shared"));
+    let own = own_work("alice", None);
+    body.push_str(&own);
+    body.push_str("echo \"UID $(id -u)\"\necho \"MAP $(cat /proc/self/uid_map)\"\n");
+    let msg = format!("EXEC {}", base64::engine::general_purpose::STANDARD.encode(body));
+    let r = w.fleet(&["chat", "alice", &msg]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let workspace = home.join("workspaces/alice");
+    judge("process runtime, sandboxed, one gateway", "alice", &control, &r.stdout, &own, &workspace);
+    // Root in her sandbox is her gateway's user outside, and nobody else: one id mapped.
+    let map = r.stdout.lines().find_map(|l| l.trim().strip_prefix("MAP ")).unwrap_or_default();
+    let map: Vec<&str> = map.split_whitespace().collect();
+    assert_eq!(map, ["0", &uid.to_string(), "1"], "{}", r.stdout);
+    let written = std::fs::metadata(workspace.join("alice-was-here.txt")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&written), uid, "her file is her gateway's user's");
+
+    // Both still answer; the plan is clean.
+    for a in ["alice", "bob"] {
+        let r = w.fleet(&["chat", a, "hello"]);
+        assert!(r.stdout.contains("Plain reply"), "{a}: {}", r.all());
+    }
+    w.assert_converged();
+
+    // Destroy leaves nothing of the gateway's user running (its sandboxes, podman's pause process).
+    let r = w.fleet(&["destroy"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    if root {
+        let left = live_processes_of(uid);
+        assert!(left.is_empty(), "processes of the gateway's user after destroy: {left:?}");
+        assert!(!Path::new(&format!("/tmp/podman-run-{uid}")).exists(), "podman's runtime dir left");
     }
 }

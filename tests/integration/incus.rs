@@ -325,11 +325,12 @@ fn red_team(w: &World, run: &dyn Fn(&[&str]) -> crate::support::Run, fleet: &str
     let control = unconfined(&attempts(&control), &data, "plain", &runs_from);
     let mut body = attempts(&Creds::found_in(&data, "main"));
     let own_key = fleet::litellm::keys::read_env_key(&data.join("agents/mallory/env")).unwrap();
-    body.push_str(&own_work("mallory", ports.0, own_key.expose()));
+    let own = own_work("mallory", Some((ports.0, own_key.expose())));
+    body.push_str(&own);
     let exec = |script: &str| format!("EXEC {}", base64::engine::general_purpose::STANDARD.encode(script));
     let r = run(&["chat", "mallory", &exec(&body)]);
     assert_eq!(r.code, 0, "{}", r.all());
-    judge("incus", "mallory", &control, &r.stdout, &data.join("gateways/main/home/workspaces/mallory"));
+    judge("incus runtime", "mallory", &control, &r.stdout, &own, &data.join("gateways/main/home/workspaces/mallory"));
 
     // Memory without end, inside the container (its limit: 3GiB).
     let oom_kills = || {
