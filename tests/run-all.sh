@@ -10,12 +10,12 @@ step() { printf '\n==> %s\n' "$*"; }
 run_start=$(date +%s)
 
 step "tools"
-# mmdebstrap builds images; chromium (headless) looks at the daemon's status page; podman, runc
-# and catatonit run agents' tool sandboxes.
+# mmdebstrap builds images; chromium (headless) looks at the daemon's status page; podman, runc,
+# catatonit and slirp4netns run agents' tool sandboxes.
 missing=()
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
 command -v chromium >/dev/null || missing+=(chromium)
-for t in podman runc catatonit; do command -v "$t" >/dev/null || [ -x "/usr/sbin/$t" ] || missing+=("$t"); done
+for t in podman runc catatonit slirp4netns; do command -v "$t" >/dev/null || [ -x "/usr/sbin/$t" ] || missing+=("$t"); done
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo

@@ -11,7 +11,7 @@ use crate::layout::Layout;
 /// budget on a model nobody prices).
 pub fn prechecks(spec: &FleetSpec, layout: &Layout) -> miette::Result<Vec<miette::Report>> {
     crate::fleetfile::check_secrets(spec)?;
-    super::sandbox_checks::tools_present(spec, &crate::runtime::sandbox::missing_tools())?;
+    super::sandbox_checks::tools_present(spec, &super::sandbox_checks::missing_tools(spec))?;
     Ok(unpriced_budgets(spec, layout)
         .into_iter()
         .chain(unconfined_gateways(spec))

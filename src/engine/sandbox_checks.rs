@@ -25,6 +25,16 @@ fn sandboxed(spec: &FleetSpec) -> Vec<(&Gateway, Vec<&str>)> {
         .collect()
 }
 
+/// What this machine lacks for the sandboxes `spec` declares (slirp4netns for an `outbound` one).
+pub fn missing_tools(spec: &FleetSpec) -> Vec<&'static str> {
+    let mut missing = crate::runtime::sandbox::missing_tools();
+    let outbound = spec.agents.iter().filter_map(|a| spec.sandbox_of(a)).any(|s| s.network == "outbound");
+    if outbound && crate::runtime::sandbox::which("slirp4netns").is_none() {
+        missing.push("slirp4netns");
+    }
+    missing
+}
+
 /// Fails when a sandbox is declared and this machine lacks what runs one (`missing` lists it).
 pub fn tools_present(spec: &FleetSpec, missing: &[&str]) -> Result<(), SpecError> {
     if missing.is_empty() {

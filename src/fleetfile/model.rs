@@ -412,8 +412,10 @@ impl SandboxMode {
 
 /// What a sandbox sees of the agent's workspace (OpenClaw's `workspaceAccess`).
 pub const WORKSPACE_ACCESS: [&str; 3] = ["rw", "ro", "none"];
-/// The networks a sandbox may have. Only `none`: outbound network for tools is not built (docs/security.md).
-pub const SANDBOX_NETWORKS: [&str; 1] = ["none"];
+/// The networks a sandbox may have: `none` (the default), or `outbound` — podman's user-mode network
+/// (slirp4netns), which reaches out as the host does but never the host's loopback (the proxy, the
+/// daemon, the gateways' ports).
+pub const SANDBOX_NETWORKS: [&str; 2] = ["none", "outbound"];
 
 /// `sandbox "all" image="sandbox" workspace="rw" network="none"`, on a gateway (its agents'
 /// default) or an agent (its own; what it leaves out comes from its gateway's).

@@ -49,6 +49,15 @@ pub struct ToolSandbox {
     pub network: String,
 }
 
+/// The fleet file's sandbox network as podman takes it: `outbound` is slirp4netns without the
+/// host's loopback.
+fn podman_network(network: &str) -> String {
+    match network {
+        "outbound" => "slirp4netns:allow_host_loopback=false".to_string(),
+        other => other.to_string(),
+    }
+}
+
 impl ToolSandbox {
     /// One sandbox per agent (scope `agent`), podman, the workspace mounted as declared, no network,
     /// a read-only root, every capability dropped (OpenClaw adds no-new-privileges and `--init`).
@@ -58,7 +67,7 @@ impl ToolSandbox {
             "backend": "podman",
             "scope": "agent",
             "workspaceAccess": self.workspace,
-            "docker": {"image": self.image, "network": self.network, "readOnlyRoot": true, "capDrop": ["ALL"]},
+            "docker": {"image": self.image, "network": podman_network(&self.network), "readOnlyRoot": true, "capDrop": ["ALL"]},
         })
     }
 }

@@ -158,7 +158,14 @@ pub(crate) fn own_work(who: &str, own_key: Option<(u16, &str)>) -> String {
 
 /// Prints the red-team table of `runtime` and asserts its verdict: every attempt ran, none got
 /// through, and the attacker's own work (`own`, from `own_work`) succeeded, its file in `workspace`.
-pub(crate) fn judge(runtime: &str, who: &str, control: &BTreeMap<String, String>, out: &str, own: &str, workspace: &Path) {
+pub(crate) fn judge(
+    runtime: &str,
+    who: &str,
+    control: &BTreeMap<String, String>,
+    out: &str,
+    own: &str,
+    workspace: &Path,
+) {
     let attack = verdicts(out);
     eprintln!("red team, {runtime}: attempt | unconfined | {who}'s tools");
     for (name, v) in &attack {
@@ -323,6 +330,7 @@ fn sandboxed_agents_sharing_a_gateway_reach_only_their_own_workspace() {
              image \"sandbox\" {{ recipe \"{}\"; }}\n\
              gateway \"shared\" host=\"local\" port={gw} {{ sandbox \"all\" image=\"sandbox\"; }}\n\
              agent \"alice\" gateway=\"shared\" model=\"tool-model\"\nagent \"bob\" gateway=\"shared\" model=\"tool-model\"\n\
+             agent \"carol\" gateway=\"shared\" model=\"tool-model\" {{ sandbox \"all\" network=\"outbound\"; }}\n\
              serve {{ listen \"127.0.0.1:{serve}\"; }}\n",
             up.1,
             recipe.display()
@@ -330,7 +338,11 @@ fn sandboxed_agents_sharing_a_gateway_reach_only_their_own_workspace() {
     );
     let r = w.fleet(&["apply"]);
     assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
-    assert!(r.stderr.contains("tools run in rootless podman sandboxes on gateway(s) shared (alice, bob)"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("tools run in rootless podman sandboxes on gateway(s) shared (alice, bob, carol)"),
+        "{}",
+        r.stderr
+    );
     assert!(!r.stderr.contains("can read those agents' keys"), "sandboxed agents are not warned about: {}", r.stderr);
     let data = w.data_dir(FLEET);
     let root = fleet::runtime::confine::running_as_root();
@@ -346,10 +358,10 @@ fn sandboxed_agents_sharing_a_gateway_reach_only_their_own_workspace() {
         assert!(uid >= 2_000_000_000, "the gateway runs as uid {uid}");
     }
     let config = json_file(&data.join("gateways/shared/home/openclaw.json"));
-    for a in ["alice", "bob"] {
+    for (a, net) in [("alice", "none"), ("bob", "none"), ("carol", "slirp4netns:allow_host_loopback=false")] {
         let sb = &config["agents"]["entries"][a]["sandbox"];
         assert_eq!((sb["mode"].as_str(), sb["backend"].as_str()), (Some("all"), Some("podman")), "{a}: {sb}");
-        assert_eq!(sb["docker"]["network"], "none", "{a}: {sb}");
+        assert_eq!(sb["docker"]["network"], net, "{a}: {sb}");
     }
     assert_eq!(config["tools"]["elevated"]["enabled"], false, "{}", config["tools"]);
 
@@ -368,7 +380,10 @@ fn sandboxed_agents_sharing_a_gateway_reach_only_their_own_workspace() {
             "try \"list root's home\" ls /root\n",
             "try \"list this machine's root's home\" ls /root/.cache/fleet\n",
         );
-        s.push_str(&format!("try \"read its gateway's token file\" cat {}\n", data.join("gateways/shared/token").display()));
+        s.push_str(&format!(
+            "try \"read its gateway's token file\" cat {}\n",
+            data.join("gateways/shared/token").display()
+        ));
         s.push_str(&format!("try \"list its gateway's state (bob's sessions)\" ls {}\n", home.join("state").display()));
         s.push_str(&format!("try \"read bob's AGENTS.md\" cat {}\n", home.join("workspaces/bob/AGENTS.md").display()));
         s
@@ -392,8 +407,27 @@ fn sandboxed_agents_sharing_a_gateway_reach_only_their_own_workspace() {
     let written = std::fs::metadata(workspace.join("alice-was-here.txt")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&written), uid, "her file is her gateway's user's");
 
-    // Both still answer; the plan is clean.
-    for a in ["alice", "bob"] {
+    // carol's sandbox may reach out (`network="outbound"`): it has an interface, and still not this
+    // machine's loopback (the proxy listens there), by its address nor by slirp's alias for it.
+    let probe = format!(
+        "grep -q tap0 /proc/net/dev && echo 'NET outbound'\npython3 - <<'PY'\nimport urllib.request as u\n\
+         for host in ['127.0.0.1', '10.0.2.2']:\n    try:\n        u.urlopen('http://%s:{proxy}/health/liveliness' % host, timeout=5)\n        print('HOSTLOOP reached', host)\n\
+         \x20   except Exception:\n        print('HOSTLOOP refused', host)\nPY\n"
+    );
+    let r = w.fleet(&["chat", "carol", &format!("EXEC {}", base64::engine::general_purpose::STANDARD.encode(probe))]);
+    assert!(r.stdout.contains("NET outbound"), "carol's sandbox has no network: {}", r.all());
+    for host in ["127.0.0.1", "10.0.2.2"] {
+        assert!(
+            r.stdout.contains(&format!("HOSTLOOP refused {host}")),
+            "carol reached this machine's loopback: {}",
+            r.all()
+        );
+    }
+    let reached = std::net::TcpStream::connect(("127.0.0.1", proxy)).is_ok();
+    assert!(reached, "the proxy listens on this machine's loopback (what carol was refused)");
+
+    // All still answer; the plan is clean.
+    for a in ["alice", "bob", "carol"] {
         let r = w.fleet(&["chat", a, "hello"]);
         assert!(r.stdout.contains("Plain reply"), "{a}: {}", r.all());
     }

@@ -41,7 +41,7 @@ pub(super) fn sandbox(n: &RawNode, p: &mut Problems) -> Option<Sandbox> {
         network,
         &SANDBOX_NETWORKS,
         "network",
-        "\na sandbox has no network: outbound network for tools is not built yet (docs/security.md)",
+        "\n`none` (the default) or `outbound`: out as the host reaches, never the host's own loopback",
     );
     Some(Sandbox { mode: mode?, image, workspace, network, span })
 }
