@@ -227,11 +227,18 @@ pub fn import(l: &Launch, who: &Option<Identity>) -> miette::Result<()> {
         if exists.status().is_ok_and(|s| s.success()) {
             continue;
         }
-        if let Some(want) = &i.sha256 {
-            let got = crate::fsutil::sha256_file(&i.file).wrap_err_with(|| what(i))?;
-            if got != *want {
-                return Err(miette!("{}: {} has sha256 {got}, not {want}", what(i), i.file.display()));
-            }
+        // What it must be: the sha256 it was fetched by, or the one its build recorded beside it.
+        let sidecar = || {
+            let side = std::fs::read_to_string(format!("{}.sha256", i.file.display())).ok()?;
+            side.split_whitespace().next().map(str::to_string)
+        };
+        let want = i.sha256.clone().or_else(sidecar);
+        let Some(want) = want else {
+            return Err(miette!("{}: no sha256 to check {} against", what(i), i.file.display()));
+        };
+        let got = crate::fsutil::sha256_file(&i.file).wrap_err_with(|| what(i))?;
+        if got != want {
+            return Err(miette!("{}: {} has sha256 {got}, not {want}", what(i), i.file.display()));
         }
         let tmp = l.home.join("tmp").join(format!(".sandbox-{}.tar", i.name));
         std::fs::create_dir_all(l.home.join("tmp")).into_diagnostic()?;

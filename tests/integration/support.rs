@@ -116,17 +116,38 @@ pub fn cross_process_lock(name: &str) -> CrossProcessLock {
 
 impl Drop for World {
     /// Stops whatever a test left running (proxies) by the pid files fleet wrote.
+    /// A gateway's own user (fleet as root: uids from 2,000,000,000 up, one per gateway home) is
+    /// this test's alone: whatever still runs as it goes too (its tool sandboxes run in sessions of
+    /// their own, outside the gateway's process group).
     fn drop(&mut self) {
+        let mut own_users = Vec::new();
         for pid_file in self.pid_files() {
             let v: serde_json::Value =
                 std::fs::read_to_string(&pid_file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
             // proxy.pid, serve.pid: {"pid": {"pid": N}}; gateway.handle: {"handle": {"pid": {"pid": N}}}.
             if let Some(pid) = v["pid"]["pid"].as_u64().or_else(|| v["handle"]["pid"]["pid"].as_u64()) {
+                own_users.extend(uid_of(pid as i32).filter(|u| *u >= 2_000_000_000));
                 // SAFETY: plain kill(2) on a process group this test started.
                 unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
             }
         }
+        if own_users.is_empty() {
+            return;
+        }
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            if uid_of(pid).is_some_and(|u| own_users.contains(&u)) {
+                // SAFETY: plain kill(2) on a process of a user this test's gateway ran as.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
     }
+}
+
+/// The real uid a process runs as.
+fn uid_of(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
 }
 
 impl World {
