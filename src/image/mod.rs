@@ -4,5 +4,4 @@ pub mod build;
 pub mod pack;
 pub mod recipe;
 pub mod resources;
-pub mod rootfs_tar;
 pub mod store;

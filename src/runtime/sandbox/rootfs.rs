@@ -1,4 +1,4 @@
-//! An image tarball's root filesystem as the plain tar `podman import` takes, every entry owned by
+//! An image tarball's root filesystem (fleet's image format: `metadata.yaml` + `rootfs/`) as the plain tar `podman import` takes, every entry owned by
 //! root: a sandbox runs in a user namespace that maps one id only (its gateway's user as root), so
 //! an image holding files of other owners cannot be imported there (measured: `podman import` of
 //! the Debian base fails at `/etc/gshadow`, group 42).
@@ -64,13 +64,28 @@ mod tests {
     #[test]
     fn the_rootfs_comes_out_owned_by_root_and_nothing_else_does() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("tree");
-        std::fs::create_dir_all(root.join("rootfs/etc")).unwrap();
-        std::fs::write(root.join("rootfs/etc/motd"), "hi").unwrap();
-        std::fs::write(root.join("metadata.yaml"), "architecture: x86_64\n").unwrap();
-        std::os::unix::fs::symlink("motd", root.join("rootfs/etc/issue")).unwrap();
+        // An image as fleet packs one: metadata.yaml, then rootfs/ (owners of all kinds).
         let tarball = dir.path().join("img.tar.gz");
-        crate::image::pack::pack(&root.join("rootfs"), "architecture: x86_64\n", 1, &tarball).unwrap();
+        let gz = flate2::write::GzEncoder::new(std::fs::File::create(&tarball).unwrap(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        let entry = |b: &mut tar::Builder<_>, name: &str, kind: tar::EntryType, data: &[u8], link: Option<&str>| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(1000);
+            h.set_gid(42);
+            match link {
+                Some(target) => b.append_link(&mut h, name, target).unwrap(),
+                None => b.append_data(&mut h, name, data).unwrap(),
+            }
+        };
+        entry(&mut b, "metadata.yaml", tar::EntryType::Regular, b"architecture: x86_64\n", None);
+        entry(&mut b, "rootfs/", tar::EntryType::Directory, b"", None);
+        entry(&mut b, "rootfs/etc/", tar::EntryType::Directory, b"", None);
+        entry(&mut b, "rootfs/etc/motd", tar::EntryType::Regular, b"hi", None);
+        entry(&mut b, "rootfs/etc/issue", tar::EntryType::Symlink, b"", Some("motd"));
+        b.into_inner().unwrap().finish().unwrap();
         let out = dir.path().join("plain.tar");
         assert!(write(&tarball, &out).unwrap() >= 3);
         let mut ar = tar::Archive::new(std::fs::File::open(&out).unwrap());

@@ -4,10 +4,12 @@
 //! and files an agent's tools write into its workspace are the gateway's. fleet gives podman its own
 //! containers.conf (runc, cgroupfs, explicit ulimits: what runs on hosts like this one, never the
 //! user's global config), imports each sandbox image into the gateway's own store (its root
-//! filesystem, every file root's, `image/rootfs_tar.rs`), and puts a `podman` that drops OpenClaw's
+//! filesystem, every file root's, `rootfs.rs`), and puts a `podman` that drops OpenClaw's
 //! `--userns keep-id` beside the gateway's Node (OpenClaw runs commands with its Node's directory
 //! first on their PATH): keep-id needs subordinate ids, and with one id mapped the workspace's
 //! owner is kept anyway. Measured with OpenClaw 2026.9.6 and podman 4.3.1 (Debian 12).
+
+mod rootfs;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -242,7 +244,7 @@ pub fn import(l: &Launch, who: &Option<Identity>) -> miette::Result<()> {
         }
         let tmp = l.home.join("tmp").join(format!(".sandbox-{}.tar", i.name));
         std::fs::create_dir_all(l.home.join("tmp")).into_diagnostic()?;
-        crate::image::rootfs_tar::write(&i.file, &tmp).wrap_err_with(|| what(i))?;
+        rootfs::write(&i.file, &tmp).wrap_err_with(|| what(i))?;
         if let Some(id) = who {
             std::os::unix::fs::chown(&tmp, Some(id.uid), Some(id.gid)).into_diagnostic()?;
         }
