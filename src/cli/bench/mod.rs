@@ -39,6 +39,10 @@ pub enum BenchCmd {
         /// Fleet sizes for the cold applies
         #[arg(long, value_delimiter = ',', default_values_t = vec![1, 10, 50])]
         agents: Vec<usize>,
+        /// Also each size with its agents' tools in sandboxes from this image recipe
+        /// (`recipes/sandbox.kdl`), against the unsandboxed cold apply of the same run
+        #[arg(long)]
+        sandbox: Option<std::path::PathBuf>,
     },
     /// The LiteLLM proxy: cold start to ready, key minted → first accepted request, no-op apply while it runs
     Proxy {
@@ -151,7 +155,7 @@ pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {
     match cmd {
         BenchCmd::Plan { agents, runs } => plan_bench(agents, runs),
         BenchCmd::Proxy { samples } => proxy_bench(samples),
-        BenchCmd::Gateway { agents } => gateway_bench(&agents),
+        BenchCmd::Gateway { agents, sandbox } => gateway_bench(&agents, sandbox.as_deref()),
         BenchCmd::Serve { agents, messages, clients, posts, concurrency } => {
             serve::run(serve::ServeBench { agents, messages, clients, posts, concurrency })
         }
@@ -352,8 +356,12 @@ fn gc_bench(n: usize, runs: usize) -> miette::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
-    println!("fleet bench gateway --agents {}\n", sizes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","));
+fn gateway_bench(sizes: &[usize], sandbox: Option<&std::path::Path>) -> miette::Result<ExitCode> {
+    let sizes_list = sizes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+    match sandbox {
+        Some(r) => println!("fleet bench gateway --agents {sizes_list} --sandbox {}\n", r.display()),
+        None => println!("fleet bench gateway --agents {sizes_list}\n"),
+    }
     println!("| measurement | time |");
     println!("|---|---|");
     let rt = runtime()?;
@@ -400,6 +408,34 @@ fn gateway_bench(sizes: &[usize]) -> miette::Result<ExitCode> {
         println!("| destroy ({n} agents and more) | {} |", ms(t.elapsed()));
         result?;
         cleanup?;
+    }
+    if let Some(recipe) = sandbox {
+        let recipe = std::fs::canonicalize(recipe).into_diagnostic()?;
+        for &(n, plain) in &cold_times {
+            let dir = tempfile::tempdir().into_diagnostic()?;
+            let file = dir.path().join("fleet.kdl");
+            let gp = free_port()?;
+            let fleet = gateway_fleet(n, free_port()?, gp).replace(
+                &format!("gateway \"main\" port={gp}\n"),
+                &format!(
+                    "image \"sandbox\" {{ recipe \"{}\"; }}\ngateway \"main\" port={gp} {{ sandbox \"all\" image=\"sandbox\"; }}\n",
+                    recipe.display()
+                ),
+            );
+            std::fs::write(&file, fleet).into_diagnostic()?;
+            let layout = Layout::resolve("bench", None, Some(&dir.path().join("data")));
+            let t = Instant::now();
+            let result = apply_in_process(&rt, &file, &layout, Goal::Converge);
+            let took = t.elapsed();
+            let cleanup = apply_in_process(&rt, &file, &layout, Goal::Destroy);
+            result?;
+            cleanup?;
+            println!(
+                "| cold apply, tools sandboxed: 1 gateway + {n} agents (the image cached; imported into the gateway's store; each wake makes its agent's sandbox) | {} ({:.2} × unsandboxed) |",
+                ms(took),
+                took.as_secs_f64() / plain.as_secs_f64()
+            );
+        }
     }
     if let (Some((n0, t0)), Some((n1, t1))) = (cold_times.first(), cold_times.last()) {
         if n1 > n0 {

@@ -130,6 +130,15 @@ fn wrapper(podman: &Path) -> String {
          # Written by fleet (runtime/sandbox.rs). This gateway's user has no subordinate ids: podman maps\n\
          # its one id, as root, into a sandbox. OpenClaw asks for `--userns keep-id` (which needs\n\
          # subordinate ids) and `--user <this uid>:<gid>`: dropped, and root inside, which is this user.\n\
+         # OpenClaw probes `podman info --format …` before each sandbox and gives it 5 s: the answer\n\
+         # (rootless, local, the version) holds for the gateway's life, so it is kept after the first.\n\
+         if [ \"$1\" = info ] && [ \"$2\" = --format ] && [ $# -eq 3 ]; then\n\
+         \x20 cache=\"$HOME/.cache/fleet-podman-info/$(printf '%s' \"$3\" | cksum | cut -d' ' -f1)\"\n\
+         \x20 if [ -s \"$cache\" ]; then cat \"$cache\"; exit 0; fi\n\
+         \x20 out=\"$({podman} \"$@\")\" || exit $?\n\
+         \x20 mkdir -p \"${{cache%/*}}\" && printf '%s\\n' \"$out\" > \"$cache.$$\" && mv \"$cache.$$\" \"$cache\"\n\
+         \x20 printf '%s\\n' \"$out\"; exit 0\n\
+         fi\n\
          me=\"$(id -u)\"; my=\"$(id -g)\"\n\
          next=\n\
          for a do\n\
@@ -146,8 +155,8 @@ fn wrapper(podman: &Path) -> String {
          \x20 esac\n\
          \x20 set -- \"$@\" \"$a\"\n\
          done\n\
-         exec {} \"$@\"\n",
-        podman.display()
+         exec {podman} \"$@\"\n",
+        podman = podman.display()
     )
 }
 
@@ -173,8 +182,18 @@ pub fn place(l: &Launch, node_from: &Path) -> miette::Result<()> {
         .into_diagnostic()?;
     crate::fsutil::write_atomic(&storage_file(&l.home), storage_conf(&l.home).as_bytes(), 0o644).into_diagnostic()?;
     crate::fsutil::write_atomic(&bin.join("podman"), wrapper(&podman).as_bytes(), 0o755).into_diagnostic()?;
+    // The wrapper's kept `podman info` answers start afresh with every start (podman may have changed).
+    let _ = std::fs::remove_dir_all(l.home.join(INFO_CACHE));
     link_node(node_from, &node(&l.home)).wrap_err_with(|| format!("gateway {}: its Node", l.gateway))
 }
+
+/// Where the wrapper keeps `podman info` answers, in the gateway's home.
+const INFO_CACHE: &str = ".cache/fleet-podman-info";
+
+/// The probe OpenClaw 2026.9.6 runs before each sandbox (answered once at the gateway's start, so
+/// its first turns do not race each other for it; another format is kept at its first answer).
+const OPENCLAW_INFO_FORMAT: &str =
+    "{{.Host.Security.Rootless}}\t{{.Host.ServiceIsRemote}}\t{{.Host.RemoteSocket.Path}}\t{{.Version.Version}}";
 
 /// `to` as a hard link to `from` (a copy when they are on different filesystems), replaced when it
 /// is another file.
@@ -197,6 +216,12 @@ fn link_node(from: &Path, to: &Path) -> miette::Result<()> {
 /// `podman …` as the gateway's user (`who`; fleet's own when None), in its environment.
 fn podman(l: &Launch, who: &Option<Identity>) -> Command {
     let mut cmd = Command::new(which("podman").unwrap_or_else(|| PathBuf::from("podman")));
+    as_gateway(&mut cmd, l, who);
+    cmd
+}
+
+/// `cmd` to run as the gateway's user, in its environment (no new privileges, as the gateway).
+fn as_gateway(cmd: &mut Command, l: &Launch, who: &Option<Identity>) {
     cmd.env_clear()
         .envs(crate::process::passed_env())
         .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
@@ -204,8 +229,7 @@ fn podman(l: &Launch, who: &Option<Identity>) -> Command {
         .envs(env(&l.home))
         .current_dir(&l.home);
     let as_user = Confinement { identity: who.clone(), ..Default::default() };
-    as_user.install(&mut cmd);
-    cmd
+    as_user.install(cmd);
 }
 
 fn run(mut cmd: Command, what: &str) -> miette::Result<String> {
@@ -225,7 +249,10 @@ pub fn import(l: &Launch, who: &Option<Identity>) -> miette::Result<()> {
     let what = |i: &SandboxImage| format!("gateway {}: sandbox image {}", l.gateway, i.name);
     for i in &l.sandboxes {
         let mut exists = podman(l, who);
-        exists.args(["image", "exists", &i.tag()]);
+        exists
+            .args(["image", "exists", &i.tag()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         if exists.status().is_ok_and(|s| s.success()) {
             continue;
         }
@@ -254,6 +281,10 @@ pub fn import(l: &Launch, who: &Option<Identity>) -> miette::Result<()> {
         let _ = std::fs::remove_file(&tmp);
         done.wrap_err_with(|| what(i))?;
     }
+    let mut warm = Command::new(bin_dir(&l.home).join("podman"));
+    warm.args(["info", "--format", OPENCLAW_INFO_FORMAT]);
+    as_gateway(&mut warm, l, who);
+    run(warm, "podman info").wrap_err_with(|| format!("gateway {}", l.gateway))?;
     let mut list = podman(l, who);
     list.args(["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     let wanted: Vec<String> = l.sandboxes.iter().map(SandboxImage::tag).collect();
@@ -311,6 +342,36 @@ mod tests {
         assert_eq!(run_wrapper(&["exec", "-u", &me.to_string(), "x"]), ["exec", "--user", "0:0", "x"]);
         assert_eq!(run_wrapper(&["create", &format!("--user={own}"), "x"]), ["create", "--user=0:0", "x"]);
         assert_eq!(run_wrapper(&["create", "--user", "1234:1234", "x"]), ["create", "--user", "1234:1234", "x"]);
+    }
+
+    #[test]
+    fn the_wrapper_answers_the_info_probe_once_and_passes_other_info_calls_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("fake-podman");
+        let calls = dir.path().join("calls");
+        std::fs::write(
+            &fake,
+            format!("#!/bin/sh\necho x >> {}\nprintf 'true\\tfalse\\t\\t4.3.1\\n'\n", calls.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let w = dir.path().join("podman");
+        std::fs::write(&w, wrapper(&fake)).unwrap();
+        std::fs::set_permissions(&w, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let info = |format: &str| {
+            let out = Command::new(&w).args(["info", "--format", format]).env("HOME", dir.path()).output().unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let n = || std::fs::read_to_string(&calls).unwrap_or_default().lines().count();
+        assert_eq!(info(OPENCLAW_INFO_FORMAT), "true\tfalse\t\t4.3.1\n");
+        assert_eq!(info(OPENCLAW_INFO_FORMAT), "true\tfalse\t\t4.3.1\n");
+        assert_eq!(n(), 1, "asked podman once");
+        info("{{.Version.Version}}");
+        assert_eq!(n(), 2, "another format is its own answer");
+        let plain = Command::new(&w).arg("info").env("HOME", dir.path()).output().unwrap();
+        assert!(plain.status.success());
+        assert_eq!(n(), 3, "anything else goes to podman");
     }
 
     #[test]
