@@ -15,6 +15,8 @@ pub struct Proc {
     pub pid: u32,
     pub start: u64,
     pub command: String,
+    /// Why it is one of fleet's (`process::ownership::why_ours`).
+    pub why: String,
 }
 
 /// Everything found, whoever it belongs to.
@@ -127,9 +129,13 @@ pub async fn take(layout: &Layout, fleet: &str, gateways: &[GatewayRef], remotes
     let mut inv = Inventory::default();
     let data = layout.data_dir.clone();
     inv.processes = tokio::task::spawn_blocking(move || {
+        // Only fleet's: a process merely sitting in the data dir is not this fleet's to stop.
         crate::process::leaders_working_in(&data)
             .into_iter()
-            .map(|p| Proc { pid: p.pid, start: p.start, command: p.cmdline().chars().take(120).collect() })
+            .filter_map(|p| {
+                let why = crate::process::ownership::why_ours(p, &data)?;
+                Some(Proc { pid: p.pid, start: p.start, command: p.cmdline().chars().take(120).collect(), why })
+            })
             .collect()
     })
     .await

@@ -8,7 +8,8 @@ use super::inventory::{Inventory, Recorded};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Orphan {
     /// A process (session leader) working in the data dir that no record names.
-    Process { pid: u32, start: u64, command: String },
+    /// `why`: what makes it one of fleet's (`process::ownership::why_ours`).
+    Process { pid: u32, start: u64, command: String, why: String },
     /// A key-file entry of no recorded key.
     Key { alias: String },
     /// An agent a gateway lists that no record names (OpenClaw's own `main` excepted).
@@ -34,7 +35,7 @@ impl Orphan {
     /// How a plan line names it: `- orphan process 1234 (node …)`.
     pub fn describe(&self) -> String {
         match self {
-            Orphan::Process { pid, command, .. } => format!("process {pid} ({command})"),
+            Orphan::Process { pid, command, why, .. } => format!("process {pid} ({command}): {why}"),
             Orphan::Key { alias } => format!("key {alias} (key file entry)"),
             Orphan::GatewayAgent { gateway, agent } => format!("agent {agent} in gateway {gateway}"),
             Orphan::Workspace { gateway, agent, .. } => format!("workspace of {agent} in gateway {gateway} (archived)"),
@@ -54,7 +55,7 @@ pub fn orphans(found: &Inventory, rec: &Recorded) -> Vec<Orphan> {
     let mut out = Vec::new();
     for p in &found.processes {
         if !rec.pids.iter().any(|r| r.0 == p.pid && r.1 == p.start) {
-            out.push(Orphan::Process { pid: p.pid, start: p.start, command: p.command.clone() });
+            out.push(Orphan::Process { pid: p.pid, start: p.start, command: p.command.clone(), why: p.why.clone() });
         }
     }
     for i in &found.instances {
@@ -104,8 +105,8 @@ mod tests {
     fn what_no_record_names_is_an_orphan_and_main_never_is() {
         let found = Inventory {
             processes: vec![
-                Proc { pid: 10, start: 1, command: "node gateway".into() },
-                Proc { pid: 11, start: 5, command: "litellm".into() },
+                Proc { pid: 10, start: 1, command: "node gateway".into(), why: "an OpenClaw process".into() },
+                Proc { pid: 11, start: 5, command: "litellm".into(), why: "the LiteLLM proxy".into() },
             ],
             key_aliases: vec!["fleet-alice".into(), "fleet-ghost".into()],
             gateway_agents: vec![("main".into(), vec!["main".into(), "alice".into(), "byhand".into()])],
@@ -127,7 +128,7 @@ mod tests {
         assert_eq!(
             got,
             [
-                "process 10 (node gateway)",
+                "process 10 (node gateway): an OpenClaw process",
                 "instance fleet-q-stray",
                 "agent byhand in gateway main",
                 "key fleet-ghost (key file entry)",

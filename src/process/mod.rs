@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod confine;
 pub mod landlock;
 mod logs;
+pub mod ownership;
 mod pid;
 mod port;
 mod spawn;
@@ -14,10 +15,8 @@ pub mod supervisor;
 pub mod users;
 
 pub use logs::{log_tail, run_logged};
-pub use pid::{
-    leaders_working_in, proc_start, stat_fields, stop_all_working_in, working_in, Pid, STAT_PPID, STAT_SESSION,
-    STAT_STATE,
-};
+pub use ownership::stop_all_working_in;
+pub use pid::{leaders_working_in, proc_start, stat_fields, working_in, Pid, STAT_PPID, STAT_SESSION, STAT_STATE};
 pub use port::{listener_pid, port_holder, port_open};
 pub use spawn::{passed_env, path_with, spawn_confined, spawn_detached};
 pub use supervisor::strays;

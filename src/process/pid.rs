@@ -84,19 +84,20 @@ impl Pid {
         Pid::of(stat_fields(self.pid)?.get(STAT_SESSION)?.parse().ok()?)
     }
 
-    /// Whether the process works inside `dir`: its working directory is under it, or its
-    /// environment names it (how fleet recognises its own processes without a record — never by
-    /// name alone).
+    /// Whether the process works inside `dir`: its working directory is under it, or one of the
+    /// variables fleet gives its children names it (`HOME`, `TMPDIR`, `OPENCLAW_*`, `FLEET_*`) —
+    /// not any variable (an `OLDPWD` says where a shell was, not whose it is). Where a process
+    /// works is not whose it is: `ownership::why_ours` says that.
     pub fn works_in(&self, dir: &Path) -> bool {
         let cwd = std::fs::read_link(format!("/proc/{}/cwd", self.pid)).ok();
         if cwd.is_some_and(|c| c.starts_with(dir)) {
             return true;
         }
         let env = std::fs::read(format!("/proc/{}/environ", self.pid)).unwrap_or_default();
-        let needle = dir.display().to_string();
+        let fleets = |k: &str| matches!(k, "HOME" | "TMPDIR") || k.starts_with("OPENCLAW_") || k.starts_with("FLEET_");
         env.split(|b| *b == 0).any(|kv| {
             let kv = String::from_utf8_lossy(kv);
-            kv.split_once('=').is_some_and(|(_, v)| Path::new(v).starts_with(&needle))
+            kv.split_once('=').is_some_and(|(k, v)| fleets(k) && Path::new(v).starts_with(dir))
         })
     }
 }
@@ -133,7 +134,7 @@ pub fn leaders_working_in(dir: &Path) -> Vec<Pid> {
     found.iter().filter(|p| !ancestors(p).iter().any(|a| found.iter().any(|f| f.pid == *a))).copied().collect()
 }
 
-/// Every live process working inside `dir` (`Pid::works_in`).
+/// Every live process working inside `dir` (`Pid::works_in`; whose it is: `ownership`).
 pub fn working_in(dir: &Path) -> Vec<Pid> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
@@ -143,36 +144,6 @@ pub fn working_in(dir: &Path) -> Vec<Pid> {
         .filter_map(Pid::of)
         .filter(|p| p.alive() && p.works_in(dir))
         .collect()
-}
-
-/// Stops whatever still works inside `dir` once its leader is gone: the workers a gateway starts in
-/// sessions of their own outlive its group's signal for a moment, or for good (seen: a destroy
-/// killed right after the gateway's delete, and the next destroy returned while one still ran).
-/// TERM, then KILL what is left after `grace`; the processes still there after that (none, normally).
-pub fn stop_all_working_in(dir: &Path, grace: Duration) -> Vec<Pid> {
-    let signal = |sig: i32| {
-        for p in working_in(dir) {
-            // SAFETY: kill(2) on a process just seen alive, working in `dir`.
-            unsafe { libc::kill(p.pid as i32, sig) };
-        }
-    };
-    let gone_within = |within: Duration| {
-        let t0 = Instant::now();
-        while t0.elapsed() < within {
-            if working_in(dir).is_empty() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    };
-    signal(libc::SIGTERM);
-    if gone_within(grace) {
-        return Vec::new();
-    }
-    signal(libc::SIGKILL);
-    gone_within(Duration::from_secs(5));
-    working_in(dir)
 }
 
 fn signal_group(pid: u32, sig: i32) {

@@ -13,7 +13,8 @@ use miette::{miette, IntoDiagnostic};
 /// The group every gateway user is in: it may search the directories above their homes.
 pub const SHARED_GROUP: &str = "fleet-gateways";
 /// Gateway users' uids and gids: far above login users and Incus's subordinate ranges.
-const ID_BASE: u32 = 2_000_000_000;
+/// The first uid (and gid) a gateway's own user can get.
+pub const ID_BASE: u32 = 2_000_000_000;
 const ID_SPAN: u32 = 100_000_000;
 /// The comment of every user fleet makes (how a stale one is told from anyone else's).
 const COMMENT: &str = "fleet gateway";

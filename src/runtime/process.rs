@@ -11,6 +11,11 @@ use crate::process::{passed_env, path_with, spawn_confined};
 
 pub struct ProcessRuntime;
 
+/// Gateway `l` as its sandboxes see it.
+fn boxed(l: &Launch) -> super::sandbox::Boxed<'_> {
+    super::sandbox::Boxed { gateway: &l.gateway, home: &l.home, images: &l.sandboxes }
+}
+
 pub fn gateway_env(l: &Launch) -> Vec<(String, String)> {
     let h = |p: &str| l.home.join(p).display().to_string();
     vec![
@@ -55,11 +60,11 @@ impl Runtime for ProcessRuntime {
         let real_node = node.clone();
         let confinement = tokio::task::spawn_blocking(move || {
             if !launch.sandboxes.is_empty() {
-                super::sandbox::place(&launch, &real_node)?;
+                super::sandbox::place(&boxed(&launch), &real_node)?;
             }
             let c = super::confine::prepare(&launch, &reads)?;
             if !launch.sandboxes.is_empty() {
-                super::sandbox::import(&launch, &c.identity)?;
+                super::sandbox::import(&boxed(&launch), &c.identity)?;
             }
             Ok::<_, miette::Report>(c)
         })
@@ -100,10 +105,10 @@ impl Runtime for ProcessRuntime {
         let launch = l.clone();
         let left = tokio::task::spawn_blocking(move || {
             let who = super::confine::identity_of(&launch);
-            // As root, never as root: a gateway whose user is gone has no sandboxes podman could still reach.
+            // Never podman as root on a gateway's store: when its user is gone, so are its sandboxes.
             let removed = match who.is_none() && super::confine::running_as_root() {
                 true => Ok(()),
-                false => super::sandbox::remove_containers(&launch, &who),
+                false => super::sandbox::remove_containers(&boxed(&launch), &who),
             };
             (removed, crate::process::stop_all_working_in(&launch.home, Duration::from_secs(2)))
         })
@@ -128,11 +133,16 @@ impl Runtime for ProcessRuntime {
         handle.pid().is_some_and(|p| p.alive())
     }
 
-    /// Every session working inside the gateway's home: found before it listens, or when a kill
-    /// landed between the spawn and the handle file (workers folded into their gateway).
+    /// Every session of fleet's working inside the gateway's home (`ownership::why_ours`): found
+    /// before it listens, or when a kill landed between the spawn and the handle file (workers
+    /// folded into their gateway).
     async fn strays(&self, l: &Launch) -> Vec<Handle> {
         let home = l.home.clone();
-        let found = tokio::task::spawn_blocking(move || crate::process::leaders_working_in(&home)).await;
+        let found = tokio::task::spawn_blocking(move || {
+            let leaders = crate::process::leaders_working_in(&home);
+            leaders.into_iter().filter(|p| crate::process::ownership::why_ours(*p, &home).is_some()).collect::<Vec<_>>()
+        })
+        .await;
         found.unwrap_or_default().into_iter().map(|pid| Handle::Process { pid }).collect()
     }
 }

@@ -199,23 +199,10 @@ fn a_prompt_injected_agent_reaches_nothing_of_fleets_nor_of_another_gateways_age
 
     // The gateways: their own users (fleet runs as root here), no new privileges.
     for gw in ["gw1", "gw2"] {
-        let handle = json_file(&data.join(format!("gateways/{gw}/gateway.handle")));
-        let pid = handle.pointer("/handle/pid/pid").and_then(Value::as_u64).unwrap();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).unwrap_or("").trim().to_string();
-        assert_eq!(field("NoNewPrivs:"), "1", "{gw}: {status}");
-        let uid: u32 = field("Uid:").split_whitespace().next().unwrap().parse().unwrap();
-        if root {
-            assert!(uid >= 2_000_000_000, "{gw} runs as uid {uid}");
-        }
+        confined_gateway_uid(&data, gw);
     }
 
-    let toolchain = std::fs::read_dir(crate::support::shared_cache().join("fleet/openclaw"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.join("node_modules/openclaw").is_dir())
-        .expect("the openclaw toolchain in the cache");
+    let toolchain = toolchain();
     let ports = (proxy, serve);
 
     // The control: each attempt as fleet's own user, unconfined, with the credential that works.
@@ -298,6 +285,30 @@ fn a_prompt_injected_agent_reaches_nothing_of_fleets_nor_of_another_gateways_age
     }
 }
 
+/// Gateway `gw`'s process runs with no new privileges and (fleet as root) as a user of its own: its uid.
+fn confined_gateway_uid(data: &Path, gw: &str) -> u32 {
+    let handle = json_file(&data.join(format!("gateways/{gw}/gateway.handle")));
+    let pid = handle.pointer("/handle/pid/pid").and_then(Value::as_u64).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).unwrap_or("").trim().to_string();
+    assert_eq!(field("NoNewPrivs:"), "1", "{gw}: {status}");
+    let uid: u32 = field("Uid:").split_whitespace().next().unwrap().parse().unwrap();
+    if fleet::runtime::confine::running_as_root() {
+        assert!(uid >= 2_000_000_000, "{gw} runs as uid {uid}");
+    }
+    uid
+}
+
+/// The Node and openclaw the process gateways run from (in the shared cache).
+fn toolchain() -> std::path::PathBuf {
+    std::fs::read_dir(crate::support::shared_cache().join("fleet/openclaw"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("node_modules/openclaw").is_dir())
+        .expect("the openclaw toolchain in the cache")
+}
+
 /// The processes left of a uid that are not zombies (this machine's PID 1 reaps none).
 fn live_processes_of(uid: u32) -> Vec<String> {
     let mut out = Vec::new();
@@ -348,15 +359,7 @@ fn sandboxed_agents_sharing_a_gateway_reach_only_their_own_workspace() {
     let root = fleet::runtime::confine::running_as_root();
 
     // The gateway: its own user, no new privileges; its agents' sandboxes in its config, no elevated exec.
-    let handle = json_file(&data.join("gateways/shared/gateway.handle"));
-    let pid = handle.pointer("/handle/pid/pid").and_then(Value::as_u64).unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).unwrap_or("").trim().to_string();
-    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
-    let uid: u32 = field("Uid:").split_whitespace().next().unwrap().parse().unwrap();
-    if root {
-        assert!(uid >= 2_000_000_000, "the gateway runs as uid {uid}");
-    }
+    let uid = confined_gateway_uid(&data, "shared");
     let config = json_file(&data.join("gateways/shared/home/openclaw.json"));
     for (a, net) in [("alice", "none"), ("bob", "none"), ("carol", "slirp4netns:allow_host_loopback=false")] {
         let sb = &config["agents"]["entries"][a]["sandbox"];
@@ -365,12 +368,7 @@ fn sandboxed_agents_sharing_a_gateway_reach_only_their_own_workspace() {
     }
     assert_eq!(config["tools"]["elevated"]["enabled"], false, "{}", config["tools"]);
 
-    let toolchain = std::fs::read_dir(crate::support::shared_cache().join("fleet/openclaw"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.join("node_modules/openclaw").is_dir())
-        .expect("the openclaw toolchain in the cache");
+    let toolchain = toolchain();
     let home = data.join("gateways/shared/home");
     // bob is on alice's own gateway: its config (bob's key, the gateway's token), bob's workspace,
     // the gateway's state (bob's sessions) and its token file are the targets a shared gateway adds.

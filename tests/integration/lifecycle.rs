@@ -341,12 +341,23 @@ fn an_agent_moved_to_another_gateway_keeps_its_memory() {
     w.assert_converged();
 }
 
-/// A process started in its own session, working in `dir` (as a gateway started by hand would).
+/// An OpenClaw-like process (the toolchain's Node) started in its own session, working in `dir`
+/// (as a gateway started by hand would).
 fn stray_in(dir: &std::path::Path) -> std::process::Child {
+    let node = std::fs::read_dir(crate::support::shared_cache().join("fleet/node"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("bin/node"))
+        .find(|p| p.is_file())
+        .expect("the toolchain's Node in the cache");
+    in_own_session(std::process::Command::new(node).args(["-e", "setTimeout(() => {}, 600000)"]), dir)
+}
+
+/// `cmd` started in its own session, working in `dir`.
+fn in_own_session(cmd: &mut std::process::Command, dir: &std::path::Path) -> std::process::Child {
     use std::os::unix::process::CommandExt;
     std::fs::create_dir_all(dir).unwrap();
-    let mut c = std::process::Command::new("sleep");
-    c.arg("600").current_dir(dir);
+    let c = cmd.current_dir(dir).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     // SAFETY: setsid(2) in the child before exec; touches no memory of the parent.
     unsafe {
         c.pre_exec(|| {
@@ -374,6 +385,9 @@ fn gc_finds_and_removes_what_fleet_forgot_and_leaves_another_fleets_things_alone
 
     let mut ours = stray_in(&data.join("gateways/main/home"));
     let mut theirs = stray_in(&w.xdg_data().join("fleet/other/gateways/main/home"));
+    // An operator's program sitting in the gateway's home, its OLDPWD in the data dir: there, not fleet's.
+    let home = data.join("gateways/main/home");
+    let mut sitting = in_own_session(std::process::Command::new("sleep").arg("600").env("OLDPWD", &data), &home);
     let keys_path = data.join("litellm/keys.json");
     let mut keys: Value = serde_json::from_str(&std::fs::read_to_string(&keys_path).unwrap()).unwrap();
     let ghost = fleet::litellm::keys::mint_raw(fleet::litellm::keys::KEY_PREFIX);
@@ -435,6 +449,12 @@ fn gc_finds_and_removes_what_fleet_forgot_and_leaves_another_fleets_things_alone
         !dry["orphans"].as_array().unwrap().iter().any(|o| o["kind"] == "process" && o["pid"] == theirs.id()),
         "another fleet's process is not ours: {kinds:?}"
     );
+    let found = dry["orphans"].as_array().unwrap().iter().find(|o| o["kind"] == "process" && o["pid"] == ours.id());
+    assert!(found.is_some_and(|o| o["why"].as_str().is_some_and(|w| w.contains("OpenClaw"))), "gc says why: {kinds:?}");
+    assert!(
+        !dry["orphans"].as_array().unwrap().iter().any(|o| o["kind"] == "process" && o["pid"] == sitting.id()),
+        "a program merely sitting in the data dir is not the fleet's: {kinds:?}"
+    );
     assert!(alive(&mut ours), "a dry run touches nothing");
 
     let r = w.fleet(&["gc"]);
@@ -446,6 +466,7 @@ fn gc_finds_and_removes_what_fleet_forgot_and_leaves_another_fleets_things_alone
     }
     assert!(!alive(&mut ours), "the stray process was stopped");
     assert!(alive(&mut theirs), "another fleet's process is left alone");
+    assert!(alive(&mut sitting), "the program sitting in the data dir is left alone");
     assert_eq!(proxy.chat(ghost.expose(), "demo-small").0, 401, "the hand-made key is revoked");
     let listed = rt.block_on(async { gref.connect().await.unwrap().agent_ids().await.unwrap() });
     assert!(!listed.contains(&"byhand".to_string()) && listed.contains(&"alice".to_string()), "{listed:?}");
@@ -453,8 +474,13 @@ fn gc_finds_and_removes_what_fleet_forgot_and_leaves_another_fleets_things_alone
     assert_eq!(w.fleet(&["plan", "--detailed-exitcode"]).code, 0, "the fleet itself is untouched");
     let dry: Value = serde_json::from_str(&w.fleet(&["gc", "--dry-run", "--json"]).ok().stdout).unwrap();
     assert_eq!(dry["orphans"], serde_json::json!([]));
-    let _ = theirs.kill();
-    let _ = theirs.wait();
+    // Not even destroy, which stops whatever of the fleet's still works in a gateway's home.
+    w.fleet(&["destroy"]).ok();
+    assert!(alive(&mut sitting), "destroy stopped a program that merely sat in the gateway's home");
+    for c in [&mut theirs, &mut sitting] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }
 
 /// `moved from="agent.bob" to="agent.robin"`: bob is renamed — his workspace (with a hand-edited

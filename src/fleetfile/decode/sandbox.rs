@@ -45,3 +45,73 @@ pub(super) fn sandbox(n: &RawNode, p: &mut Problems) -> Option<Sandbox> {
     );
     Some(Sandbox { mode: mode?, image, workspace, network, span })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::fleetfile::model::*;
+    use crate::fleetfile::SourceFile;
+
+    fn parse(name: &str, text: &str) -> FleetSpec {
+        let source = SourceFile::new(name, text.to_string());
+        crate::fleetfile::parse(source, std::path::Path::new("/nonexistent"))
+            .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)))
+    }
+
+    #[test]
+    fn sandboxes_read_the_same_in_kdl_and_toml_and_agents_inherit_what_they_leave_out() {
+        let sha = "0".repeat(64);
+        let k = parse(
+            "fleet.kdl",
+            &format!(
+                r#"
+fleet "acme"
+provider "demo" type="mock" {{ model "m"; }}
+image "sb" {{ url "https://example.com/sb.tar.gz" arch="amd64" sha256="{sha}"; }}
+gateway "main" {{ sandbox "all" image="sb"; }}
+agent "alice" model="m"
+agent "bob" model="m" {{ sandbox "non-main" workspace="ro"; }}
+agent "carol" model="m" {{ sandbox "off"; }}
+"#
+            ),
+        );
+        let t = parse(
+            "fleet.toml",
+            &format!(
+                r#"
+[fleet]
+name = "acme"
+[provider.demo]
+type = "mock"
+models = ["m"]
+[image.sb]
+url = [{{ url = "https://example.com/sb.tar.gz", arch = "amd64", sha256 = "{sha}" }}]
+[gateway.main]
+sandbox = {{ mode = "all", image = "sb" }}
+[agent.alice]
+model = "m"
+[agent.bob]
+model = "m"
+sandbox = {{ mode = "non-main", workspace = "ro" }}
+[agent.carol]
+model = "m"
+sandbox = {{ mode = "off" }}
+"#
+            ),
+        );
+        for s in [&k, &t] {
+            let of = |n: &str| s.sandbox_of(s.agent(n).unwrap());
+            let alice = of("alice").unwrap();
+            assert_eq!(
+                (alice.mode, alice.image.as_str(), alice.workspace.as_str(), alice.network.as_str()),
+                (SandboxMode::All, "sb", "rw", "none")
+            );
+            let bob = of("bob").unwrap();
+            assert_eq!(
+                (bob.mode, bob.image.as_str(), bob.workspace.as_str()),
+                (SandboxMode::NonMain, "sb", "ro"),
+                "the image from the gateway"
+            );
+            assert_eq!(of("carol"), None, "off: unsandboxed");
+        }
+    }
+}

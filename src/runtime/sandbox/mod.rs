@@ -3,11 +3,12 @@
 //! `newuidmap`): podman maps that one user, root inside a sandbox is the gateway's user outside,
 //! and files an agent's tools write into its workspace are the gateway's. fleet gives podman its own
 //! containers.conf (runc, cgroupfs, explicit ulimits: what runs on hosts like this one, never the
-//! user's global config), imports each sandbox image into the gateway's own store (its root
-//! filesystem, every file root's, `rootfs.rs`), and puts a `podman` that drops OpenClaw's
-//! `--userns keep-id` beside the gateway's Node (OpenClaw runs commands with its Node's directory
-//! first on their PATH): keep-id needs subordinate ids, and with one id mapped the workspace's
-//! owner is kept anyway. Measured with OpenClaw 2026.9.6 and podman 4.3.1 (Debian 12).
+//! user's global config) and storage.conf (overlay, in the gateway's home), imports each sandbox
+//! image into the gateway's own store (its root filesystem, every file root's, `rootfs.rs`), and puts
+//! a `podman` that drops OpenClaw's `--userns keep-id` beside the gateway's Node (OpenClaw runs
+//! commands with its Node's directory first on their PATH): keep-id needs subordinate ids, and with
+//! one id mapped the workspace's owner is kept anyway. Measured with OpenClaw 2026.9.6 and podman
+//! 4.3.1 (Debian 12).
 
 mod rootfs;
 
@@ -17,8 +18,16 @@ use std::process::Command;
 use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::{Deserialize, Serialize};
 
-use super::Launch;
 use crate::process::confine::{Confinement, Identity};
+
+/// A gateway whose agents' tools run in sandboxes, as this module needs it.
+pub struct Boxed<'a> {
+    pub gateway: &'a str,
+    /// Its home on this machine.
+    pub home: &'a Path,
+    /// The images its agents' sandboxes run from.
+    pub images: &'a [SandboxImage],
+}
 
 /// A sandbox image a gateway's agents run their tools from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +36,8 @@ pub struct SandboxImage {
     pub name: String,
     /// The image tarball fleet built or fetched.
     pub file: PathBuf,
-    /// Its sha256 when fetched by URL (checked again before the import).
+    /// Its sha256 when fetched by URL (checked again before the import; a built one is checked
+    /// against its build's `.sha256`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// What it is (its sha256, or its recipe's fingerprint): part of its tag.
@@ -162,29 +172,28 @@ fn wrapper(podman: &Path) -> String {
 
 /// Writes podman's config, the wrapper and the gateway's Node (`node`, linked) beside the gateway's
 /// home, owned by fleet's user, readable by all. Blocking.
-pub fn place(l: &Launch, node_from: &Path) -> miette::Result<()> {
+pub fn place(g: &Boxed, node_from: &Path) -> miette::Result<()> {
     let missing = missing_tools();
     if !missing.is_empty() {
         return Err(miette!(
             help = INSTALL_HINT,
             "gateway {}'s agents run their tools in sandboxes, and this machine has no {}",
-            l.gateway,
+            g.gateway,
             missing.join(", ")
         ));
     }
     let (podman, catatonit) = (which("podman").expect("checked"), which("catatonit").expect("checked"));
-    let bin = bin_dir(&l.home);
+    let bin = bin_dir(g.home);
     std::fs::create_dir_all(&bin).into_diagnostic()?;
-    for d in [dir(&l.home), bin.clone()] {
+    for d in [dir(g.home), bin.clone()] {
         std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).into_diagnostic()?;
     }
-    crate::fsutil::write_atomic(&conf_file(&l.home), containers_conf(&catatonit).as_bytes(), 0o644)
-        .into_diagnostic()?;
-    crate::fsutil::write_atomic(&storage_file(&l.home), storage_conf(&l.home).as_bytes(), 0o644).into_diagnostic()?;
+    crate::fsutil::write_atomic(&conf_file(g.home), containers_conf(&catatonit).as_bytes(), 0o644).into_diagnostic()?;
+    crate::fsutil::write_atomic(&storage_file(g.home), storage_conf(g.home).as_bytes(), 0o644).into_diagnostic()?;
     crate::fsutil::write_atomic(&bin.join("podman"), wrapper(&podman).as_bytes(), 0o755).into_diagnostic()?;
     // The wrapper's kept `podman info` answers start afresh with every start (podman may have changed).
-    let _ = std::fs::remove_dir_all(l.home.join(INFO_CACHE));
-    link_node(node_from, &node(&l.home)).wrap_err_with(|| format!("gateway {}: its Node", l.gateway))
+    let _ = std::fs::remove_dir_all(g.home.join(INFO_CACHE));
+    link_node(node_from, &node(g.home)).wrap_err_with(|| format!("gateway {}: its Node", g.gateway))
 }
 
 /// Where the wrapper keeps `podman info` answers, in the gateway's home.
@@ -214,20 +223,20 @@ fn link_node(from: &Path, to: &Path) -> miette::Result<()> {
 }
 
 /// `podman …` as the gateway's user (`who`; fleet's own when None), in its environment.
-fn podman(l: &Launch, who: &Option<Identity>) -> Command {
+fn podman(g: &Boxed, who: &Option<Identity>) -> Command {
     let mut cmd = Command::new(which("podman").unwrap_or_else(|| PathBuf::from("podman")));
-    as_gateway(&mut cmd, l, who);
+    as_gateway(&mut cmd, g, who);
     cmd
 }
 
 /// `cmd` to run as the gateway's user, in its environment (no new privileges, as the gateway).
-fn as_gateway(cmd: &mut Command, l: &Launch, who: &Option<Identity>) {
+fn as_gateway(cmd: &mut Command, g: &Boxed, who: &Option<Identity>) {
     cmd.env_clear()
         .envs(crate::process::passed_env())
         .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-        .env("HOME", &l.home)
-        .envs(env(&l.home))
-        .current_dir(&l.home);
+        .env("HOME", g.home)
+        .envs(env(g.home))
+        .current_dir(g.home);
     let as_user = Confinement { identity: who.clone(), ..Default::default() };
     as_user.install(cmd);
 }
@@ -243,12 +252,13 @@ fn run(mut cmd: Command, what: &str) -> miette::Result<String> {
 }
 
 /// Imports each image the gateway's agents use into its own podman store (once: the tag says what
-/// it is), after checking a fetched one's sha256 again; removes fleet's images it no longer uses.
-/// Blocking (seconds for an image not imported yet).
-pub fn import(l: &Launch, who: &Option<Identity>) -> miette::Result<()> {
-    let what = |i: &SandboxImage| format!("gateway {}: sandbox image {}", l.gateway, i.name);
-    for i in &l.sandboxes {
-        let mut exists = podman(l, who);
+/// it is), after checking its sha256 (the one it was fetched by, or its build's record); asks
+/// OpenClaw's `podman info` probe once; removes fleet's images it no longer uses. Blocking (seconds
+/// for an image not imported yet).
+pub fn import(g: &Boxed, who: &Option<Identity>) -> miette::Result<()> {
+    let what = |i: &SandboxImage| format!("gateway {}: sandbox image {}", g.gateway, i.name);
+    for i in g.images {
+        let mut exists = podman(g, who);
         exists
             .args(["image", "exists", &i.tag()])
             .stdout(std::process::Stdio::null())
@@ -269,30 +279,30 @@ pub fn import(l: &Launch, who: &Option<Identity>) -> miette::Result<()> {
         if got != want {
             return Err(miette!("{}: {} has sha256 {got}, not {want}", what(i), i.file.display()));
         }
-        let tmp = l.home.join("tmp").join(format!(".sandbox-{}.tar", i.name));
-        std::fs::create_dir_all(l.home.join("tmp")).into_diagnostic()?;
+        let tmp = g.home.join("tmp").join(format!(".sandbox-{}.tar", i.name));
+        std::fs::create_dir_all(g.home.join("tmp")).into_diagnostic()?;
         rootfs::write(&i.file, &tmp).wrap_err_with(|| what(i))?;
         if let Some(id) = who {
             std::os::unix::fs::chown(&tmp, Some(id.uid), Some(id.gid)).into_diagnostic()?;
         }
-        let mut cmd = podman(l, who);
+        let mut cmd = podman(g, who);
         cmd.arg("import").arg(&tmp).arg(i.tag());
         let done = run(cmd, "podman import");
         let _ = std::fs::remove_file(&tmp);
         done.wrap_err_with(|| what(i))?;
     }
-    let mut warm = Command::new(bin_dir(&l.home).join("podman"));
+    let mut warm = Command::new(bin_dir(g.home).join("podman"));
     warm.args(["info", "--format", OPENCLAW_INFO_FORMAT]);
-    as_gateway(&mut warm, l, who);
-    run(warm, "podman info").wrap_err_with(|| format!("gateway {}", l.gateway))?;
-    let mut list = podman(l, who);
+    as_gateway(&mut warm, g, who);
+    run(warm, "podman info").wrap_err_with(|| format!("gateway {}", g.gateway))?;
+    let mut list = podman(g, who);
     list.args(["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    let wanted: Vec<String> = l.sandboxes.iter().map(SandboxImage::tag).collect();
-    let listed = run(list, "podman images").wrap_err_with(|| format!("gateway {}", l.gateway))?;
+    let wanted: Vec<String> = g.images.iter().map(SandboxImage::tag).collect();
+    let listed = run(list, "podman images").wrap_err_with(|| format!("gateway {}", g.gateway))?;
     for old in
         listed.lines().filter(|t| t.starts_with(&format!("localhost/{TAG_PREFIX}")) && !wanted.contains(&t.to_string()))
     {
-        let mut rmi = podman(l, who);
+        let mut rmi = podman(g, who);
         rmi.args(["rmi", "--force", old]);
         let _ = run(rmi, "podman rmi");
     }
@@ -301,13 +311,13 @@ pub fn import(l: &Launch, who: &Option<Identity>) -> miette::Result<()> {
 
 /// Removes the gateway's sandbox containers (after the gateway stopped: OpenClaw makes them again
 /// on the next turn). Blocking. Nothing to do for a gateway that never had podman's files.
-pub fn remove_containers(l: &Launch, who: &Option<Identity>) -> miette::Result<()> {
-    if !conf_file(&l.home).is_file() || which("podman").is_none() {
+pub fn remove_containers(g: &Boxed, who: &Option<Identity>) -> miette::Result<()> {
+    if !conf_file(g.home).is_file() || which("podman").is_none() {
         return Ok(());
     }
-    let mut cmd = podman(l, who);
+    let mut cmd = podman(g, who);
     cmd.args(["rm", "--all", "--force", "--time", "0"]);
-    run(cmd, "podman rm").map(|_| ()).wrap_err_with(|| format!("gateway {}: its sandboxes", l.gateway))
+    run(cmd, "podman rm").map(|_| ()).wrap_err_with(|| format!("gateway {}: its sandboxes", g.gateway))
 }
 
 #[cfg(test)]
