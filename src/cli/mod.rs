@@ -137,6 +137,9 @@ enum Cmd {
         /// One envelope (JSON) per line
         #[arg(long)]
         json: bool,
+        /// The agent's events the daemon refused (kept by their senders, with why) instead
+        #[arg(long, conflicts_with = "follow")]
+        rejected: bool,
         /// A fleet file or its directory [default: .]
         #[arg(long, short = 'f')]
         file: Option<PathBuf>,
@@ -289,7 +292,10 @@ pub fn main() -> ExitCode {
             print_unit,
         }),
         Cmd::Status { path, json } => serve::status(path.as_deref(), data_dir, json),
-        Cmd::Trace { agent, kinds, since, limit, follow, json, file } => trace::trace(trace::TraceArgs {
+        Cmd::Trace { agent, rejected: true, json, file, .. } => {
+            trace::rejected(file.as_deref(), data_dir, &agent, json)
+        }
+        Cmd::Trace { agent, kinds, since, limit, follow, json, file, .. } => trace::trace(trace::TraceArgs {
             path: file.as_deref(),
             data_dir,
             agent: &agent,

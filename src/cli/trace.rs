@@ -68,6 +68,30 @@ pub struct TraceArgs<'a> {
     pub json: bool,
 }
 
+/// `fleet trace AGENT --rejected`: the agent's events the daemon refused for good, from the
+/// senders' dead-letter files (the proxy's callback's; each process gateway's plugin's), with why.
+pub fn rejected(path: Option<&Path>, data_dir: Option<&Path>, agent: &str, json: bool) -> miette::Result<ExitCode> {
+    let l = load(path, data_dir)?;
+    let mut files = vec![l.layout.data_dir.join("litellm").join(crate::trace::rejected::CALLBACK_FILE)];
+    files.extend(
+        l.spec.gateways.iter().map(|g| l.layout.gateway_home(&g.name.value).join(crate::trace::rejected::PLUGIN_FILE)),
+    );
+    let found = crate::trace::rejected::read(&files, agent);
+    for r in &found {
+        match json {
+            true => println!("{}", serde_json::to_string(&r.line).unwrap_or_default()),
+            false => println!("{}", r.describe()),
+        }
+    }
+    if found.is_empty() && !json {
+        println!(
+            "no refused events of {agent} (the senders keep them in {})",
+            files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn trace(a: TraceArgs) -> miette::Result<ExitCode> {
     let l = load(a.path, a.data_dir)?;
     if !l.spec.agents.iter().any(|x| x.name.value == a.agent) && !l.layout.agent_trace(a.agent).exists() {

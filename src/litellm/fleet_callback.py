@@ -14,9 +14,15 @@ fields and enqueue them (non-blocking, bounded queue). A thread builds the event
 and appends them, fsync'd, to a spool file beside this module
 ($FLEET_CALLBACK_SPOOL, default callback-spool.jsonl); another sends the spool,
 oldest first, in batches of up to 500 ({"events": [...]}, 2 s timeout), and
-advances the acknowledged offset only after a 2xx. A sink that is down, slow or
-answering 5xx/401/403 is retried with backoff (logged once per outage); nothing is
-dropped. A resend repeats event ids: the daemon's ingest is idempotent by id.
+advances the acknowledged offset only after the sink answered for every event. A sink
+that is down, slow or answering 5xx/401 (or 403 without a per-event answer) is retried
+with backoff (logged once per outage); nothing is dropped. Events the sink refuses for
+good — by index in its answer's `refused` list (a 200 that kept the others, or a 400/403
+that kept none), or a whole batch it refuses as such (400/413/422) — are appended,
+fsync'd, with the reason, to a dead-letter file beside the spool
+($FLEET_CALLBACK_REJECTED, default callback-rejected.jsonl; `fleet trace AGENT
+--rejected` reads it), never dropped silently. A resend repeats event ids: the daemon's
+ingest is idempotent by id.
 
 Who called: the key's metadata `agent`, else its alias minus a leading "fleet-".
 On proxy-rejected calls (401/403) LiteLLM does not fill the key's alias/metadata
@@ -216,6 +222,28 @@ class _Spool:
             finally:
                 os.close(fd)
 
+    def reject(self, events, refused):
+        """Appends each refused event (by its index in `events`) with why, fsync'd, to the
+        dead-letter file beside the spool."""
+        path = os.environ.get("FLEET_CALLBACK_REJECTED") or os.path.join(
+            os.path.dirname(self.path), "callback-rejected.jsonl")
+        at = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        lines = []
+        for r in refused:
+            i = r.get("index") if isinstance(r, dict) else None
+            if not isinstance(i, int) or not 0 <= i < len(events):
+                continue
+            doc = {"at": at, "sender": "litellm", "code": r.get("code"), "message": r.get("message"), "event": events[i]}
+            lines.append(json.dumps(doc, separators=(",", ":"), default=str).encode("utf-8") + b"\n")
+        if not lines:
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, b"".join(lines))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def offset(self):
         try:
             with open(self.offset_path, "rb") as f:
@@ -371,8 +399,8 @@ class _Sender:
                     self._wake.wait(1.0)
                     self._wake.clear()
                     continue
-                verdict = self._post(events) if events else "skip"
-                if verdict in ("ok", "skip"):
+                verdict = self._post(events) if events else "ok"
+                if verdict == "ok":
                     self._spool.acknowledge(offset + used)
                     pause = 0.25
                 else:
@@ -384,7 +412,7 @@ class _Sender:
                 pause = min(pause * 2, 5.0)
 
     def _post(self, events):
-        """ok (acknowledged), skip (refused for good: 400/413/422, logged), or retry."""
+        """ok (the sink answered for every event: kept, or refused for good and dead-lettered), or retry."""
         url = os.environ.get("FLEET_CALLBACK_URL")
         if not url:
             return "retry"
@@ -398,15 +426,32 @@ class _Sender:
         except httpx.HTTPError as e:
             self._failed(type(e).__name__)
             return "retry"
-        if r.status_code < 300:
+        refused = _refused_of(r)
+        if r.status_code < 300 or refused is not None:
+            if refused:
+                _log.warning("fleet_callback: the sink refused %d of %d event(s) (HTTP %d); kept in the dead-letter file",
+                             len(refused), len(events), r.status_code)
+                self._spool.reject(events, refused)
             self._recovered()
             return "ok"
         if r.status_code in (400, 413, 422):
-            _log.warning("fleet_callback: the sink refused %d event(s) for good (HTTP %d): %s",
+            _log.warning("fleet_callback: the sink refused a batch of %d event(s) (HTTP %d); kept in the dead-letter file: %s",
                          len(events), r.status_code, _redact(r.text))
-            return "skip"
+            why = "the batch was refused (HTTP %d): %s" % (r.status_code, _redact(r.text)[:500])
+            self._spool.reject(events, [{"index": i, "code": "batch_refused", "message": why} for i in range(len(events))])
+            return "ok"
         self._failed("HTTP %d" % r.status_code)  # 401/403 (a token being rotated), 5xx: again later
         return "retry"
+
+
+def _refused_of(r):
+    """The sink's per-event refusals (`refused`: [{index, code, message}]), or None when it gave none."""
+    try:
+        doc = r.json()
+    except Exception:  # noqa: BLE001 - not JSON: no per-event answer
+        return None
+    found = doc.get("refused") if isinstance(doc, dict) else None
+    return found if isinstance(found, list) else None
 
 
 def _extract(kwargs, status, start_time, end_time):

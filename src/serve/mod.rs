@@ -14,6 +14,7 @@ mod http;
 mod late;
 mod page;
 pub mod process;
+mod provenance;
 mod request;
 pub mod router;
 mod status;

@@ -1,7 +1,9 @@
 //! The trace endpoints: `POST /v1/trace` (ingest, idempotent by event id), `GET
 //! /v1/agents/{agent}/trace` (filters, pages), `GET /v1/usage` and `GET /v1/agents/{agent}/usage`.
-//! A batch is checked whole — every envelope valid, every event one the token may post — before
-//! any of it is written; a 200 means every event is durable.
+//! Each event of a batch is checked alone — a valid envelope, at most 256 KiB, not from the far
+//! future, one its token's sender produces (`provenance.rs`) for an agent it may post for — and the
+//! rest are kept: one bad event never costs the others; a 200 means every event it counts as
+//! accepted is durable, and it lists the refused ones by index.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,6 +12,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router as Routes};
 use serde_json::{json, Value};
@@ -22,9 +25,10 @@ use crate::trace::envelope::Envelope;
 use crate::trace::query::{cursor_of, parse_cursor, Order, Query as TraceQuery, LIMIT_DEFAULT, LIMIT_MAX};
 use crate::trace::store::{self, Item, Written};
 
-/// A batch's limits: 1000 events, 8 MiB.
+/// A batch's limits: 1000 events, 8 MiB; an event's: 256 KiB.
 pub const BATCH_MAX: usize = 1000;
 pub const BODY_MAX: usize = 8 << 20;
+pub const EVENT_MAX: usize = 256 << 10;
 
 /// The trace routes (their own body limit: batches are larger than messages).
 pub fn routes() -> Routes<Shared> {
@@ -35,8 +39,9 @@ pub fn routes() -> Routes<Shared> {
         .route("/v1/usage", get(usage))
 }
 
-/// `{"events": [...]}`, a bare array, or one envelope.
-fn envelopes(body: &[u8]) -> Result<Vec<Envelope>, ApiError> {
+/// `{"events": [...]}`, a bare array, or one envelope: the batch's events, not yet read as envelopes
+/// (one bad event is refused alone).
+fn batch(body: &[u8]) -> Result<Vec<Value>, ApiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad("invalid_json", format!("the body is not JSON: {e}")))?;
     let list = match v {
@@ -54,38 +59,77 @@ fn envelopes(body: &[u8]) -> Result<Vec<Envelope>, ApiError> {
             format!("{} events; a batch holds at most {BATCH_MAX}", list.len()),
         ));
     }
-    list.into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            serde_json::from_value::<Envelope>(v).map_err(|e| {
-                ApiError::bad("invalid_event", format!("events[{i}]: {e} (envelope v1: see docs/trace.md)"))
-            })
-        })
-        .collect()
+    Ok(list)
 }
 
+/// One event of a batch that is not kept, and why (`POST /v1/trace` answers with them).
+#[derive(Debug, Clone, PartialEq)]
+struct Refused {
+    index: usize,
+    code: &'static str,
+    message: String,
+}
+
+impl Refused {
+    fn json(&self) -> Value {
+        json!({"index": self.index, "code": self.code, "message": self.message})
+    }
+    /// Whether it was refused for who sent it (403) rather than for what it is (400).
+    fn by_principal(&self) -> bool {
+        matches!(self.code, "forbidden" | "not_its_source")
+    }
+}
+
+/// Event `i` of a batch, read and checked: its envelope and time, or why it is refused.
+fn checked(i: usize, v: Value, who: &Principal, now_ms: i64) -> Result<(Envelope, i64), Refused> {
+    let refused = |code, message: String| Refused { index: i, code, message: format!("events[{i}]: {message}") };
+    let size = serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(usize::MAX);
+    if size > EVENT_MAX {
+        return Err(refused("event_too_large", format!("{size} bytes; an event holds at most {EVENT_MAX}")));
+    }
+    let e = serde_json::from_value::<Envelope>(v)
+        .map_err(|e| refused("invalid_event", format!("{e} (envelope v1: see docs/trace.md)")))?;
+    let ms = e.check().map_err(|bad| Refused {
+        index: i,
+        code: "invalid_event",
+        message: format!("events[{i}].{}: {}", bad.field, bad.why),
+    })?;
+    if let Some(why) = super::provenance::too_far_ahead(ms, now_ms) {
+        return Err(Refused { index: i, code: "invalid_event", message: format!("events[{i}].created_at: {why}") });
+    }
+    if let Some(why) = super::provenance::refusal(who, &e) {
+        return Err(refused("not_its_source", why));
+    }
+    Ok((e, ms))
+}
+
+/// Keeps every event of the batch it may (`checked`, then where the token may post), refuses the
+/// rest one by one: `200 {"accepted", "duplicates", "refused": [{index, code, message}]}`; when none
+/// is kept, the first refusal is the error (403 when it is the token's, 400 otherwise) and
+/// `refused` lists them all.
 pub async fn ingest(
     State(app): State<Shared>,
     Caller(who): Caller,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let body = body.map_err(|r| match r.status() {
         StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is over {BODY_MAX} bytes"))
         }
         s => ApiError::new(s, "invalid_body", r.body_text()),
     })?;
-    let events = envelopes(&body)?;
-    let mut times = Vec::with_capacity(events.len());
-    for (i, e) in events.iter().enumerate() {
-        let ms = e
-            .check()
-            .map_err(|bad| ApiError::bad("invalid_event", format!("events[{i}].{}: {}", bad.field, bad.why)))?;
-        times.push(ms);
+    let now = crate::clock::now_ms();
+    let mut refused = Vec::new();
+    let mut events = Vec::new();
+    for (i, v) in batch(&body)?.into_iter().enumerate() {
+        match checked(i, v, &who, now) {
+            Ok(e) => events.push((i, e)),
+            Err(r) => refused.push(r),
+        }
     }
     let mut reloaded = false;
     let mut items = Vec::with_capacity(events.len());
-    for (i, (e, ms)) in events.into_iter().zip(times).enumerate() {
+    for (i, (e, ms)) in events {
         let mut dir = app.trace_dir(&who, e.agent_name.as_deref(), reloaded);
         if dir.is_none() && !reloaded {
             // An agent (or a gateway's agent) an apply added a moment ago.
@@ -93,17 +137,27 @@ pub async fn ingest(
             reloaded = true;
             dir = app.trace_dir(&who, e.agent_name.as_deref(), reloaded);
         }
-        let dir = dir.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
+        match dir {
+            Some(dir) => items.push(Item { dir, ms, event: e }),
+            None => refused.push(Refused {
+                index: i,
+                code: "forbidden",
+                message: format!(
                     "events[{i}]: this token may not post events of agent {:?}",
                     e.agent_name.as_deref().unwrap_or("(none)")
                 ),
-            )
-        })?;
-        items.push(Item { dir, ms, event: e });
+            }),
+        }
+    }
+    refused.sort_by_key(|r| r.index);
+    let listed: Vec<Value> = refused.iter().map(Refused::json).collect();
+    if items.is_empty() {
+        if let Some(first) = refused.first() {
+            let status =
+                if refused.iter().any(Refused::by_principal) { StatusCode::FORBIDDEN } else { StatusCode::BAD_REQUEST };
+            let body = json!({"error": {"code": first.code, "message": first.message}, "accepted": 0, "duplicates": 0, "refused": listed});
+            return Ok((status, Json(body)).into_response());
+        }
     }
     let n = items.len();
     let offered: Vec<(i64, Envelope)> = items.iter().map(|it| (it.ms, it.event.clone())).collect();
@@ -120,7 +174,7 @@ pub async fn ingest(
         offered.into_iter().zip(&written).filter(|(_, w)| **w != Written::Duplicate).map(|(o, _)| o).collect();
     let a = app.clone();
     let _ = tokio::task::spawn_blocking(move || a.late.offer_all(&fresh)).await;
-    Ok(Json(json!({"accepted": n, "duplicates": dup})))
+    Ok(Json(json!({"accepted": n, "duplicates": dup, "refused": listed})).into_response())
 }
 
 /// `since`/`until`: an RFC 3339 time, or a duration back from now (`90s`, `15m`, `1h`, `2d`).
@@ -265,12 +319,31 @@ mod tests {
     #[test]
     fn a_batch_is_an_object_with_events_an_array_or_one_envelope() {
         let one = r#"{"v":1,"id":"a","trace_id":null,"created_at":"2026-11-29T14:00:00Z","agent_name":"alice","kind":"lifecycle"}"#;
-        assert_eq!(envelopes(format!(r#"{{"events":[{one}]}}"#).as_bytes()).unwrap().len(), 1);
-        assert_eq!(envelopes(format!("[{one},{one}]").as_bytes()).unwrap().len(), 2);
-        assert_eq!(envelopes(one.as_bytes()).unwrap().len(), 1);
-        let e = envelopes(br#"{"events":[{"v":1}]}"#).unwrap_err();
-        assert!(e.message.starts_with("events[0]: missing field"), "{}", e.message);
-        assert_eq!(envelopes(b"7").unwrap_err().code, "invalid_body");
+        assert_eq!(batch(format!(r#"{{"events":[{one}]}}"#).as_bytes()).unwrap().len(), 1);
+        assert_eq!(batch(format!("[{one},{one}]").as_bytes()).unwrap().len(), 2);
+        assert_eq!(batch(one.as_bytes()).unwrap().len(), 1);
+        assert_eq!(batch(b"7").unwrap_err().code, "invalid_body");
+        assert_eq!(batch(br#"{"events": 3}"#).unwrap_err().code, "invalid_field");
+    }
+
+    #[test]
+    fn each_event_is_refused_alone_and_says_why() {
+        let now = crate::clock::parse_rfc3339_ms("2026-12-07T12:00:00Z").unwrap();
+        let ev = |at: &str, kind: &str, source: &str| json!({"v": 1, "id": "a", "trace_id": null, "created_at": at, "agent_name": "bob", "kind": kind, "backend_name": source});
+        let gw = Principal::Gateway("g".into());
+        assert!(checked(0, ev("2026-12-07T12:01:00Z", "lifecycle", "openclaw"), &gw, now).is_ok());
+        let r = checked(3, json!({"v": 1}), &gw, now).unwrap_err();
+        assert_eq!((r.index, r.code), (3, "invalid_event"));
+        assert!(r.message.starts_with("events[3]: missing field"), "{}", r.message);
+        let r = checked(1, ev("2099-01-01T00:00:00Z", "lifecycle", "openclaw"), &gw, now).unwrap_err();
+        assert_eq!(r.code, "invalid_event");
+        assert!(r.message.starts_with("events[1].created_at:") && r.message.contains("ahead"), "{}", r.message);
+        let r = checked(2, ev("2026-12-07T12:00:00Z", "llm_call", "litellm"), &gw, now).unwrap_err();
+        assert_eq!(r.code, "not_its_source", "{}", r.message);
+        assert!(r.by_principal());
+        let mut big = ev("2026-12-07T12:00:00Z", "tool_result", "openclaw");
+        big["payload"] = json!({"result": "x".repeat(EVENT_MAX)});
+        assert_eq!(checked(4, big, &gw, now).unwrap_err().code, "event_too_large");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod envelope;
 pub mod lifecycle;
 pub mod otlp;
 pub mod query;
+pub mod rejected;
 pub mod store;
 pub mod summary;
 pub mod transcript;

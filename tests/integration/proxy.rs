@@ -21,10 +21,18 @@ impl Proxy {
 
     /// POST /v1/chat/completions as `key`; returns (status, body).
     pub fn chat(&self, key: &str, model: &str) -> (u16, Value) {
+        self.chat_with(key, model, &[])
+    }
+
+    /// `chat` with request headers of the caller's.
+    pub fn chat_with(&self, key: &str, model: &str, headers: &[(&str, &str)]) -> (u16, Value) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let r = reqwest::Client::new()
-                .post(format!("{}/v1/chat/completions", self.url))
+            let mut req = reqwest::Client::new().post(format!("{}/v1/chat/completions", self.url));
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let r = req
                 .bearer_auth(key)
                 .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
                 .timeout(Duration::from_secs(60))

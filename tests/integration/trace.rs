@@ -229,43 +229,114 @@ pub fn a_routed_turn_is_traced_and_ingest_checks_every_batch(w: &World) {
         assert_eq!((s, v["error"]["code"].as_str()), (400, Some(code)), "{q}: {v}");
     }
 
-    // Ingest: a batch with one bad envelope is refused whole, naming it; nothing of it is kept.
+    // Ingest: one bad envelope is refused alone, by its index; the rest of its batch is kept.
     let mut bad = event("t-bad-0", "alice", "lifecycle");
     bad["kind"] = json!("chat");
     let body = json!({"events": [event("t-ok-0", "alice", "lifecycle"), bad]}).to_string();
     let (s, v) = d.request("POST", "/v1/trace", Some(&d.admin), Some(&body));
-    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_event")), "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().starts_with("events[1].kind"), "{v}");
-    assert!(trace_of(&d, "alice", "&trace_id=t-test").is_empty(), "nothing half-stored");
+    assert_eq!((s, v["accepted"].as_u64()), (200, Some(1)), "{v}");
+    assert_eq!(
+        (v["refused"][0]["index"].as_u64(), v["refused"][0]["code"].as_str()),
+        (Some(1), Some("invalid_event")),
+        "{v}"
+    );
+    assert!(v["refused"][0]["message"].as_str().unwrap().starts_with("events[1].kind"), "{v}");
+    let kept: Vec<Value> = trace_of(&d, "alice", "&trace_id=t-test");
+    assert_eq!(kept.iter().map(|e| e["id"].as_str().unwrap()).collect::<Vec<_>>(), ["t-ok-0"], "the good one is kept");
     let (s, v) = d.request("POST", "/v1/trace", Some(&d.admin), Some("{\"events\": 3}"));
     assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_field")), "{v}");
+    // A batch of bad events only: the first refusal is the error, every one listed.
+    let body = json!({"events": [{"v": 1}, {"v": 2}]}).to_string();
+    let (s, v) = d.request("POST", "/v1/trace", Some(&d.admin), Some(&body));
+    assert_eq!(
+        (s, v["error"]["code"].as_str(), v["refused"].as_array().map(Vec::len)),
+        (400, Some("invalid_event"), Some(2)),
+        "{v}"
+    );
+    // An event over 256 KiB (inside an 8 MiB body) is refused, not stored.
+    let mut huge = event("t-huge", "alice", "lifecycle");
+    huge["payload"] = json!({"blob": "x".repeat(7 << 20)});
+    let (s, v) = d.request("POST", "/v1/trace", Some(&d.admin), Some(&json!({"events": [huge]}).to_string()));
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("event_too_large")), "{v}");
 
-    // Who may post what.
+    // Who may post what: each token only what its sender produces, for the agents it may.
     let alice = agent_token(w, "alice");
-    let one = |id: &str, agent: &str| json!({"events": [event(id, agent, "lifecycle")]}).to_string();
-    let (s, v) = d.request("POST", "/v1/trace", None, Some(&one("t-1", "alice")));
+    let from = |id: &str, agent: &str, kind: &str, source: &str| {
+        let mut e = event(id, agent, kind);
+        e["backend_name"] = json!(source);
+        json!({"events": [e]}).to_string()
+    };
+    let (s, v) = d.request("POST", "/v1/trace", None, Some(&from("t-1", "alice", "tool_call", "test")));
     assert_eq!(s, 401, "{v}");
-    let (s, v) = d.request("POST", "/v1/trace", Some(&alice), Some(&one("t-2", "bob")));
+    let (s, v) = d.request("POST", "/v1/trace", Some(&alice), Some(&from("t-2", "bob", "tool_call", "test")));
     assert_eq!((s, v["error"]["code"].as_str()), (403, Some("forbidden")), "an agent posts only its own: {v}");
-    let (s, v) = d.request("POST", "/v1/trace", Some(&alice), Some(&one("t-3", "alice")));
+    let (s, v) = d.request("POST", "/v1/trace", Some(&alice), Some(&from("t-3", "alice", "tool_call", "test")));
     assert_eq!((s, v["accepted"].as_u64(), v["duplicates"].as_u64()), (200, Some(1), Some(0)), "{v}");
-    let (s, v) = d.request("POST", "/v1/trace", Some(&alice), Some(&one("t-3", "alice")));
+    let (s, v) = d.request("POST", "/v1/trace", Some(&alice), Some(&from("t-3", "alice", "tool_call", "test")));
     assert_eq!((s, v["duplicates"].as_u64()), (200, Some(1)), "a resend is a duplicate: {v}");
     let gw = std::fs::read_to_string(w.data_dir(FLEET).join("gateways/main/token")).unwrap().trim().to_string();
-    let (s, v) = d.request("POST", "/v1/trace", Some(&gw), Some(&one("t-4", "bob")));
+    let (s, v) = d.request("POST", "/v1/trace", Some(&gw), Some(&from("t-4", "bob", "lifecycle", "openclaw")));
     assert_eq!(s, 200, "a gateway posts its agents' events: {v}");
     let (s, _) = d.request("GET", "/v1/agents/bob/trace", Some(&gw), None);
     assert_eq!(s, 403, "a gateway's token reads nothing");
     let cb = std::fs::read_to_string(w.data_dir(FLEET).join("litellm/callback.token")).unwrap().trim().to_string();
-    let (s, v) = d.request("POST", "/v1/trace", Some(&cb), Some(&one("t-5", "alice")));
-    assert_eq!(s, 200, "the callback posts any agent's events: {v}");
+    let (s, v) = d.request("POST", "/v1/trace", Some(&cb), Some(&from("t-5", "alice", "llm_call", "litellm")));
+    assert_eq!(s, 200, "the callback posts any agent's calls: {v}");
+    // Forgeries (issue 24): each refused for its sender, nothing stored.
+    let mut priced = event("t-forged-call", "bob", "llm_call");
+    priced["backend_name"] = json!("litellm");
+    priced["cost_usd"] = json!(12345);
+    let priced = json!({"events": [priced]}).to_string();
+    let mut future = event("t-forged-beat", "bob", "lifecycle");
+    future["backend_name"] = json!("openclaw");
+    future["created_at"] = json!("2099-01-01T00:00:00Z");
+    future["payload"] = json!({"event": "heartbeat"});
+    for (who, token, body, want) in [
+        ("a gateway: a call priced as the proxy's", &gw, priced.clone(), (403, "not_its_source")),
+        (
+            "an agent: a call priced as the proxy's",
+            &alice,
+            priced.replace("\"bob\"", "\"alice\""),
+            (403, "not_its_source"),
+        ),
+        (
+            "an agent: a lifecycle event",
+            &alice,
+            from("t-forged-life", "alice", "lifecycle", "test"),
+            (403, "not_its_source"),
+        ),
+        (
+            "an agent: an event as openclaw",
+            &alice,
+            from("t-forged-oc", "alice", "message_out", "openclaw"),
+            (403, "not_its_source"),
+        ),
+        (
+            "the callback: a lifecycle event",
+            &cb,
+            from("t-forged-cb", "alice", "lifecycle", "litellm"),
+            (403, "not_its_source"),
+        ),
+        (
+            "a gateway: a heartbeat dated 2099",
+            &gw,
+            json!({"events": [future.clone()]}).to_string(),
+            (400, "invalid_event"),
+        ),
+    ] {
+        let (s, v) = d.request("POST", "/v1/trace", Some(token), Some(&body));
+        assert_eq!((s, v["error"]["code"].as_str()), (want.0, Some(want.1)), "{who}: {v}");
+    }
     let (s, _) = d.request("GET", "/v1/agents/alice/trace", Some(&alice), None);
     assert_eq!(s, 200, "an agent reads its own trace");
     let (s, _) = d.request("GET", "/v1/agents/bob/trace", Some(&alice), None);
     assert_eq!(s, 403, "and no other");
     let ids: Vec<String> =
         trace_of(&d, "alice", "&trace_id=t-test").iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
-    assert_eq!(ids, ["t-3", "t-5"], "{ids:?}");
+    assert_eq!(ids, ["t-ok-0", "t-3", "t-5"], "{ids:?}");
+    let bobs: Vec<String> =
+        trace_of(&d, "bob", "&trace_id=t-test").iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(bobs, ["t-4"], "no forgery of bob's is kept: {bobs:?}");
 
     // Usage: the proxy's priced calls per agent.
     // alice's calls in a `/v1/usage` answer.
@@ -282,6 +353,33 @@ pub fn a_routed_turn_is_traced_and_ingest_checks_every_batch(w: &World) {
     assert_eq!(s, 200, "{v}");
     let alice_calls = calls_of_alice(&v);
     assert!(alice_calls >= 1, "{v}");
+
+    // One bad event costs no other (issue 24): a caller's call id of 201–256 characters becomes an
+    // `llm_call` whose trace id the daemon refuses; the callback keeps that event, with why, in its
+    // dead-letter file (`fleet trace alice --rejected` shows it), and the call right after it is kept.
+    let key = crate::support::env_key(&w.data_dir(FLEET).join("agents/alice/env"));
+    let proxy = crate::proxy::Proxy::of(w);
+    // (LiteLLM takes a caller's id up to 256 characters; the envelope's ids are at most 200.)
+    let long = format!("fleet-test-long-{}", "x".repeat(224));
+    assert_eq!(proxy.chat_with(&key, "demo-small", &[("x-litellm-call-id", &long)]).0, 200);
+    assert_eq!(proxy.chat_with(&key, "demo-small", &[("x-litellm-call-id", "fleet-test-after-long")]).0, 200);
+    let rejected = w.data_dir(FLEET).join("litellm/callback-rejected.jsonl");
+    let dead = wait_until(Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(&rejected).ok()?;
+        let kept = trace_of(&d, "alice", "&trace_id=fleet-test-after-long");
+        let line = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["event"]["trace_id"] == long.as_str())?;
+        (!kept.is_empty()).then_some(line)
+    })
+    .unwrap_or_else(|| {
+        panic!("the refused call's event in {} and the next call's in alice's trace", rejected.display())
+    });
+    assert_eq!((dead["code"].as_str(), dead["sender"].as_str()), (Some("invalid_event"), Some("litellm")), "{dead}");
+    assert!(dead["message"].as_str().unwrap_or("").contains("trace_id"), "{dead}");
+    let r = w.fleet(&["trace", "alice", "--rejected"]).ok();
+    assert!(r.stdout.contains("invalid_event") && r.stdout.contains("trace_id"), "{}", r.stdout);
 
     // `fleet trace --follow` prints what arrives — also an event older than what it printed last.
     let mut follow = Reaped(

@@ -41,9 +41,13 @@
 // after a 2xx. When everything is acknowledged the spool is compacted: offset 0 is committed first,
 // then the file is truncated — a crash in between re-sends (same ids), never loses.
 // Failures: network errors, 5xx, 408, 429 retry with backoff (200 ms doubling, cap 5 s). 401/403
-// also retry (the token may be rotating; the token is re-read from the config file meanwhile).
-// Other 4xx (400, 404, 413, 422 …) can never succeed for that content: the batch is split in
-// halves until the failing event is alone, which is then logged once and skipped.
+// without a per-event answer also retry (the token may be rotating; the token is re-read from the
+// config file meanwhile). The daemon answers for each event: those it refuses for good (its
+// `refused` list, by index, on a 200 that kept the others or a 400/403 that kept none) are appended,
+// fsync'd, with why, to <home>/.fleet/trace-rejected.jsonl (`fleet trace AGENT --rejected`) and the
+// batch is acknowledged. Other 4xx without that list (404, 413 …) can never succeed for that
+// content: the batch is split in halves until the failing event is alone, which is then kept in the
+// same dead-letter file.
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import http from "node:http";
@@ -219,8 +223,17 @@ class Spool {
     (async () => {
       const { lines, bytes } = await this.op(() => this.readBatch());
       if (!lines.length) return;
-      const status = await this.post('{"events":[' + lines.join(",") + "]}");
-      if (status >= 200 && status < 300) {
+      const { status, body } = await this.post('{"events":[' + lines.join(",") + "]}");
+      let refused = null;
+      try {
+        const doc = JSON.parse(body);
+        if (doc && Array.isArray(doc.refused)) refused = doc.refused;
+      } catch {}
+      if ((status >= 200 && status < 300) || refused) {
+        if (refused && refused.length) {
+          this.log.warn?.(`fleet-trace: the daemon refused ${refused.length} of ${lines.length} event(s); kept in trace-rejected.jsonl`);
+          await this.op(() => this.deadLetter(lines, refused));
+        }
         this.failures = 0;
         this.batchLimit = Math.min(MAX_BATCH, this.batchLimit * 2);
         await this.advance(bytes);
@@ -232,9 +245,8 @@ class Spool {
         return;
       }
       if (permanent) {
-        let id = "?";
-        try { id = JSON.parse(lines[0]).id; } catch {}
-        this.log.warn?.(`fleet-trace: the daemon refused event ${id} with HTTP ${status}; skipped`);
+        this.log.warn?.(`fleet-trace: the daemon refused an event with HTTP ${status}; kept in trace-rejected.jsonl`);
+        await this.op(() => this.deadLetter(lines, [{ index: 0, code: `http_${status}`, message: String(body).slice(0, 500) }]));
         this.batchLimit = MAX_BATCH;
         await this.advance(bytes);
         return;
@@ -255,6 +267,26 @@ class Spool {
         // A backlog drains batch after batch, not one batch per tick.
         if (!this.failures && this.acked < this.written) setImmediate(() => this.ship());
       });
+  }
+  // Appends each refused event (by index into `lines`) with why, fsync'd: never dropped silently.
+  async deadLetter(lines, refused) {
+    const at = new Date().toISOString();
+    const out = [];
+    for (const r of refused) {
+      const i = r && Number.isInteger(r.index) ? r.index : -1;
+      if (i < 0 || i >= lines.length) continue;
+      let event = null;
+      try { event = JSON.parse(lines[i]); } catch { event = lines[i]; }
+      out.push(JSON.stringify({ at, sender: "openclaw", code: r.code ?? null, message: r.message ?? null, event }) + "\n");
+    }
+    if (!out.length) return;
+    const fh = await fsp.open(path.join(this.dir, "trace-rejected.jsonl"), "a", 0o600);
+    try {
+      await fh.write(out.join(""));
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
   }
   advance(bytes) {
     return this.op(async () => {
@@ -290,13 +322,18 @@ class Spool {
           },
         },
         (res) => {
-          res.resume();
-          res.on("end", () => resolve(res.statusCode || 0));
-          res.on("error", () => resolve(0));
+          const chunks = [];
+          let size = 0;
+          res.on("data", (c) => {
+            size += c.length;
+            if (size <= 1 << 20) chunks.push(c); // the daemon's answer; never more than this is read
+          });
+          res.on("end", () => resolve({ status: res.statusCode || 0, body: Buffer.concat(chunks).toString("utf8") }));
+          res.on("error", () => resolve({ status: 0, body: "" }));
         },
       );
       req.on("timeout", () => req.destroy(new Error("timeout")));
-      req.on("error", () => resolve(0));
+      req.on("error", () => resolve({ status: 0, body: "" }));
       req.end(body);
     });
   }
