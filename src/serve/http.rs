@@ -245,7 +245,11 @@ impl axum::extract::FromRequestParts<Shared> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &Shared) -> Result<Self, ApiError> {
-        app.principal(&parts.headers).await.map(Caller)
+        let who = app.principal(&parts.headers).await?;
+        if let Some(why) = super::session::cross_site_write(&parts.method, &parts.headers) {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "cross_site", why));
+        }
+        Ok(Caller(who))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod process;
 mod provenance;
 mod request;
 pub mod router;
+mod session;
 mod status;
 pub mod store;
 mod trace_api;

@@ -280,6 +280,9 @@ fn bad_requests_get_their_status_and_store_nothing(w: &World) {
         ("wrong token", d.request("POST", "/v1/agents/alice/messages", Some("fleet-admin-nope"), Some(r#"{"text":"x"}"#)), 401, "unauthorized"),
         ("another agent's token", d.request("POST", "/v1/agents/bob/messages", Some(&alice), Some(r#"{"text":"x"}"#)), 403, "forbidden"),
         ("no such endpoint", d.request("GET", "/v1/nothing", Some(&a), None), 404, "not_found"),
+        // The session cookie from a page on another port of this machine (issue 24: it was accepted, 202).
+        ("a cookie write from another origin", d.raw(format!("POST /v1/agents/alice/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nCookie: fleet_session={}\r\nOrigin: http://127.0.0.1:1\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n{{\"text\":\"x\"}}", fleet::serve::auth::session_value(&a)).as_bytes()), 403, "cross_site"),
+        ("a cookie write that is not JSON", d.raw(format!("POST /v1/agents/alice/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nCookie: fleet_session={}\r\nSec-Fetch-Site: same-origin\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n{{\"text\":\"x\"}}", fleet::serve::auth::session_value(&a)).as_bytes()), 403, "cross_site"),
     ];
     for (what, (status, body), want, code) in &cases {
         assert_eq!(*status, *want, "{what}: {body}");
