@@ -1,4 +1,4 @@
-//! Small file helpers: atomic writes with a mode, and hashing.
+//! Small file helpers: atomic writes with a mode, hashing, and finding a program on the PATH.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -6,6 +6,12 @@ use std::path::Path;
 
 use miette::{IntoDiagnostic, WrapErr};
 use sha2::{Digest, Sha256};
+
+/// Where `name` is on this process's PATH, if anywhere.
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))

@@ -72,10 +72,6 @@ fn run(cmd: &mut std::process::Command, what: &str) -> miette::Result<()> {
     Ok(())
 }
 
-fn which(name: &str) -> bool {
-    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file())).unwrap_or(false)
-}
-
 /// The base root filesystem as a tarball, from the cache or made now.
 fn base(r: &Recipe, arch: Arch, cache: &Path, no_cache: bool, say: &dyn Fn(&str)) -> miette::Result<PathBuf> {
     let tar = cache.join("images/bases").join(format!("{}.tar", base_key(r, arch)));
@@ -85,7 +81,7 @@ fn base(r: &Recipe, arch: Arch, cache: &Path, no_cache: bool, say: &dyn Fn(&str)
     std::fs::create_dir_all(tar.parent().expect("parent")).into_diagnostic()?;
     let tmp = tar.with_extension("tmp.tar");
     let include = r.packages.join(",");
-    if which("mmdebstrap") {
+    if crate::fsutil::which("mmdebstrap").is_some() {
         say(&format!("mmdebstrap {} {} ({})", r.suite, r.variant, arch.as_str()));
         let mut cmd = std::process::Command::new("mmdebstrap");
         cmd.args(["--mode=root", &format!("--variant={}", r.variant), &format!("--architectures={}", arch.as_str())]);
@@ -94,7 +90,7 @@ fn base(r: &Recipe, arch: Arch, cache: &Path, no_cache: bool, say: &dyn Fn(&str)
         }
         cmd.arg(&r.suite).arg(&tmp).arg(&r.mirror).env("SOURCE_DATE_EPOCH", r.source_date_epoch.to_string());
         run(&mut cmd, "mmdebstrap")?;
-    } else if which("debootstrap") {
+    } else if crate::fsutil::which("debootstrap").is_some() {
         say(&format!("debootstrap {} {} ({}); mmdebstrap is faster", r.suite, r.variant, arch.as_str()));
         let dir = tempfile::tempdir_in(tar.parent().expect("parent")).into_diagnostic()?;
         let mut cmd = std::process::Command::new("debootstrap");

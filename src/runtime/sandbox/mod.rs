@@ -68,10 +68,11 @@ pub fn missing_tools() -> Vec<&'static str> {
     NEEDS.into_iter().filter(|t| which(t).is_none()).collect()
 }
 
+/// `name` on the PATH, else in the system's own directories (Debian's runc is `/usr/sbin/runc`,
+/// outside an ordinary user's PATH).
 pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into());
-    let found = path.split(':').chain(["/usr/sbin", "/sbin"]).map(|d| Path::new(d).join(name)).find(|p| p.is_file());
-    found
+    const SYSTEM: [&str; 5] = ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"];
+    crate::fsutil::which(name).or_else(|| SYSTEM.map(|d| Path::new(d).join(name)).into_iter().find(|p| p.is_file()))
 }
 
 /// fleet's files for the gateway's podman, beside its home (`gateways/<gw>/sandbox/`): fleet's,
