@@ -5,7 +5,7 @@
 //! the directory, the LiteLLM proxy (Python) or the daemon (fleet) whose command line names a path
 //! inside it. The answer says why, for `fleet gc` to show.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::pid::{working_in, Pid};
@@ -47,7 +47,8 @@ pub fn stop_all_working_in(dir: &Path, grace: Duration) -> Vec<Pid> {
 
 /// Why `p` is one of the processes fleet starts in `dir`; None when it is not.
 pub fn why_ours(p: Pid, dir: &Path) -> Option<String> {
-    if let Some((user, home)) = gateway_user_of(p).filter(|(_, home)| home.starts_with(dir)) {
+    let gateway_user = p.uid().and_then(super::users::gateway_user_by_uid);
+    if let Some((user, home)) = gateway_user.filter(|(_, home)| home.starts_with(dir)) {
         return Some(format!("runs as {user}, the user of the gateway whose home is {}", home.display()));
     }
     let argv = p.argv();
@@ -71,21 +72,6 @@ pub fn why_ours(p: Pid, dir: &Path) -> Option<String> {
         return Some(format!("fleet's daemon, its command line names {}", dir.display()));
     }
     None
-}
-
-/// The gateway user `p` runs as (`fl-…`, from 2,000,000,000 up) and that user's home.
-fn gateway_user_of(p: Pid) -> Option<(String, PathBuf)> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid)).ok()?;
-    let uid: u32 = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()?;
-    if uid < super::users::ID_BASE {
-        return None;
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 6 && f[0].starts_with("fl-") && f[2].parse::<u32>().ok() == Some(uid))
-            .then(|| (f[0].to_string(), PathBuf::from(f[5])))
-    })
 }
 
 #[cfg(test)]

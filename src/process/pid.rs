@@ -41,6 +41,12 @@ impl Pid {
             .unwrap_or_default()
     }
 
+    /// The real uid it runs as.
+    pub fn uid(&self) -> Option<u32> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
+    }
+
     /// SIGTERM, wait up to `grace`, then SIGKILL. True if it is gone.
     pub fn stop(&self, grace: Duration) -> bool {
         if !self.alive() {

@@ -5,7 +5,7 @@
 
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use miette::{miette, IntoDiagnostic};
@@ -26,6 +26,27 @@ pub fn user(name: &str) -> Option<(u32, u32)> {
         let f: Vec<&str> = l.split(':').collect();
         (f.len() >= 4 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
     })
+}
+
+/// The users fleet made (gateways' own: `fl-…`, its comment): name, uid, home.
+fn fleet_users() -> Vec<(String, u32, PathBuf)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 6 && f[4] == COMMENT && f[0].starts_with("fl-"))
+                .then(|| Some((f[0].to_string(), f[2].parse().ok()?, PathBuf::from(f[5]))))?
+        })
+        .collect()
+}
+
+/// The user fleet made (a gateway's own) whose uid is `uid`: its name and home.
+pub fn gateway_user_by_uid(uid: u32) -> Option<(String, PathBuf)> {
+    if uid < ID_BASE {
+        return None;
+    }
+    fleet_users().into_iter().find(|(_, u, _)| *u == uid).map(|(name, _, home)| (name, home))
 }
 
 /// A group's gid.
@@ -136,11 +157,9 @@ pub fn ensure_user(name: &str, home: &Path) -> miette::Result<(u32, u32)> {
 /// Removes the gateway users whose home is gone (a data dir removed by hand, a test's temporary
 /// fleet): a live gateway's home always exists before its user is made. Best effort.
 fn prune_stale() {
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    for l in passwd.lines() {
-        let f: Vec<&str> = l.split(':').collect();
-        if f.len() >= 6 && f[4] == COMMENT && f[0].starts_with("fl-") && !Path::new(f[5]).exists() {
-            let _ = remove_user(f[0]);
+    for (name, _, home) in fleet_users() {
+        if !home.exists() {
+            let _ = remove_user(&name);
         }
     }
 }

@@ -146,8 +146,7 @@ impl Drop for World {
 
 /// The real uid a process runs as.
 fn uid_of(pid: i32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
+    fleet::process::Pid::of(pid as u32)?.uid()
 }
 
 impl World {
