@@ -439,18 +439,29 @@ pub struct AgentSandbox {
 }
 
 impl AgentSandbox {
+    /// The `sandbox` node that sets agent `a`'s mode on gateway `g`: its own, else its gateway's.
+    pub fn declared<'s>(g: &'s Gateway, a: &'s Agent) -> Option<&'s Sandbox> {
+        a.sandbox.as_ref().or(g.sandbox.as_ref())
+    }
+
+    /// The image agent `a`'s sandbox names: its own, else its gateway's.
+    pub fn image_of<'s>(g: &'s Gateway, a: &'s Agent) -> Option<&'s Spanned<String>> {
+        a.sandbox.as_ref().and_then(|s| s.image.as_ref()).or_else(|| g.sandbox.as_ref().and_then(|s| s.image.as_ref()))
+    }
+
     /// Agent `a`'s sandbox on gateway `g`: the agent's settings, else the gateway's; None when its
-    /// tools run unsandboxed (`off`, or nothing declared).
+    /// tools run unsandboxed (`off`, or nothing declared) — or when no image is named (a fleet
+    /// file validation refuses).
     pub fn of(g: &Gateway, a: &Agent) -> Option<AgentSandbox> {
-        let (own, gw) = (a.sandbox.as_ref(), g.sandbox.as_ref());
-        let mode = own.or(gw)?.mode;
+        let mode = Self::declared(g, a)?.mode;
         if mode == SandboxMode::Off {
             return None;
         }
+        let (own, gw) = (a.sandbox.as_ref(), g.sandbox.as_ref());
         let pick = |f: &dyn Fn(&Sandbox) -> Option<String>| own.and_then(f).or_else(|| gw.and_then(f));
         Some(AgentSandbox {
             mode,
-            image: pick(&|s| s.image.as_ref().map(|i| i.value.clone()))?,
+            image: Self::image_of(g, a)?.value.clone(),
             workspace: pick(&|s| s.workspace.clone()).unwrap_or_else(|| "rw".into()),
             network: pick(&|s| s.network.clone()).unwrap_or_else(|| "none".into()),
         })

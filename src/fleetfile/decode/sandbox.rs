@@ -58,6 +58,22 @@ mod tests {
     }
 
     #[test]
+    fn an_agents_own_sandbox_on_an_incus_gateway_is_refused_image_or_not() {
+        let sha = "0".repeat(64);
+        for own in ["sandbox \"all\"", "sandbox \"all\" image=\"b\""] {
+            let text = format!(
+                "fleet \"acme\"\nhost \"box\" runtime=\"incus\"\nprovider \"demo\" type=\"mock\" {{ model \"m\"; }}\n\
+                 image \"b\" {{ url \"https://example.com/b.tar.gz\" arch=\"amd64\" sha256=\"{sha}\"; }}\n\
+                 gateway \"main\" host=\"box\" image=\"b\"\nagent \"alice\" gateway=\"main\" model=\"m\" {{ {own}; }}\n"
+            );
+            let e = crate::fleetfile::parse(SourceFile::new("fleet.kdl", text), std::path::Path::new("/nonexistent"))
+                .expect_err(own);
+            let shown = format!("{:?}", miette::Report::new(e));
+            assert!(shown.contains("runs in an Incus container"), "{own}: {shown}");
+        }
+    }
+
+    #[test]
     fn sandboxes_read_the_same_in_kdl_and_toml_and_agents_inherit_what_they_leave_out() {
         let sha = "0".repeat(64);
         let k = parse(

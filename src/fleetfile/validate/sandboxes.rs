@@ -16,13 +16,15 @@ pub fn sandboxes(p: &mut Problems, idx: &Index, gateways: &[Gateway], agents: &[
     }
     let runtime_of = |g: &Gateway| idx.hosts.iter().find(|h| h.name.value == g.host.value).map(|h| h.runtime);
     for g in gateways {
-        let sandboxed = |a: &&Agent| a.gateway.value == g.name.value && AgentSandbox::of(g, a).is_some();
-        let on_gw: Vec<&Agent> = agents.iter().filter(sandboxed).collect();
-        let declared = g.sandbox.as_ref().filter(|s| s.mode != SandboxMode::Off);
+        // The agents whose tools the file puts in a sandbox, and the `sandbox` node that says so.
+        let sandboxed: Vec<(&Agent, &Sandbox)> = agents
+            .iter()
+            .filter(|a| a.gateway.value == g.name.value)
+            .filter_map(|a| AgentSandbox::declared(g, a).filter(|s| s.mode != SandboxMode::Off).map(|s| (a, s)))
+            .collect();
         if runtime_of(g) == Some(Runtime::Incus) {
-            let span =
-                declared.map(|s| s.span).or_else(|| on_gw.iter().find_map(|a| a.sandbox.as_ref()).map(|s| s.span));
-            if let Some(span) = span {
+            let declared = g.sandbox.as_ref().filter(|s| s.mode != SandboxMode::Off);
+            if let Some(span) = declared.or(sandboxed.first().map(|(_, s)| *s)).map(|s| s.span) {
                 p.push(
                     Problem::new(
                         format!("gateway {:?} runs in an Incus container: fleet sandboxes tools on process gateways only", g.name.value),
@@ -34,20 +36,13 @@ pub fn sandboxes(p: &mut Problems, idx: &Index, gateways: &[Gateway], agents: &[
             }
             continue;
         }
-        for a in agents.iter().filter(|a| a.gateway.value == g.name.value) {
-            let own = a.sandbox.as_ref();
-            let mode = own.or(g.sandbox.as_ref()).map_or(SandboxMode::Off, |s| s.mode);
-            let has_image = own.and_then(|s| s.image.as_ref()).or(g.sandbox.as_ref().and_then(|s| s.image.as_ref()));
-            if mode == SandboxMode::Off || has_image.is_some() {
-                continue;
-            }
-            let span = own.or(g.sandbox.as_ref()).map_or(a.name.span, |s| s.span);
+        for (a, s) in sandboxed.into_iter().filter(|(a, _)| AgentSandbox::image_of(g, a).is_none()) {
             let example = match images.first() {
                 Some(i) => format!("add `image=\"{i}\"` to the gateway's or the agent's `sandbox`"),
                 None => "declare `image \"sandbox\" { recipe \"recipes/sandbox.kdl\" }` and add `image=\"sandbox\"` to the `sandbox`".to_string(),
             };
             p.push(
-                Problem::new(format!("agent {:?}'s sandbox has no image", a.name.value), span, "no image")
+                Problem::new(format!("agent {:?}'s sandbox has no image", a.name.value), s.span, "no image")
                     .help(format!("a sandbox runs from an image fleet builds or fetches: {example}")),
             );
         }
