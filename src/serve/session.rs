@@ -11,8 +11,7 @@ use axum::http::{header, HeaderMap, Method};
 /// Why this request may not write with the session cookie (None: it may, or it is no such write).
 pub fn cross_site_write(method: &Method, headers: &HeaderMap) -> Option<String> {
     let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let bearer =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("Bearer "));
+    let bearer = super::auth::bearer_of(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).is_some();
     if safe || bearer || !headers.contains_key(header::COOKIE) {
         return None;
     }
