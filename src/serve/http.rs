@@ -97,16 +97,20 @@ impl App {
         self.reload().await;
     }
 
-    fn principal_now(&self, headers: &HeaderMap) -> Option<Principal> {
+    /// Who is asking, and whether the session cookie (not a bearer token) says so.
+    fn principal_now(&self, headers: &HeaderMap) -> Option<(Principal, bool)> {
         let tokens = self.tokens.read().expect("tokens");
         let bearer = auth::bearer_of(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
         let cookie = auth::cookie_of(headers.get(header::COOKIE).and_then(|v| v.to_str().ok()));
-        bearer.and_then(|t| tokens.bearer(t)).or_else(|| cookie.and_then(|c| tokens.cookie(c)))
+        match bearer.and_then(|t| tokens.bearer(t)) {
+            Some(p) => Some((p, false)),
+            None => cookie.and_then(|c| tokens.cookie(c)).map(|p| (p, true)),
+        }
     }
 
-    /// Who is asking: a bearer token, or the status page's session cookie. A token not known yet
-    /// (an agent an apply added a moment ago) is looked up again in the state before it is refused.
-    pub async fn principal(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    /// Who is asking: a bearer token, or the status page's session cookie (true). A token not known
+    /// yet (an agent an apply added a moment ago) is looked up again in the state before it is refused.
+    async fn principal_via(&self, headers: &HeaderMap) -> Result<(Principal, bool), ApiError> {
         if let Some(p) = self.principal_now(headers) {
             return Ok(p);
         }
@@ -114,6 +118,11 @@ impl App {
             self.reload().await;
         }
         self.principal_now(headers).ok_or_else(ApiError::unauthorized)
+    }
+
+    /// Who is asking (`principal_via`).
+    pub async fn principal(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        self.principal_via(headers).await.map(|(p, _)| p)
     }
 
     /// The agent a request names, checked: a valid name, one the principal may touch, in the fleet
@@ -245,8 +254,8 @@ impl axum::extract::FromRequestParts<Shared> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &Shared) -> Result<Self, ApiError> {
-        let who = app.principal(&parts.headers).await?;
-        if let Some(why) = super::session::cross_site_write(&parts.method, &parts.headers) {
+        let (who, by_cookie) = app.principal_via(&parts.headers).await?;
+        if let Some(why) = super::session::cross_site_write(&parts.method, &parts.headers).filter(|_| by_cookie) {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "cross_site", why));
         }
         Ok(Caller(who))

@@ -282,6 +282,11 @@ fn bad_requests_get_their_status_and_store_nothing(w: &World) {
         ("no such endpoint", d.request("GET", "/v1/nothing", Some(&a), None), 404, "not_found"),
         // The session cookie from a page on another port of this machine (issue 24: it was accepted, 202).
         ("a cookie write from another origin", d.raw(format!("POST /v1/agents/alice/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nCookie: fleet_session={}\r\nOrigin: http://127.0.0.1:1\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n{{\"text\":\"x\"}}", fleet::serve::auth::session_value(&a)).as_bytes()), 403, "cross_site"),
+        // A valid bearer token is what authenticates (no ambient credential): the cookie beside it and
+        // the foreign origin do not matter — the body's own error comes back.
+        ("a bearer write with a cookie from another origin", d.raw(format!("POST /v1/agents/alice/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer {a}\r\nCookie: fleet_session={}\r\nOrigin: http://127.0.0.1:1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}", fleet::serve::auth::session_value(&a)).as_bytes()), 400, "missing_field"),
+        // A bearer token that is not one, beside the cookie: the cookie authenticates, so it is checked.
+        ("a wrong bearer beside the cookie from another origin", d.raw(format!("POST /v1/agents/alice/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer nope\r\nCookie: fleet_session={}\r\nOrigin: http://127.0.0.1:1\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{{\"text\":\"x\"}}", fleet::serve::auth::session_value(&a)).as_bytes()), 403, "cross_site"),
         ("a cookie write that is not JSON", d.raw(format!("POST /v1/agents/alice/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nCookie: fleet_session={}\r\nSec-Fetch-Site: same-origin\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n{{\"text\":\"x\"}}", fleet::serve::auth::session_value(&a)).as_bytes()), 403, "cross_site"),
     ];
     for (what, (status, body), want, code) in &cases {
