@@ -25,10 +25,15 @@ fn sandboxed(spec: &FleetSpec) -> Vec<(&Gateway, Vec<&str>)> {
         .collect()
 }
 
-/// What this machine lacks for the sandboxes `spec` declares (slirp4netns for an `outbound` one).
+/// What this machine lacks for the sandboxes `spec` declares (slirp4netns for an `outbound` one);
+/// nothing is looked for when it declares none (every plan asks).
 pub fn missing_tools(spec: &FleetSpec) -> Vec<&'static str> {
+    let sandboxes: Vec<AgentSandbox> = spec.agents.iter().filter_map(|a| spec.sandbox_of(a)).collect();
+    if sandboxes.is_empty() {
+        return Vec::new();
+    }
     let mut missing = crate::runtime::sandbox::missing_tools();
-    let outbound = spec.agents.iter().filter_map(|a| spec.sandbox_of(a)).any(|s| s.network == "outbound");
+    let outbound = sandboxes.iter().any(|s| s.network == "outbound");
     if outbound && crate::runtime::sandbox::which("slirp4netns").is_none() {
         missing.push("slirp4netns");
     }
