@@ -17,10 +17,19 @@ A raw key is never stored, logged or handed to LiteLLM: LiteLLM only ever sees
 the sha256 hash (as token and api_key, so logs show user_api_key_hash = hash).
 
 Spend control (a key's metadata, written by fleet from the fleet file):
-  * "budget": {"usd": 5, "per": "hour|day|week|month"} - windows are UTC. A key is
-    refused with 429 (type "budget_exceeded") once its agent's spend in the current
-    window, plus what its last call cost, would pass the budget: a call already
-    running finishes; the next one is refused.
+  * "budget": {"usd": 5, "per": "hour|day|week|month"} - windows are UTC. Each call
+    of a budgeted key holds (reserves) what it may cost before it runs, and gives the
+    hold back when it is priced: the call's prompt at the model's input price plus its
+    max_tokens at the output price; without max_tokens, what the agent's last call cost
+    (or, with no call yet in the window, the model's maximum output). A call is refused
+    with 429 (type "budget_exceeded") when the window's spend, plus what calls in flight
+    hold, plus its own hold would pass the budget - except the first call of a window
+    with nothing held, so one call dearer than the whole budget cannot lock an agent
+    out for good. N parallel calls therefore overshoot by no more than what their holds
+    under-estimated. A refused call costs nothing; a failed one what LiteLLM priced.
+  * Call ids are fleet's: every agent call gets a fresh id ("fleet-<hex>", in the
+    request's metadata as fleet_call_id) that keys the ledger and the holds. The
+    caller's x-litellm-call-id names nothing fleet counts.
   * "limits": {"rpm": 60, "tpm": 200000} - handed to LiteLLM's own per-key limiter
     (rpm_limit / tpm_limit on the returned key object), which answers 429.
 Spend comes from the ledger (env FLEET_SPEND_FILE, else spend.jsonl next to the key
@@ -42,6 +51,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 
 from litellm._logging import verbose_proxy_logger as _log
 from litellm.integrations.custom_logger import CustomLogger
@@ -224,6 +234,34 @@ class _Ledger:
 
 _ledger = _Ledger()
 
+_HOLD_TTL_S = 900  # a hold no hook settled (a call lost mid-flight) stops counting after this
+
+
+class _Holds:
+    """What calls in flight may still cost, per agent: taken before a call runs, given back when
+    it is priced (or failed). Memory only: a proxy restart ends every call in flight too."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._by_id = {}  # fleet call id -> (agent, usd, expires)
+
+    def held(self, agent, now):
+        with self._lock:
+            for cid in [c for c, (_, _, exp) in self._by_id.items() if exp <= now]:
+                del self._by_id[cid]
+            return sum(usd for a, usd, _ in self._by_id.values() if a == agent)
+
+    def take(self, cid, agent, usd, now):
+        with self._lock:
+            self._by_id[cid] = (agent, usd, now + _HOLD_TTL_S)
+
+    def give_back(self, cid):
+        with self._lock:
+            self._by_id.pop(cid, None)
+
+
+_holds = _Holds()
+
 
 def _window(per, now):
     """(start epoch, label of the window, when it resets) for a budget window (UTC)."""
@@ -254,33 +292,120 @@ def _usd(x):
     return "$" + s
 
 
-def _check_budget(agent, budget, now=None):
-    """Raises a 429 when the agent's spend in the window, plus its last call's cost, passes the budget.
-    The message starts "Out of budget": OpenClaw reads that as a billing failure, which it does not
-    retry (a plain 429 it retries for minutes, as a rate limit)."""
+def _budget_of(budget):
+    """(usd, per) of a usable budget, else None."""
     if not isinstance(budget, dict):
-        return
-    usd, per = budget.get("usd"), budget.get("per")
+        return None
+    usd = budget.get("usd")
     if isinstance(usd, bool) or not isinstance(usd, (int, float)) or usd <= 0:
+        return None
+    return float(usd), budget.get("per")
+
+
+def _check_budget(agent, budget, now=None, next_call=None, hold_id=None):
+    """Raises a 429 when the agent's spend in the window, plus what its calls in flight hold, plus
+    what its next call may cost (`next_call`: (usd, why); default: its last call's cost) passes
+    the budget; else, with `hold_id`, holds the next call's cost under that id. The message starts
+    "Out of budget": OpenClaw reads that as a billing failure, which it does not retry (a plain
+    429 it retries for minutes, as a rate limit). No await inside: check and hold are one step
+    on the event loop."""
+    b = _budget_of(budget)
+    if b is None:
         return
+    usd, per = b
     now = time.time() if now is None else now
     since, label, resets = _window(per, now)
     spent, last = _ledger.look(agent, since)
+    held = _holds.held(agent, now)
+    cost, why_cost = next_call if next_call is not None else (last, "as its last")
     eps = 1e-12
-    if spent + eps >= usd:
-        why = "Out of budget: %s has spent %s of %s for %s; resets %s" % (agent, _usd(spent), _usd(usd), label, resets)
-    elif spent + last > usd + eps:
-        why = "Out of budget: %s has spent %s of %s for %s, and its next call (about %s, as its last) would pass it; resets %s" % (
-            agent,
-            _usd(spent),
-            _usd(usd),
-            label,
-            _usd(last),
-            resets,
-        )
+    head = "Out of budget: %s has spent %s of %s for %s" % (agent, _usd(spent), _usd(usd), label)
+    if held > 0:
+        head += " (%s more held by calls in flight)" % _usd(held)
+    if spent + held + eps >= usd:
+        why = "%s; resets %s" % (head, resets)
+    elif spent + held > 0 and spent + held + cost > usd + eps:
+        why = "%s, and its next call (about %s, %s) would pass it; resets %s" % (head, _usd(cost), why_cost, resets)
     else:
+        if hold_id is not None and cost > 0:
+            _holds.take(hold_id, agent, cost, now)
         return
     raise ProxyException(message=why, type="budget_exceeded", param="budget", code=429)
+
+
+_DEFAULT_MAX_OUT = 4096  # output tokens assumed when neither the call nor the model says
+
+
+def _prices(model):
+    """(input, output) USD per token and the maximum output tokens of a model group, as the
+    proxy prices it: the deployment's own prices, else LiteLLM's cost map."""
+    try:
+        from litellm.proxy import proxy_server
+
+        router = proxy_server.llm_router
+        deployments = router.get_model_list(model_name=model) if router is not None and isinstance(model, str) else None
+    except Exception:  # noqa: BLE001 - no router: nothing priced here
+        deployments = None
+    best = (0.0, 0.0, None)
+    for d in deployments or []:
+        lp = d.get("litellm_params") or {} if isinstance(d, dict) else {}
+        info = d.get("model_info") or {} if isinstance(d, dict) else {}
+        mapped = {}
+        try:
+            import litellm
+
+            mapped = litellm.model_cost.get(lp.get("model")) or {}
+        except Exception:  # noqa: BLE001
+            mapped = {}
+
+        def pick(k):
+            for src in (lp, info, mapped):
+                v = src.get(k) if isinstance(src, dict) else None
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+                    return float(v)
+            return None
+
+        pin, pout = pick("input_cost_per_token") or 0.0, pick("output_cost_per_token") or 0.0
+        max_out = pick("max_output_tokens") or pick("max_tokens")
+        if pin + pout > best[0] + best[1]:  # several deployments: the dearest bounds the call
+            best = (pin, pout, int(max_out) if max_out else None)
+    return best
+
+
+def _prompt_tokens(data):
+    """An upper estimate of a request's prompt tokens without a tokenizer: UTF-8 bytes / 3
+    (real tokenizers average about 4 bytes a token on text)."""
+    parts = [data.get(k) for k in ("messages", "input", "prompt", "tools", "system") if data.get(k) is not None]
+    try:
+        size = len(json.dumps(parts, ensure_ascii=False, default=str).encode())
+    except Exception:  # noqa: BLE001
+        size = 0
+    return size // 3 + 1
+
+
+def _asked_max_out(data):
+    for k in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        v = data.get(k)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v, k
+    return None, None
+
+
+def _next_call_cost(agent, per, data, now):
+    """(USD, how it was judged) a call may cost before it runs."""
+    pin, pout, max_out = _prices(data.get("model"))
+    if pin == 0 and pout == 0:
+        return 0.0, "unpriced"
+    prompt = _prompt_tokens(data) * pin
+    asked, name = _asked_max_out(data)
+    if asked is not None:
+        return prompt + asked * pout, "its prompt and %s=%d" % (name, asked)
+    since = _window(per, now)[0]
+    _, last = _ledger.look(agent, since)
+    if last > 0:
+        return (last, "as its last") if last >= prompt else (prompt, "its prompt")
+    out = max_out or _DEFAULT_MAX_OUT
+    return prompt + out * pout, "its prompt and up to %d output tokens" % out
 
 
 def _limit(limits, name):
@@ -352,25 +477,66 @@ def _cost(v):
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
 
 
+_CALL_ID = "fleet_call_id"
+
+
+def _metadata_of(data):
+    """The request's metadata dict LiteLLM carries to the logging hooks (created if absent)."""
+    md = data.get("metadata")
+    if not isinstance(md, dict):
+        md = data["metadata"] = {}
+    return md
+
+
+def _fleet_call_id(md):
+    cid = md.get(_CALL_ID) if isinstance(md, dict) else None
+    return cid if isinstance(cid, str) and cid.startswith("fleet-") and len(cid) <= 64 else None
+
+
 class _SpendRecorder(CustomLogger):
-    """Writes each priced call of an agent key into the ledger. LiteLLM calls the hooks with
-    keyword arguments: the parameter names matter."""
+    """Gives every agent call fleet's own id and holds its cost against the budget before it
+    runs (async_pre_call_hook), writes each priced call into the ledger and gives the hold back
+    (success and failure hooks). LiteLLM calls the hooks with keyword arguments: the parameter
+    names matter."""
+
+    async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
+        meta = getattr(user_api_key_dict, "metadata", None) or {}
+        agent = meta.get("agent") if isinstance(meta, dict) else None
+        if not (isinstance(agent, str) and agent and isinstance(data, dict)):
+            return data
+        cid = "fleet-" + uuid.uuid4().hex
+        _metadata_of(data)[_CALL_ID] = cid  # whatever the caller put there is replaced
+        b = _budget_of(meta.get("budget"))
+        if b is not None:
+            now = time.time()
+            try:
+                _check_budget(agent, meta["budget"], now, _next_call_cost(agent, b[1], data, now), cid)
+            except ProxyException:
+                print(f"fleet_auth: refused agent {agent}: over budget with calls in flight", file=sys.stderr, flush=True)
+                raise
+        return data
 
     async def _record(self, call_id, agent, usd, at):
-        if not (isinstance(call_id, str) and call_id and isinstance(agent, str) and agent and usd):
-            return
-        if _ledger.seen(call_id):
-            return
         try:
-            await asyncio.to_thread(_ledger.record, call_id, agent, usd, at)
-        except Exception as e:  # noqa: BLE001 - a ledger that cannot be written must not fail the call
-            _log.warning("fleet_auth: could not record spend of %s (%s)", agent, type(e).__name__)
+            if not (isinstance(call_id, str) and call_id and isinstance(agent, str) and agent and usd):
+                return
+            if _ledger.seen(call_id):
+                return
+            try:
+                await asyncio.to_thread(_ledger.record, call_id, agent, usd, at)
+            except Exception as e:  # noqa: BLE001 - a ledger that cannot be written must not fail the call
+                _log.warning("fleet_auth: could not record spend of %s (%s)", agent, type(e).__name__)
+        finally:
+            if isinstance(call_id, str):
+                _holds.give_back(call_id)  # after the ledger has it: never counted by neither
 
     async def async_post_call_success_hook(self, data, user_api_key_dict, response):
         """A plain (not streamed) call, before its response leaves the proxy."""
         hidden = getattr(response, "_hidden_params", None) or {}
         md = getattr(user_api_key_dict, "metadata", None) or {}
-        call_id = data.get("litellm_call_id") if isinstance(data, dict) else None
+        call_id = _fleet_call_id(data.get("metadata")) if isinstance(data, dict) else None
+        if call_id is None:
+            return  # not an agent call fleet gave an id: its log hook records it, if anyone
         await self._record(call_id, md.get("agent"), _cost(hidden.get("response_cost")), time.time())
 
     async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
@@ -382,7 +548,21 @@ class _SpendRecorder(CustomLogger):
         agent = auth_md.get("agent") if isinstance(auth_md, dict) else None
         slo = kwargs.get("standard_logging_object") or {}
         cost = _cost(kwargs.get("response_cost")) or _cost(slo.get("response_cost") if isinstance(slo, dict) else None)
-        await self._record(kwargs.get("litellm_call_id"), agent, cost, time.time())
+        await self._record(_fleet_call_id(md), agent, cost, time.time())
+
+    async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):
+        """A failed call: what LiteLLM priced of it (usually nothing) is spent; its hold is given back."""
+        kwargs = kwargs if isinstance(kwargs, dict) else {}
+        lp = kwargs.get("litellm_params") or {}
+        md = (lp.get("metadata") if isinstance(lp, dict) else None) or {}
+        auth_md = md.get("user_api_key_auth_metadata") if isinstance(md, dict) else None
+        agent = auth_md.get("agent") if isinstance(auth_md, dict) else None
+        await self._record(_fleet_call_id(md), agent, _cost(kwargs.get("response_cost")), time.time())
+
+    async def async_post_call_failure_hook(self, request_data, original_exception, user_api_key_dict, traceback_str=None):
+        cid = _fleet_call_id(request_data.get("metadata")) if isinstance(request_data, dict) else None
+        if cid is not None:
+            _holds.give_back(cid)
 
 
 spend = _SpendRecorder()

@@ -34,7 +34,9 @@ A raw key or the master key is never logged or sent: only a sha256 key hash (a
 
 LiteLLM calls the async hooks for every proxy request; for proxy-rejected calls it
 also calls the sync log_failure_event from a thread. Both sync and async hooks are
-implemented and deduplicated on (litellm_call_id, status): one event per call.
+implemented and deduplicated on (call id, status): one event per call. The call id is
+fleet's (fleet_auth's fleet_call_id); a caller's x-litellm-call-id, on calls refused
+before fleet_auth gave one, is paired with the call's start time.
 """
 
 import collections
@@ -514,14 +516,28 @@ def _extract(kwargs, status, start_time, end_time):
         error = _redact(" ".join(p for p in (code, kind) if p)) or "error"
         error_message = _redact(info.get("error_message") or slo.get("error_str") or (str(exc) if exc else None))
 
-    call_id = (
+    # fleet_auth gives every agent call its own id (a caller's x-litellm-call-id is only a
+    # fallback, for calls refused before fleet_auth saw them): a reused or oversized caller id
+    # neither merges calls nor names a trace.
+    fleet_id = _str_or_none(md.get("fleet_call_id"))
+    if not (fleet_id and fleet_id.startswith("fleet-") and len(fleet_id) <= 64):
+        fleet_id = None
+    call_id = fleet_id or (
         _str_or_none(kwargs.get("litellm_call_id"))
         or _str_or_none(lp.get("litellm_call_id"))
         or _str_or_none(slo.get("litellm_call_id"))
     )
+    if call_id is not None and len(call_id) > 128:
+        call_id = None
+    caller_id = _str_or_none(kwargs.get("litellm_call_id")) or _str_or_none(lp.get("litellm_call_id"))
     return {
         "status": status,
         "call_id": call_id,
+        # a fleet id names one call; a caller's id may name many: the sync and async hooks of one
+        # call share its start, two calls with one caller id do not
+        "dedup": (call_id, status, None if fleet_id else repr(start_time)),
+        # the caller's own id, for its correlation only (never a key of anything)
+        "caller_call_id": caller_id if fleet_id and caller_id and len(caller_id) <= 128 else None,
         "created_at": t1 or _now(),
         "alias": alias,
         "key_hash": key_hash,
@@ -552,6 +568,8 @@ def _build_event(item, keys):
     }
     if item["error_message"]:
         payload["error_message"] = item["error_message"]
+    if item.get("caller_call_id"):
+        payload["caller_call_id"] = item["caller_call_id"]
     kind = "llm_call"
     if item["status"] == "failure" and "budget_exceeded" in (item["error"] or ""):
         # fleet_auth refused the key: the agent is over its budget. An `error` event a person
@@ -590,10 +608,9 @@ class FleetCallback(CustomLogger):
         self._seen_lock = threading.Lock()
         self._warned = False
 
-    def _first(self, call_id, status):
-        if call_id is None:
+    def _first(self, k):
+        if k[0] is None:
             return True
-        k = (call_id, status)
         with self._seen_lock:
             if k in self._seen:
                 return False
@@ -607,7 +624,7 @@ class FleetCallback(CustomLogger):
             if not os.environ.get("FLEET_CALLBACK_URL"):
                 return
             item = _extract(kwargs, status, start_time, end_time)
-            if self._first(item["call_id"], status):
+            if self._first(item["dedup"]):
                 self._sender.submit(item)
         except Exception as e:  # never let reporting break a request
             if not self._warned:

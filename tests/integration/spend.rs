@@ -119,6 +119,107 @@ fn a_budget_refuses_the_call_that_would_pass_it_survives_a_proxy_kill_and_change
     assert!(!ledger.contains("sk-"), "no key in the ledger");
 }
 
+/// One call as an attacker makes it: `call_id` as its `x-litellm-call-id`, `max_tokens` 20; returns
+/// the status, the body and the price the proxy put on it (`x-litellm-response-cost`).
+async fn priced_call(client: &reqwest::Client, url: &str, key: &str, call_id: &str) -> (u16, serde_json::Value, f64) {
+    let r = client
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(key)
+        .header("x-litellm-call-id", call_id)
+        .json(
+            &serde_json::json!({"model": "priced", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .expect("proxy reachable");
+    let status = r.status().as_u16();
+    let cost = r.headers().get("x-litellm-response-cost").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0.0);
+    (status, r.json().await.unwrap_or_default(), cost)
+}
+
+/// The ledger's calls of `agent`: (lines, USD summed).
+fn ledger_of(w: &World, agent: &str) -> (usize, f64) {
+    let text = std::fs::read_to_string(w.data_dir(FLEET).join("litellm/spend.jsonl")).unwrap_or_default();
+    let mine: Vec<f64> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["agent"] == agent)
+        .map(|l| l["usd"].as_f64().unwrap())
+        .collect();
+    (mine.len(), mine.iter().sum())
+}
+
+/// Issue 24: a caller's call id counted each call once, so 8 calls with one id all passed a budget
+/// of 3; and nothing held parallel calls back. Now the ledger's id is fleet's and every call holds
+/// what it may cost ($0.0043 here: its prompt at the input price, max_tokens at the output price)
+/// before it runs. alice: 8 calls one after another, all with one call id; carol: 20 at once, one
+/// call id. The budget, $0.013, fits 3 holds (3 calls of $0.004).
+#[test]
+fn a_reused_call_id_and_twenty_parallel_calls_stay_within_a_budget_of_three_calls() {
+    clear_of_utc_midnight(Duration::from_secs(180));
+    let w = World::new();
+    let port = free_port();
+    let budget = "budget usd=0.013 per=\"day\"";
+    w.write("fleet.kdl", &fleet_file(port, budget, budget));
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let url = format!("http://127.0.0.1:{port}");
+    let (alice, carol) = (key(&w, "alice"), key(&w, "carol"));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    let client = reqwest::Client::new();
+
+    // One after another, one call id.
+    let mut passed = Vec::new();
+    for n in 0..8 {
+        let (status, body, cost) = rt.block_on(priced_call(&client, &url, &alice, "same-id"));
+        match status {
+            200 => passed.push(cost),
+            429 => assert_eq!(body["error"]["type"], "budget_exceeded", "call {n}: {body}"),
+            _ => panic!("call {n}: {status} {body}"),
+        }
+    }
+    assert_eq!(passed.len(), 3, "3 calls of $0.004 fit $0.013, the 4th would pass it: {passed:?}");
+    let (lines, usd) = ledger_of(&w, "alice");
+    assert_eq!(lines, 3, "one ledger line per call, whatever the caller's id");
+    assert!(
+        (usd - passed.iter().sum::<f64>()).abs() < 1e-9,
+        "the ledger sums to what the proxy priced: {usd} vs {passed:?}"
+    );
+
+    // Twenty at once, one call id.
+    let answers = rt.block_on(async {
+        let calls = (0..20).map(|_| priced_call(&client, &url, &carol, "same-id"));
+        futures_util::future::join_all(calls).await
+    });
+    let mut wave = Vec::new();
+    for (status, body, cost) in &answers {
+        match status {
+            200 => wave.push(*cost),
+            429 => assert_eq!(body["error"]["type"], "budget_exceeded", "{body}"),
+            _ => panic!("{status} {body}"),
+        }
+    }
+    assert!((1..=3).contains(&wave.len()), "at most 3 of 20 parallel calls pass a budget of 3: {}", wave.len());
+    // What the wave's calls held is given back once they are priced: calls one after another pass
+    // until the budget holds exactly 3 calls, never more.
+    let mut after = Vec::new();
+    for _ in 0..4 {
+        let (status, body, cost) = rt.block_on(priced_call(&client, &url, &carol, "same-id"));
+        match status {
+            200 => after.push(cost),
+            429 => assert_eq!(body["error"]["type"], "budget_exceeded", "{body}"),
+            _ => panic!("{status} {body}"),
+        }
+    }
+    assert_eq!(wave.len() + after.len(), 3, "the wave's holds were given back: {wave:?} then {after:?}");
+    let (lines, usd) = ledger_of(&w, "carol");
+    let priced: f64 = wave.iter().chain(&after).sum();
+    assert_eq!(lines, 3);
+    assert!((usd - priced).abs() < 1e-9, "the ledger sums to what the proxy priced: {usd} vs {priced}");
+    assert!(usd <= 0.013 + 1e-9, "within the budget: {usd}");
+}
+
 /// The status and the error message of a call refused by LiteLLM's per-key limiter (or "" when the call
 /// was not refused).
 fn refusal(r: &(u16, serde_json::Value)) -> (u16, String) {

@@ -354,32 +354,62 @@ pub fn a_routed_turn_is_traced_and_ingest_checks_every_batch(w: &World) {
     let alice_calls = calls_of_alice(&v);
     assert!(alice_calls >= 1, "{v}");
 
-    // One bad event costs no other (issue 24): a caller's call id of 201–256 characters becomes an
-    // `llm_call` whose trace id the daemon refuses; the callback keeps that event, with why, in its
-    // dead-letter file (`fleet trace alice --rejected` shows it), and the call right after it is kept.
+    // A caller's call id names nothing (issue 24): an oversized one and a reused one both leave
+    // calls under fleet's own ids, each its own event; a short one is kept as `caller_call_id`.
     let key = crate::support::env_key(&w.data_dir(FLEET).join("agents/alice/env"));
     let proxy = crate::proxy::Proxy::of(w);
     // (LiteLLM takes a caller's id up to 256 characters; the envelope's ids are at most 200.)
     let long = format!("fleet-test-long-{}", "x".repeat(224));
     assert_eq!(proxy.chat_with(&key, "demo-small", &[("x-litellm-call-id", &long)]).0, 200);
-    assert_eq!(proxy.chat_with(&key, "demo-small", &[("x-litellm-call-id", "fleet-test-after-long")]).0, 200);
+    for _ in 0..2 {
+        assert_eq!(proxy.chat_with(&key, "demo-small", &[("x-litellm-call-id", "fleet-test-reused")]).0, 200);
+    }
+    let calls = |v: &[Value]| -> Vec<Value> { v.iter().filter(|e| e["kind"] == "llm_call").cloned().collect() };
+    let reused = wait_until(Duration::from_secs(60), || {
+        let found: Vec<Value> = calls(&trace_of(&d, "alice", ""))
+            .into_iter()
+            .filter(|e| e["payload"]["caller_call_id"] == "fleet-test-reused")
+            .collect();
+        (found.len() >= 2).then_some(found)
+    })
+    .expect("both calls with one caller id in alice's trace");
+    assert_eq!(reused.len(), 2, "{reused:?}");
+    assert_ne!(reused[0]["trace_id"], reused[1]["trace_id"], "two calls, two fleet ids: {reused:?}");
+    assert!(reused.iter().all(|e| e["trace_id"].as_str().is_some_and(|t| t.starts_with("fleet-") && t.len() < 64)));
+    let all = calls(&trace_of(&d, "alice", ""));
+    assert!(all.iter().all(|e| e["trace_id"] != long.as_str()), "the long caller id names no trace");
+
+    // One bad event costs no other (issue 24): the event of a key the daemon knows no agent of (an
+    // agent removed while its call was in flight; here a key entry written beside fleet's) is
+    // refused; the callback keeps it, with why, in its dead-letter file (`fleet trace ghost
+    // --rejected` shows it), and the call right after it is kept.
+    let keys_file = w.data_dir(FLEET).join("litellm/keys.json");
+    let mut keys: Value = serde_json::from_str(&std::fs::read_to_string(&keys_file).unwrap()).unwrap();
+    let ghost_key = "sk-fleet-test-ghost-0123456789";
+    let ghost_hash = crate::support::sha256(ghost_key);
+    keys["keys"].as_array_mut().unwrap().push(
+        json!({"hash": ghost_hash, "alias": "fleet-ghost", "models": ["demo-small"], "metadata": {"agent": "ghost"}}),
+    );
+    std::fs::write(&keys_file, keys.to_string()).unwrap();
+    assert_eq!(proxy.chat(ghost_key, "demo-small").0, 200);
+    assert_eq!(proxy.chat_with(&key, "demo-small", &[("x-litellm-call-id", "fleet-test-after-ghost")]).0, 200);
     let rejected = w.data_dir(FLEET).join("litellm/callback-rejected.jsonl");
     let dead = wait_until(Duration::from_secs(60), || {
         let text = std::fs::read_to_string(&rejected).ok()?;
-        let kept = trace_of(&d, "alice", "&trace_id=fleet-test-after-long");
+        let kept = calls(&trace_of(&d, "alice", ""))
+            .into_iter()
+            .any(|e| e["payload"]["caller_call_id"] == "fleet-test-after-ghost");
         let line = text
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|l| l["event"]["trace_id"] == long.as_str())?;
-        (!kept.is_empty()).then_some(line)
+            .find(|l| l["event"]["agent_name"] == "ghost")?;
+        kept.then_some(line)
     })
-    .unwrap_or_else(|| {
-        panic!("the refused call's event in {} and the next call's in alice's trace", rejected.display())
-    });
-    assert_eq!((dead["code"].as_str(), dead["sender"].as_str()), (Some("invalid_event"), Some("litellm")), "{dead}");
-    assert!(dead["message"].as_str().unwrap_or("").contains("trace_id"), "{dead}");
-    let r = w.fleet(&["trace", "alice", "--rejected"]).ok();
-    assert!(r.stdout.contains("invalid_event") && r.stdout.contains("trace_id"), "{}", r.stdout);
+    .unwrap_or_else(|| panic!("the ghost call's event in {} and the next call's in alice's trace", rejected.display()));
+    assert_eq!((dead["code"].as_str(), dead["sender"].as_str()), (Some("forbidden"), Some("litellm")), "{dead}");
+    assert!(dead["message"].as_str().unwrap_or("").contains("ghost"), "{dead}");
+    let r = w.fleet(&["trace", "ghost", "--rejected"]).ok();
+    assert!(r.stdout.contains("forbidden") && r.stdout.contains("ghost"), "{}", r.stdout);
 
     // `fleet trace --follow` prints what arrives — also an event older than what it printed last.
     let mut follow = Reaped(
