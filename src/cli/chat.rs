@@ -36,7 +36,7 @@ pub fn run(
         .ok_or_else(|| miette!("agent {agent} has no gateway"))?;
     let gw = crate::desired::gateway_ref(&l.spec, &l.layout, g);
     runtime()?.block_on(async {
-        if let Some(d) = Daemon::find(&l.spec, &l.layout).await {
+        if let Some(d) = Daemon::find(&l.spec, &l.layout).await? {
             let m = d.chat(agent, thread, message, timeout).await?;
             return match m["role"].as_str() {
                 Some("agent") => {

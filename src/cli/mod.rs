@@ -112,11 +112,14 @@ enum Cmd {
         #[arg(long, hide = true)]
         reply_timeout: Option<u64>,
     },
-    /// The fleet as the daemon sees it: gateways, agents and their status, the login link
+    /// The fleet as the daemon sees it: gateways, agents and their status, the status page
     Status {
         path: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// Print a one-time sign-in link for the status page (good once, for two minutes)
+        #[arg(long)]
+        login: bool,
     },
     /// An agent's trace: messages, LLM calls, tool calls and results, heartbeats (docs/trace.md)
     Trace {
@@ -291,7 +294,7 @@ pub fn main() -> ExitCode {
             reply_timeout,
             print_unit,
         }),
-        Cmd::Status { path, json } => serve::status(path.as_deref(), data_dir, json),
+        Cmd::Status { path, json, login } => serve::status(path.as_deref(), data_dir, json, login),
         Cmd::Trace { agent, rejected: true, json, file, .. } => {
             trace::rejected(file.as_deref(), data_dir, &agent, json)
         }

@@ -1,7 +1,6 @@
 //! `fleet serve` (the daemon in the foreground, or as apply starts it), `fleet status`, and the
 //! daemon as `fleet chat` reaches it.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -57,7 +56,7 @@ pub fn serve(a: ServeArgs) -> miette::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     std::fs::create_dir_all(layout.serve_dir()).into_diagnostic()?;
-    let token = admin_token(&layout)?;
+    admin_token(&layout)?; // minted (0600) if apply has not yet
     let url = crate::netaddr::http_url(&bind, port);
     let cfg = crate::serve::Config {
         fleet: fleet.clone(),
@@ -70,15 +69,10 @@ pub fn serve(a: ServeArgs) -> miette::Result<ExitCode> {
             .await
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot listen on {listen}"))?;
-        // The login link holds the admin token: shown on a terminal, never written to a log.
-        if std::io::stdout().is_terminal() {
-            println!("fleet serve: {fleet} on {url}\nstatus page: {url}/?token={token}");
-        } else {
-            println!(
-                "fleet serve: {fleet} on {url} (pid {}); `fleet status` prints the status page's login link",
-                std::process::id()
-            );
-        }
+        println!(
+            "fleet serve: {fleet} on {url} (pid {}); status page {url}/login (`fleet status --login` prints a one-time sign-in link)",
+            std::process::id()
+        );
         crate::serve::run(listener, cfg, stop_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)
@@ -127,12 +121,47 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// The daemon the fleet file declares, if it answers.
-    pub async fn find(spec: &crate::fleetfile::FleetSpec, layout: &Layout) -> Option<Daemon> {
-        let url = spec.serve.as_ref()?.url();
-        crate::serve::process::answering_pid(&url).await?;
-        let token = std::fs::read_to_string(layout.serve_token()).ok()?.trim().to_string();
-        Some(Daemon { url, token, http: reqwest::Client::new() })
+    /// The daemon the fleet file declares, if it answers — and only once it has proved that it
+    /// holds this fleet's admin token (`/v1/prove`, an HMAC of a fresh nonce bound to the fleet and
+    /// the port): a process that merely answers on the port never receives the token. Err when
+    /// something answers but cannot prove it.
+    pub async fn find(spec: &crate::fleetfile::FleetSpec, layout: &Layout) -> miette::Result<Option<Daemon>> {
+        let Some(serve) = spec.serve.as_ref() else { return Ok(None) };
+        let url = serve.url();
+        if crate::serve::process::answering_pid(&url).await.is_none() {
+            return Ok(None);
+        }
+        let Ok(token) = std::fs::read_to_string(layout.serve_token()).map(|t| t.trim().to_string()) else {
+            return Ok(None);
+        };
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().into_diagnostic()?;
+        let nonce = crate::fsutil::random_hex(32);
+        let port = crate::netaddr::split_listen(&serve.listen()).map(|(_, p)| p).unwrap_or(0);
+        let answer: Option<Value> = match http.get(format!("{url}/v1/prove?nonce={nonce}")).send().await {
+            Ok(r) if r.status().is_success() => r.json().await.ok(),
+            _ => None,
+        };
+        if !answer.is_some_and(|a| crate::serve::auth::proved(&a, &token, &spec.name, port, &nonce)) {
+            return Err(miette!(
+                help = "stop whatever listens there (`ss -ltnp`), or change `serve {{ listen }}`; then `fleet apply`",
+                "the process answering on {url} is not fleet {}'s daemon: it cannot prove it holds the admin token, so the token is not sent",
+                spec.name
+            ));
+        }
+        Ok(Some(Daemon { url, token, http: reqwest::Client::new() }))
+    }
+
+    /// A one-time sign-in link for the status page (good for two minutes, once).
+    pub async fn login_link(&self) -> miette::Result<String> {
+        let r = self
+            .http
+            .post(format!("{}/v1/login-codes", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .into_diagnostic()?;
+        let v = answer(r).await?;
+        Ok(format!("{}{}", self.url, v["path"].as_str().unwrap_or("/login")))
     }
 
     pub async fn get(&self, path: &str) -> miette::Result<Value> {
@@ -154,8 +183,9 @@ impl Daemon {
         answer(r).await
     }
 
+    /// The status page's sign-in (no secret in it).
     pub fn login_url(&self) -> String {
-        format!("{}/?token={}", self.url, self.token)
+        format!("{}/login", self.url)
     }
 }
 
@@ -168,10 +198,10 @@ async fn answer(r: reqwest::Response) -> miette::Result<Value> {
     Ok(v)
 }
 
-pub fn status(path: Option<&Path>, data_dir: Option<&Path>, as_json: bool) -> miette::Result<ExitCode> {
+pub fn status(path: Option<&Path>, data_dir: Option<&Path>, as_json: bool, login: bool) -> miette::Result<ExitCode> {
     let l = load(path, data_dir)?;
     runtime()?.block_on(async {
-        let Some(d) = Daemon::find(&l.spec, &l.layout).await else {
+        let Some(d) = Daemon::find(&l.spec, &l.layout).await? else {
             return Err(miette!(
                 help = "declare `serve` in the fleet file and apply, or run `fleet serve`",
                 "the daemon of fleet {} is not running",
@@ -183,7 +213,16 @@ pub fn status(path: Option<&Path>, data_dir: Option<&Path>, as_json: bool) -> mi
             println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
             return Ok(ExitCode::SUCCESS);
         }
-        println!("fleet {}  ·  status page: {}", l.spec.name, d.login_url());
+        if login {
+            // Asked for: a one-time link, good for two minutes (it signs in once, then is spent).
+            println!("fleet {}  ·  sign in (once, within 2 minutes): {}", l.spec.name, d.login_link().await?);
+        } else {
+            println!(
+                "fleet {}  ·  status page: {} (`fleet status --login` prints a one-time sign-in link)",
+                l.spec.name,
+                d.login_url()
+            );
+        }
         // Grouped by host (the daemon lists them so): a header line per host.
         println!("\n{:<16} {:<10} {:<9} {:<12} AGENTS", "GATEWAY", "MEMBER", "HEALTH", "VERSION");
         let mut host = None;

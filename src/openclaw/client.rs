@@ -426,9 +426,7 @@ pub fn once_key(agent_id: &str, message: &str) -> String {
 
 /// A fresh idempotency key / run id.
 pub fn run_id() -> String {
-    let mut b = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
-    hex::encode(b)
+    crate::fsutil::random_hex(16)
 }
 
 /// "rate limit exceeded for config.patch; retry after 22s" → 22 s (capped at a minute).

@@ -1,5 +1,5 @@
-//! Who is asking: the admin (the token apply minted at `serve/token`, or the session cookie the
-//! status page's login sets), one agent (its own token, from its env file), or a sender of trace
+//! Who is asking: the admin (the token apply minted at `serve/token`, or a session cookie the
+//! status page's sign-in opened, `sessions`), one agent (its own token, from its env file), or a sender of trace
 //! events only: the proxy's callback (its callback token) or a gateway (its own gateway token, for
 //! its own agents). Only hashes are held; every comparison is constant time. Pure.
 
@@ -41,16 +41,37 @@ pub fn ct_eq(a: &Hash, b: &Hash) -> bool {
 
 pub const COOKIE: &str = "fleet_session";
 
-/// The session cookie's value for an admin token: derived from it (never the token itself), so it
-/// survives a daemon restart and dies with the token.
-pub fn session_value(admin_token: &str) -> String {
-    hex::encode(Sha256::digest(format!("fleet-session\0{admin_token}").as_bytes()))
+/// HMAC-SHA256 (RFC 2104).
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.map(|x| x ^ b);
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(msg).finalize();
+    Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
+}
+
+/// The daemon's proof that it holds the admin token (issue 24): an HMAC of the CLI's nonce, bound
+/// to the fleet and the port the CLI dialled, so neither an impostor on the port nor a relay to a
+/// daemon elsewhere can answer it. The CLI sends the token only after checking it.
+pub fn proof(admin_token: &str, fleet: &str, port: u16, nonce: &str) -> String {
+    hex::encode(hmac_sha256(admin_token.as_bytes(), format!("fleet-serve-proof\n{fleet}\n{port}\n{nonce}").as_bytes()))
+}
+
+/// Whether `answer` (a daemon's `/v1/prove` answer to `nonce`) proves it holds `token`.
+pub fn proved(answer: &serde_json::Value, token: &str, fleet: &str, port: u16, nonce: &str) -> bool {
+    let want = proof(token, fleet, port, nonce);
+    answer["proof"].as_str().is_some_and(|got| {
+        got.len() == want.len() && got.bytes().zip(want.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    })
 }
 
 #[derive(Default, Clone)]
 pub struct Tokens {
     admin: Option<Hash>,
-    session: Option<Hash>,
     /// Token hash (hex, as state records it) → agent.
     agents: BTreeMap<String, String>,
     /// Token hash (hex) → the callback or a gateway.
@@ -66,7 +87,6 @@ impl Tokens {
     ) -> Self {
         Tokens {
             admin: admin_token.map(hash),
-            session: admin_token.map(|t| hash(&session_value(t))),
             agents: agents.into_iter().map(|(agent, h)| (h, agent)).collect(),
             services,
         }
@@ -94,12 +114,12 @@ impl Tokens {
         found
     }
 
-    /// The principal a session cookie stands for (the admin's, or nobody).
-    pub fn cookie(&self, value: &str) -> Option<Principal> {
-        self.session.as_ref().filter(|s| ct_eq(s, &hash(value))).map(|_| Principal::Admin)
+    /// The admin token's hash (a change ends every session).
+    pub fn admin_hash(&self) -> Option<Hash> {
+        self.admin
     }
 
-    /// Whether `token` is the admin token (the login link).
+    /// Whether `token` is the admin token (the sign-in form).
     pub fn is_admin(&self, token: &str) -> bool {
         self.admin.as_ref().is_some_and(|a| ct_eq(a, &hash(token)))
     }
@@ -147,13 +167,28 @@ mod tests {
     }
 
     #[test]
-    fn the_session_cookie_is_derived_and_is_not_the_token() {
-        let t = tokens();
-        let v = session_value("admin-secret");
-        assert_ne!(v, "admin-secret");
-        assert_eq!(t.cookie(&v), Some(Principal::Admin));
-        assert_eq!(t.cookie("admin-secret"), None, "the raw token is no cookie");
-        assert_eq!(t.bearer(&v), None, "the cookie is no bearer token");
+    fn hmac_is_rfc_4231_and_the_proof_binds_fleet_port_and_nonce() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than the block is hashed first.
+        assert_eq!(
+            hex::encode(hmac_sha256(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First")),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+        let p = proof("admin-secret", "f", 8700, "n1");
+        assert_eq!(p, proof("admin-secret", "f", 8700, "n1"));
+        for other in [
+            proof("other", "f", 8700, "n1"),
+            proof("admin-secret", "g", 8700, "n1"),
+            proof("admin-secret", "f", 8701, "n1"),
+            proof("admin-secret", "f", 8700, "n2"),
+        ] {
+            assert_ne!(p, other);
+        }
+        assert!(!p.contains("admin-secret"));
     }
 
     #[test]

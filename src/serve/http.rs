@@ -40,7 +40,13 @@ pub struct App {
     /// Accepted events the OpenTelemetry export may have passed already.
     pub late: super::late::Late,
     /// When a request last made the state be read again (`reload_soon`).
-    pub last_reload: std::sync::Mutex<Option<std::time::Instant>>,
+    pub last_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// The status page's sessions and login codes.
+    pub sessions: std::sync::Mutex<super::sessions::Sessions>,
+    /// Where the daemon listens: the port its proof names; whether its cookie is `Secure`
+    /// (beyond loopback).
+    pub port: u16,
+    pub secure_cookie: bool,
 }
 
 pub type Shared = Arc<App>;
@@ -80,20 +86,28 @@ impl App {
         let Ok(Ok(v)) = tokio::task::spawn_blocking(move || FleetView::load(&p)).await else { return };
         let admin =
             std::fs::read_to_string(&self.token_file).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-        *self.tokens.write().expect("tokens") = v.tokens(admin.as_deref());
+        let tokens = v.tokens(admin.as_deref());
+        let changed = self.tokens.read().expect("tokens").admin_hash() != tokens.admin_hash();
+        if changed {
+            self.sessions.lock().expect("sessions").close_all(); // a new admin token ends every session
+        }
+        *self.tokens.write().expect("tokens") = tokens;
         *self.router.view.write().expect("view") = v;
     }
 
-    /// Reads the state again for a request that names something unknown — at most once a second,
-    /// so a flood of events for agents that are gone does not read the state for each.
+    /// Reads the state again for a request that names something unknown (a token, an agent an
+    /// apply added a moment ago) — at most once a second, whoever asks: requests that arrive while
+    /// one waits share its read, so a flood of unknown tokens costs one state read a second.
     pub async fn reload_soon(&self) {
-        {
-            let mut last = self.last_reload.lock().expect("last reload");
-            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-                return;
-            }
-            *last = Some(std::time::Instant::now());
+        let asked = std::time::Instant::now();
+        let mut last = self.last_reload.lock().await;
+        if last.is_some_and(|t| t >= asked) {
+            return; // a read that started after this request asked has seen what it needs
         }
+        if let Some(t) = *last {
+            tokio::time::sleep(Duration::from_secs(1).saturating_sub(t.elapsed())).await;
+        }
+        *last = Some(std::time::Instant::now());
         self.reload().await;
     }
 
@@ -104,18 +118,21 @@ impl App {
         let cookie = auth::cookie_of(headers.get(header::COOKIE).and_then(|v| v.to_str().ok()));
         match bearer.and_then(|t| tokens.bearer(t)) {
             Some(p) => Some((p, false)),
-            None => cookie.and_then(|c| tokens.cookie(c)).map(|p| (p, true)),
+            None => cookie
+                .filter(|c| self.sessions.lock().expect("sessions").is_live(c, crate::clock::now_ms()))
+                .map(|_| (Principal::Admin, true)),
         }
     }
 
     /// Who is asking: a bearer token, or the status page's session cookie (true). A token not known
     /// yet (an agent an apply added a moment ago) is looked up again in the state before it is refused.
-    async fn principal_via(&self, headers: &HeaderMap) -> Result<(Principal, bool), ApiError> {
+    pub(super) async fn principal_via(&self, headers: &HeaderMap) -> Result<(Principal, bool), ApiError> {
         if let Some(p) = self.principal_now(headers) {
             return Ok(p);
         }
-        if headers.contains_key(header::AUTHORIZATION) || headers.contains_key(header::COOKIE) {
-            self.reload().await;
+        if headers.contains_key(header::AUTHORIZATION) {
+            // At most once a second: unknown tokens cannot make the daemon read its state faster.
+            self.reload_soon().await;
         }
         self.principal_now(headers).ok_or_else(ApiError::unauthorized)
     }

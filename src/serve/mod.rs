@@ -12,12 +12,14 @@ mod backstop;
 pub mod export;
 mod http;
 mod late;
+mod login;
 mod page;
 pub mod process;
 mod provenance;
 mod request;
 pub mod router;
 mod session;
+mod sessions;
 mod status;
 pub mod store;
 mod trace_api;
@@ -90,6 +92,9 @@ pub async fn run(
         traces,
         late,
         last_reload: Default::default(),
+        sessions: Default::default(),
+        port: listener.local_addr().map(|a| a.port()).unwrap_or(0),
+        secure_cookie: listener.local_addr().is_ok_and(|a| !a.ip().is_loopback()),
     });
 
     let reconciled = router.reconcile().await;
@@ -103,7 +108,11 @@ pub async fn run(
         tokio::spawn(export::run(app.clone())),
         tokio::spawn(backstop::run(app.clone())),
     ];
-    let routes = http::routes().merge(trace_api::routes()).route("/", axum::routing::get(page::page)).with_state(app);
+    let routes = http::routes()
+        .merge(trace_api::routes())
+        .merge(login::routes())
+        .route("/", axum::routing::get(page::page))
+        .with_state(app);
     let server = axum::serve(listener, routes);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let grace = async move {

@@ -54,3 +54,9 @@
     }
   });
 })();
+
+// Sign out: the session ends at the daemon, not only in this browser.
+document.getElementById('signout').addEventListener('click', async () => {
+  await fetch('/logout', {method: 'POST', headers: {'content-type': 'application/json'}, body: '{}', credentials: 'same-origin'});
+  location.replace('/login');
+});

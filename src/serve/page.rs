@@ -1,14 +1,14 @@
 //! The status page: server-rendered HTML (assets compiled in, no build step) and a little vanilla
-//! JS for the chat pane, fed by the event stream. Logged in once with `/?token=…`.
+//! JS for the chat pane, fed by the event stream. Signed in at `/login` (`login`).
 
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
 use serde_json::Value;
 
-use super::auth::{self, Principal};
+use super::auth::Principal;
 use super::http::App;
 
 const STYLE: &str = include_str!("page.css");
@@ -29,7 +29,7 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-fn shell(title: &str, body: &str) -> String {
+pub(super) fn shell(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -38,28 +38,20 @@ fn shell(title: &str, body: &str) -> String {
     )
 }
 
-pub fn login_page(why: &str) -> String {
-    shell(
-        "fleet — sign in",
-        &format!(
-            "<main class=\"login\"><h1>fleet</h1><p>{}</p><p>Open the link <code>fleet status</code> prints \
-             (<code>/?token=…</code>, the admin token from <code>&lt;data dir&gt;/serve/token</code>).</p></main>",
-            esc(why)
-        ),
-    )
-}
-
 pub async fn page(
     State(app): State<std::sync::Arc<App>>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Some(t) = q.get("token") {
-        return login(&app, t);
+    if q.contains_key("token") {
+        // The old login link: the admin token does not go into a URL (logs, history, Referer).
+        let why =
+            "The admin token no longer goes in a URL: sign in below, or open the link `fleet status --login` prints.";
+        return (StatusCode::BAD_REQUEST, Html(super::login::page(why))).into_response();
     }
     match app.principal(&headers).await {
         Ok(Principal::Admin) => {}
-        _ => return (StatusCode::UNAUTHORIZED, Html(login_page("Sign in to see this fleet."))).into_response(),
+        _ => return (StatusCode::UNAUTHORIZED, Html(super::login::page("Sign in to see this fleet."))).into_response(),
     }
     let agents = app.agents_json(&Principal::Admin).await.unwrap_or_default();
     let view = app.router.view.read().expect("view").clone();
@@ -169,7 +161,7 @@ pub async fn page(
         ));
     }
     let body = format!(
-        "<header><h1>fleet <span class=\"dim\">{fleet}</span></h1><span class=\"dim\">{n} agents · {g} gateways</span></header>\
+        "<header><h1>fleet <span class=\"dim\">{fleet}</span></h1><span class=\"dim\">{n} agents · {g} gateways <button id=\"signout\" class=\"link\">Sign out</button></span></header>\
          <main><section class=\"col\"><h2>Agents</h2><div class=\"agents\">{agent_cards}</div>\
          <h2>Gateways</h2><table><thead><tr><th>gateway</th><th>host</th><th>health</th><th>version</th><th>agents</th><th></th></tr></thead><tbody>{gw_rows}</tbody></table>\
          <h2>Last apply runs</h2><table><thead><tr><th>run</th><th>command</th><th>started</th><th>outcome</th><th></th></tr></thead><tbody>{run_rows}</tbody></table></section>\
@@ -183,7 +175,6 @@ pub async fn page(
     Html(shell(&format!("fleet — {}", app.fleet), &body)).into_response()
 }
 
-/// `/?token=…`: the admin token once, for a session cookie (HttpOnly, SameSite=Strict), then `/`.
 /// An agent's spend against its budget in the current window: a bar, and the figures.
 fn budget_bar(s: &crate::litellm::spend::Standing) -> String {
     use crate::litellm::spend::usd;
@@ -199,17 +190,4 @@ fn budget_bar(s: &crate::litellm::spend::Standing) -> String {
         window = esc(&s.window),
         state = esc(&state),
     )
-}
-
-pub fn login(app: &App, token: &str) -> Response {
-    if !app.tokens.read().expect("tokens").is_admin(token) {
-        return (StatusCode::UNAUTHORIZED, Html(login_page("That token is not this fleet's admin token.")))
-            .into_response();
-    }
-    let cookie = format!("{}={}; HttpOnly; SameSite=Strict; Path=/", auth::COOKIE, auth::session_value(token));
-    let mut r = Redirect::to("/").into_response();
-    if let Ok(v) = cookie.parse() {
-        r.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    r
 }

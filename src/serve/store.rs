@@ -86,9 +86,7 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<Message> {
 
 /// A fresh public message id.
 pub fn message_id() -> String {
-    let mut b = [0u8; 12];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
-    format!("msg_{}", hex::encode(b))
+    format!("msg_{}", crate::fsutil::random_hex(12))
 }
 
 impl Store {

@@ -49,9 +49,7 @@ impl Holder {
 
 /// 128 random bits, hex.
 fn owner_token() -> String {
-    let mut b = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
-    hex::encode(b)
+    crate::fsutil::random_hex(16)
 }
 
 pub fn hostname() -> String {

@@ -1,5 +1,5 @@
 //! The daemon's status page in a real browser: headless Chromium (Debian's), driven over the
-//! DevTools protocol. Logs in with the token link, sees the quickstart's agents, sends a message
+//! DevTools protocol. Signs in with the one-time link `fleet status --login` prints, sees the quickstart's agents, sends a message
 //! in the chat pane and sees the reply arrive over the event stream.
 
 use std::io::{BufRead, BufReader};
@@ -118,8 +118,13 @@ pub fn the_status_page_logs_in_lists_the_agents_and_chats(w: &World) {
     let port: u16 = kdl[at..].split('"').next().unwrap().parse().unwrap();
     let token = std::fs::read_to_string(w.data_dir("quickstart").join("serve/token")).unwrap().trim().to_string();
     let status = w.fleet(&["status"]).ok();
-    let login = format!("http://127.0.0.1:{port}/?token={token}");
-    assert!(status.stdout.contains(&login), "fleet status prints the login link: {}", status.stdout);
+    assert!(!status.stdout.contains(&token), "fleet status prints no secret unless asked: {}", status.stdout);
+    assert!(status.stdout.contains(&format!("http://127.0.0.1:{port}/login")), "{}", status.stdout);
+    // Asked for: a one-time link, the code in the fragment (never sent in a request line).
+    let asked = w.fleet(&["status", "--login"]).ok();
+    let at = asked.stdout.find(&format!("http://127.0.0.1:{port}/login#code=")).expect("a one-time sign-in link");
+    let login = asked.stdout[at..].split_whitespace().next().unwrap().to_string();
+    assert!(!asked.stdout.contains(&token), "the link is not the admin token");
 
     let b = launch();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -133,7 +138,8 @@ pub fn the_status_page_logs_in_lists_the_agents_and_chats(w: &World) {
         assert!(text.as_str().unwrap().contains("Sign in"), "{text}");
         assert_eq!(p.eval("document.querySelectorAll('.agent').length").await, 0);
 
-        // The token link: a session cookie (HttpOnly: invisible to scripts), then back to `/`.
+        // The one-time link: the page posts the code, gets a session cookie (HttpOnly: invisible to
+        // scripts), then goes to `/`.
         p.goto(&login).await;
         let at = p.until("location.pathname === '/' && location.search === '' && document.querySelectorAll('.agent').length", Duration::from_secs(20)).await;
         assert_eq!(at, 2, "both quickstart agents are listed");
@@ -166,6 +172,17 @@ pub fn the_status_page_logs_in_lists_the_agents_and_chats(w: &World) {
         assert!(png.starts_with(b"\x89PNG"), "a PNG");
         let out = std::env::var_os("FLEET_SCREENSHOT").map(std::path::PathBuf::from).unwrap_or_else(|| w.root().join("status.png"));
         std::fs::write(&out, png).unwrap();
+
+        // Sign out: back at the sign-in page, and the session is over at the daemon too.
+        p.eval("document.getElementById('signout').click(); true").await;
+        p.until("location.pathname === '/login'", Duration::from_secs(20)).await;
+        p.goto(&format!("http://127.0.0.1:{port}/")).await;
+        let text = p.eval("document.body.innerText").await;
+        assert!(text.as_str().unwrap().contains("Sign in"), "signed out: {text}");
+        // The spent link signs in no more.
+        p.goto(&login).await;
+        let why = p.until("document.getElementById('why') && document.getElementById('why').textContent.includes('code was used')", Duration::from_secs(20)).await;
+        assert_eq!(why, true);
     });
 }
 

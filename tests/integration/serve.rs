@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::support::World;
 
@@ -27,6 +27,12 @@ impl Daemon {
 
     /// One HTTP/1.1 request, raw: (status, body as JSON or a string).
     fn raw(&self, request: &[u8]) -> (u16, Value) {
+        let (status, _, body) = self.raw_with_head(request);
+        (status, body)
+    }
+
+    /// `raw`, with the response's head (status line and headers) too.
+    fn raw_with_head(&self, request: &[u8]) -> (u16, String, Value) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
         s.write_all(request).unwrap();
@@ -34,8 +40,40 @@ impl Daemon {
         let _ = s.read_to_end(&mut out);
         let text = String::from_utf8_lossy(&out).into_owned();
         let status: u16 = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-        (status, serde_json::from_str(body).unwrap_or(Value::String(body.to_string())))
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (status, head.to_string(), serde_json::from_str(body).unwrap_or(Value::String(body.to_string())))
+    }
+
+    /// `POST /login` with `body` as the status page sends it (`origin`: its Origin header); the
+    /// status, the body and the session cookie set, if any.
+    pub fn sign_in(&self, body: &str, origin: &str) -> (u16, Value, Option<String>) {
+        let (status, head, v) = self.raw_with_head(
+            format!(
+                "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nConnection: close\r\nOrigin: {origin}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len(),
+                p = self.port
+            )
+            .as_bytes(),
+        );
+        let cookie = head
+            .lines()
+            .find_map(|l| l.strip_prefix("set-cookie: fleet_session="))
+            .map(|c| c.split(';').next().unwrap_or_default().to_string())
+            .filter(|c| !c.is_empty());
+        (status, v, cookie)
+    }
+
+    /// A request authenticated by the session cookie, from the status page itself.
+    pub fn with_cookie(&self, method: &str, path: &str, cookie: &str, body: Option<&str>) -> (u16, Value) {
+        let b = body.unwrap_or("");
+        self.raw(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nConnection: close\r\nCookie: fleet_session={cookie}\r\nSec-Fetch-Site: same-origin\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len(),
+                p = self.port
+            )
+            .as_bytes(),
+        )
     }
 
     pub fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
@@ -257,7 +295,11 @@ fn bad_requests_get_their_status_and_store_nothing(w: &World) {
     let a = d.admin.clone();
     let alice = agent_token(w, "alice");
     let post = |path: &str, body: &str| d.request("POST", path, Some(&a), Some(body));
-    let cases: Vec<(&str, (u16, Value), u16, &str)> = vec![
+    let own = format!("http://127.0.0.1:{}", d.port);
+    let (s, v, cookie) = d.sign_in(&json!({"token": a}).to_string(), &own);
+    assert_eq!(s, 200, "{v}");
+    let cookie = cookie.expect("a session cookie");
+    let mut cases: Vec<(&str, (u16, Value), u16, &str)> = vec![
         ("bad JSON", post("/v1/agents/alice/messages", "{"), 400, "invalid_json"),
         ("not an object", post("/v1/agents/alice/messages", "[1]"), 400, "invalid_body"),
         ("no text", post("/v1/agents/alice/messages", "{}"), 400, "missing_field"),
@@ -281,14 +323,65 @@ fn bad_requests_get_their_status_and_store_nothing(w: &World) {
         ("another agent's token", d.request("POST", "/v1/agents/bob/messages", Some(&alice), Some(r#"{"text":"x"}"#)), 403, "forbidden"),
         ("no such endpoint", d.request("GET", "/v1/nothing", Some(&a), None), 404, "not_found"),
         // The session cookie from a page on another port of this machine (issue 24: it was accepted, 202).
-        ("a cookie write from another origin", d.raw(format!("POST /v1/agents/alice/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nCookie: fleet_session={}\r\nOrigin: http://127.0.0.1:1\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n{{\"text\":\"x\"}}", fleet::serve::auth::session_value(&a)).as_bytes()), 403, "cross_site"),
+        ("a cookie write from another origin", d.raw(format!("POST /v1/agents/alice/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nCookie: fleet_session={}\r\nOrigin: http://127.0.0.1:1\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n{{\"text\":\"x\"}}", cookie).as_bytes()), 403, "cross_site"),
         // A valid bearer token is what authenticates (no ambient credential): the cookie beside it and
         // the foreign origin do not matter — the body's own error comes back.
-        ("a bearer write with a cookie from another origin", d.raw(format!("POST /v1/agents/alice/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer {a}\r\nCookie: fleet_session={}\r\nOrigin: http://127.0.0.1:1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}", fleet::serve::auth::session_value(&a)).as_bytes()), 400, "missing_field"),
+        ("a bearer write with a cookie from another origin", d.raw(format!("POST /v1/agents/alice/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer {a}\r\nCookie: fleet_session={}\r\nOrigin: http://127.0.0.1:1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}", cookie).as_bytes()), 400, "missing_field"),
         // A bearer token that is not one, beside the cookie: the cookie authenticates, so it is checked.
-        ("a wrong bearer beside the cookie from another origin", d.raw(format!("POST /v1/agents/alice/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer nope\r\nCookie: fleet_session={}\r\nOrigin: http://127.0.0.1:1\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{{\"text\":\"x\"}}", fleet::serve::auth::session_value(&a)).as_bytes()), 403, "cross_site"),
-        ("a cookie write that is not JSON", d.raw(format!("POST /v1/agents/alice/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nCookie: fleet_session={}\r\nSec-Fetch-Site: same-origin\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n{{\"text\":\"x\"}}", fleet::serve::auth::session_value(&a)).as_bytes()), 403, "cross_site"),
+        ("a wrong bearer beside the cookie from another origin", d.raw(format!("POST /v1/agents/alice/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer nope\r\nCookie: fleet_session={}\r\nOrigin: http://127.0.0.1:1\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{{\"text\":\"x\"}}", cookie).as_bytes()), 403, "cross_site"),
+        ("a cookie write that is not JSON", d.raw(format!("POST /v1/agents/alice/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nCookie: fleet_session={}\r\nSec-Fetch-Site: same-origin\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n{{\"text\":\"x\"}}", cookie).as_bytes()), 403, "cross_site"),
     ];
+    let (_, _, other_cookie) = d.sign_in(&json!({"token": a}).to_string(), &own);
+    assert_ne!(other_cookie.as_deref(), Some(cookie.as_str()), "each sign-in opens its own random session");
+    cases.extend([
+        (
+            "a sign-in from another origin",
+            {
+                let (s, v, c) = d.sign_in(&json!({"token": a}).to_string(), "http://127.0.0.1:1");
+                assert!(c.is_none());
+                (s, v)
+            },
+            403,
+            "cross_site",
+        ),
+        (
+            "a sign-in with a wrong token",
+            {
+                let (s, v, c) = d.sign_in(r#"{"token":"fleet-admin-nope"}"#, &own);
+                assert!(c.is_none());
+                (s, v)
+            },
+            401,
+            "unauthorized",
+        ),
+        (
+            "a sign-in with a made-up code",
+            {
+                let (s, v, c) = d.sign_in(r#"{"code":"abc"}"#, &own);
+                assert!(c.is_none());
+                (s, v)
+            },
+            401,
+            "unauthorized",
+        ),
+        (
+            "a sign-in with neither",
+            {
+                let (s, v, _) = d.sign_in("{}", &own);
+                (s, v)
+            },
+            400,
+            "missing_field",
+        ),
+        (
+            "a login code for the session cookie",
+            d.with_cookie("POST", "/v1/login-codes", &cookie, None),
+            403,
+            "forbidden",
+        ),
+        ("a login code for an agent", d.request("POST", "/v1/login-codes", Some(&alice), None), 403, "forbidden"),
+        ("a proof of a short nonce", d.request("GET", "/v1/prove?nonce=abc", None, None), 400, "invalid_nonce"),
+    ]);
     for (what, (status, body), want, code) in &cases {
         assert_eq!(*status, *want, "{what}: {body}");
         assert_eq!(body["error"]["code"].as_str(), Some(*code), "{what}: {body}");
@@ -303,6 +396,25 @@ fn bad_requests_get_their_status_and_store_nothing(w: &World) {
         assert!(hit, "docs/api.md documents {status} {code}: no request above produced it");
     }
     assert_eq!(rows(w), before, "a refused request stores nothing");
+
+    // The web session (issue 24): the session reads; the admin token in a URL signs no one in;
+    // a one-time code signs in once; sign-out ends the session at the daemon.
+    assert_eq!(d.with_cookie("GET", "/v1/status", &cookie, None).0, 200);
+    let (s, head, _) =
+        d.raw_with_head(format!("GET /?token={a} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes());
+    assert_eq!(s, 400, "the old login link is refused");
+    assert!(!head.to_ascii_lowercase().contains("set-cookie"), "{head}");
+    let (s, v) = d.request("POST", "/v1/login-codes", Some(&a), None);
+    assert_eq!(s, 200, "{v}");
+    let code = v["code"].as_str().unwrap().to_string();
+    assert_eq!(v["path"].as_str().unwrap(), format!("/login#code={code}"), "the code rides in the fragment");
+    let (s, _, by_code) = d.sign_in(&json!({"code": code}).to_string(), &own);
+    assert_eq!(s, 200);
+    let by_code = by_code.expect("a session for the code");
+    assert_eq!(d.sign_in(&json!({"code": code}).to_string(), &own).0, 401, "a code signs in once");
+    assert_eq!(d.with_cookie("POST", "/logout", &by_code, Some("{}")).0, 200);
+    assert_eq!(d.with_cookie("GET", "/v1/status", &by_code, None).0, 401, "signed out at the daemon");
+    assert_eq!(d.with_cookie("GET", "/v1/status", &cookie, None).0, 200, "other sessions go on");
     let (s, v) = d.request("GET", "/healthz", None, None);
     assert_eq!((s, v["ok"].as_bool()), (200, Some(true)));
 }
@@ -390,4 +502,50 @@ fn a_dead_gateway_gives_a_system_reply_and_shows_offline(w: &World) {
     w.fleet(&["apply"]).ok();
     let (s, v) = d.post("alice", r#"{"text":"back?"}"#, Some(60));
     assert_eq!((s, v["role"].as_str()), (200, Some("agent")), "{v}");
+}
+
+/// Issue 24: `fleet status` and `fleet chat` sent the admin token to whatever answered
+/// `{"ok":true}` on the serve port (a fake server captured it). Now the CLI asks the process there
+/// to prove it holds the token (`/v1/prove`) and, when it cannot, stops without sending it.
+#[test]
+fn the_cli_sends_the_admin_token_only_to_a_daemon_that_proves_it_holds_it() {
+    let w = World::quickstart();
+    let kdl = w.read("fleet.kdl");
+    let at = kdl.find("listen \"127.0.0.1:").unwrap() + "listen \"127.0.0.1:".len();
+    let port: u16 = kdl[at..].split('"').next().unwrap().parse().unwrap();
+    // The token an earlier apply minted (the impostor does not know it).
+    let token = "fleet-admin-0123456789abcdef0123456789abcdef";
+    let serve = w.data_dir(FLEET).join("serve");
+    std::fs::create_dir_all(&serve).unwrap();
+    std::fs::write(serve.join("token"), token).unwrap();
+
+    // The impostor: answers every request as the daemon's health check does, and keeps what it got.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let kept = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 8192];
+            let n = c.read(&mut buf).unwrap_or(0);
+            kept.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            let body = r#"{"ok":true,"pid":1,"proof":"00"}"#;
+            let _ = c.write_all(
+                format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                    .as_bytes(),
+            );
+        }
+    });
+
+    let status = w.fleet(&["status"]);
+    assert_ne!(status.code, 0, "{}", status.all());
+    assert!(status.stderr.contains("is not fleet quickstart's daemon"), "{}", status.stderr);
+    let chat = w.fleet(&["chat", "alice", "hello"]);
+    assert_ne!(chat.code, 0, "{}", chat.all());
+    assert!(chat.stderr.contains("is not fleet quickstart's daemon"), "{}", chat.stderr);
+    let got = seen.lock().unwrap().clone();
+    assert!(got.contains("GET /v1/prove?nonce="), "the CLI asked for the proof: {got}");
+    assert!(!got.contains(token), "the admin token never reached the impostor:\n{got}");
+    assert!(!got.to_ascii_lowercase().contains("authorization"), "no credential at all:\n{got}");
 }
