@@ -63,6 +63,7 @@ pub fn serve(a: ServeArgs) -> miette::Result<ExitCode> {
         data_dir: layout.data_dir.clone(),
         reply_timeout: Duration::from_secs(timeout.unwrap_or(DEFAULT_REPLY_TIMEOUT_S)),
     };
+    return_large_buffers_to_the_system();
     let rt = runtime()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(crate::netaddr::join_host_port(&bind, port))
@@ -76,6 +77,20 @@ pub fn serve(a: ServeArgs) -> miette::Result<ExitCode> {
         crate::serve::run(listener, cfg, stop_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon handles messages and event batches up to megabytes, on many threads. glibc serves an
+/// allocation above 128 KiB with its own mapping, given back when freed — until the first such free
+/// raises that threshold (up to 32 MiB), after which megabyte buffers come from the heap and their
+/// freed memory mostly stays resident (measured: ~2.8 MiB per 1 MB message, never returned). A fixed
+/// threshold, and two arenas instead of one per thread, keep the resident size what is live.
+fn return_large_buffers_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before the runtime starts any thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
 
 async fn stop_signal() {

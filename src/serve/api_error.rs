@@ -32,6 +32,24 @@ impl ApiError {
     pub fn unknown_agent(agent: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "unknown_agent", format!("no agent {agent:?} in this fleet"))
     }
+    /// A body that could not be read: over `max` bytes (413), not sent in time (408), or broken.
+    pub fn of_body(r: axum::extract::rejection::BytesRejection, max: usize) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is over {max} bytes"));
+        }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&r);
+        while let Some(e) = cause {
+            if e.is::<tower_http::timeout::TimeoutError>() {
+                return Self::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!("the body did not arrive within {} s", super::listen::BODY_TIMEOUT.as_secs()),
+                );
+            }
+            cause = e.source();
+        }
+        Self::new(r.status(), "invalid_body", r.body_text())
+    }
     pub fn internal(what: impl std::fmt::Display) -> Self {
         tracing::error!("{what}");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the daemon could not store this; nothing was kept")

@@ -47,6 +47,8 @@ pub struct App {
     /// (beyond loopback).
     pub port: u16,
     pub secure_cookie: bool,
+    /// Open event streams, capped.
+    pub streams: super::streams::Streams,
 }
 
 pub type Shared = Arc<App>;
@@ -319,14 +321,7 @@ async fn post_message(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let agent = app.agent(&who, &agent).await?.to_string();
-    let body = body.map_err(|r| match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the body is over {} bytes", request::MAX_BODY),
-        ),
-        s => ApiError::new(s, "invalid_body", r.body_text()),
-    })?;
+    let body = body.map_err(|r| ApiError::of_body(r, request::MAX_BODY))?;
     let wait = request::wait_secs(q.get("wait").map(String::as_str))?;
     let m = request::new_message(&body)?;
     let from = m.from.clone().or_else(|| match &who {
@@ -342,7 +337,7 @@ async fn post_message(
         .await
         .map_err(ApiError::internal)?;
     // Committed: from here on the message is acknowledged, and delivered whatever happens.
-    let _ = app.router.events.send(stored.clone());
+    let _ = app.router.events.send(stored.clone().for_event());
     tokio::spawn(app.router.clone().deliver(stored.clone()));
     let accepted = || (StatusCode::ACCEPTED, Json(json!({"id": stored.id, "thread": stored.thread}))).into_response();
     let Some(secs) = wait else { return Ok(accepted()) };
@@ -350,7 +345,15 @@ async fn post_message(
     loop {
         match tokio::time::timeout_at(deadline, answers.recv()).await {
             Err(_) => return Ok(accepted()),
-            Ok(Ok(m)) if m.reply_to.as_deref() == Some(stored.id.as_str()) => return Ok(Json(m).into_response()),
+            Ok(Ok(m)) if m.reply_to.as_deref() == Some(stored.id.as_str()) && m.text_bytes.is_none() => {
+                return Ok(Json(m).into_response())
+            }
+            // The answer, cut for events: the whole of it from the store.
+            Ok(Ok(m)) if m.reply_to.as_deref() == Some(stored.id.as_str()) => {
+                let id = stored.id.clone();
+                let found = app.router.messages.with(move |s| s.answer_of(&id)).await.map_err(ApiError::internal)?;
+                return Ok(Json(found.unwrap_or(m)).into_response());
+            }
             Ok(Ok(_)) => {}
             Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
                 let id = stored.id.clone();
@@ -383,10 +386,24 @@ async fn history(
         }
     };
     let (a, t) = (agent, thread.clone());
-    let msgs =
-        app.router.messages.with(move |s| s.history(&a, &t, after, limit + 1)).await.map_err(ApiError::internal)?;
-    let more = msgs.len() > limit;
-    let msgs: Vec<Message> = msgs.into_iter().take(limit).collect();
+    // A page holds `limit` messages, or fewer when they are large (Store::history); `more` either way.
+    let (msgs, more) = app
+        .router
+        .messages
+        .with(move |s| {
+            let mut msgs = s.history(&a, &t, after, limit + 1)?;
+            if msgs.len() > limit {
+                msgs.truncate(limit);
+                return Ok((msgs, true));
+            }
+            let more = match msgs.last() {
+                Some(m) => s.has_after(&a, &t, m.seq)?,
+                None => false,
+            };
+            Ok((msgs, more))
+        })
+        .await
+        .map_err(ApiError::internal)?;
     let next = if more { msgs.last().map(|m| m.id.clone()) } else { None };
     Ok(Json(json!({"thread": thread, "messages": msgs, "next_after": next})))
 }
@@ -397,14 +414,14 @@ async fn all_events(
     headers: HeaderMap,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
-    let scope = match who {
+    let scope = match &who {
         Principal::Admin => None,
-        Principal::Agent(a) => Some(a),
+        Principal::Agent(a) => Some(a.clone()),
         Principal::Callback | Principal::Gateway(_) => {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this token may only post trace events"))
         }
     };
-    events(app, scope, &headers, &q).await
+    events(app, &who, scope, &headers, &q).await
 }
 
 async fn agent_events(
@@ -415,17 +432,25 @@ async fn agent_events(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let agent = app.agent(&who, &agent).await?.to_string();
-    events(app, Some(agent), &headers, &q).await
+    events(app, &who, Some(agent), &headers, &q).await
 }
 
 /// Server-Sent Events: every message stored after the client's `Last-Event-ID` (or `?after=`, an
-/// event id), then each new one as it is stored. `id:` is the message's `seq`.
+/// event id), then each new one as it is stored. `id:` is the message's `seq`. The backlog is read
+/// a bounded page at a time (`Store::events_since`), an event's text is cut (`Message::for_event`),
+/// and streams are capped (`streams`): a client that
+/// reads nothing holds one page and one event, not the store.
 async fn events(
     app: Shared,
+    who: &Principal,
     agent: Option<String>,
     headers: &HeaderMap,
     q: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
+    let slot = app
+        .streams
+        .take(who)
+        .map_err(|why| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_streams", why))?;
     // Subscribed before the backlog (or the newest id) is read: nothing stored in between is
     // missed (duplicates are skipped by seq).
     let rx = app.router.events.subscribe();
@@ -441,7 +466,7 @@ async fn events(
         Some(l) => l,
         None => app.router.messages.with(|s| s.latest_seq()).await.map_err(ApiError::internal)?,
     };
-    Ok(Sse::new(event_stream(app, agent, last, rx))
+    Ok(Sse::new(event_stream(app, agent, last, rx, slot))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
@@ -454,6 +479,8 @@ struct Cursor {
     rx: broadcast::Receiver<Message>,
     /// The backlog must be read from the store (at the start, and after the live feed lagged).
     refill: bool,
+    /// This stream's place among the open ones.
+    _slot: super::streams::Slot,
 }
 
 fn event_stream(
@@ -461,14 +488,21 @@ fn event_stream(
     agent: Option<String>,
     last: i64,
     rx: broadcast::Receiver<Message>,
+    slot: super::streams::Slot,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let c = Cursor { app, agent, last, backlog: Default::default(), rx, refill: true };
+    let c = Cursor { app, agent, last, backlog: Default::default(), rx, refill: true, _slot: slot };
     futures_util::stream::unfold(c, |mut c| async move {
         loop {
             if c.refill {
                 let (after, agent) = (c.last, c.agent.clone());
-                let rows = c.app.router.messages.with(move |s| s.since(after, agent.as_deref(), 1000)).await.ok()?;
-                c.refill = rows.len() == 1000;
+                let rows = c
+                    .app
+                    .router
+                    .messages
+                    .with(move |s| s.events_since(after, agent.as_deref(), 1000))
+                    .await
+                    .ok()?;
+                c.refill = !rows.is_empty(); // the next page, once this one is sent
                 c.backlog.extend(rows);
             }
             if let Some(m) = c.backlog.pop_front() {

@@ -12,6 +12,7 @@ mod backstop;
 pub mod export;
 mod http;
 mod late;
+mod listen;
 mod login;
 mod page;
 pub mod process;
@@ -22,6 +23,7 @@ mod session;
 mod sessions;
 mod status;
 pub mod store;
+mod streams;
 mod trace_api;
 pub mod view;
 
@@ -73,7 +75,8 @@ pub async fn run(
         tokio::task::spawn_blocking(move || FleetView::load(&p)).await.into_diagnostic()??
     };
     let tokens = view.tokens(read_admin_token(&layout.serve_token()).as_deref());
-    let (events, _) = broadcast::channel(1024);
+    // Events carry cut texts (≤ 64 KiB); a stream that lags reads back from the store.
+    let (events, _) = broadcast::channel(256);
     let traces = crate::trace::writer::TraceWriter::start(Box::new(crate::clock::now_ms));
     let late_file = layout.serve_dir().join("otlp-late.jsonl");
     let late = tokio::task::spawn_blocking(move || late::Late::open(late_file)).await.into_diagnostic()?;
@@ -95,6 +98,7 @@ pub async fn run(
         sessions: Default::default(),
         port: listener.local_addr().map(|a| a.port()).unwrap_or(0),
         secure_cookie: listener.local_addr().is_ok_and(|a| !a.ip().is_loopback()),
+        streams: Default::default(),
     });
 
     let reconciled = router.reconcile().await;
@@ -112,22 +116,22 @@ pub async fn run(
         .merge(trace_api::routes())
         .merge(login::routes())
         .route("/", axum::routing::get(page::page))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(listen::BODY_TIMEOUT))
         .with_state(app);
-    let server = axum::serve(listener, routes);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let grace = async move {
         shutdown.await;
         let _ = tx.send(());
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
-    let result = tokio::select! {
-        r = server.with_graceful_shutdown(async { let _ = rx.await; }) => r.into_diagnostic(),
-        _ = grace => Ok(()),
-    };
+    tokio::select! {
+        _ = listen::serve(listener, routes, async { let _ = rx.await; }) => {}
+        _ = grace => {}
+    }
     for t in bg {
         t.abort();
     }
-    result
+    Ok(())
 }
 
 /// Reads the state again every two seconds: agents added or removed by apply, their tokens.

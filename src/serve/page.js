@@ -15,7 +15,7 @@
     who.className = 'who';
     who.textContent = m.role === 'user' ? (m.from || 'you') : m.role === 'agent' ? m.agent : 'fleet';
     d.appendChild(who);
-    d.appendChild(document.createTextNode(m.text));
+    d.appendChild(document.createTextNode(m.text + (m.text_bytes ? ' … (cut: ' + m.text_bytes + ' bytes in all)' : '')));
     log.appendChild(d);
     log.scrollTop = log.scrollHeight;
   }

@@ -118,7 +118,7 @@ impl Router {
         let t = text.clone();
         match self.messages.with(move |s| s.answer(&id, role, &t)).await {
             Ok((m, true)) => {
-                let _ = self.events.send(m);
+                let _ = self.events.send(m.for_event());
                 match role {
                     Role::Agent => self.trace(msg, "message_out", "out", &text, None).await,
                     _ => self.trace(msg, "error", "error", &text, Some("not_answered")).await,
@@ -144,6 +144,9 @@ impl Router {
     /// Delivers a stored user message and stores its answer, whatever happens.
     pub async fn deliver(self: Arc<Self>, msg: Message) {
         self.trace(&msg, "message_in", "in", &msg.text, None).await;
+        // A message waiting for its answer does not hold its text (up to 1 MiB): each attempt reads
+        // it back from the store, so pending messages cost memory by their number, not their size.
+        let msg = Message { text: String::new(), ..msg };
         let agent = self.view.read().expect("view").agents.get(&msg.agent).cloned();
         let Some(agent) = agent else {
             let text =
@@ -218,7 +221,15 @@ impl Router {
     /// run's end on the event stream, or — the run started before this connection — by asking.
     async fn attempt(&self, c: &GatewayClient, msg: &Message, session: &str, deadline: Instant) -> Attempt {
         let mut events = c.events();
-        let started = match c.send(&msg.agent, session, &msg.text, &msg.id).await {
+        let id = msg.id.clone();
+        let text = match self.messages.with(move |s| s.by_id(&id)).await {
+            Ok(Some(m)) => m.text,
+            Ok(None) => return Attempt::Done(Terminal::Failed("the message is no longer stored".into())),
+            Err(e) => return Attempt::Broken { why: e.to_string(), sent: false },
+        };
+        let sent = c.send(&msg.agent, session, &text, &msg.id).await;
+        drop(text); // not held while the run goes on
+        let started = match sent {
             Ok(s) => s,
             Err(RpcError::Remote { message, code, .. }) if code == "UNAVAILABLE" || message.contains("busy") => {
                 return Attempt::Busy(message)

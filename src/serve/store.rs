@@ -53,6 +53,30 @@ pub struct Message {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     pub created_at: String,
+    /// Only on an event whose text was cut (`for_event`): the full text's length in bytes (read it
+    /// whole with `GET /v1/agents/{agent}/messages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_bytes: Option<i64>,
+}
+
+/// An event carries at most this many characters of a message's text (≤ 64 KiB): a stream holds
+/// events, and a stalled client must not make the daemon hold megabytes for it.
+pub const EVENT_TEXT_CHARS: usize = 16_384;
+/// What one page of an event stream's backlog may hold of (cut) message text (at least one message).
+pub const PAGE_BYTES: usize = 64 * 1024;
+/// The same for a history page (`GET …/messages`): fewer messages than `limit` when they are large.
+pub const HISTORY_PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+impl Message {
+    /// The message as an event carries it: its text cut to `EVENT_TEXT_CHARS`, and then
+    /// `text_bytes` says how long it is whole.
+    pub fn for_event(mut self) -> Message {
+        if let Some((at, _)) = self.text.char_indices().nth(EVENT_TEXT_CHARS) {
+            self.text_bytes = Some(self.text.len() as i64);
+            self.text.truncate(at);
+        }
+        self
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +105,7 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<Message> {
         reply_to: r.get(7)?,
         state: r.get(8)?,
         created_at: r.get(9)?,
+        text_bytes: None,
     })
 }
 
@@ -118,7 +143,7 @@ impl Store {
         tx.commit().map_err(err)
     }
 
-    fn by_id(&self, id: &str) -> Result<Option<Message>, StoreError> {
+    pub fn by_id(&self, id: &str) -> Result<Option<Message>, StoreError> {
         self.conn
             .query_row(&format!("SELECT {COLUMNS} FROM messages WHERE id = ?1"), [id], row)
             .optional()
@@ -198,20 +223,85 @@ impl Store {
         after: Option<i64>,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
+        let tail = "FROM messages WHERE agent = ?1 AND thread = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4";
+        let p = params![agent, thread, after.unwrap_or(0), limit as i64];
+        let Some(last) = self.page_end(tail, p, HISTORY_PAGE_BYTES, None)? else { return Ok(Vec::new()) };
         self.select(
-            "WHERE agent = ?1 AND thread = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
-            params![agent, thread, after.unwrap_or(0), limit as i64],
+            "WHERE agent = ?1 AND thread = ?2 AND seq > ?3 AND seq <= ?4 ORDER BY seq",
+            params![agent, thread, after.unwrap_or(0), last],
         )
     }
 
-    /// Every message after event id `seq`, of one agent or all, oldest first (SSE replay).
-    pub fn since(&self, seq: i64, agent: Option<&str>, limit: usize) -> Result<Vec<Message>, StoreError> {
-        match agent {
-            Some(a) => {
-                self.select("WHERE seq > ?1 AND agent = ?2 ORDER BY seq LIMIT ?3", params![seq, a, limit as i64])
+    /// Whether the thread has a message after `seq` (a history page cut by size has more).
+    pub fn has_after(&self, agent: &str, thread: &str, seq: i64) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM messages WHERE agent = ?1 AND thread = ?2 AND seq > ?3)",
+                params![agent, thread, seq],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// The last seq of a page: the rows of `tail` (`FROM … ORDER BY seq LIMIT …`) while their text
+    /// (each counted up to `each` bytes) fits `max_bytes` — and at least the first.
+    fn page_end(
+        &self,
+        tail: &str,
+        p: impl rusqlite::Params,
+        max_bytes: usize,
+        each: Option<usize>,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT seq, length(CAST(text AS BLOB)) {tail}"))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map(p, |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.err(e))?;
+        let (mut total, mut last) = (0usize, None);
+        for (i, r) in rows.enumerate() {
+            let (seq, len) = r.map_err(|e| self.err(e))?;
+            let len = len.max(0) as usize;
+            total += each.map_or(len, |e| len.min(e));
+            if i > 0 && total > max_bytes {
+                break;
             }
-            None => self.select("WHERE seq > ?1 ORDER BY seq LIMIT ?2", params![seq, limit as i64]),
+            last = Some(seq);
         }
+        Ok(last)
+    }
+
+    /// Every message after event id `seq`, of one agent or all, oldest first, as events carry them
+    /// (`Message::for_event`): one page of an event stream's backlog — at most `limit` messages and
+    /// `PAGE_BYTES` of (cut) text. Never loads more of a message's text than an event carries.
+    pub fn events_since(&self, seq: i64, agent: Option<&str>, limit: usize) -> Result<Vec<Message>, StoreError> {
+        let each = Some(EVENT_TEXT_CHARS * 4);
+        let a = agent.unwrap_or("");
+        let filter = if agent.is_some() { "agent = ?2" } else { "?2 = ?2" };
+        let tail = format!("FROM messages WHERE seq > ?1 AND {filter} ORDER BY seq LIMIT ?3");
+        let Some(last) = self.page_end(&tail, params![seq, a, limit as i64], PAGE_BYTES, each)? else {
+            return Ok(Vec::new());
+        };
+        let cols = COLUMNS.replace(", text,", &format!(", substr(text, 1, {}),", EVENT_TEXT_CHARS + 1));
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {cols}, length(CAST(text AS BLOB)) FROM messages WHERE seq > ?1 AND {filter} AND seq <= ?3 ORDER BY seq"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![seq, a, last], |r| Ok((row(r)?, r.get::<_, i64>(10)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (m, full) = r.map_err(|e| self.err(e))?;
+            // Read one character past the cut: `for_event` sees the text was longer.
+            let mut m = m.for_event();
+            if m.text_bytes.is_some() {
+                m.text_bytes = Some(full);
+            }
+            out.push(m);
+        }
+        Ok(out)
     }
 
     /// The sequence number of a message id (for `after=<id>`).
@@ -275,6 +365,38 @@ mod tests {
     }
 
     #[test]
+    fn an_event_page_holds_cut_texts_within_its_bound() {
+        let (_d, s) = store();
+        let big = "é".repeat(100_000); // 200,000 bytes, 2-byte characters
+        for i in 0..10 {
+            s.add_user(if i % 2 == 0 { "alice" } else { "bob" }, "main", None, &big).unwrap();
+        }
+        s.add_user("alice", "main", None, "small").unwrap();
+        // Each cut to 16,384 characters (32 KiB here), counted up to 64 KiB each against a 64 KiB
+        // page: one big message a page.
+        let page = s.events_since(0, None, 1000).unwrap();
+        assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [1]);
+        assert_eq!(page[0].text.chars().count(), EVENT_TEXT_CHARS);
+        assert_eq!(page[0].text_bytes, Some(200_000));
+        assert_eq!(s.events_since(8, Some("alice"), 1000).unwrap().iter().map(|m| m.seq).collect::<Vec<_>>(), [9]);
+        let last = s.events_since(9, Some("alice"), 1000).unwrap();
+        assert_eq!((last[0].seq, last[0].text.as_str(), last[0].text_bytes), (11, "small", None), "a short text is whole");
+        for _ in 0..3 {
+            s.add_user("dave", "main", None, "short").unwrap();
+        }
+        assert_eq!(s.events_since(11, None, 1000).unwrap().len(), 3, "small ones share a page");
+        assert_eq!(s.events_since(11, None, 2).unwrap().len(), 2, "the count bound too");
+        assert!(s.events_since(14, None, 100).unwrap().is_empty());
+        // History is whole, paged by bytes: 8 MiB holds 41 of these, not 1000.
+        for _ in 0..50 {
+            s.add_user("carol", "main", None, &big).unwrap();
+        }
+        let h = s.history("carol", "main", None, 1000).unwrap();
+        assert_eq!(h.len(), HISTORY_PAGE_BYTES / 200_000);
+        assert!(h.iter().all(|m| m.text == big && m.text_bytes.is_none()));
+    }
+
+    #[test]
     fn a_message_is_answered_once_and_leaves_pending() {
         let (_d, mut s) = store();
         let m = s.add_user("alice", "main", Some("ops"), "hi").unwrap();
@@ -303,9 +425,9 @@ mod tests {
         let a1 = s.add_user("alice", "main", None, "1").unwrap();
         let b1 = s.add_user("bob", "main", None, "2").unwrap();
         let a2 = s.add_user("alice", "other", None, "3").unwrap();
-        assert_eq!(s.since(0, None, 10).unwrap().len(), 3);
-        assert_eq!(s.since(a1.seq, Some("alice"), 10).unwrap(), vec![a2.clone()]);
-        assert_eq!(s.since(b1.seq, None, 10).unwrap(), vec![a2]);
+        assert_eq!(s.events_since(0, None, 10).unwrap().len(), 3);
+        assert_eq!(s.events_since(a1.seq, Some("alice"), 10).unwrap(), vec![a2.clone()]);
+        assert_eq!(s.events_since(b1.seq, None, 10).unwrap(), vec![a2]);
         assert_eq!(s.history("alice", "main", None, 10).unwrap(), vec![a1.clone()]);
         assert!(s.history("alice", "main", Some(a1.seq), 10).unwrap().is_empty());
     }

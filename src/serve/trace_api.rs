@@ -112,12 +112,7 @@ pub async fn ingest(
     Caller(who): Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|r| match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is over {BODY_MAX} bytes"))
-        }
-        s => ApiError::new(s, "invalid_body", r.body_text()),
-    })?;
+    let body = body.map_err(|r| ApiError::of_body(r, BODY_MAX))?;
     let now = crate::clock::now_ms();
     let mut refused = Vec::new();
     let mut events = Vec::new();

@@ -172,6 +172,9 @@ fn the_daemon_routes_chat_refuses_bad_requests_serves_its_page_traces_survives_k
     crate::support::phase("bad requests get their status and store nothing", || {
         bad_requests_get_their_status_and_store_nothing(&w)
     });
+    crate::support::phase("slow clients are cut off, event streams are capped", || {
+        slow_clients_are_cut_off_and_event_streams_capped(&w)
+    });
     crate::support::phase("the status page logs in, lists the agents and chats (headless Chromium)", || {
         crate::page::the_status_page_logs_in_lists_the_agents_and_chats(&w)
     });
@@ -548,4 +551,68 @@ fn the_cli_sends_the_admin_token_only_to_a_daemon_that_proves_it_holds_it() {
     assert!(got.contains("GET /v1/prove?nonce="), "the CLI asked for the proof: {got}");
     assert!(!got.contains(token), "the admin token never reached the impostor:\n{got}");
     assert!(!got.to_ascii_lowercase().contains("authorization"), "no credential at all:\n{got}");
+}
+
+/// Issue 24: a half-sent request stayed open indefinitely and event streams were uncapped. Now a
+/// request's head must arrive within 10 s (an idle connection is closed too), its body within 30 s
+/// (408 `body_timeout`), and one token holds at most 16 event streams (429 `too_many_streams`),
+/// given back when the client goes away.
+fn slow_clients_are_cut_off_and_event_streams_capped(w: &World) {
+    let d = Daemon::of(w);
+    let port = d.port;
+    let admin = d.admin.clone();
+    // Closed by the daemon: what the client reads until the connection ends (None: still open
+    // after 60 s).
+    let until_closed = move |send: String| {
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            s.write_all(send.as_bytes()).unwrap();
+            let mut out = Vec::new();
+            match s.read_to_end(&mut out) {
+                Ok(_) => Some(String::from_utf8_lossy(&out).into_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(String::new()),
+                Err(_) => None,
+            }
+        })
+    };
+    let idle = until_closed(String::new());
+    let half_head = until_closed("GET /v1/status HTTP/1.1\r\nHost: x\r\n".into());
+    let half_body = until_closed(format!(
+        "POST /v1/agents/alice/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"te"
+    ));
+
+    // Streams: alice's token opens 16, the 17th is refused; they come back once the clients go.
+    let alice = agent_token(w, "alice");
+    let open_stream = || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(format!("GET /v1/agents/alice/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\r\n").as_bytes()).unwrap();
+        let mut head = String::new();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        r.read_line(&mut head).unwrap();
+        (head, s, r)
+    };
+    let held: Vec<_> = (0..16).map(|_| open_stream()).collect();
+    assert!(held.iter().all(|(h, _, _)| h.contains(" 200 ")), "{:?}", held.iter().map(|h| &h.0).collect::<Vec<_>>());
+    let (head, _, mut r) = open_stream();
+    assert!(head.contains(" 429 "), "the 17th stream of one token: {head}");
+    let mut rest = String::new();
+    let _ = r.read_to_string(&mut rest);
+    assert!(rest.contains("too_many_streams"), "{rest}");
+    let (s, _) = d.request("GET", "/v1/agents/alice/messages", Some(&alice), None);
+    assert_eq!(s, 200, "the token itself still works");
+    drop(held);
+    let again = crate::support::wait_until(Duration::from_secs(40), || {
+        let (head, ..) = open_stream();
+        head.contains(" 200 ").then_some(())
+    });
+    assert!(again.is_some(), "the slots came back once their clients went away");
+
+    let idle = idle.join().unwrap();
+    assert!(idle.is_some(), "an idle connection is closed by the daemon");
+    let half_head = half_head.join().unwrap();
+    assert!(half_head.is_some(), "a half-sent head is closed by the daemon");
+    let half_body = half_body.join().unwrap().expect("a half-sent body is answered and closed");
+    assert!(half_body.contains(" 408 ") && half_body.contains("body_timeout"), "{half_body}");
 }

@@ -14,6 +14,7 @@ pub(crate) mod kit;
 mod plugin;
 mod removal;
 mod serve;
+mod serve_memory;
 mod spend;
 mod trace;
 
@@ -64,6 +65,15 @@ pub enum BenchCmd {
         posts: usize,
         #[arg(long, default_value_t = 20)]
         concurrency: usize,
+        /// Instead: the daemon's memory with this many event-stream clients that read nothing
+        #[arg(long, default_value_t = 0)]
+        stalled: usize,
+        /// (--stalled) large messages stored before the clients come, and as many while they stall
+        #[arg(long, default_value_t = 20)]
+        big_messages: usize,
+        /// (--stalled) each large message's size in KB
+        #[arg(long, default_value_t = 1000)]
+        message_kb: usize,
     },
     /// The same three Incus gateways (2 agents each) on one other host, then one per host on three:
     /// cold and no-op apply (root; hosts are incusd in network namespaces of this machine)
@@ -156,7 +166,15 @@ pub fn run(cmd: BenchCmd) -> miette::Result<ExitCode> {
         BenchCmd::Plan { agents, runs } => plan_bench(agents, runs),
         BenchCmd::Proxy { samples } => proxy_bench(samples),
         BenchCmd::Gateway { agents, sandbox } => gateway_bench(&agents, sandbox.as_deref()),
-        BenchCmd::Serve { agents, messages, clients, posts, concurrency } => {
+        BenchCmd::Serve { agents, stalled, big_messages, message_kb, .. } if stalled > 0 => {
+            serve_memory::run(serve_memory::StalledBench {
+                agents: agents.min(5),
+                clients: stalled,
+                messages: big_messages,
+                message_kb,
+            })
+        }
+        BenchCmd::Serve { agents, messages, clients, posts, concurrency, .. } => {
             serve::run(serve::ServeBench { agents, messages, clients, posts, concurrency })
         }
         BenchCmd::Plugin { turns } => plugin::run(turns),

@@ -261,7 +261,7 @@ fn gateway_port(layout: &Layout) -> miette::Result<u64> {
     v["gateway"]["port"].as_u64().ok_or_else(|| miette!("no gateway port"))
 }
 
-fn serve_pid(layout: &Layout) -> miette::Result<u64> {
+pub(super) fn serve_pid(layout: &Layout) -> miette::Result<u64> {
     let v: Value =
         serde_json::from_str(&std::fs::read_to_string(layout.serve_dir().join("serve.pid")).into_diagnostic()?)
             .into_diagnostic()?;
