@@ -447,10 +447,8 @@ async fn events(
     headers: &HeaderMap,
     q: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
-    let slot = app
-        .streams
-        .take(who)
-        .map_err(|why| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_streams", why))?;
+    let slot =
+        app.streams.take(who).map_err(|why| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_streams", why))?;
     // Subscribed before the backlog (or the newest id) is read: nothing stored in between is
     // missed (duplicates are skipped by seq).
     let rx = app.router.events.subscribe();
@@ -495,13 +493,8 @@ fn event_stream(
         loop {
             if c.refill {
                 let (after, agent) = (c.last, c.agent.clone());
-                let rows = c
-                    .app
-                    .router
-                    .messages
-                    .with(move |s| s.events_since(after, agent.as_deref(), 1000))
-                    .await
-                    .ok()?;
+                let rows =
+                    c.app.router.messages.with(move |s| s.events_since(after, agent.as_deref(), 1000)).await.ok()?;
                 c.refill = !rows.is_empty(); // the next page, once this one is sent
                 c.backlog.extend(rows);
             }

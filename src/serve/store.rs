@@ -288,9 +288,8 @@ impl Store {
                 "SELECT {cols}, length(CAST(text AS BLOB)) FROM messages WHERE seq > ?1 AND {filter} AND seq <= ?3 ORDER BY seq"
             ))
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![seq, a, last], |r| Ok((row(r)?, r.get::<_, i64>(10)?)))
-            .map_err(|e| self.err(e))?;
+        let rows =
+            stmt.query_map(params![seq, a, last], |r| Ok((row(r)?, r.get::<_, i64>(10)?))).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for r in rows {
             let (m, full) = r.map_err(|e| self.err(e))?;
@@ -380,7 +379,11 @@ mod tests {
         assert_eq!(page[0].text_bytes, Some(200_000));
         assert_eq!(s.events_since(8, Some("alice"), 1000).unwrap().iter().map(|m| m.seq).collect::<Vec<_>>(), [9]);
         let last = s.events_since(9, Some("alice"), 1000).unwrap();
-        assert_eq!((last[0].seq, last[0].text.as_str(), last[0].text_bytes), (11, "small", None), "a short text is whole");
+        assert_eq!(
+            (last[0].seq, last[0].text.as_str(), last[0].text_bytes),
+            (11, "small", None),
+            "a short text is whole"
+        );
         for _ in 0..3 {
             s.add_user("dave", "main", None, "short").unwrap();
         }

@@ -40,7 +40,9 @@ impl Streams {
         let total: usize = open.values().sum();
         let mine = open.get(&key).copied().unwrap_or(0);
         if mine >= MAX_PER_PRINCIPAL {
-            return Err(format!("this token has {mine} event streams open already (at most {MAX_PER_PRINCIPAL}); close one"));
+            return Err(format!(
+                "this token has {mine} event streams open already (at most {MAX_PER_PRINCIPAL}); close one"
+            ));
         }
         if total >= MAX_STREAMS {
             return Err(format!("the daemon has {total} event streams open (at most {MAX_STREAMS}); try again later"));

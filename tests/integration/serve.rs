@@ -587,7 +587,11 @@ fn slow_clients_are_cut_off_and_event_streams_capped(w: &World) {
     let open_stream = || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.write_all(format!("GET /v1/agents/alice/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\r\n").as_bytes()).unwrap();
+        s.write_all(
+            format!("GET /v1/agents/alice/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
         let mut head = String::new();
         let mut r = BufReader::new(s.try_clone().unwrap());
         r.read_line(&mut head).unwrap();

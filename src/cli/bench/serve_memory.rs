@@ -27,7 +27,8 @@ pub fn run(b: StalledBench) -> miette::Result<std::process::ExitCode> {
     let dir = tempfile::tempdir().into_diagnostic()?;
     let file = dir.path().join("fleet.kdl");
     let (pp, gp, sp) = (free_port()?, free_port()?, free_port()?);
-    let text = format!("{}serve {{ listen \"127.0.0.1:{sp}\"; reply-timeout \"10m\" }}\n", gateway_fleet(b.agents, pp, gp));
+    let text =
+        format!("{}serve {{ listen \"127.0.0.1:{sp}\"; reply-timeout \"10m\" }}\n", gateway_fleet(b.agents, pp, gp));
     std::fs::write(&file, text).into_diagnostic()?;
     let layout = Layout::resolve("bench", None, Some(&dir.path().join("data")));
     let rt = runtime()?;
