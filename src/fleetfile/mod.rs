@@ -112,4 +112,6 @@ pub fn check_secrets(spec: &FleetSpec) -> Result<(), SpecError> {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -16,6 +16,8 @@ mod listen;
 mod login;
 mod page;
 pub mod process;
+#[cfg(test)]
+mod proptests;
 mod provenance;
 mod request;
 pub mod router;

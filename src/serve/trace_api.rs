@@ -41,7 +41,7 @@ pub fn routes() -> Routes<Shared> {
 
 /// `{"events": [...]}`, a bare array, or one envelope: the batch's events, not yet read as envelopes
 /// (one bad event is refused alone).
-fn batch(body: &[u8]) -> Result<Vec<Value>, ApiError> {
+pub(super) fn batch(body: &[u8]) -> Result<Vec<Value>, ApiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad("invalid_json", format!("the body is not JSON: {e}")))?;
     let list = match v {
@@ -64,10 +64,10 @@ fn batch(body: &[u8]) -> Result<Vec<Value>, ApiError> {
 
 /// One event of a batch that is not kept, and why (`POST /v1/trace` answers with them).
 #[derive(Debug, Clone, PartialEq)]
-struct Refused {
+pub(super) struct Refused {
     index: usize,
-    code: &'static str,
-    message: String,
+    pub(super) code: &'static str,
+    pub(super) message: String,
 }
 
 impl Refused {
@@ -81,7 +81,7 @@ impl Refused {
 }
 
 /// Event `i` of a batch, read and checked: its envelope and time, or why it is refused.
-fn checked(i: usize, v: Value, who: &Principal, now_ms: i64) -> Result<(Envelope, i64), Refused> {
+pub(super) fn checked(i: usize, v: Value, who: &Principal, now_ms: i64) -> Result<(Envelope, i64), Refused> {
     let refused = |code, message: String| Refused { index: i, code, message: format!("events[{i}]: {message}") };
     let size = serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(usize::MAX);
     if size > EVENT_MAX {

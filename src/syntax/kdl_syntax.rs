@@ -179,8 +179,13 @@ impl<'t> Scanner<'t> {
 
     fn after_equals(&mut self, eq: usize) -> Option<Problem> {
         let before = self.text[..eq].trim_end();
-        let key_start =
-            before.rfind(|c: char| is_space(c) || is_newline(c) || c == '{' || c == ';').map(|i| i + 1).unwrap_or(0);
+        // After the separator character — which may be wider than a byte (U+FEFF is a KDL space).
+        let key_start = before
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| is_space(c) || is_newline(c) || c == '{' || c == ';')
+            .map(|(i, c)| i + c.len_utf8())
+            .unwrap_or(0);
         let key = self.text[key_start..eq].trim().trim_matches('"').to_string();
         let rest = self.rest();
         let value_at = rest.len() - rest.trim_start_matches(is_space).len();
