@@ -202,6 +202,10 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
             "update": {"checkOnStart": false},
             "logging": {"file": home_inside.join("logs/openclaw.log")},
         });
+        // On another host: served over TLS, with the certificate fleet mints and pins at its start.
+        if launch.over_tls() {
+            settings["gateway"]["tls"] = crate::openclaw::gateway_tls::settings(&home_inside);
+        }
         // With a daemon, every run of every agent is traced by fleet's plugin, shipped to it.
         // A container reaches the proxy and the daemon on its own loopback (forwarded ports).
         let in_container = launch.container.is_some();
