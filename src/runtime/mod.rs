@@ -7,6 +7,7 @@ pub mod handle;
 pub mod incus;
 pub mod incus_cli;
 pub mod incus_host;
+pub mod incus_trust;
 pub mod process;
 pub mod sandbox;
 pub mod toolchain;

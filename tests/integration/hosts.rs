@@ -101,6 +101,40 @@ fn recorded(data: &Path, address: &str) -> serde_json::Value {
     serde_json::from_str(&outputs).unwrap()
 }
 
+/// A directory holding an `incus` that appends its arguments to a log (one line a call) and runs
+/// the real one; with it first on fleet's PATH, the log holds every command line fleet gave Incus.
+/// Returns that PATH and the log.
+fn argv_logging_incus(w: &World) -> (String, PathBuf) {
+    let dir = w.root().join("argv-shim");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("argv.log");
+    let path = std::env::var("PATH").unwrap_or_default();
+    let real = std::env::split_paths(&path).map(|d| d.join("incus")).find(|p| p.is_file()).expect("incus on PATH");
+    let shim = dir.join("incus");
+    std::fs::write(
+        &shim,
+        format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n", log.display(), real.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (format!("{}:{path}", dir.display()), log)
+}
+
+/// The enrolment the log shows ran through the shim, and neither the token nor its secret is in any
+/// command line of it.
+#[track_caller]
+fn assert_token_on_no_command_line(argv: &Path, token: &str) {
+    use base64::Engine;
+    let calls = std::fs::read_to_string(argv).unwrap_or_default();
+    assert!(calls.lines().any(|l| l.starts_with("remote add edge https://")), "no enrolment logged:\n{calls}");
+    let raw = base64::engine::general_purpose::STANDARD.decode(token.trim()).unwrap();
+    let secret = serde_json::from_slice::<serde_json::Value>(&raw).unwrap()["secret"].as_str().unwrap().to_string();
+    assert!(secret.len() >= 16, "{secret}");
+    for line in calls.lines() {
+        assert!(!line.contains(token.trim()) && !line.contains(&secret), "the trust token on a command line: {line}");
+    }
+}
+
 #[test]
 fn a_remote_host_is_enrolled_once_pinned_and_checked_every_run() {
     let edge = RemoteIncus::up("fleetH1", 20);
@@ -128,11 +162,16 @@ fn a_remote_host_is_enrolled_once_pinned_and_checked_every_run() {
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.all().contains("but the trust token was issued by sha256 0000"), "{}", r.failures());
 
-    // The real token: enrolled, the server's certificate pinned, fleet's own client config.
+    // The real token: enrolled, the server's certificate pinned, fleet's own client config. Every
+    // command line fleet gives Incus is logged (a shim first on its PATH): the token is on none.
     let token = edge.token();
-    let r = crate::support::Run::from_output(w.cmd(&["apply"]).env("EDGE_TOKEN", &token).output().unwrap());
+    let (path, argv) = argv_logging_incus(&w);
+    let r = crate::support::Run::from_output(
+        w.cmd(&["apply"]).env("EDGE_TOKEN", &token).env("PATH", &path).output().unwrap(),
+    );
     assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
     assert!(!r.all().contains(&token), "the token must never be printed");
+    assert_token_on_no_command_line(&argv, &token);
     let rec = recorded(&data, "host.edge");
     assert_eq!(rec["fingerprint"], edge.fingerprint());
     assert_eq!(rec["architectures"][0], "x86_64");
@@ -177,8 +216,12 @@ fn a_remote_host_is_enrolled_once_pinned_and_checked_every_run() {
     // The operator's way back: forget the host, enrol it again with a fresh token.
     w.fleet(&["state", "forget", "host.edge"]).ok();
     let fresh = edge.token();
-    let r = crate::support::Run::from_output(w.cmd(&["apply"]).env("EDGE_TOKEN", &fresh).output().unwrap());
+    std::fs::remove_file(&argv).unwrap();
+    let r = crate::support::Run::from_output(
+        w.cmd(&["apply"]).env("EDGE_TOKEN", &fresh).env("PATH", &path).output().unwrap(),
+    );
     assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
+    assert_token_on_no_command_line(&argv, &fresh);
     assert_eq!(recorded(&data, "host.edge")["fingerprint"], now);
 
     // Destroy: fleet's certificate is no longer trusted there, the remote is gone from its config.
