@@ -31,12 +31,10 @@ pub async fn open(url: &str, pin: Option<Pin>) -> Result<Socket, DialError> {
         (false, Some(_)) => {
             return Err(cerr("its certificate is pinned, so it is reached over wss:// only, never in clear".into()))
         }
-        (true, None) => {
-            return Err(cerr(
-                "no certificate is pinned for it (fleet pins the one it mints when it starts the gateway: `fleet apply`)"
-                    .into(),
-            ))
-        }
+        (true, None) => return Err(cerr(
+            "no certificate is pinned for it (fleet pins the one it mints when it starts the gateway: `fleet apply`)"
+                .into(),
+        )),
         (true, Some(pin)) => {
             let v = PinVerifier::new(pin);
             (Connector::Rustls(Arc::new(client_config(v.clone()))), Some(v))

@@ -81,7 +81,9 @@ pub async fn write_config(g: &GatewayInputs, rt: &dyn Runtime, extra: Vec<HomeFi
     let (_, doc) = config_now_and_wanted(g, rt).await?;
     let content = serde_json::to_vec_pretty(&doc).into_diagnostic()?;
     files.push(HomeFile { path: CONFIG.into(), content, mode: 0o600 });
-    rt.place(&g.launch, &files).await.wrap_err("cannot write openclaw.json, fleet's trace plugin and the gateway's certificate")
+    rt.place(&g.launch, &files)
+        .await
+        .wrap_err("cannot write openclaw.json, fleet's trace plugin and the gateway's certificate")
 }
 
 /// How fleet reaches this gateway: the URL its runtime gives.

@@ -105,7 +105,9 @@ impl Client {
     pub async fn connect_pinned(url: &str, pin: Option<Pin>, token: &str) -> Result<Client, RpcError> {
         let cerr = |why: String| RpcError::Connect { url: url.to_string(), why };
         let ws = super::dial::open(url, pin).await.map_err(|e| match e {
-            DialError::Pin(m) => RpcError::Pin { url: url.to_string(), pinned: m.pinned.hex(), presented: m.presented.hex() },
+            DialError::Pin(m) => {
+                RpcError::Pin { url: url.to_string(), pinned: m.pinned.hex(), presented: m.presented.hex() }
+            }
             DialError::Other(why) => cerr(why),
         })?;
         let (mut sink, mut stream) = ws.split();

@@ -249,7 +249,8 @@ mod tests {
     fn a_server_without_the_certificates_key_is_refused() {
         // The pinned certificate served with another key: the signature check fails, pin or not.
         let ours = crate::tls::mint("127.0.0.1", 1).unwrap();
-        let impostor = crate::tls::Minted { cert_pem: ours.cert_pem.clone(), ..crate::tls::mint("127.0.0.1", 1).unwrap() };
+        let impostor =
+            crate::tls::Minted { cert_pem: ours.cert_pem.clone(), ..crate::tls::mint("127.0.0.1", 1).unwrap() };
         let port = server(&impostor, 1);
         let v = PinVerifier::new(ours.pin);
         assert!(dial(port, v.clone()).is_err(), "a server that cannot sign for the pinned certificate");
