@@ -378,7 +378,7 @@ mod tests {
             provider \"d\" type=\"mock\" { model \"a\"; }\n\
             gateway \"far\" host=\"edge\" image=\"base\" port=18800\nagent \"alice\" gateway=\"far\" model=\"a\"\n";
         let text = text.replace("{}", &"ab".repeat(32));
-        let spec = parse(SourceFile::new("fleet.kdl", text.into()), std::path::Path::new("/x")).unwrap();
+        let spec = parse(SourceFile::new("fleet.kdl", text), std::path::Path::new("/x")).unwrap();
         let layout = Layout::resolve("q", None, Some(std::path::Path::new("/data")));
         let d = crate::desired::desired(&spec, &layout).unwrap();
         let tls = &d["gateway.far"].inputs["settings"]["gateway"]["tls"];

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::Pin;
+use super::pin::Pin;
 
 /// A freshly minted certificate and its key (PEM). The key is a secret: never printed, never in
 /// state; it goes into the server's home (mode 0600) and nowhere else.
@@ -60,12 +60,8 @@ mod tests {
         assert!(!format!("{m:?}").contains("PRIVATE"), "the key is never in a debug print");
         assert!((m.not_after - now_s() - 3650 * 86_400).abs() < 5);
         // Its subject alternative name is the IP address (as an IP, not a DNS name).
-        let der = rustls::pki_types::CertificateDer::from(
-            <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::from_pem_slice(
-                m.cert_pem.as_bytes(),
-            )
-            .unwrap(),
-        );
+        use rustls::pki_types::pem::PemObject;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(m.cert_pem.as_bytes()).unwrap();
         let ip = [10u8, 213, 21, 2];
         assert!(der.as_ref().windows(6).any(|w| w == [0x87, 4, ip[0], ip[1], ip[2], ip[3]]), "an iPAddress SAN");
         assert_ne!(mint("10.213.21.2", 1).unwrap().pin, m.pin, "each mint is a new key and certificate");
