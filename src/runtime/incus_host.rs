@@ -152,8 +152,8 @@ impl HostDriver {
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot create {}", h.config_dir.display()))?;
         // fleet's client certificate (`client.key` 0600, made by Incus; kept when there is one).
-        let has = |f: &str| h.config_dir.join(f).exists();
-        if !has("client.crt") || !has("client.key") {
+        let has = |f: &str| tokio::fs::try_exists(h.config_dir.join(f));
+        if !has("client.crt").await.unwrap_or(false) || !has("client.key").await.unwrap_or(false) {
             h.cli().run(&["remote", "generate-certificate"]).await?;
         }
         // The token goes to the pinned server over its REST API, never on a command line.
