@@ -1,6 +1,6 @@
 //! fleet: one declarative file → a running fleet of OpenClaw agents.
 //!
-//! Floors, from the bottom: helpers (`clock`, `fsutil`, `netaddr`, `process`, `npm`,
+//! Floors, from the bottom: helpers (`clock`, `fsutil`, `netaddr`, `tls`, `process`, `npm`,
 //! `layout`) → the fleet file (`syntax`, `fleetfile`) → the vocabulary (`resource`) and
 //! `state` → the driver interface (`driver`) → one module per external system (`litellm`,
 //! `openclaw`, `runtime`, `image`) and the daemon (`serve`, which talks to gateways and reads
@@ -29,4 +29,5 @@ pub mod runtime;
 pub mod serve;
 pub mod state;
 pub mod syntax;
+pub mod tls;
 pub mod trace;

@@ -202,6 +202,10 @@ pub fn add(spec: &FleetSpec, layout: &Layout, recipes: &BTreeMap<String, String>
             "update": {"checkOnStart": false},
             "logging": {"file": home_inside.join("logs/openclaw.log")},
         });
+        // On another host: served over TLS, with the certificate fleet mints and pins at its start.
+        if launch.over_tls() {
+            settings["gateway"]["tls"] = crate::openclaw::gateway_tls::settings(&home_inside);
+        }
         // With a daemon, every run of every agent is traced by fleet's plugin, shipped to it.
         // A container reaches the proxy and the daemon on its own loopback (forwarded ports).
         let in_container = launch.container.is_some();
@@ -363,5 +367,24 @@ mod tests {
         assert!(d["agent.alice"].files.iter().any(|f| f.path.as_os_str() == "BOOTSTRAP.md"));
         // The wake message is not an input: changing it never re-wakes anyone.
         assert!(d["wake.alice"].inputs.get("message").is_none());
+        assert!(d["gateway.main"].inputs["settings"]["gateway"].get("tls").is_none(), "on loopback, in clear");
+    }
+
+    #[test]
+    fn a_gateway_on_another_host_is_served_over_tls_from_its_home() {
+        let text = "fleet \"q\"\nhost \"local\" runtime=\"process\"\n\
+            host \"edge\" runtime=\"incus\" address=\"https://10.0.0.2\" trust-token=\"env:T\" arch=\"amd64\"\n\
+            litellm host=\"local\" bind=\"10.0.0.1\"\nimage \"base\" { url \"http://127.0.0.1:1/i.tar.gz\" arch=\"amd64\" sha256=\"{}\"; }\n\
+            provider \"d\" type=\"mock\" { model \"a\"; }\n\
+            gateway \"far\" host=\"edge\" image=\"base\" port=18800\nagent \"alice\" gateway=\"far\" model=\"a\"\n";
+        let text = text.replace("{}", &"ab".repeat(32));
+        let spec = parse(SourceFile::new("fleet.kdl", text), std::path::Path::new("/x")).unwrap();
+        let layout = Layout::resolve("q", None, Some(std::path::Path::new("/data")));
+        let d = crate::desired::desired(&spec, &layout).unwrap();
+        let tls = &d["gateway.far"].inputs["settings"]["gateway"]["tls"];
+        assert_eq!(tls["enabled"], true, "{tls}");
+        assert_eq!(tls["autoGenerate"], false);
+        assert_eq!(tls["certPath"], "/root/tls/gateway-cert.pem", "the container's own home");
+        assert_eq!(d["agent.alice"].inputs["gateway"]["url"], "wss://10.0.0.2:18800");
     }
 }

@@ -226,7 +226,7 @@ impl Driver for AgentDriver {
     async fn update(&self, r: &Resource, prior: &Record, ctx: &StepCtx) -> miette::Result<Outputs> {
         let old = prior.inputs_as::<AgentInputs>().ok();
         let new: AgentInputs = r.inputs_as()?;
-        let moved_from = old.filter(|o| o.gateway.url != new.gateway.url);
+        let moved_from = old.filter(|o| o.gateway.place() != new.gateway.place());
         // Its new gateway's models step carried its footprint over when it was on this machine.
         let home = self.layout.agent_home(&new.id);
         let carried = moved_from.is_some() && marker(&home).is_some();

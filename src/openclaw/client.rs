@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::rpc::{Client, Event, RpcError};
+use crate::tls::Pin;
 
 /// `agents.create` / `agents.delete` are serialised inside the gateway (each rewrites its config
 /// and reloads): many in flight at once each wait for the others (≈5 s each at 61 agents), so
@@ -42,14 +43,28 @@ pub fn handle_path(token_file: &Path) -> PathBuf {
 }
 
 impl GatewayRef {
-    /// Where the gateway listens now: the URL its last start recorded in the handle file (a
-    /// gateway on a cluster is published on the member it landed on), else the one it is known by.
-    pub fn live_url(&self) -> String {
-        std::fs::read(handle_path(&self.token_file))
+    /// Where the gateway listens now, and the certificate it must present there: the URL and the
+    /// pin its last start recorded in the handle file (a gateway on a cluster is published on the
+    /// member it landed on; one on another host serves the certificate fleet minted for it), else
+    /// the URL it is known by, with no pin.
+    pub fn live(&self) -> (String, Option<Pin>) {
+        let doc = std::fs::read(handle_path(&self.token_file))
             .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|doc| doc.get("url").and_then(|u| u.as_str()).map(str::to_string))
-            .unwrap_or_else(|| self.url.clone())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let url = doc.as_ref().and_then(|d| d.get("url")?.as_str().map(str::to_string));
+        let pin = doc.as_ref().and_then(|d| d.pointer("/tls/sha256")?.as_str().and_then(Pin::parse));
+        (url.unwrap_or_else(|| self.url.clone()), pin)
+    }
+
+    /// `live`'s URL.
+    pub fn live_url(&self) -> String {
+        self.live().0
+    }
+
+    /// Where the gateway is, whatever the scheme: a gateway reached over `wss://` where it was
+    /// reached over `ws://` is the same gateway (an agent on it has not moved).
+    pub fn place(&self) -> &str {
+        self.url.split_once("://").map_or(self.url.as_str(), |(_, rest)| rest)
     }
 
     /// Connects, retrying while the gateway starts, for up to 30 s.
@@ -60,7 +75,8 @@ impl GatewayRef {
     /// Connects, retrying while the gateway starts (or is not listening yet), for up to `within`.
     pub async fn connect_within(&self, within: Duration) -> miette::Result<GatewayClient> {
         let token = read_token(&self.token_file)?;
-        let rpc = Client::connect_retry(&self.live_url(), &token, within)
+        let (url, pin) = self.live();
+        let rpc = Client::connect_retry(&url, pin, &token, within)
             .await
             .map_err(miette::Report::new)
             .wrap_err_with(|| format!("gateway {}", self.name))?;
@@ -70,7 +86,8 @@ impl GatewayRef {
     /// One connection attempt within `within`; None when the gateway cannot be reached now.
     pub async fn try_connect(&self, within: Duration) -> Option<GatewayClient> {
         let token = read_token(&self.token_file).ok()?;
-        let rpc = tokio::time::timeout(within, Client::connect(&self.live_url(), &token)).await.ok()?.ok()?;
+        let (url, pin) = self.live();
+        let rpc = tokio::time::timeout(within, Client::connect_pinned(&url, pin, &token)).await.ok()?.ok()?;
         Some(GatewayClient { rpc, name: self.name.clone() })
     }
 

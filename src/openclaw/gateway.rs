@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::client::handle_path;
 use super::client::{read_token, GatewayClient, GatewayRef};
+use super::gateway_tls::TlsRecord;
 use crate::driver::{Drift, Driver, Outputs, StepCtx};
 use crate::fsutil::write_atomic;
 use crate::resource::Resource;
@@ -73,12 +74,16 @@ const CONFIG: &str = "openclaw.json";
 
 /// Writes the fleet-owned settings (and the token) into openclaw.json, keeping what the gateway
 /// added, and fleet's trace plugin beside it, into the gateway's home wherever it is.
-pub async fn write_config(g: &GatewayInputs, rt: &dyn Runtime) -> miette::Result<()> {
+/// `extra`: more files for the home (the gateway's TLS certificate and key).
+pub async fn write_config(g: &GatewayInputs, rt: &dyn Runtime, extra: Vec<HomeFile>) -> miette::Result<()> {
     let mut files = if g.plugin.is_some() { super::plugin::files() } else { Vec::new() };
+    files.extend(extra);
     let (_, doc) = config_now_and_wanted(g, rt).await?;
     let content = serde_json::to_vec_pretty(&doc).into_diagnostic()?;
     files.push(HomeFile { path: CONFIG.into(), content, mode: 0o600 });
-    rt.place(&g.launch, &files).await.wrap_err("cannot write openclaw.json and fleet's trace plugin")
+    rt.place(&g.launch, &files)
+        .await
+        .wrap_err("cannot write openclaw.json, fleet's trace plugin and the gateway's certificate")
 }
 
 /// How fleet reaches this gateway: the URL its runtime gives.
@@ -166,12 +171,26 @@ impl GatewayDriver {
                 g.launch.gateway
             ));
         }
-        write_config(g, rt).await?;
+        // Over TLS: the certificate it serves (the pinned one while the home holds it; else a new one).
+        let (tls, tls_files) = match g.launch.over_tls() {
+            true => {
+                let recorded = Self::handle_file(g).as_ref().and_then(TlsRecord::recorded_in);
+                let (rec, files) = super::gateway_tls::ensure(&g.launch, rt, recorded).await?;
+                if !files.is_empty() {
+                    ctx.progress(&format!("minted its TLS certificate (sha256 {}…)", &rec.sha256[..16]));
+                }
+                (Some(rec), files)
+            }
+            false => (None, Vec::new()),
+        };
+        write_config(g, rt, tls_files).await?;
         let handle = rt.start(&g.launch).await?;
         // Where it is published now (on a cluster: the member it landed on).
         let gref = GatewayRef { url: rt.url_of(&g.launch, &handle), ..gateway_ref(g, rt) };
-        // Intent before waiting: from here on, a crash leaves a gateway the next run finds and adopts or stops.
-        if let Err(e) = Self::write_handle(g, json!({"handle": handle, "starting": true, "url": gref.url})) {
+        // Intent before waiting: from here on, a crash leaves a gateway the next run finds and adopts or
+        // stops. The pin goes with the URL: every caller dials only this certificate.
+        let starting = json!({"handle": handle, "starting": true, "url": gref.url, "tls": tls});
+        if let Err(e) = Self::write_handle(g, starting) {
             let _ = rt.stop(&g.launch, &handle).await;
             return Err(e).into_diagnostic().wrap_err("cannot record the gateway's handle");
         }
@@ -206,8 +225,8 @@ impl GatewayDriver {
                 }
             }
         }
-        let out =
-            json!({"handle": handle, "boot_id": client.boot_id(), "version": client.server_version(), "url": gref.url});
+        let out = json!({"handle": handle, "boot_id": client.boot_id(), "version": client.server_version(),
+            "url": gref.url, "tls": tls});
         Self::write_handle(g, out.clone()).into_diagnostic()?;
         Ok(out)
     }
@@ -245,6 +264,11 @@ impl GatewayDriver {
 impl Driver for GatewayDriver {
     async fn observe(&self, prior: &Record, _desired: &Resource) -> Drift {
         let Ok(g) = prior.inputs_as::<GatewayInputs>() else { return Drift::Update("unreadable record".into()) };
+        let now = crate::tls::mint::now_s();
+        if let Some(t) = TlsRecord::recorded_in(&prior.outputs).filter(|t| t.due(now)) {
+            let days = (t.not_after - now).max(0) / 86_400;
+            return Drift::Update(format!("its TLS certificate ends in {days} days; a new one is minted"));
+        }
         match self.unhealthy(&g, Handle::recorded_in(&prior.outputs).as_ref()).await {
             None => Drift::InSync,
             Some(why) => Drift::Update(why),

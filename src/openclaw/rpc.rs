@@ -14,6 +14,9 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::dial::DialError;
+use crate::tls::Pin;
+
 pub const PROTOCOL: u64 = 4;
 /// Releases this client was checked against (newer ones are tried, with a warning).
 pub const KNOWN_SERVER_VERSIONS: [&str; 1] = ["2026.9.6"];
@@ -34,6 +37,8 @@ pub enum RpcError {
     Timeout { method: String, secs: u64 },
     #[error("the gateway closed the connection")]
     Closed,
+    #[error("the TLS certificate presented at {url} (sha256 {presented}) does not match the pin fleet recorded for this gateway (sha256 {pinned}): another server, or its certificate was replaced; fleet sends it nothing (`fleet apply` mints and pins a new one)")]
+    Pin { url: String, pinned: String, presented: String },
 }
 
 /// Methods that change nothing: safe to send again.
@@ -90,13 +95,21 @@ fn trace(url: &str, method: &str) {
 }
 
 impl Client {
-    /// One attempt: open, handshake, check the protocol.
+    /// One attempt at a gateway reached in clear (this machine's loopback).
     pub async fn connect(url: &str, token: &str) -> Result<Client, RpcError> {
+        Client::connect_pinned(url, None, token).await
+    }
+
+    /// One attempt: open (over TLS to the pinned certificate when `pin` is given), handshake,
+    /// check the protocol.
+    pub async fn connect_pinned(url: &str, pin: Option<Pin>, token: &str) -> Result<Client, RpcError> {
         let cerr = |why: String| RpcError::Connect { url: url.to_string(), why };
-        let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url))
-            .await
-            .map_err(|_| cerr("timed out".into()))?
-            .map_err(|e| cerr(e.to_string()))?;
+        let ws = super::dial::open(url, pin).await.map_err(|e| match e {
+            DialError::Pin(m) => {
+                RpcError::Pin { url: url.to_string(), pinned: m.pinned.hex(), presented: m.presented.hex() }
+            }
+            DialError::Other(why) => cerr(why),
+        })?;
         let (mut sink, mut stream) = ws.split();
 
         // The server speaks first: a challenge (its nonce only matters for device signatures).
@@ -221,12 +234,12 @@ impl Client {
     }
 
     /// Connects, retrying while the gateway starts (or is not listening yet), until `deadline`.
-    pub async fn connect_retry(url: &str, token: &str, within: Duration) -> Result<Client, RpcError> {
+    pub async fn connect_retry(url: &str, pin: Option<Pin>, token: &str, within: Duration) -> Result<Client, RpcError> {
         let t0 = Instant::now();
         loop {
-            match Client::connect(url, token).await {
+            match Client::connect_pinned(url, pin, token).await {
                 Ok(c) => return Ok(c),
-                Err(e @ (RpcError::Auth(_) | RpcError::Protocol { .. })) => return Err(e),
+                Err(e @ (RpcError::Auth(_) | RpcError::Protocol { .. } | RpcError::Pin { .. })) => return Err(e),
                 Err(e) if t0.elapsed() >= within => return Err(e),
                 Err(RpcError::Starting { retry_after }) => tokio::time::sleep(retry_after).await,
                 Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,

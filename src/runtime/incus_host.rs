@@ -1,7 +1,8 @@
 //! `host.<name>`: another machine's incusd as fleet reaches it. With `address=` fleet enrols it
 //! itself, once: its own client certificate (key 0600) in its own Incus client config
-//! (`<data dir>/incus`, INCUS_CONF), the trust token redeemed, the server's certificate pinned in
-//! state. Later runs need no token; a server presenting another certificate is refused, never
+//! (`<data dir>/incus`, INCUS_CONF), the trust token redeemed over the REST API to the pinned
+//! server (`incus_trust.rs`: never on a command line), the server's certificate pinned in state.
+//! Later runs need no token; a server presenting another certificate is refused, never
 //! re-trusted silently; a host that cannot be reached fails this step (and what depends on it)
 //! with the cause. With `remote=` the remote is already in the client config: fleet only checks
 //! and pins it.
@@ -150,12 +151,26 @@ impl HostDriver {
         crate::fsutil::create_private_dir(&h.config_dir)
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot create {}", h.config_dir.display()))?;
-        // The token stays off the command line an error repeats (and out of any log).
-        let typed = format!("{want}\n");
-        let cli = Cli { config: Some(&h.config_dir), stdin: Some(&typed), shown_args: Some(4) };
-        cli.run(&["remote", "add", &h.remote, address, "--token", &token])
+        // fleet's client certificate (`client.key` 0600, made by Incus; kept when there is one).
+        let has = |f: &str| tokio::fs::try_exists(h.config_dir.join(f));
+        if !has("client.crt").await.unwrap_or(false) || !has("client.key").await.unwrap_or(false) {
+            h.cli().run(&["remote", "generate-certificate"]).await?;
+        }
+        // The token goes to the pinned server over its REST API, never on a command line.
+        let pin = crate::tls::Pin::parse(&want).ok_or_else(|| miette!("host {}: a malformed fingerprint", h.host))?;
+        let redeemed = super::incus_trust::redeem(address, pin, &h.config_dir, &token)
             .await
-            .wrap_err_with(|| format!("host {}: enrolment with the trust token failed", h.host))?;
+            .map_err(|e| miette!("host {}: enrolment with the trust token failed: {e}", h.host))?;
+        if redeemed == super::incus_trust::Redeemed::AlreadyTrusted {
+            ctx.progress("the host trusts fleet's certificate already; the token was not needed");
+        }
+        // Trusted now: `remote add` asks for no token. The fingerprint is typed at Incus's own
+        // prompt, so Incus checks the server once more.
+        let typed = format!("{want}\n");
+        let cli = Cli { config: Some(&h.config_dir), stdin: Some(&typed), shown_args: None };
+        cli.run(&["remote", "add", &h.remote, address])
+            .await
+            .wrap_err_with(|| format!("host {}: adding the remote failed", h.host))?;
         Ok(got)
     }
 

@@ -7,6 +7,7 @@ pub mod handle;
 pub mod incus;
 pub mod incus_cli;
 pub mod incus_host;
+pub mod incus_trust;
 pub mod process;
 pub mod sandbox;
 pub mod toolchain;
@@ -95,6 +96,21 @@ impl Launch {
     /// Whether the gateway's home is on this machine (a process, or a container of the local incusd).
     pub fn home_is_here(&self) -> bool {
         self.container.as_ref().is_none_or(|c| !c.elsewhere())
+    }
+
+    /// Whether fleet reaches the gateway over TLS: one on another host is reached across a network
+    /// (`wss://`, the certificate fleet minted for it and pinned); one here on its loopback (`ws://`).
+    pub fn over_tls(&self) -> bool {
+        !self.home_is_here()
+    }
+
+    /// `ws` or `wss`, as `over_tls` says.
+    pub fn scheme(&self) -> &'static str {
+        if self.over_tls() {
+            "wss"
+        } else {
+            "ws"
+        }
     }
 }
 
@@ -189,17 +205,18 @@ pub trait Runtime: Send + Sync {
     }
     /// Whether what the handle names still runs.
     async fn running(&self, handle: &Handle) -> bool;
-    /// Where fleet reaches the gateway's WebSocket (both runtimes: this machine's loopback, where
-    /// the incus runtime's proxy device listens).
+    /// Where fleet reaches the gateway's WebSocket: this machine's loopback (`ws://`; where the
+    /// local incus runtime's proxy device listens too), or the address a gateway on another host is
+    /// published on (`wss://`).
     fn url(&self, l: &Launch) -> String {
         let host = l.container.as_ref().and_then(|c| c.listen.as_deref()).unwrap_or("127.0.0.1");
-        format!("ws://{}", crate::netaddr::join_host_port(host, l.port))
+        format!("{}://{}", l.scheme(), crate::netaddr::join_host_port(host, l.port))
     }
     /// Where fleet reaches the gateway the handle names (its runtime may publish it elsewhere than
     /// `url` says: a container on a cluster, on the member it landed on).
     fn url_of(&self, l: &Launch, handle: &Handle) -> String {
         match handle.container().and_then(|c| c.listen.as_deref()) {
-            Some(ip) => format!("ws://{}", crate::netaddr::join_host_port(ip, l.port)),
+            Some(ip) => format!("{}://{}", l.scheme(), crate::netaddr::join_host_port(ip, l.port)),
             None => self.url(l),
         }
     }

@@ -101,6 +101,40 @@ fn recorded(data: &Path, address: &str) -> serde_json::Value {
     serde_json::from_str(&outputs).unwrap()
 }
 
+/// A directory holding an `incus` that appends its arguments to a log (one line a call) and runs
+/// the real one; with it first on fleet's PATH, the log holds every command line fleet gave Incus.
+/// Returns that PATH and the log.
+fn argv_logging_incus(w: &World) -> (String, PathBuf) {
+    let dir = w.root().join("argv-shim");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("argv.log");
+    let path = std::env::var("PATH").unwrap_or_default();
+    let real = std::env::split_paths(&path).map(|d| d.join("incus")).find(|p| p.is_file()).expect("incus on PATH");
+    let shim = dir.join("incus");
+    std::fs::write(
+        &shim,
+        format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n", log.display(), real.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (format!("{}:{path}", dir.display()), log)
+}
+
+/// The enrolment the log shows ran through the shim, and neither the token nor its secret is in any
+/// command line of it.
+#[track_caller]
+fn assert_token_on_no_command_line(argv: &Path, token: &str) {
+    use base64::Engine;
+    let calls = std::fs::read_to_string(argv).unwrap_or_default();
+    assert!(calls.lines().any(|l| l.starts_with("remote add edge https://")), "no enrolment logged:\n{calls}");
+    let raw = base64::engine::general_purpose::STANDARD.decode(token.trim()).unwrap();
+    let secret = serde_json::from_slice::<serde_json::Value>(&raw).unwrap()["secret"].as_str().unwrap().to_string();
+    assert!(secret.len() >= 16, "{secret}");
+    for line in calls.lines() {
+        assert!(!line.contains(token.trim()) && !line.contains(&secret), "the trust token on a command line: {line}");
+    }
+}
+
 #[test]
 fn a_remote_host_is_enrolled_once_pinned_and_checked_every_run() {
     let edge = RemoteIncus::up("fleetH1", 20);
@@ -128,11 +162,16 @@ fn a_remote_host_is_enrolled_once_pinned_and_checked_every_run() {
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.all().contains("but the trust token was issued by sha256 0000"), "{}", r.failures());
 
-    // The real token: enrolled, the server's certificate pinned, fleet's own client config.
+    // The real token: enrolled, the server's certificate pinned, fleet's own client config. Every
+    // command line fleet gives Incus is logged (a shim first on its PATH): the token is on none.
     let token = edge.token();
-    let r = crate::support::Run::from_output(w.cmd(&["apply"]).env("EDGE_TOKEN", &token).output().unwrap());
+    let (path, argv) = argv_logging_incus(&w);
+    let r = crate::support::Run::from_output(
+        w.cmd(&["apply"]).env("EDGE_TOKEN", &token).env("PATH", &path).output().unwrap(),
+    );
     assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
     assert!(!r.all().contains(&token), "the token must never be printed");
+    assert_token_on_no_command_line(&argv, &token);
     let rec = recorded(&data, "host.edge");
     assert_eq!(rec["fingerprint"], edge.fingerprint());
     assert_eq!(rec["architectures"][0], "x86_64");
@@ -177,8 +216,12 @@ fn a_remote_host_is_enrolled_once_pinned_and_checked_every_run() {
     // The operator's way back: forget the host, enrol it again with a fresh token.
     w.fleet(&["state", "forget", "host.edge"]).ok();
     let fresh = edge.token();
-    let r = crate::support::Run::from_output(w.cmd(&["apply"]).env("EDGE_TOKEN", &fresh).output().unwrap());
+    std::fs::remove_file(&argv).unwrap();
+    let r = crate::support::Run::from_output(
+        w.cmd(&["apply"]).env("EDGE_TOKEN", &fresh).env("PATH", &path).output().unwrap(),
+    );
     assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
+    assert_token_on_no_command_line(&argv, &fresh);
     assert_eq!(recorded(&data, "host.edge")["fingerprint"], now);
 
     // Destroy: fleet's certificate is no longer trusted there, the remote is gone from its config.
@@ -385,9 +428,89 @@ fn gateways_on_a_remote_host_and_a_cluster_converge_answer_move_and_go() {
     assert!(at("host edge") < at("  far ") && at("host site") < at("  c2 ") && at("  c2 ") < at("  cg "), "{out}");
     assert!(out.lines().any(|l| l.starts_with("  c2 ") && l.contains(" m2 ")), "{out}");
 
-    // Converged: a second apply changes nothing, the plan is clean.
+    // Gateways on other hosts are reached over TLS, with the certificate fleet minted and pinned
+    // (`gateway_tls`); the one on this machine stays on loopback in clear.
+    let pin_of = |g: &str| recorded(&data, &format!("gateway.{g}"))["tls"]["sha256"].as_str().map(str::to_string);
+    let far_pin = pin_of("far").expect("the pin of gateway far is recorded");
+    assert_eq!(recorded(&data, "gateway.far")["url"], format!("wss://10.213.21.2:{}", ports[3]));
+    assert_eq!(recorded(&data, "gateway.c2")["url"], format!("wss://10.213.22.3:{}", ports[4]));
+    assert_eq!(recorded(&data, "gateway.near")["url"], format!("ws://127.0.0.1:{}", ports[2]));
+    assert!(pin_of("near").is_none(), "nothing pinned for a gateway on this machine");
+    let far_cert =
+        |edge: &RemoteIncus| edge.incus(&["file", "pull", &format!("{}/root/tls/gateway-cert.pem", ct("far")), "-"]);
+    let served = fleet::tls::Pin::of_pem(far_cert(&edge).as_bytes()).unwrap();
+    assert_eq!(served.hex(), far_pin, "the pin is the certificate in the gateway's home");
+    let key_mode = edge.incus(&["exec", &ct("far"), "--", "stat", "-c", "%a", "/root/tls/gateway-key.pem"]);
+    assert_eq!(key_mode, "600", "the gateway's key is private to it");
+    let config = edge.incus(&["file", "pull", &format!("{}/root/openclaw.json", ct("far")), "-"]);
+    let tls: serde_json::Value = serde_json::from_str::<serde_json::Value>(&config).unwrap()["gateway"]["tls"].clone();
+    assert_eq!(tls["autoGenerate"], false, "{tls}");
+    assert!(!String::from_utf8_lossy(&std::fs::read(data.join("state.db")).unwrap()).contains("PRIVATE KEY"));
+    // In clear, the remote gateway answers no one (it speaks TLS only); with the pin, it does.
+    let far_token = std::fs::read_to_string(data.join("gateways/far/token")).unwrap();
+    let plain =
+        rt.block_on(fleet::openclaw::rpc::Client::connect(&format!("ws://10.213.21.2:{}", ports[3]), far_token.trim()));
+    assert!(plain.is_err(), "a plain ws:// connection to a gateway on another host must fail");
+    let pinned = rt.block_on(fleet::openclaw::rpc::Client::connect_pinned(
+        &format!("wss://10.213.21.2:{}", ports[3]),
+        Some(served),
+        far_token.trim(),
+    ));
+    assert!(pinned.is_ok(), "{:?}", pinned.err());
+    drop(pinned);
+
+    // Converged: a second apply changes nothing (no certificate minted, no restart), the plan is clean.
     let r = w.fleet(&["apply"]);
     assert!(r.stdout.contains("No changes."), "{}", r.all());
+    w.assert_converged();
+    assert_eq!(pin_of("far").as_deref(), Some(far_pin.as_str()), "the same certificate stays pinned");
+    assert_eq!(fleet::tls::Pin::of_pem(far_cert(&edge).as_bytes()), Some(served), "and in the home");
+
+    // Another certificate in the gateway's home (someone with the container's root, or a server in
+    // its place): fleet sends it nothing — the plan names the gateway and the pin that does not
+    // match — and apply puts a certificate of its own back, pinned anew.
+    let imp = w.root().join("impostor");
+    std::fs::create_dir_all(&imp).unwrap();
+    let (imp_cert, imp_key) = (imp.join("cert.pem"), imp.join("key.pem"));
+    let st = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30"])
+        .args(["-subj", "/CN=impostor", "-addext", "subjectAltName=IP:10.213.21.2", "-keyout"])
+        .arg(&imp_key)
+        .arg("-out")
+        .arg(&imp_cert)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let imp_pin = fleet::tls::Pin::of_pem(&std::fs::read(&imp_cert).unwrap()).unwrap();
+    for (f, to) in [(&imp_cert, "gateway-cert.pem"), (&imp_key, "gateway-key.pem")] {
+        edge.incus(&["file", "push", "-q", f.to_str().unwrap(), &format!("{}/root/tls/{to}", ct("far"))]);
+    }
+    edge.incus(&["restart", "--force", &ct("far")]);
+    let t0 = std::time::Instant::now();
+    let plan = loop {
+        let plan = w.fleet(&["plan"]);
+        if plan.all().contains("does not match the pin") || t0.elapsed().as_secs() > 120 {
+            break plan;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    };
+    assert!(plan.stdout.contains("~ gateway.far (host edge)"), "{}", plan.all());
+    assert!(
+        plan.all().contains("gateway far: the TLS certificate presented at wss://10.213.21.2:")
+            && plan.all().contains(&format!(
+                "(sha256 {imp_pin}) does not match the pin fleet recorded for this gateway (sha256 {far_pin})"
+            )),
+        "the plan names the gateway and both certificates:\n{}",
+        plan.all()
+    );
+    let r = w.fleet(&["apply"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.failures(), r.all());
+    assert!(r.stdout.contains("~ gateway.far: updated"), "{}", r.stdout);
+    let repinned = pin_of("far").unwrap();
+    assert!(repinned != far_pin && repinned != imp_pin.hex(), "a new certificate of fleet's: {repinned}");
+    assert_eq!(fleet::tls::Pin::of_pem(far_cert(&edge).as_bytes()).unwrap().hex(), repinned);
+    let reply = w.fleet(&["chat", "alice", "still you?"]);
+    assert_eq!(reply.stdout.trim(), "Hello from the demo model.", "{}", reply.all());
     w.assert_converged();
 
     // Another member: a planned `~`, the same container moved (not re-created), its agent there.
