@@ -31,36 +31,8 @@ pub fn routes() -> Routes<Shared> {
         .route("/v1/prove", get(prove))
 }
 
-/// The sign-in page (also what `/` shows a browser without a session).
-pub fn page(why: &str) -> String {
-    super::page::shell(
-        "fleet — sign in",
-        &format!(
-            "<main class=\"login\"><h1>fleet</h1><p id=\"why\">{}</p>\
-             <form id=\"signin\"><label>Admin token <input id=\"token\" type=\"password\" autocomplete=\"current-password\"></label> \
-             <button>Sign in</button></form>\
-             <p class=\"dim\">Or open the one-time link <code>fleet status --login</code> prints. The token is in \
-             <code>&lt;data dir&gt;/serve/token</code>.</p></main>\
-             <script>{SIGN_IN}</script>",
-            super::page::esc(why)
-        ),
-    )
-}
-
-const SIGN_IN: &str = r#"
-async function signIn(body) {
-  const r = await fetch('/login', {method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify(body), credentials: 'same-origin'});
-  if (r.ok) { location.replace('/'); return; }
-  const e = await r.json().catch(() => ({}));
-  document.getElementById('why').textContent = (e.error && e.error.message) || ('sign-in failed: ' + r.status);
-}
-const code = new URLSearchParams(location.hash.slice(1)).get('code');
-if (code) { history.replaceState(null, '', location.pathname); signIn({code}); }
-document.getElementById('signin').addEventListener('submit', ev => { ev.preventDefault(); signIn({token: document.getElementById('token').value}); });
-"#;
-
 async fn form() -> Response {
-    Html(page("Sign in to see this fleet.")).into_response()
+    Html(super::page::sign_in("Sign in to see this fleet.")).into_response()
 }
 
 fn with_cookie(mut r: Response, cookie: String) -> Response {

@@ -29,7 +29,7 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-pub(super) fn shell(title: &str, body: &str) -> String {
+fn shell(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -37,6 +37,34 @@ pub(super) fn shell(title: &str, body: &str) -> String {
         esc(title)
     )
 }
+
+/// The sign-in page (also what `/` shows a browser without a session).
+pub fn sign_in(why: &str) -> String {
+    shell(
+        "fleet — sign in",
+        &format!(
+            "<main class=\"login\"><h1>fleet</h1><p id=\"why\">{}</p>\
+             <form id=\"signin\"><label>Admin token <input id=\"token\" type=\"password\" autocomplete=\"current-password\"></label> \
+             <button>Sign in</button></form>\
+             <p class=\"dim\">Or open the one-time link <code>fleet status --login</code> prints. The token is in \
+             <code>&lt;data dir&gt;/serve/token</code>.</p></main>\
+             <script>{SIGN_IN}</script>",
+            esc(why)
+        ),
+    )
+}
+
+const SIGN_IN: &str = r#"
+async function signIn(body) {
+  const r = await fetch('/login', {method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify(body), credentials: 'same-origin'});
+  if (r.ok) { location.replace('/'); return; }
+  const e = await r.json().catch(() => ({}));
+  document.getElementById('why').textContent = (e.error && e.error.message) || ('sign-in failed: ' + r.status);
+}
+const code = new URLSearchParams(location.hash.slice(1)).get('code');
+if (code) { history.replaceState(null, '', location.pathname); signIn({code}); }
+document.getElementById('signin').addEventListener('submit', ev => { ev.preventDefault(); signIn({token: document.getElementById('token').value}); });
+"#;
 
 pub async fn page(
     State(app): State<std::sync::Arc<App>>,
@@ -47,11 +75,11 @@ pub async fn page(
         // The old login link: the admin token does not go into a URL (logs, history, Referer).
         let why =
             "The admin token no longer goes in a URL: sign in below, or open the link `fleet status --login` prints.";
-        return (StatusCode::BAD_REQUEST, Html(super::login::page(why))).into_response();
+        return (StatusCode::BAD_REQUEST, Html(sign_in(why))).into_response();
     }
     match app.principal(&headers).await {
         Ok(Principal::Admin) => {}
-        _ => return (StatusCode::UNAUTHORIZED, Html(super::login::page("Sign in to see this fleet."))).into_response(),
+        _ => return (StatusCode::UNAUTHORIZED, Html(sign_in("Sign in to see this fleet."))).into_response(),
     }
     let agents = app.agents_json(&Principal::Admin).await.unwrap_or_default();
     let view = app.router.view.read().expect("view").clone();
