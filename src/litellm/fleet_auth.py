@@ -516,7 +516,8 @@ class _SpendRecorder(CustomLogger):
                 raise
         return data
 
-    async def _record(self, call_id, agent, usd, at):
+    async def _record(self, call_id, agent, usd, at, settle=True):
+        """Writes the call's line (once per id); then, when `settle`, gives its hold back."""
         try:
             if not (isinstance(call_id, str) and call_id and isinstance(agent, str) and agent and usd):
                 return
@@ -527,7 +528,7 @@ class _SpendRecorder(CustomLogger):
             except Exception as e:  # noqa: BLE001 - a ledger that cannot be written must not fail the call
                 _log.warning("fleet_auth: could not record spend of %s (%s)", agent, type(e).__name__)
         finally:
-            if isinstance(call_id, str):
+            if settle and isinstance(call_id, str):
                 _holds.give_back(call_id)  # after the ledger has it: never counted by neither
 
     async def async_post_call_success_hook(self, data, user_api_key_dict, response):
@@ -537,7 +538,9 @@ class _SpendRecorder(CustomLogger):
         call_id = _fleet_call_id(data.get("metadata")) if isinstance(data, dict) else None
         if call_id is None:
             return  # not an agent call fleet gave an id: its log hook records it, if anyone
-        await self._record(call_id, md.get("agent"), _cost(hidden.get("response_cost")), time.time())
+        cost = _cost(hidden.get("response_cost"))
+        # Unpriced here (a streamed call's assembled response): the log hook prices and settles it.
+        await self._record(call_id, md.get("agent"), cost, time.time(), settle=cost is not None)
 
     async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
         """Every successful call once it is done (streamed ones: when the stream ends)."""
