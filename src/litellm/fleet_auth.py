@@ -493,6 +493,15 @@ def _fleet_call_id(md):
     return cid if isinstance(cid, str) and cid.startswith("fleet-") and len(cid) <= 64 else None
 
 
+def _logged_call(kwargs):
+    """(kwargs, fleet call id, agent) of a logging hook's call (the agent from the key's metadata)."""
+    kwargs = kwargs if isinstance(kwargs, dict) else {}
+    lp = kwargs.get("litellm_params") or {}
+    md = (lp.get("metadata") if isinstance(lp, dict) else None) or {}
+    auth_md = md.get("user_api_key_auth_metadata") if isinstance(md, dict) else None
+    return kwargs, _fleet_call_id(md), (auth_md.get("agent") if isinstance(auth_md, dict) else None)
+
+
 class _SpendRecorder(CustomLogger):
     """Gives every agent call fleet's own id and holds its cost against the budget before it
     runs (async_pre_call_hook), writes each priced call into the ledger and gives the hold back
@@ -544,23 +553,15 @@ class _SpendRecorder(CustomLogger):
 
     async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
         """Every successful call once it is done (streamed ones: when the stream ends)."""
-        kwargs = kwargs if isinstance(kwargs, dict) else {}
-        lp = kwargs.get("litellm_params") or {}
-        md = (lp.get("metadata") if isinstance(lp, dict) else None) or {}
-        auth_md = md.get("user_api_key_auth_metadata") if isinstance(md, dict) else None
-        agent = auth_md.get("agent") if isinstance(auth_md, dict) else None
+        kwargs, call_id, agent = _logged_call(kwargs)
         slo = kwargs.get("standard_logging_object") or {}
         cost = _cost(kwargs.get("response_cost")) or _cost(slo.get("response_cost") if isinstance(slo, dict) else None)
-        await self._record(_fleet_call_id(md), agent, cost, time.time())
+        await self._record(call_id, agent, cost, time.time())
 
     async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):
         """A failed call: what LiteLLM priced of it (usually nothing) is spent; its hold is given back."""
-        kwargs = kwargs if isinstance(kwargs, dict) else {}
-        lp = kwargs.get("litellm_params") or {}
-        md = (lp.get("metadata") if isinstance(lp, dict) else None) or {}
-        auth_md = md.get("user_api_key_auth_metadata") if isinstance(md, dict) else None
-        agent = auth_md.get("agent") if isinstance(auth_md, dict) else None
-        await self._record(_fleet_call_id(md), agent, _cost(kwargs.get("response_cost")), time.time())
+        kwargs, call_id, agent = _logged_call(kwargs)
+        await self._record(call_id, agent, _cost(kwargs.get("response_cost")), time.time())
 
     async def async_post_call_failure_hook(self, request_data, original_exception, user_api_key_dict, traceback_str=None):
         cid = _fleet_call_id(request_data.get("metadata")) if isinstance(request_data, dict) else None

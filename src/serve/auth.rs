@@ -58,15 +58,18 @@ pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
 /// to the fleet and the port the CLI dialled, so neither an impostor on the port nor a relay to a
 /// daemon elsewhere can answer it. The CLI sends the token only after checking it.
 pub fn proof(admin_token: &str, fleet: &str, port: u16, nonce: &str) -> String {
-    hex::encode(hmac_sha256(admin_token.as_bytes(), format!("fleet-serve-proof\n{fleet}\n{port}\n{nonce}").as_bytes()))
+    hex::encode(proof_bytes(admin_token, fleet, port, nonce))
+}
+
+fn proof_bytes(admin_token: &str, fleet: &str, port: u16, nonce: &str) -> Hash {
+    hmac_sha256(admin_token.as_bytes(), format!("fleet-serve-proof\n{fleet}\n{port}\n{nonce}").as_bytes())
 }
 
 /// Whether `answer` (a daemon's `/v1/prove` answer to `nonce`) proves it holds `token`.
 pub fn proved(answer: &serde_json::Value, token: &str, fleet: &str, port: u16, nonce: &str) -> bool {
-    let want = proof(token, fleet, port, nonce);
-    answer["proof"].as_str().is_some_and(|got| {
-        got.len() == want.len() && got.bytes().zip(want.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    })
+    let mut got = [0u8; 32];
+    answer["proof"].as_str().is_some_and(|p| hex::decode_to_slice(p, &mut got).is_ok())
+        && ct_eq(&got, &proof_bytes(token, fleet, port, nonce))
 }
 
 #[derive(Default, Clone)]

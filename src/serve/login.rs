@@ -42,21 +42,13 @@ fn with_cookie(mut r: Response, cookie: String) -> Response {
     r
 }
 
-fn body_json(body: &Bytes) -> Result<serde_json::Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "the body must be a JSON object")),
-        Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not JSON: {e}"))),
-    }
-}
-
 /// `POST /login`: the admin token or a one-time code, for a session.
 async fn sign_in(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     // A sign-in from another page would sign the browser into this daemon behind its user's back.
     if let Some(why) = super::session::cross_site_write(&Method::POST, &headers) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "cross_site", why));
     }
-    let m = body_json(&body)?;
+    let m = super::request::json_object(&body)?;
     if let Some(k) = m.keys().find(|k| !matches!(k.as_str(), "token" | "code")) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

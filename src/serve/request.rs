@@ -33,10 +33,16 @@ pub struct NewMessage {
     pub from: Option<String>,
 }
 
-pub fn new_message(body: &[u8]) -> Result<NewMessage, ApiError> {
+/// A body that must be a JSON object.
+pub fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad("invalid_json", format!("the body is not JSON: {e}")))?;
     let Value::Object(map) = v else { return Err(ApiError::bad("invalid_body", "the body must be a JSON object")) };
+    Ok(map)
+}
+
+pub fn new_message(body: &[u8]) -> Result<NewMessage, ApiError> {
+    let map = json_object(body)?;
     if let Some(k) = map.keys().find(|k| !["text", "thread", "from"].contains(&k.as_str())) {
         return Err(ApiError::bad(
             "unknown_field",

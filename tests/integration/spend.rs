@@ -138,6 +138,18 @@ async fn priced_call(client: &reqwest::Client, url: &str, key: &str, call_id: &s
     (status, r.json().await.unwrap_or_default(), cost)
 }
 
+/// A `priced_call`'s price when it passed; None when the budget refused it (any other answer fails).
+fn passed((status, body, cost): &(u16, serde_json::Value, f64)) -> Option<f64> {
+    match status {
+        200 => Some(*cost),
+        429 => {
+            assert_eq!(body["error"]["type"], "budget_exceeded", "{body}");
+            None
+        }
+        _ => panic!("{status} {body}"),
+    }
+}
+
 /// The ledger's calls of `agent`: (lines, USD summed).
 fn ledger_of(w: &World, agent: &str) -> (usize, f64) {
     let text = std::fs::read_to_string(w.data_dir(FLEET).join("litellm/spend.jsonl")).unwrap_or_default();
@@ -170,21 +182,14 @@ fn a_reused_call_id_and_twenty_parallel_calls_stay_within_a_budget_of_three_call
     let client = reqwest::Client::new();
 
     // One after another, one call id.
-    let mut passed = Vec::new();
-    for n in 0..8 {
-        let (status, body, cost) = rt.block_on(priced_call(&client, &url, &alice, "same-id"));
-        match status {
-            200 => passed.push(cost),
-            429 => assert_eq!(body["error"]["type"], "budget_exceeded", "call {n}: {body}"),
-            _ => panic!("call {n}: {status} {body}"),
-        }
-    }
-    assert_eq!(passed.len(), 3, "3 calls of $0.004 fit $0.013, the 4th would pass it: {passed:?}");
+    let serial: Vec<f64> =
+        (0..8).filter_map(|_| passed(&rt.block_on(priced_call(&client, &url, &alice, "same-id")))).collect();
+    assert_eq!(serial.len(), 3, "3 calls of $0.004 fit $0.013, the 4th would pass it: {serial:?}");
     let (lines, usd) = ledger_of(&w, "alice");
     assert_eq!(lines, 3, "one ledger line per call, whatever the caller's id");
     assert!(
-        (usd - passed.iter().sum::<f64>()).abs() < 1e-9,
-        "the ledger sums to what the proxy priced: {usd} vs {passed:?}"
+        (usd - serial.iter().sum::<f64>()).abs() < 1e-9,
+        "the ledger sums to what the proxy priced: {usd} vs {serial:?}"
     );
 
     // Twenty at once, one call id.
@@ -192,26 +197,12 @@ fn a_reused_call_id_and_twenty_parallel_calls_stay_within_a_budget_of_three_call
         let calls = (0..20).map(|_| priced_call(&client, &url, &carol, "same-id"));
         futures_util::future::join_all(calls).await
     });
-    let mut wave = Vec::new();
-    for (status, body, cost) in &answers {
-        match status {
-            200 => wave.push(*cost),
-            429 => assert_eq!(body["error"]["type"], "budget_exceeded", "{body}"),
-            _ => panic!("{status} {body}"),
-        }
-    }
+    let wave: Vec<f64> = answers.iter().filter_map(passed).collect();
     assert!((1..=3).contains(&wave.len()), "at most 3 of 20 parallel calls pass a budget of 3: {}", wave.len());
     // What the wave's calls held is given back once they are priced: calls one after another pass
     // until the budget holds exactly 3 calls, never more.
-    let mut after = Vec::new();
-    for _ in 0..4 {
-        let (status, body, cost) = rt.block_on(priced_call(&client, &url, &carol, "same-id"));
-        match status {
-            200 => after.push(cost),
-            429 => assert_eq!(body["error"]["type"], "budget_exceeded", "{body}"),
-            _ => panic!("{status} {body}"),
-        }
-    }
+    let after: Vec<f64> =
+        (0..4).filter_map(|_| passed(&rt.block_on(priced_call(&client, &url, &carol, "same-id")))).collect();
     assert_eq!(wave.len() + after.len(), 3, "the wave's holds were given back: {wave:?} then {after:?}");
     let (lines, usd) = ledger_of(&w, "carol");
     let priced: f64 = wave.iter().chain(&after).sum();
